@@ -1,0 +1,92 @@
+"""The error hierarchy shared by every layer.
+
+Core code raises these; each HTTP dialect maps them to its own envelope in one place
+(``api/unicat/errors.py`` and friends), and the websocket server maps them to ``op: error``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BulkJobsError(Exception):
+    """Root of every error the product raises on purpose."""
+
+    status: int = 500
+    code: int = 500
+    message: str = "Internal server error"
+
+    def __init__(self, message: str | None = None, *, info: dict[str, Any] | None = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.info: dict[str, Any] = info or {}
+
+
+class BadRequest(BulkJobsError):
+    status = code = 400
+    message = "Bad request"
+
+
+class Unauthorized(BulkJobsError):
+    status = code = 401
+    message = "Permission denied"
+
+
+class Forbidden(BulkJobsError):
+    status = code = 403
+    message = "Forbidden"
+
+
+class NotFound(BulkJobsError):
+    status = code = 404
+    message = "Not found"
+
+
+class PayloadTooLarge(BulkJobsError):
+    status = code = 413
+    message = "Request body too large"
+
+
+class Unprocessable(BulkJobsError):
+    """The entity does not exist or the operation is not possible on it (HTTP 422)."""
+
+    status = code = 422
+    message = "Unprocessable entity"
+
+
+class RateLimited(BulkJobsError):
+    status = code = 429
+    message = "Too many requests"
+
+
+class ServiceUnavailable(BulkJobsError):
+    status = code = 503
+    message = "Service unavailable"
+
+
+class ValidationError(BulkJobsError):
+    """Application error 1001: field data invalid."""
+
+    status = 422
+    code = 1001
+    message = "Validation error"
+
+
+class SelectionError(BulkJobsError):
+    """Application error 1006: a malformed selection, rejected before anything is queued.
+
+    ``info`` always names the offending entry index (``entry``) and the ``reason``.
+    """
+
+    status = 422
+    code = 1006
+    message = "Selection error"
+
+    def __init__(self, reason: str, *, entry: int | None = None, **extra: Any) -> None:
+        info: dict[str, Any] = {"reason": reason, **extra}
+        if entry is not None:
+            info["entry"] = entry
+        where = f"entry {entry}: " if entry is not None else ""
+        super().__init__(f"Selection error: {where}{reason}", info=info)
+        self.reason = reason
+        self.entry = entry

@@ -1,0 +1,51 @@
+"""Every Redis key and stream name, built here and nowhere else."""
+
+from __future__ import annotations
+
+PREFIX = "bulkjobs"
+
+#: The global cursor space; job events live here.
+CC_SPACE = "cc"
+
+#: The Celery queue jobs are sent to.
+JOBS_QUEUE = "bulkjobs"
+
+
+def sync_stream(space: str) -> str:
+    """The Redis stream holding one cursor space's events; entry ids are the cursors."""
+    return f"{PREFIX}:sync:{space}"
+
+
+def sync_counter(space: str) -> str:
+    """The last cursor handed out in a space (only ever grows)."""
+    return f"{PREFIX}:sync:{space}:counter"
+
+
+def sync_floor(space: str) -> str:
+    """The lowest cursor from which the space's history is complete."""
+    return f"{PREFIX}:sync:{space}:floor"
+
+
+def sync_marks(space: str) -> str:
+    """Hash minute -> first cursor appended in that minute; drives time-based retention."""
+    return f"{PREFIX}:sync:{space}:marks"
+
+
+def sync_spaces() -> str:
+    """Set of every space that has been written to (for trimming)."""
+    return f"{PREFIX}:sync:spaces"
+
+
+def job_terminal(token: str) -> str:
+    """Set once when a job's terminal event is appended, so it is appended exactly once."""
+    return f"{PREFIX}:job:{token}:terminal"
+
+
+def rate_limit(user_gid: str, window: int) -> str:
+    """Request counter of one user in one rate-limit window."""
+    return f"{PREFIX}:ratelimit:{user_gid}:{window}"
+
+
+def space_of(stream_key: str) -> str:
+    """Inverse of :func:`sync_stream`."""
+    return stream_key.removeprefix(f"{PREFIX}:sync:")

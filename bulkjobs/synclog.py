@@ -1,0 +1,316 @@
+"""The sync log: one Redis stream per cursor space, entry ids are the cursors.
+
+Contract
+--------
+* Two kinds of space: ``"cc"`` (job events) and one per project (``space == project gid``,
+  record and schema changes).
+* A cursor is an integer that only grows.  Appending increments the space's counter and adds
+  the stream entry ``<cursor>-0`` in one Lua script, so cursors are dense within an epoch and
+  never reused.  A counter that is missing (first use, or Redis lost its data) is seeded from
+  the clock in microseconds, never below the last entry still in the stream, so cursors keep
+  growing across a Redis restart that lost everything.
+* Each space keeps a *floor*: the lowest cursor from which its history is complete.  Seeding a
+  counter sets the floor just above the seed; trimming raises it.  A reader whose cursor ``c``
+  is below ``floor - 1`` missed events that are gone: it is told ``recovered = False``.
+* Entries store the event body as JSON *without* ``type`` and ``cursor`` (``d``) plus a few
+  routing fields (``p`` project gid, ``k`` data key, ``s`` job status, ``t`` time).  The wire
+  text is composed from them once per event (:attr:`Event.text`) and shared by every
+  subscriber, so fan-out never re-serialises.
+* Retention (:func:`trim`): an entry is removed only when it is both beyond the last
+  ``SYNC_RETENTION`` events and older than ``SYNC_RETENTION_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from bulkjobs import keys
+
+# KEYS: stream, counter, floor, marks, spaces [, dedupe]
+# ARGV: space, now_us, minute, dedupe_ttl, n, then n * (p, k, s, d)
+_APPEND_LUA = """
+local function ensure_counter()
+  local c = redis.call('GET', KEYS[2])
+  if c then return end
+  local seed = tonumber(ARGV[2])
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #last > 0 then
+    local lid = tonumber(string.match(last[1][1], '^(%d+)'))
+    if lid > seed then seed = lid end
+  end
+  redis.call('SET', KEYS[2], string.format('%.0f', seed))
+  redis.call('SET', KEYS[3], string.format('%.0f', seed + 1))
+end
+ensure_counter()
+if KEYS[6] then
+  if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', tonumber(ARGV[4])) then
+    return {}
+  end
+end
+local n = tonumber(ARGV[5])
+local out = {}
+local now = ARGV[2]
+for i = 0, n - 1 do
+  local base = 6 + i * 4
+  local c = redis.call('INCR', KEYS[2])
+  redis.call('XADD', KEYS[1], c .. '-0',
+    'p', ARGV[base], 'k', ARGV[base + 1], 's', ARGV[base + 2], 'd', ARGV[base + 3], 't', now)
+  out[#out + 1] = c
+end
+if n > 0 then
+  redis.call('HSETNX', KEYS[4], ARGV[3], out[1])
+  redis.call('SADD', KEYS[5], ARGV[1])
+end
+return out
+"""
+
+# KEYS: stream, counter, floor ; ARGV: now_us -> {counter, floor}
+_CURSORS_LUA = """
+local c = redis.call('GET', KEYS[2])
+if not c then
+  local seed = tonumber(ARGV[1])
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #last > 0 then
+    local lid = tonumber(string.match(last[1][1], '^(%d+)'))
+    if lid > seed then seed = lid end
+  end
+  redis.call('SET', KEYS[2], string.format('%.0f', seed))
+  redis.call('SET', KEYS[3], string.format('%.0f', seed + 1))
+end
+return {redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
+"""
+
+# KEYS: stream, floor, marks ; ARGV: cutoff -> new floor
+_TRIM_LUA = """
+local cutoff = tonumber(ARGV[1])
+local floor = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cutoff <= floor then return string.format('%.0f', floor) end
+redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', cutoff) .. '-0')
+redis.call('SET', KEYS[2], string.format('%.0f', cutoff))
+return string.format('%.0f', cutoff)
+"""
+
+#: Events a single read returns at most (one ``/sync/get`` page).
+PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append.  ``body`` holds ``action``, ``data_type``, ``data_key`` and
+    optionally ``data``; ``type`` and ``cursor`` are added by the log."""
+
+    project: str
+    key: str
+    body: dict[str, Any]
+    status: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event read back from the log."""
+
+    space: str
+    cursor: int
+    project: str
+    key: str
+    status: str
+    body: str  # JSON object text without type/cursor
+
+    @property
+    def text(self) -> str:
+        """The event's wire JSON, exactly as SPEC §7 shapes it (``type`` and ``cursor`` first)."""
+        return f'{{"type":{json.dumps(self.space)},"cursor":{self.cursor},{self.body[1:]}'
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(self.text)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+TERMINAL = frozenset({"done", "rejected"})
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    events: list[Event]
+    floor: int
+    last: int  # the space's current cursor
+    recovered: bool  # False: events after the given cursor were lost to trimming or a reset
+    more: bool  # True: more events follow the last one returned
+
+
+def job_event(
+    *, token: str, project: str, job: str, status: str, info: dict[str, Any],
+    created_on: float, updated_on: float, insert: bool = False,
+) -> NewEvent:
+    """The ``cc`` event for one job state, shaped as SPEC §7 says."""
+    body = {
+        "action": "INSERT" if insert else "UPDATE",
+        "data_type": "jobs",
+        "data_key": token,
+        "data": {
+            "project_gid": project, "job": job, "status": status, "info": info,
+            "created_on": created_on, "updated_on": updated_on,
+        },
+    }
+    return NewEvent(project=project, key=token, body=body, status=status)
+
+
+def record_event(*, project: str, data_type: str, gid: str, action: str) -> NewEvent:
+    """A project-space notification (no ``data``): ``records`` UPDATE/DELETE and the like."""
+    body = {"action": action, "data_type": data_type, "data_key": gid}
+    return NewEvent(project=project, key=gid, body=body)
+
+
+def _now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+def _append_call(
+    space: str, events: Sequence[NewEvent], dedupe: str | None, dedupe_ttl: int
+) -> tuple[list[str], list[Any]]:
+    now_us = _now_us()
+    keylist = [
+        keys.sync_stream(space), keys.sync_counter(space), keys.sync_floor(space),
+        keys.sync_marks(space), keys.sync_spaces(),
+    ]
+    if dedupe:
+        keylist.append(dedupe)
+    args: list[Any] = [space, now_us, now_us // 60_000_000, dedupe_ttl, len(events)]
+    for ev in events:
+        args += [ev.project, ev.key, ev.status, json.dumps(ev.body, separators=(",", ":"))]
+    return keylist, args
+
+
+def _cursor_call(space: str) -> tuple[list[str], list[Any]]:
+    return [keys.sync_stream(space), keys.sync_counter(space), keys.sync_floor(space)], [_now_us()]
+
+
+def decode(space: str, entries: Iterable[tuple[Any, dict[Any, Any]]]) -> list[Event]:
+    """Turn raw XRANGE/XREAD entries into :class:`Event` objects."""
+    out = []
+    for entry_id, f in entries:
+        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        out.append(Event(
+            space=space, cursor=int(eid.split("-", 1)[0]),
+            project=_s(f.get(b"p", f.get("p", ""))), key=_s(f.get(b"k", f.get("k", ""))),
+            status=_s(f.get(b"s", f.get("s", ""))), body=_s(f.get(b"d", f.get("d", "{}"))),
+        ))
+    return out
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def is_recovered(after: int, floor: int, last: int) -> bool:
+    """Can a reader that has seen everything up to ``after`` be caught up by replay?"""
+    return floor - 1 <= after <= last
+
+
+class SyncLog:
+    """The sync log over a synchronous Redis client (worker, API, CLI)."""
+
+    def __init__(self, client: redis.Redis, *, dedupe_ttl: int = 2 * 86_400) -> None:
+        self.r = client
+        self._append = client.register_script(_APPEND_LUA)
+        self._cursors = client.register_script(_CURSORS_LUA)
+        self._trim = client.register_script(_TRIM_LUA)
+        self.dedupe_ttl = dedupe_ttl
+
+    def append(
+        self, space: str, events: Sequence[NewEvent], *, once_key: str | None = None
+    ) -> list[int]:
+        """Append events atomically; returns their cursors.  With ``once_key`` the append
+        happens at most once for that key (an empty list means it had happened already)."""
+        if not events:
+            return []
+        k, a = _append_call(space, events, once_key, self.dedupe_ttl)
+        return [int(c) for c in self._append(keys=k, args=a)]
+
+    def cursors(self, space: str) -> tuple[int, int]:
+        """``(current cursor, floor)`` of a space, seeding them if missing."""
+        k, a = _cursor_call(space)
+        c, f = self._cursors(keys=k, args=a)
+        return int(c), int(f)
+
+    def cursor(self, space: str) -> int:
+        return self.cursors(space)[0]
+
+    def read(self, space: str, after: int, *, count: int = PAGE) -> Page:
+        """Events with cursor > ``after`` (at most ``count``).  When ``after`` is below the
+        floor the page starts at the oldest retained event and ``recovered`` is False."""
+        last, floor = self.cursors(space)
+        recovered = is_recovered(after, floor, last)
+        start = f"({after}-0" if recovered else "-"
+        raw = self.r.xrange(keys.sync_stream(space), start, "+", count=count + 1)
+        events = decode(space, raw)
+        more = len(events) > count
+        return Page(events[:count], floor, last, recovered, more)
+
+    def trim(self, space: str, *, keep: int, keep_seconds: float, now: float | None = None) -> int:
+        """Drop entries beyond both retention bounds; returns the new floor."""
+        now = time.time() if now is None else now
+        last, floor = self.cursors(space)
+        by_count = last - keep + 1
+        by_time = _time_cutoff(self.r.hgetall(keys.sync_marks(space)), now - keep_seconds)
+        cutoff = min(by_count, by_time)
+        new_floor = int(self._trim(
+            keys=[keys.sync_stream(space), keys.sync_floor(space), keys.sync_marks(space)],
+            args=[cutoff],
+        ))
+        old_minutes = [m for m, c in self.r.hgetall(keys.sync_marks(space)).items()
+                       if int(c) < new_floor]
+        if old_minutes:
+            self.r.hdel(keys.sync_marks(space), *old_minutes)
+        return new_floor
+
+    def spaces(self) -> list[str]:
+        return sorted(_s(s) for s in self.r.smembers(keys.sync_spaces()))
+
+
+def _time_cutoff(marks: dict[Any, Any], older_than: float) -> int:
+    """The first cursor appended at or after the newest minute mark that is fully older than
+    ``older_than``: everything below it is older than the time bound."""
+    limit_minute = int(older_than // 60)
+    eligible = [int(c) for m, c in marks.items() if int(m) <= limit_minute]
+    # The minute *after* the last eligible one starts at a cursor we do not know; the mark of
+    # the newest eligible minute is a safe (conservative) cutoff.
+    return max(eligible) if eligible else 0
+
+
+class AsyncSyncLog:
+    """The same log over an asyncio Redis client (stream server)."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.r = client
+        self._append = client.register_script(_APPEND_LUA)
+        self._cursors = client.register_script(_CURSORS_LUA)
+
+    async def append(self, space: str, events: Sequence[NewEvent]) -> list[int]:
+        if not events:
+            return []
+        k, a = _append_call(space, events, None, 0)
+        return [int(c) for c in await self._append(keys=k, args=a)]
+
+    async def cursors(self, space: str) -> tuple[int, int]:
+        k, a = _cursor_call(space)
+        c, f = await self._cursors(keys=k, args=a)
+        return int(c), int(f)
+
+    async def read(self, space: str, after: int, *, count: int = PAGE) -> Page:
+        last, floor = await self.cursors(space)
+        recovered = is_recovered(after, floor, last)
+        start = f"({after}-0" if recovered else "-"
+        raw = await self.r.xrange(keys.sync_stream(space), start, "+", count=count + 1)
+        events = decode(space, raw)
+        return Page(events[:count], floor, last, recovered, len(events) > count)

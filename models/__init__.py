@@ -1,0 +1,12 @@
+"""Tables, engine, queries and selection resolution.  Every table is re-exported here."""
+
+from models.auth import ALL_CHANNEL, ApiKey, Member, Project, User
+from models.jobs import Job, JobItem
+from models.records import Record
+from models.schema import SchemaItem
+from models.versions import RecordVersion, WorkflowEntry
+
+__all__ = [
+    "ALL_CHANNEL", "ApiKey", "Job", "JobItem", "Member", "Project", "Record", "RecordVersion",
+    "SchemaItem", "User", "WorkflowEntry",
+]

@@ -1,0 +1,59 @@
+"""Jobs: the durable truth about every job, and the items a job resolved its selection to.
+
+A job resolves its selection once into ``job_item`` rows (ordered by ``id``) and then works
+through them in batches; ``position`` is the last ``job_item.id`` whose batch committed, and it
+is written in the same transaction as the batch.  ``owner`` + ``heartbeat_on`` form a lease: a
+worker may only commit while it holds the lease, and the reaper re-queues jobs whose heartbeat
+stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+QUEUED, PROCESSING, DONE, REJECTED = "queued", "processing", "done", "rejected"
+TERMINAL = (DONE, REJECTED)
+UNFINISHED = (QUEUED, PROCESSING)
+
+
+class Job(SQLModel, table=True):
+    __table_args__ = (Index("ix_job_status_heartbeat", "status", "heartbeat_on"),)
+
+    token: str = Field(primary_key=True, max_length=36)
+    project_gid: str = Field(foreign_key="project.gid", max_length=36, index=True)
+    job: str
+    status: str = QUEUED
+    info: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    actor: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_on: float = 0.0
+    updated_on: float = 0.0
+    started_on: float | None = None
+    finished_on: float | None = None
+    heartbeat_on: float = 0.0
+    attempts: int = 0
+    owner: str | None = None
+    resolved: bool = False
+    position: int = 0
+    cancel_requested: bool = False
+    result_status: int | None = None
+    result_payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+    def public(self) -> dict[str, Any]:
+        """The job as its sync event's ``data`` shows it."""
+        return {
+            "project_gid": self.project_gid, "job": self.job, "status": self.status,
+            "info": self.info, "created_on": self.created_on, "updated_on": self.updated_on,
+        }
+
+
+class JobItem(SQLModel, table=True):
+    __tablename__ = "job_item"
+    __table_args__ = (UniqueConstraint("job_token", "item_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_token: str = Field(max_length=36)
+    item_id: int

@@ -1,0 +1,33 @@
+"""Schema items: definitions, classes, fields and layouts, with working copies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+SCHEMA_TYPES = ("definition", "class", "field", "layout")
+
+
+class SchemaItem(SQLModel, table=True):
+    __tablename__ = "schema_item"
+    __table_args__ = (Index("ix_schema_item_project_type", "project_gid", "type"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    gid: str = Field(unique=True, index=True, max_length=36)
+    project_gid: str = Field(foreign_key="project.gid", max_length=36)
+    type: str  # definition | class | field | layout
+    name: str = ""
+    label: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
+    is_new: bool = True
+    is_working_copy: bool = False
+    original: str | None = Field(default=None, max_length=36)
+    is_base: bool = False
+    is_extended: bool = False
+    classes: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    fields: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    layout: str | None = Field(default=None, max_length=36)
+    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_on: float = 0.0
+    updated_on: float = 0.0
