@@ -37,7 +37,10 @@ class Settings(BaseSettings):
     # A running job whose heartbeat is older than this is taken to be dead and re-queued.
     stale_after: float = Field(default=30.0, alias="STALE_AFTER")
     heartbeat_interval: float = Field(default=2.0, alias="HEARTBEAT_INTERVAL")
+    queued_stale_after: float = Field(default=120.0, alias="QUEUED_STALE_AFTER")
     reaper_interval: float = Field(default=10.0, alias="REAPER_INTERVAL")
+    # A run gives a job back and re-queues it after this many seconds (fairness).
+    slice_seconds: float = Field(default=5.0, alias="SLICE_SECONDS")
     record_events: bool = Field(default=True, alias="RECORD_EVENTS")
     auth_timeout: float = Field(default=10.0, alias="AUTH_TIMEOUT")
     membership_refresh: float = Field(default=2.0, alias="MEMBERSHIP_REFRESH")

@@ -60,12 +60,13 @@ local now = ARGV[2]
 for i = 0, n - 1 do
   local base = 6 + i * 4
   local c = redis.call('INCR', KEYS[2])
-  redis.call('XADD', KEYS[1], c .. '-0',
+  -- format explicitly: Lua would print a 16-digit number in exponent notation
+  redis.call('XADD', KEYS[1], string.format('%.0f', c) .. '-0',
     'p', ARGV[base], 'k', ARGV[base + 1], 's', ARGV[base + 2], 'd', ARGV[base + 3], 't', now)
   out[#out + 1] = c
 end
 if n > 0 then
-  redis.call('HSETNX', KEYS[4], ARGV[3], out[1])
+  redis.call('HSETNX', KEYS[4], ARGV[3], string.format('%.0f', out[1]))
   redis.call('SADD', KEYS[5], ARGV[1])
 end
 return out

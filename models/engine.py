@@ -57,9 +57,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    # IMMEDIATE takes the write lock up front: two writers never deadlock on a lock upgrade,
-    # the second one simply waits (busy_timeout) for the first.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers begin IMMEDIATE, taking the write lock up front: two writers never fail on a
+    # lock upgrade, the second simply waits (busy_timeout).  Readers begin DEFERRED and never
+    # block anyone (WAL).
+    if conn.get_execution_options().get("writer"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
 
 
 @lru_cache(maxsize=1)
@@ -67,10 +71,16 @@ def get_engine() -> Engine:
     return make_engine(get_settings().effective_database_url)
 
 
+@lru_cache(maxsize=1)
+def get_write_engine() -> Engine:
+    """The engine for transactions that write (``with get_write_engine().begin() as conn``)."""
+    return get_engine().execution_options(writer=True)
+
+
 @contextlib.contextmanager
 def session_scope() -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with Session(get_engine(), expire_on_commit=False) as session:
+    """A writing session that commits on success and rolls back on error."""
+    with Session(get_write_engine(), expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

@@ -39,6 +39,7 @@ class Job(SQLModel, table=True):
     resolved: bool = False
     position: int = 0
     cancel_requested: bool = False
+    announced: bool = False  # the terminal event has been appended to the sync log
     result_status: int | None = None
     result_payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 

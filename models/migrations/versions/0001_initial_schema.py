@@ -11,7 +11,6 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-
 revision = '0001'
 down_revision = None
 branch_labels = None
@@ -110,6 +109,7 @@ def upgrade() -> None:
     sa.Column('resolved', sa.Boolean(), nullable=False),
     sa.Column('position', sa.Integer(), nullable=False),
     sa.Column('cancel_requested', sa.Boolean(), nullable=False),
+    sa.Column('announced', sa.Boolean(), nullable=False),
     sa.Column('result_status', sa.Integer(), nullable=True),
     sa.Column('result_payload', sa.JSON(), nullable=True),
     sa.ForeignKeyConstraint(['project_gid'], ['project.gid'], ),

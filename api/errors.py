@@ -1,0 +1,72 @@
+"""Exception handlers: every error becomes its dialect's envelope, chosen by path prefix.
+
+No route builds an error response by hand.  Unexpected exceptions are logged and answered
+with a 500 in the envelope (never a bare stack trace); Redis being down is a 503.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.unicat import envelope as unicat
+from bulkjobs.errors import BadRequest, BulkJobsError, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+Renderer = Callable[[BulkJobsError], JSONResponse]
+
+#: Path prefix -> renderer; the Unicat envelope is the default.
+RENDERERS: dict[str, Renderer] = {}
+
+
+def render(request: Request, exc: BulkJobsError) -> JSONResponse:
+    for prefix, renderer in RENDERERS.items():
+        if request.url.path.startswith(prefix):
+            return renderer(exc)
+    return unicat.error_response(exc)
+
+
+def _from_status(status: int, detail: str) -> BulkJobsError:
+    exc = BulkJobsError(detail)
+    exc.status = exc.code = status
+    return exc
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(BulkJobsError)
+    async def _bulkjobs(request: Request, exc: BulkJobsError) -> JSONResponse:
+        return render(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+                  for e in exc.errors()[:20]]
+        return render(request, BadRequest("Bad request: missing or invalid parameters",
+                                          info={"errors": errors}))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return render(request, _from_status(exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(redis.RedisError)
+    async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
+        logger.warning("redis unavailable: %s", exc)
+        return render(request, ServiceUnavailable("Redis is unavailable; try again shortly"))
+
+    @app.exception_handler(OperationalError)
+    async def _db(request: Request, exc: OperationalError) -> JSONResponse:
+        logger.warning("database unavailable: %s", exc)
+        return render(request, ServiceUnavailable("The database is busy; try again shortly"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s", request.url.path)
+        return render(request, BulkJobsError("Internal server error"))

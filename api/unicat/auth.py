@@ -1,0 +1,72 @@
+"""Unicat `auth`, `login` and `init`: a JWT (in the `Authorization` header) and init data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from sqlmodel import Session
+
+from api.deps import ClaimsDep, MemberDep, SessionDep
+from api.unicat.bodies import ApiKeyBody, InitBody, LoginBody
+from api.unicat.envelope import ok
+from api.unicat.init import init_payload
+from bulkjobs.accounts import require_member, require_user, user_for_api_key, user_for_password
+from bulkjobs.tokens import Claims, issue
+from models.auth import User
+
+router = APIRouter(prefix="/api", tags=["unicat: auth"])
+
+
+def _answer(session: Session, response: Response, user: User, project: str) -> dict[str, Any]:
+    claims = Claims(user=user.gid, ops=user.ops, exp=0)
+    proj = require_member(session, claims, project)
+    response.headers["Authorization"] = issue(user.gid, ops=user.ops)
+    result, data = init_payload(session, user=user, project=proj)
+    return ok(result, data)
+
+
+@router.post("/p/{project}/auth")
+def auth(project: str, body: ApiKeyBody, session: SessionDep, response: Response) -> Any:
+    """Exchange an API key for a JWT and the project's init data."""
+    user = user_for_api_key(session, project_gid=project, api_key=body.api_key)
+    return _answer(session, response, user, project)
+
+
+@router.post("/p/{project}/login")
+def login(project: str, body: LoginBody, session: SessionDep, response: Response) -> Any:
+    """Log in with username and password for a project."""
+    user = user_for_password(session, username=body.username, password=body.password)
+    return _answer(session, response, user, project)
+
+
+@router.post("/login")
+def global_login(body: LoginBody, session: SessionDep, response: Response) -> Any:
+    """Log in with username and password (no project): a JWT and the user's projects."""
+    user = user_for_password(session, username=body.username, password=body.password)
+    response.headers["Authorization"] = issue(user.gid, ops=user.ops)
+    from models.queries import visible_projects
+
+    projects = sorted(visible_projects(session, user_gid=user.gid, ops=user.ops))
+    return ok({"user": user.gid, "ops": user.ops, "projects": projects,
+               "JWT": response.headers["Authorization"]}, {"cc.users": {user.gid: user.public()}})
+
+
+@router.post("/p/{project}/init")
+def init(project: str, actor: MemberDep, session: SessionDep, body: InitBody | None = None) -> Any:
+    """The project's init data for the JWT's user."""
+    return ok(*init_payload(session, user=require_user(session, actor.claims),
+                            project=actor.project))
+
+
+@router.get("/p/{project}/init", include_in_schema=False)
+def init_get(project: str, actor: MemberDep, session: SessionDep) -> Any:
+    return ok(*init_payload(session, user=require_user(session, actor.claims),
+                            project=actor.project))
+
+
+@router.post("/init")
+def global_init(c: ClaimsDep, session: SessionDep) -> Any:
+    """The user's own data."""
+    user = require_user(session, c)
+    return ok({"user": user.gid}, {"cc.users": {user.gid: user.public()}})

@@ -1,0 +1,87 @@
+"""Unicat job endpoints: the bulk operations of SPEC §5 and ``jobs/get|list|cancel``."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from api.deps import Actor, MemberDep, SessionDep
+from api.unicat.bodies import JobBody, JobsListBody, SelectionBody
+from api.unicat.envelope import ok
+from bulkjobs.connections import get_synclog
+from bulkjobs.errors import BadRequest, NotFound
+from models.jobs import Job
+from worker.app import enqueue
+from worker.submit import cancel, submit
+
+router = APIRouter(prefix="/api/p/{project}", tags=["unicat: jobs"])
+
+
+def queue(actor: Actor, job: str, params: dict[str, Any]) -> dict[str, Any]:
+    token = submit(project_gid=actor.project.gid, job=job, params=params,
+                   actor=actor.as_editor(), log=get_synclog(), enqueue=enqueue)
+    return ok({"job.token": token})
+
+
+@router.post("/records/bulk/delete")
+def bulk_delete(project: str, body: SelectionBody, actor: MemberDep) -> Any:
+    """Soft-delete the selected live records with their subtrees (a job)."""
+    return queue(actor, "bulk_delete_records", {"selection": body.selection})
+
+
+@router.post("/records/bulk/undelete")
+def bulk_undelete(project: str, body: SelectionBody, actor: MemberDep) -> Any:
+    """Undelete the selected deleted records with their subtrees and links (a job)."""
+    return queue(actor, "bulk_undelete_records", {"selection": body.selection})
+
+
+def job_public(job: Job) -> dict[str, Any]:
+    return {"token": job.token, **job.public()}
+
+
+@router.post("/jobs/get")
+def jobs_get(project: str, body: JobBody, actor: MemberDep, session: SessionDep) -> Any:
+    """The current state of one job."""
+    job = session.get(Job, body.job)
+    if job is None or job.project_gid != actor.project.gid:
+        raise NotFound("no such job", info={"job": body.job})
+    return ok({"job": job_public(job)})
+
+
+@router.post("/jobs/list")
+def jobs_list(project: str, body: JobsListBody, actor: MemberDep, session: SessionDep) -> Any:
+    """The project's jobs, newest first, paged with ``page.cursor``."""
+    query = select(Job).where(Job.project_gid == actor.project.gid)
+    if body.status:
+        query = query.where(Job.status == body.status)
+    if body.page_cursor:
+        try:
+            created_on, token = json.loads(base64.urlsafe_b64decode(body.page_cursor))
+            created_on, token = float(created_on), str(token)
+        except (ValueError, TypeError) as exc:
+            raise BadRequest("invalid page.cursor") from exc
+        query = query.where((Job.created_on < created_on) |
+                            ((Job.created_on == created_on) & (Job.token < token)))
+    rows = session.execute(
+        query.order_by(Job.created_on.desc(), Job.token.desc()).limit(body.page_size + 1)
+    ).scalars().all()
+    page = rows[: body.page_size]
+    cursor = None
+    if len(rows) > body.page_size:
+        last = page[-1]
+        cursor = base64.urlsafe_b64encode(json.dumps([last.created_on, last.token]).encode())
+    return ok({"jobs": [job_public(j) for j in page],
+               "page.cursor": cursor.decode() if cursor else None})
+
+
+@router.post("/jobs/cancel")
+def jobs_cancel(project: str, body: JobBody, actor: MemberDep) -> Any:
+    """Stop a job after its current batch; it ends `rejected` with `info.error` "cancelled"."""
+    row = cancel(project_gid=actor.project.gid, token=body.job, log=get_synclog())
+    return ok({"job": {"token": row["token"], "project_gid": row["project_gid"],
+                       "job": row["job"], "status": row["status"], "info": row["info"],
+                       "created_on": row["created_on"], "updated_on": row["updated_on"]}})

@@ -1,0 +1,43 @@
+"""The few SQL fragments that differ between SQLite and PostgreSQL.
+
+Everything else is written once.  Each function returns text for ``sqlalchemy.text`` with
+named parameters; JSON parameters are passed as JSON text.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+
+def is_pg(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def json_rows(conn: Connection, param: str, alias: str = "j") -> str:
+    """A JSON array parameter as rows ``<alias>.value`` (text) ordered by ``<alias>.key``."""
+    if is_pg(conn):
+        return (f"jsonb_array_elements_text(CAST(:{param} AS jsonb)) "
+                f"WITH ORDINALITY AS {alias}(value, key)")
+    return f"json_each(:{param}) AS {alias}"
+
+
+def json_array_has(conn: Connection, column: str, param: str) -> str:
+    """True when the JSON array in ``column`` contains the string parameter."""
+    if is_pg(conn):
+        return f"jsonb_exists(CAST({column} AS jsonb), :{param})"
+    return f"EXISTS (SELECT 1 FROM json_each({column}) AS jc WHERE jc.value = :{param})"
+
+
+def json_int(conn: Connection, column: str, param: str) -> str:
+    """The integer under the key given by a parameter in the JSON object ``column``.
+
+    On SQLite the parameter must hold a JSON path (``$."<key>"``); see :func:`json_key_arg`.
+    """
+    if is_pg(conn):
+        return f"CAST(CAST({column} AS jsonb) ->> :{param} AS INTEGER)"
+    return f"json_extract({column}, :{param})"
+
+
+def json_key_arg(conn: Connection, key: str) -> str:
+    """The parameter value :func:`json_int` expects for ``key``."""
+    return key if is_pg(conn) else '$."' + key.replace('"', "") + '"'

@@ -1,0 +1,43 @@
+"""The Celery application, built from the settings by :func:`make_celery`.
+
+``celery -A worker.app worker -E`` runs jobs; ``celery -A worker.app beat`` runs the reaper
+and the sync-log trimming on a schedule.  Late acknowledgement and a prefetch of one mean a
+message is only acknowledged once its job slice has returned, and a worker holds at most one
+job it has not started.  Crash safety does not rest on this alone (see ``worker.runner``).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from bulkjobs.keys import JOBS_QUEUE
+from bulkjobs.settings import Settings, get_settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("bulkjobs", broker=settings.effective_broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=JOBS_QUEUE,
+        task_ignore_result=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 3600},
+        beat_schedule={
+            "reap-stalled-jobs": {"task": "bulkjobs.reap", "schedule": settings.reaper_interval},
+            "trim-sync-log": {"task": "bulkjobs.trim", "schedule": 300.0},
+        },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+    )
+    return app
+
+
+app = make_celery(get_settings())
+
+
+def enqueue(token: str) -> None:
+    """Send the job's task; the message carries only the token."""
+    app.send_task("bulkjobs.run_job", args=[token], queue=JOBS_QUEUE)

@@ -1,0 +1,65 @@
+"""Publishing job state changes to the sync log.
+
+Events carry absolute state (``total``, ``remaining``), read from the job row after the
+batch that changed it committed, never deltas.  :class:`Publisher` rate-limits progress
+events to one per ``PROGRESS_INTERVAL`` per job; state changes (processing, terminal) are
+always published.  The terminal event is appended with a once-key, so however often a crashed
+job is finished or re-announced, subscribers see exactly one terminal event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bulkjobs import keys
+from bulkjobs.synclog import SyncLog, job_event
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    token: str
+    project_gid: str
+    job: str
+    status: str
+    info: dict[str, Any]
+    created_on: float
+    updated_on: float
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("done", "rejected")
+
+
+def append_state(log: SyncLog, state: JobState, *, insert: bool = False) -> list[int]:
+    """Append one job state event (terminal ones at most once per job)."""
+    event = job_event(
+        token=state.token, project=state.project_gid, job=state.job, status=state.status,
+        info=state.info, created_on=state.created_on, updated_on=state.updated_on, insert=insert,
+    )
+    once = keys.job_terminal(state.token) if state.terminal else None
+    return log.append(keys.CC_SPACE, [event], once_key=once)
+
+
+class Publisher:
+    """Per-job progress publisher with the cadence of SPEC §6."""
+
+    def __init__(self, log: SyncLog, *, interval: float) -> None:
+        self.log = log
+        self.interval = interval
+        self.last_sent = 0.0
+        self._lock = threading.Lock()
+
+    def publish(self, state: JobState, *, force: bool = False) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if not force and not state.terminal and now - self.last_sent < self.interval:
+                return False
+            append_state(self.log, state)
+            self.last_sent = now
+            return True
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last_sent

@@ -1,0 +1,56 @@
+"""The reaper: the safety net under Celery.
+
+A job whose worker died (SIGKILL, lost machine) stops heart-beating.  The reaper hands such
+jobs back (``owner = NULL``) and re-queues them; the job resumes at its first uncommitted
+batch.  Queued jobs whose message was lost (a broker that lost its data) are re-queued after
+``queued_stale_after``.  Each re-queue bumps ``heartbeat_on``, so a job is re-queued at most
+once per staleness period however many reapers run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy import and_, or_, select, update
+
+from bulkjobs.synclog import SyncLog
+from models.engine import get_engine, get_write_engine
+from models.jobs import DONE, PROCESSING, QUEUED, REJECTED, Job
+from worker.runner import announce
+
+logger = logging.getLogger(__name__)
+jobs = Job.__table__
+
+
+def reap(
+    *, log: SyncLog, stale_after: float, queued_stale_after: float,
+    requeue: Callable[[str], None], limit: int = 1000,
+) -> list[str]:
+    now = time.time()
+    stale = or_(
+        and_(jobs.c.status == PROCESSING, jobs.c.heartbeat_on < now - stale_after),
+        and_(jobs.c.status == QUEUED, jobs.c.heartbeat_on < now - queued_stale_after),
+    )
+    engine = get_engine()
+    with engine.connect() as conn:
+        tokens = [r[0] for r in conn.execute(select(jobs.c.token).where(stale).limit(limit))]
+        unannounced = [r[0] for r in conn.execute(
+            select(jobs.c.token).where(
+                jobs.c.status.in_((DONE, REJECTED)), jobs.c.announced.is_(False),
+                jobs.c.finished_on < now - 5,
+            ).limit(limit)
+        )]
+    requeued = []
+    for token in tokens:
+        with get_write_engine().begin() as conn:
+            taken = conn.execute(update(jobs).where(jobs.c.token == token, stale)
+                                 .values(owner=None, heartbeat_on=now)).rowcount
+        if taken:
+            logger.warning("job %s: heartbeat stopped, re-queued", token)
+            requeue(token)
+            requeued.append(token)
+    for token in unannounced:
+        announce(log, token)
+    return requeued
