@@ -1,14 +1,20 @@
-"""Every Redis key and stream name, built here and nowhere else."""
+"""Every Redis key and stream name, built here and nowhere else.
+
+All names start with ``REDIS_PREFIX`` (default ``bulkjobs``), so several deployments — or
+several test sessions — can share one Redis server without touching each other's keys.
+"""
 
 from __future__ import annotations
 
-PREFIX = "bulkjobs"
+from bulkjobs.settings import get_settings
+
+PREFIX = get_settings().redis_prefix
 
 #: The global cursor space; job events live here.
 CC_SPACE = "cc"
 
 #: The Celery queue jobs are sent to.
-JOBS_QUEUE = "bulkjobs"
+JOBS_QUEUE = PREFIX
 
 
 def sync_stream(space: str) -> str:

@@ -21,6 +21,8 @@ os.environ["BROKER_URL"] = os.environ["REDIS_URL"]
 os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{_DATA}/test.db"
 os.environ["JWT_SECRET"] = "test-secret-" + os.urandom(8).hex()
 os.environ.setdefault("STALE_AFTER", "30")
+# A prefix of its own per session: test sessions sharing one Redis never see each other's keys.
+os.environ["REDIS_PREFIX"] = "bjtest" + os.urandom(4).hex()
 
 from collections.abc import Iterator  # noqa: E402
 
@@ -28,6 +30,7 @@ import pytest  # noqa: E402
 from sqlalchemy import Engine, text  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
+from bulkjobs import keys  # noqa: E402
 from bulkjobs.connections import get_redis  # noqa: E402
 from models.engine import get_engine, get_write_engine, migrate  # noqa: E402
 from models.seed import SeedResult, seed  # noqa: E402
@@ -51,9 +54,11 @@ def db() -> Iterator[Engine]:
 
 @pytest.fixture
 def redis_client():  # type: ignore[no-untyped-def]
-    """The test Redis database, flushed before the test."""
+    """The test Redis, with every key of this session deleted before the test."""
     client = get_redis()
-    client.flushdb()
+    stale = list(client.scan_iter(match=f"{keys.PREFIX}*", count=1000))
+    for i in range(0, len(stale), 1000):
+        client.delete(*stale[i : i + 1000])
     yield client
 
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make test`: the whole suite against the real Redis and database.
+#   1. SQLite (always);
+#   2. PostgreSQL at $TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/test) when it
+#      answers, and always in CI (CI=true), where a missing PostgreSQL is a failure.
+# Extra arguments go to pytest, e.g. `make test ARGS=-k resume` or scripts/test.sh -k resume.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/venv.sh test
+bash scripts/redis.sh
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+export TEST_REDIS_URL="${TEST_REDIS_URL:-${REDIS_URL%/*}/9}"
+pg_url="${TEST_PG_URL:-postgresql://postgres@127.0.0.1:5432/test}"
+pg_up() { .venv/bin/python - "$pg_url" <<'PY' 2>/dev/null
+import sys, psycopg
+psycopg.connect(sys.argv[1], connect_timeout=3).close()
+PY
+}
+if [ "${CI:-}" = "true" ] && ! pg_up && command -v pg_ctlcluster >/dev/null 2>&1; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  sleep 2
+fi
+status=0
+echo "==> tests on SQLite"
+.venv/bin/pytest -q -p no:cacheprovider "$@" || status=$?
+if pg_up; then
+  echo "==> tests on PostgreSQL ($pg_url)"
+  TEST_DATABASE_URL="$pg_url" .venv/bin/pytest -q -p no:cacheprovider "$@" || status=$?
+elif [ "${CI:-}" = "true" ]; then
+  echo "PostgreSQL does not answer at $pg_url; CI needs it" >&2
+  status=1
+else
+  echo "==> PostgreSQL does not answer at $pg_url: skipped the PostgreSQL pass"
+fi
+exit $status

@@ -1,0 +1,136 @@
+"""The whole path: a bulk job queued over HTTP, run by a real Celery worker, watched live over
+a real websocket stream server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import text
+
+from models.engine import get_engine
+from models.seed import SeedResult
+from tests.e2e.conftest import System
+from tests.e2e.helpers import Api, Subscriber, assert_lifecycle, job_events, terminal_of
+
+pytestmark = pytest.mark.e2e
+
+
+def status_counts(project: str) -> dict[str, int]:
+    with get_engine().connect() as conn:
+        rows = conn.execute(text(
+            "SELECT status, COUNT(*) FROM record WHERE project_gid = :p GROUP BY status"
+        ), {"p": project})
+        return {status: count for status, count in rows}
+
+
+def test_bulk_delete_then_undelete_over_http_and_websocket(system: System, seeded: SeedResult):
+    """A subscriber sees INSERT queued → processing (total = remaining) → … → done for a bulk
+    delete and a bulk undelete, and the database ends in the expected state."""
+    project = seeded.projects[0]
+    api = Api(system.web_url, project.gid)
+    assert api.auth(project.api_key)["success"]
+    live_heads = project.heads[:9]  # the seed deletes every tenth subtree (here: the tenth)
+    before = status_counts(project.gid)
+    assert before.get("deleted") == 100
+
+    async def scenario() -> tuple[list, list]:
+        async with Subscriber(system.stream_url, api.jwt) as sub:
+            subscribed = await sub.subscribe(project.gid, cc_cursor=api.cc_cursor())
+            assert subscribed["recovered"] is True
+            delete = api.queue("records/bulk/delete", [{"children": project.root}])
+            await sub.until(terminal_of(delete))
+            undelete = api.queue("records/bulk/undelete", live_heads)
+            await sub.until(terminal_of(undelete))
+            return job_events(sub.events, delete), job_events(sub.events, undelete)
+
+    deleted_events, undeleted_events = asyncio.run(scenario())
+    assert_lifecycle(deleted_events, deleted_events[0]["data_key"], total=9)
+    assert_lifecycle(undeleted_events, undeleted_events[0]["data_key"], total=9)
+    assert deleted_events[-1]["data"]["job"] == "bulk_delete_records"
+    assert undeleted_events[-1]["data"]["job"] == "bulk_undelete_records"
+    assert deleted_events[-1]["data"]["info"]["failed"] == 0
+    assert status_counts(project.gid) == before
+
+
+def test_state_after_delete_is_whole_subtrees(system: System, seeded: SeedResult):
+    """Bulk delete of two heads soft-deletes exactly their two subtrees of 100 records."""
+    project = seeded.projects[1]
+    api = Api(system.web_url, project.gid)
+    api.auth(project.api_key)
+    cursor = api.cc_cursor()
+    token = api.queue("records/bulk/delete", project.heads[:2] + ["not-a-gid"])
+
+    async def wait() -> None:
+        async with Subscriber(system.stream_url, api.jwt) as sub:
+            await sub.subscribe(project.gid, cc_cursor=cursor)
+            await sub.until(terminal_of(token))
+
+    asyncio.run(wait())
+    with get_engine().connect() as conn:
+        heads = conn.execute(text(
+            "SELECT id FROM record WHERE gid IN (:a, :b)"), dict(
+                a=project.heads[0], b=project.heads[1])).scalars().all()
+        stamped = conn.execute(text(
+            "SELECT deleted_root, COUNT(*) FROM record WHERE status = 'deleted' "
+            "AND project_gid = :p GROUP BY deleted_root"), {"p": project.gid}).all()
+    counts = dict(stamped)
+    assert counts[heads[0]] == 100 and counts[heads[1]] == 100
+    assert sum(counts.values()) == 300  # plus the subtree the seed had deleted
+
+
+def test_resume_after_disconnect_gets_every_missed_event_once(system: System,
+                                                               seeded: SeedResult):
+    """A subscriber that drops mid-job and reconnects with its last cursor receives every
+    event it missed exactly once, in order."""
+    project = seeded.projects[0]
+    api = Api(system.web_url, project.gid)
+    api.auth(project.api_key)
+    start = api.cc_cursor()
+    with get_engine().connect() as conn:
+        gids = conn.execute(text(
+            "SELECT gid FROM record WHERE project_gid = :p AND parent_id IS NOT NULL "
+            "AND status <> 'deleted' ORDER BY id DESC"), {"p": project.gid}).scalars().all()
+
+    async def scenario() -> tuple[str, list]:
+        async with Subscriber(system.stream_url, api.jwt) as first:
+            await first.subscribe(project.gid, cc_cursor=start)
+            token = api.queue("records/bulk/delete", list(gids))
+            # Leave after the processing event and at least one progress event or the end.
+            await first.until(lambda ev: len(job_events(ev, token)) >= 3)
+            received = job_events(first.events, token)
+        await asyncio.sleep(0.2)  # the job goes on while nobody listens
+        async with Subscriber(system.stream_url, api.jwt) as second:
+            sub = await second.subscribe(project.gid, cc_cursor=received[-1]["cursor"])
+            assert sub["recovered"] is True
+            await second.until(terminal_of(token))
+            received += job_events(second.events, token)
+        return token, received
+
+    token, received = asyncio.run(scenario())
+    expected = job_events(api.events_since(start), token)
+    assert [e["cursor"] for e in received] == [e["cursor"] for e in expected]
+    assert received == expected
+    assert_lifecycle(received, token, total=len(gids))
+
+
+def test_official_unicat_client_tracks_an_undelete_to_done(system: System, seeded: SeedResult):
+    """The official `unicat` client from PyPI connects with an API key, queues a bulk
+    undelete and follows it to `done` with its own `track_job`."""
+    from unicat.api import UnicatApi
+
+    project = seeded.projects[1]
+    client = UnicatApi(system.web_url, project.gid)
+    ok, result = client.connect(project.api_key)
+    assert ok, result
+    assert result["project"] == project.gid
+    deleted_head = project.heads[9]
+    cursor = client.prepare_for_job()
+    ok, result = client.call("/records/bulk/undelete", {"selection": [deleted_head]})
+    assert ok, result
+    token = result["job.token"]
+    statuses = [p["status"] for p in client.track_job(cursor, token, timeout_in_seconds=60,
+                                                       poll_interval_in_seconds=0.2)]
+    assert statuses[0] == "queued" and statuses[-1] == "done"
+    ok, result = client.call("/records/get", {"record": deleted_head})
+    assert ok and client.data["records"][deleted_head]["status"] != "deleted"
