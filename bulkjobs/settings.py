@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", alias="DATABASE_URL")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", alias="REDIS_URL")
     broker_url: str = Field(default="", alias="BROKER_URL")
-    redis_prefix: str = Field(default="bulkjobs", alias="REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]+$")
+    redis_prefix: str = Field(
+        default="bulkjobs", alias="REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]+$"
+    )
     jwt_secret: str = Field(default="", alias="JWT_SECRET")
     jwt_ttl: int = Field(default=3600, alias="JWT_TTL")
     web_port: int = Field(default=8000, alias="WEB_PORT")

@@ -30,7 +30,6 @@ from bulkjobs.tokens import api_key_digest, hash_password, new_api_key
 from models.auth import ALL_CHANNEL, ApiKey, Member, Project, User
 from models.records import Record
 from models.schema import SchemaItem
-from models.versions import RecordVersion
 
 SUBTREE = 100
 CHUNK = 5000
@@ -208,6 +207,18 @@ def _seed_schema(conn: Connection, project_gid: str, now: float) -> dict[str, st
     return gids
 
 
+RECORD_COLUMNS = (
+    "id", "gid", "project_gid", "parent_id", "canonical_id", "is_link", "treelevel", "mpath",
+    "childcount", "definition", "title", "fields", "status", "prev_status", "deleted_root",
+    "channels", "orderings", "created_on", "updated_on",
+)
+VERSION_COLUMNS = (
+    "id", "record_id", "number", "created_at", "editor", "comment", "snapshot", "is_published",
+    "is_current",
+)
+POOL = 4096  # distinct random bodies/title words, cycled: randomness is not the point here
+
+
 def _seed_records(
     conn: Connection, project: SeededProject, n: int, defs: dict[str, str], rng: random.Random,
     now: float, *, progress: Progress | None, deleted_every: int,
@@ -222,8 +233,8 @@ def _seed_records(
     rows = _record_rows(project, n, start, defs, rng, now, channel_keys, ordering_keys,
                         deleted_every)
     written = 0
-    batch: list[dict[str, Any]] = []
-    versions: list[dict[str, Any]] = []
+    batch: list[tuple[Any, ...]] = []
+    versions: list[tuple[Any, ...]] = []
     for row in rows:
         batch.append(row)
         versions.extend(_versions_for(row, now))
@@ -241,74 +252,85 @@ def _seed_records(
     project.records = written
 
 
-def _flush(conn: Connection, batch: list[dict[str, Any]], versions: list[dict[str, Any]]) -> None:
-    conn.execute(insert(Record), batch)
-    if versions:
-        conn.execute(insert(RecordVersion), versions)
+def _flush(conn: Connection, batch: list[tuple[Any, ...]], versions: list[tuple[Any, ...]]) -> None:
+    """Write rows straight through the driver: COPY on PostgreSQL, executemany on SQLite."""
+    for table, columns, rows in (("record", RECORD_COLUMNS, batch),
+                                 ("record_version", VERSION_COLUMNS, versions)):
+        if not rows:
+            continue
+        if conn.dialect.name == "postgresql":
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" for _ in columns)
+            conn.exec_driver_sql(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
+            )
 
 
-def _versions_for(row: dict[str, Any], now: float) -> list[dict[str, Any]]:
-    snapshot = {k: row[k] for k in ("title", "fields", "definition", "channels")}
-    snapshot["status"] = row["prev_status"] or row["status"]
-    count = 3 if row["id"] % 50 == 0 else 1
+def _versions_for(row: tuple[Any, ...], now: float) -> list[tuple[Any, ...]]:
+    rid, title, fields, definition, channels = row[0], row[10], row[11], row[9], row[15]
+    status = row[13] or row[12]
+    count = 3 if rid % 50 == 0 else 1
     out = []
     for number in range(count):
-        snap = dict(snapshot)
-        if number < count - 1:
-            snap["title"] = {lang: f"{t} (draft {number + 1})" for lang, t in row["title"].items()}
-        out.append({
-            "id": version_id(), "record_id": row["id"], "number": number,
-            "created_at": now - (count - number) * 60, "editor": {"type": "user", "id": "seed"},
-            "comment": "Initial version" if number == 0 else f"Edit {number}",
-            "snapshot": snap, "is_published": False, "is_current": number == count - 1,
-        })
+        draft = f' (draft {number + 1})"}}'
+        snap_title = title if number == count - 1 else title.replace('"}', draft)
+        snapshot = (f'{{"title":{snap_title},"fields":{fields},"definition":"{definition}",'
+                    f'"channels":{channels},"status":"{status}"}}')
+        out.append((
+            version_id(), rid, number, now - (count - number) * 60,
+            '{"type":"user","id":"seed"}', "Initial version" if number == 0 else f"Edit {number}",
+            snapshot, False, number == count - 1,
+        ))
     return out
-
-
-def _title(rng: random.Random, lang: str, n: int) -> str:
-    words = WORDS[lang]
-    return f"{rng.choice(words).capitalize()} {rng.choice(words)} {n}"
 
 
 def _record_rows(
     project: SeededProject, n: int, start: int, defs: dict[str, str], rng: random.Random,
     now: float, channel_keys: list[str], ordering_keys: list[str], deleted_every: int,
-) -> Iterator[dict[str, Any]]:
-    """Yield record rows in id order: root, then subtrees of up to 100, then links."""
+) -> Iterator[tuple[Any, ...]]:
+    """Yield record rows (in ``RECORD_COLUMNS`` order, JSON pre-serialised) in id order:
+    root, then subtrees of up to 100, then links."""
     next_id = start
     root_gid = new_gid()
     project.root = root_gid
     links = max(0, (n - 1) // (SUBTREE * 100))
     budget = max(0, n - 1 - links)
     heads = (budget + SUBTREE - 1) // SUBTREE
+    links = min(links, (heads + 99) // 100)
     root_id = next_id
     next_id += 1
+    words = {lang: [rng.choice(WORDS[lang]) for _ in range(POOL)] for lang in LANGUAGES}
+    bodies = {lang: [" ".join(rng.choice(WORDS[lang]) for _ in range(6)) for _ in range(POOL)]
+              for lang in LANGUAGES}
+    web, printed = channel_keys[1], channel_keys[2]
+    alpha, newest = ordering_keys
 
     def row(
         gid: str, rid: int, parent: int | None, mpath: str, level: int, childcount: int,
         definition: str, counter: int, deleted_root: int | None = None,
         canonical: int | None = None, position: int = 0,
-    ) -> dict[str, Any]:
+    ) -> tuple[Any, ...]:
         status = "published" if counter % 3 else "draft"
-        chans = [ALL_CHANNEL] + ([channel_keys[1]] if counter % 2 == 0 else []) + (
-            [channel_keys[2]] if counter % 5 == 0 else [])
-        return {
-            "id": rid, "gid": gid, "project_gid": project.gid, "parent_id": parent,
-            "canonical_id": canonical, "is_link": canonical is not None, "treelevel": level,
-            "mpath": mpath, "childcount": childcount, "definition": definition,
-            "title": {lang: _title(rng, lang, counter) for lang in LANGUAGES},
-            "fields": {
-                lang: {"body": " ".join(rng.choice(WORDS[lang]) for _ in range(6)),
-                       "price": counter % 1000, "summary": ""}
-                for lang in LANGUAGES
-            },
-            "status": "deleted" if deleted_root else status,
-            "prev_status": status if deleted_root else None,
-            "deleted_root": deleted_root,
-            "channels": chans,
-            "orderings": {ordering_keys[0]: position, ordering_keys[1]: -position},
-            "created_on": now, "updated_on": now,
-        }
+        chans = '["__all__"' + (f',"{web}"' if counter % 2 == 0 else "") + (
+            f',"{printed}"' if counter % 5 == 0 else "") + "]"
+        k = (counter * 2654435761) % POOL
+        en1, en2 = words["en"][k], words["en"][(k + 7) % POOL]
+        nl1, nl2 = words["nl"][k], words["nl"][(k + 7) % POOL]
+        title = (f'{{"en":"{en1.capitalize()} {en2} {counter}",'
+                 f'"nl":"{nl1.capitalize()} {nl2} {counter}"}}')
+        price = counter % 1000
+        fields = (f'{{"en":{{"body":"{bodies["en"][k]}","price":{price},"summary":""}},'
+                  f'"nl":{{"body":"{bodies["nl"][k]}","price":{price},"summary":""}}}}')
+        return (
+            rid, gid, project.gid, parent, canonical, canonical is not None, level, mpath,
+            childcount, definition, title, fields, "deleted" if deleted_root else status,
+            status if deleted_root else None, deleted_root, chans,
+            f'{{"{alpha}":{position},"{newest}":{-position}}}', now, now,
+        )
 
     yield row(root_gid, root_id, None, f"/{root_id}/", 0, heads + links, defs["base"], 0)
     counter = 1
