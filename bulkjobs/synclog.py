@@ -8,7 +8,9 @@ Contract
   the stream entry ``<cursor>-0`` in one Lua script, so cursors are dense within an epoch and
   never reused.  A counter that is missing (first use, or Redis lost its data) is seeded from
   the clock in microseconds, never below the last entry still in the stream, so cursors keep
-  growing across a Redis restart that lost everything.
+  growing across a Redis restart that lost everything.  The clock is the Redis server's
+  (``TIME``), not the appending client's: workers run on many machines, and the first one to
+  append after a data loss must not reseed below earlier cursors because its clock lags.
 * Each space keeps a *floor*: the lowest cursor from which its history is complete.  Seeding a
   counter sets the floor just above the seed; trimming raises it.  A reader whose cursor ``c``
   is below ``floor - 1`` missed events that are gone: it is told ``recovered = False``.
@@ -33,13 +35,21 @@ import redis.asyncio
 
 from bulkjobs import keys
 
+# The server's clock in microseconds: the one clock every client shares.
+_SERVER_US_LUA = """
+local function server_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+"""
+
 # KEYS: stream, counter, floor, marks, spaces [, dedupe]
 # ARGV: space, now_us, minute, dedupe_ttl, n, then n * (p, k, s, d)
-_APPEND_LUA = """
+_APPEND_LUA = _SERVER_US_LUA + """
 local function ensure_counter()
   local c = redis.call('GET', KEYS[2])
   if c then return end
-  local seed = tonumber(ARGV[2])
+  local seed = server_us()
   local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
   if #last > 0 then
     local lid = tonumber(string.match(last[1][1], '^(%d+)'))
@@ -72,11 +82,12 @@ end
 return out
 """
 
-# KEYS: stream, counter, floor ; ARGV: now_us -> {counter, floor}
-_CURSORS_LUA = """
+# KEYS: stream, counter, floor ; ARGV: now_us (unused: the seed is the server's clock)
+# -> {counter, floor}
+_CURSORS_LUA = _SERVER_US_LUA + """
 local c = redis.call('GET', KEYS[2])
 if not c then
-  local seed = tonumber(ARGV[1])
+  local seed = server_us()
   local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
   if #last > 0 then
     local lid = tonumber(string.match(last[1][1], '^(%d+)'))

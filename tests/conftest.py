@@ -19,7 +19,7 @@ os.environ["DATA_DIR"] = _DATA
 os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ["BROKER_URL"] = os.environ["REDIS_URL"]
 os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{_DATA}/test.db"
-os.environ["JWT_SECRET"] = "test-secret-" + os.urandom(8).hex()
+os.environ["JWT_SECRET"] = "test-secret-" + os.urandom(24).hex()
 os.environ.setdefault("STALE_AFTER", "30")
 # A prefix of its own per session: test sessions sharing one Redis never see each other's keys.
 os.environ["REDIS_PREFIX"] = "bjtest" + os.urandom(4).hex()

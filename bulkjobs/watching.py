@@ -1,0 +1,63 @@
+"""Following one job live over the stream, with a rich progress bar (``bulkjobs watch``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from models.engine import get_engine
+from models.jobs import TERMINAL
+from worker.progress import JobState
+from worker.runner import load, state_of
+
+
+def current(token: str) -> JobState | None:
+    with get_engine().connect() as conn:
+        row = load(conn, token)
+    return state_of(row) if row is not None else None
+
+
+async def watch(token: str, *, url: str, jwt: str, console: Console) -> JobState:
+    """Show the job's progress until it ends; returns its final state."""
+    from stream.client import StreamClient
+
+    state = current(token)
+    if state is None:
+        raise LookupError(token)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(f"{state.job} [{state.status}]", total=None)
+
+        def show(status: str, info: dict[str, Any]) -> None:
+            total = info.get("total")
+            done = (total or 0) - info.get("remaining", total or 0)
+            bar.update(task, description=f"{state.job} [{status}]", total=total or None,
+                       completed=done)
+
+        show(state.status, state.info)
+        if state.status in TERMINAL:
+            return state
+        async with StreamClient(url, jwt) as client:
+            await client.subscribe(state.project_gid, jobs=[token])
+            # The job may have ended between the first look and the subscription.
+            latest = current(token)
+            if latest is not None and latest.status in TERMINAL:
+                show(latest.status, latest.info)
+                return latest
+            async for event in client.events():
+                if event.get("data_key") != token:
+                    continue
+                data = event["data"]
+                show(data["status"], data["info"])
+                if data["status"] in TERMINAL:
+                    break
+    final = current(token)
+    assert final is not None
+    return final
+
+
+def run_watch(token: str, *, url: str, jwt: str, console: Console) -> JobState:
+    return asyncio.run(watch(token, url=url, jwt=jwt, console=console))
