@@ -54,10 +54,12 @@ def test_auth_with_api_key_answers_jwt_and_init_data(client: TestClient, seeded:
     assert not r.headers["authorization"].startswith("Bearer")
     assert body["result"]["project"] == project.gid
     assert body["result"]["user"] == seeded.users[0].gid
-    assert isinstance(body["result"]["cc.cursor"], int) and isinstance(body["result"]["cursor"], int)
-    assert set(body["data"]) <= {"cc.users", "cc.projects", "cc.projects_members", "cc.languages",
-                                 "records", "definitions", "classes", "fields", "layouts",
-                                 "assets", "queries", "modules"}
+    assert isinstance(body["result"]["cc.cursor"], int)
+    assert isinstance(body["result"]["cursor"], int)
+    assert set(body["data"]) <= {
+        "cc.users", "cc.projects", "cc.projects_members", "cc.languages", "records",
+        "definitions", "classes", "fields", "layouts", "assets", "queries", "modules",
+    }
     assert isinstance(body["data"]["cc.projects_members"], list)
     assert len(body["data"]["definitions"]) == 3
 
