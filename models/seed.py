@@ -16,7 +16,6 @@ chunks, so memory stays flat whatever ``n`` is.
 
 from __future__ import annotations
 
-import base64
 import random
 import time
 import uuid
@@ -28,6 +27,7 @@ from sqlalchemy import Connection, func, insert, select, text
 
 from bulkjobs.tokens import api_key_digest, hash_password, new_api_key
 from models.auth import ALL_CHANNEL, ApiKey, Member, Project, User
+from models.history import version_id
 from models.records import Record
 from models.schema import SchemaItem
 
@@ -89,11 +89,6 @@ class SeedResult:
 
 def new_gid() -> str:
     return str(uuid.uuid4())
-
-
-def version_id() -> str:
-    """An RFC 4122 UUID in URL-safe base64 without padding (22 characters), as DatoCMS."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
 def seed(

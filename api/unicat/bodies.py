@@ -61,3 +61,23 @@ class SyncGetBody(Body):
     cc_cursor: int = Field(default=0, ge=0, le=2**62)
     project: str | None = Field(default=None, max_length=64)
     cursor: int | None = Field(default=None, ge=0, le=2**62)
+
+
+class RecordCreateBody(Body):
+    parent: str = Field(max_length=64)
+    title: dict[str, str] | None = None
+    fields: dict[str, dict[str, Any]] | None = None
+    definition: str | None = Field(default=None, max_length=64)
+    channels: list[str] | None = Field(default=None, max_length=1000)
+
+
+class RecordUpdateBody(Body):
+    record: str = Field(max_length=64)
+    title: dict[str, str] | None = None
+    fields: dict[str, dict[str, Any]] | None = None
+    channels: list[str] | None = Field(default=None, max_length=1000)
+    orderings: dict[str, int] | None = None
+
+
+class RecordBody(Body):
+    record: str = Field(max_length=64)

@@ -1,4 +1,7 @@
-"""Unicat record reads: ``records/root``, ``records/get``, ``records/children``."""
+"""Unicat record endpoints: reads (``root``, ``get``, ``children``) and single-record edits
+(``create``, ``update``, ``publish``, ``unpublish``, ``delete``, ``undelete``).  Edits are
+done in the request, write a version or workflow entry, and append a ``records`` event to the
+project's sync space."""
 
 from __future__ import annotations
 
@@ -7,12 +10,24 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
-from api.deps import MemberDep, SessionDep
-from api.unicat.bodies import ChildrenBody, RecordsGetBody
+from api.deps import Actor, MemberDep, SessionDep
+from api.unicat.bodies import (
+    ChildrenBody,
+    RecordBody,
+    RecordCreateBody,
+    RecordsGetBody,
+    RecordUpdateBody,
+)
 from api.unicat.envelope import ok
+from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, Unprocessable
+from bulkjobs.synclog import record_event
+from models import editing
+from models.engine import get_write_engine
 from models.queries import records_public
 from models.records import LIVE_STATUSES, Record
+from worker.jobs.base import Context
+from worker.jobs.records import delete_batch, undelete_batch
 
 router = APIRouter(prefix="/api/p/{project}/records", tags=["unicat: records"])
 
@@ -66,3 +81,76 @@ def children(project: str, body: ChildrenBody, actor: MemberDep, session: Sessio
     total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     return ok({"children": [r.gid for r in page], "children.size": len(rows) if body.channel
                else total}, {"records": records_public(session, page)})
+
+
+def _answer(session: SessionDep, actor: Actor, gid: str, action: str = "UPDATE") -> Any:
+    get_synclog().append(actor.project.gid, [record_event(
+        project=actor.project.gid, data_type="records", gid=gid, action=action)])
+    # End the request session's read snapshot (taken before the edit) to see the edit.
+    session.commit()
+    rec = session.execute(select(Record).where(Record.gid == gid)).scalars().one()
+    return ok({"record": gid}, {"records": records_public(session, [rec])})
+
+
+@router.post("/create")
+def create(project: str, body: RecordCreateBody, actor: MemberDep, session: SessionDep) -> Any:
+    """Create a record as the last child of `parent` (version 0)."""
+    with get_write_engine().begin() as conn:
+        gid = editing.create(conn, actor.project, parent_gid=body.parent,
+                             editor=actor.as_editor(), title=body.title, fields=body.fields,
+                             definition=body.definition, channels=body.channels)
+    return _answer(session, actor, gid, "INSERT")
+
+
+@router.post("/update")
+def update(project: str, body: RecordUpdateBody, actor: MemberDep, session: SessionDep) -> Any:
+    """Change title, fields, channels or orderings of a record (a new version)."""
+    with get_write_engine().begin() as conn:
+        editing.update_content(conn, actor.project, gid=body.record, editor=actor.as_editor(),
+                               title=body.title, fields=body.fields, channels=body.channels,
+                               orderings=body.orderings)
+    return _answer(session, actor, body.record)
+
+
+@router.post("/publish")
+def publish(project: str, body: RecordBody, actor: MemberDep, session: SessionDep) -> Any:
+    """Publish a record: its current version becomes the published one."""
+    with get_write_engine().begin() as conn:
+        editing.set_published(conn, actor.project, gid=body.record, editor=actor.as_editor(),
+                              published=True)
+    return _answer(session, actor, body.record)
+
+
+@router.post("/unpublish")
+def unpublish(project: str, body: RecordBody, actor: MemberDep, session: SessionDep) -> Any:
+    """Unpublish a record (back to draft)."""
+    with get_write_engine().begin() as conn:
+        editing.set_published(conn, actor.project, gid=body.record, editor=actor.as_editor(),
+                              published=False)
+    return _answer(session, actor, body.record)
+
+
+def _single(actor: Actor, gid: str, batch: Any, message: str) -> None:
+    import time
+
+    with get_write_engine().begin() as conn:
+        row = editing.find(conn, actor.project.gid, gid, live=False)
+        ctx = Context(token="", project_gid=actor.project.gid, actor=actor.as_editor(),
+                      params={}, now=time.time())
+        failures = batch(conn, ctx, [row.id])
+        if failures:
+            raise Unprocessable(message, info={"record": gid, "reason": failures[0].reason})
+
+
+@router.post("/delete")
+def delete(project: str, body: RecordBody, actor: MemberDep, session: SessionDep) -> Any:
+    """Soft-delete a record with its subtree and the links pointing into it."""
+    _single(actor, body.record, delete_batch, "Deletion failed")
+    return _answer(session, actor, body.record, "DELETE")
+
+
+@router.post("/undelete")
+def undelete(project: str, body: RecordBody, actor: MemberDep, session: SessionDep) -> Any:
+    """Undelete a record with everything its deletion took along."""
+    _single(actor, body.record, undelete_batch, "Undeletion failed")
+    return _answer(session, actor, body.record)

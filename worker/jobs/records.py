@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, text
 
 from models.dialect import is_pg
+from models.history import write_workflow
 from models.records import subtree_upper
 from worker.jobs.base import Context, Failure, ids_param
 
@@ -60,7 +61,8 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
         "WHERE record.canonical_id = t.id AND record.is_link = true "
         "AND record.status <> 'deleted' AND t.status = 'deleted' AND t.deleted_root IN :ids"
     ), {"ids": tops, "now": ctx.now})
-    _workflow(conn, ctx, list(ok), action="delete", state_sql="'deleted'")
+    write_workflow(conn, list(ok), action="delete", actor=ctx.actor, now=ctx.now,
+                   comment=f"bulk job {ctx.token}", state_sql="'deleted'")
     return failures
 
 
@@ -98,18 +100,7 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
         for rid in retry:
             failures.pop(rid, None)
         pending = retry
-    _workflow(conn, ctx, done, action="undelete", state_sql="record.status")
+    write_workflow(conn, done, action="undelete", actor=ctx.actor, now=ctx.now,
+                   comment=f"bulk job {ctx.token}")
     return list(failures.values())
 
-
-def _workflow(
-    conn: Connection, ctx: Context, ids: list[int], *, action: str, state_sql: str
-) -> None:
-    if not ids:
-        return
-    conn.execute(ids_param(
-        "INSERT INTO workflow_entry (record_id, action, review_state, actor, time, comment) "
-        f"SELECT record.id, :action, {state_sql}, :actor, :now, :comment FROM record "
-        "WHERE record.id IN :ids"
-    ), {"ids": ids, "action": action, "actor": json.dumps(ctx.actor), "now": ctx.now,
-        "comment": f"bulk job {ctx.token}"})

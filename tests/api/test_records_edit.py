@@ -1,0 +1,111 @@
+"""Single-record edits in the Unicat dialect: each writes a version or a workflow entry and
+announces the change in the project's sync space."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from api.app import app
+from bulkjobs.connections import get_synclog
+from models.engine import get_engine
+from models.seed import SeedResult
+from tests.api.test_unicat import auth, post
+
+
+@pytest.fixture
+def client() -> TestClient:
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def versions(gid: str) -> list[tuple]:
+    with get_engine().connect() as conn:
+        return conn.execute(text(
+            "SELECT v.number, v.is_current, v.is_published, v.snapshot FROM record_version v "
+            "JOIN record r ON r.id = v.record_id WHERE r.gid = :g ORDER BY v.number"),
+            {"g": gid}).all()
+
+
+def workflow(gid: str) -> list[str]:
+    with get_engine().connect() as conn:
+        return conn.execute(text(
+            "SELECT w.action FROM workflow_entry w JOIN record r ON r.id = w.record_id "
+            "WHERE r.gid = :g ORDER BY w.id"), {"g": gid}).scalars().all()
+
+
+def test_create_update_publish_write_history(client: TestClient, seeded: SeedResult):
+    """create makes version 0; update merges and makes version 1; publish marks the current
+    version published and adds a workflow entry; events go to the project space."""
+    project, jwt = auth(client, seeded)
+    start = get_synclog().cursor(project)
+    r = post(client, f"/api/p/{project}/records/create", jwt,
+             {"parent": seeded.projects[0].root, "title": {"en": "Fresh", "nl": "Vers"}})
+    assert r.status_code == 200, r.text
+    gid = r.json()["result"]["record"]
+    rec = r.json()["data"]["records"][gid]
+    assert rec["parent"] == seeded.projects[0].root and rec["treelevel"] == 1
+    assert rec["path"] == [gid, seeded.projects[0].root] and rec["status"] == "draft"
+    r = post(client, f"/api/p/{project}/records/update", jwt,
+             {"record": gid, "title": {"nl": "Nieuw"}, "fields": {"en": {"body": "text"}}})
+    rec = r.json()["data"]["records"][gid]
+    assert rec["title"] == {"en": "Fresh", "nl": "Nieuw"} and rec["fields"]["en"]["body"] == "text"
+    post(client, f"/api/p/{project}/records/publish", jwt, {"record": gid})
+    rows = versions(gid)
+    assert [(n, cur, pub) for n, cur, pub, _ in rows] == [(0, False, False), (1, True, True)]
+    assert workflow(gid) == ["publish"]
+    events = get_synclog().read(project, start).events
+    assert [(e.as_dict()["action"], e.key) for e in events] == [
+        ("INSERT", gid), ("UPDATE", gid), ("UPDATE", gid)]
+    root = post(client, f"/api/p/{project}/records/get", jwt,
+                {"record": seeded.projects[0].root}).json()
+    assert root["data"]["records"][seeded.projects[0].root]["childcount"] == 11
+
+
+def test_single_delete_and_undelete(client: TestClient, seeded: SeedResult):
+    """delete soft-deletes the subtree; undelete restores it; the root cannot be deleted."""
+    project, jwt = auth(client, seeded)
+    head = seeded.projects[0].heads[0]
+    assert post(client, f"/api/p/{project}/records/delete", jwt, {"record": head}).status_code \
+        == 200
+    with get_engine().connect() as conn:
+        deleted = conn.execute(text(
+            "SELECT COUNT(*) FROM record WHERE deleted_root = (SELECT id FROM record "
+            "WHERE gid = :g)"), {"g": head}).scalar_one()
+    assert deleted == 100
+    again = post(client, f"/api/p/{project}/records/delete", jwt, {"record": head})
+    assert again.status_code == 422 and again.json()["result"]["info"]["reason"]
+    ok = post(client, f"/api/p/{project}/records/undelete", jwt, {"record": head})
+    assert ok.status_code == 200
+    assert ok.json()["data"]["records"][head]["status"] != "deleted"
+    assert workflow(head) == ["delete", "undelete"]
+    root = post(client, f"/api/p/{project}/records/delete", jwt,
+                {"record": seeded.projects[0].root})
+    assert root.status_code == 422
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"title": {"xx": "no such language"}}, 1001),
+    ({"channels": ["no-such-channel"]}, 1001),
+    ({"orderings": {"no-such-ordering": 1}}, 1001),
+    ({"title": "not an object"}, 400),
+])
+def test_invalid_updates_are_rejected_and_change_nothing(client: TestClient,
+                                                          seeded: SeedResult, body, code):
+    """Invalid content is rejected with a clear code; no version is written."""
+    project, jwt = auth(client, seeded)
+    head = seeded.projects[0].heads[0]
+    before = versions(head)
+    r = post(client, f"/api/p/{project}/records/update", jwt, {"record": head, **body})
+    assert r.json()["result"]["code"] == code
+    assert r.status_code == (422 if code == 1001 else 400)
+    assert versions(head) == before
+
+
+def test_edit_of_unknown_or_foreign_record_is_422(client: TestClient, seeded: SeedResult):
+    """Records of another project are as unknown as gids that do not exist."""
+    project, jwt = auth(client, seeded)
+    for gid in ("unknown", seeded.projects[1].heads[0]):
+        r = post(client, f"/api/p/{project}/records/update", jwt,
+                 {"record": gid, "title": {"en": "x"}})
+        assert r.status_code == 422
