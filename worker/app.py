@@ -22,7 +22,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_default_queue=JOBS_QUEUE,
         task_ignore_result=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,  # one more broker round trip per job; Flower needs only -E
         worker_send_task_events=True,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": 3600},
