@@ -1,0 +1,42 @@
+"""``python -m stream``: serve ``ws://0.0.0.0:$STREAM_PORT/sync`` until SIGTERM/SIGINT.
+
+Exit status: 0 after a signal (websockets closed with 1001); 1 when the sync-log reader (or the
+membership refresher) died, so a supervisor restarts the process instead of it hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from stream.server import StreamServer
+
+logger = logging.getLogger("stream")
+
+
+async def serve() -> int:
+    server = StreamServer()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _stopping, stop, sig)
+    await server.start()
+    return await server.run_until(stop)
+
+
+def _stopping(stop: asyncio.Event, sig: signal.Signals) -> None:
+    logger.info("received %s; shutting down", sig.name)
+    stop.set()
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,419 @@
+"""The fan-out core: per-connection state and the hub that routes events to it.  No I/O.
+
+The asyncio layer (:mod:`stream.server`) owns sockets; this module only decides *which*
+events a connection gets, in *which order*, and *when* a connection is too slow.  Everything
+here is synchronous and deterministic, so it is tested with plain tables
+(``tests/stream/test_fanout.py``).
+
+Contract
+--------
+* **Routing.**  A ``cc`` job event goes to connections covering ``event.project``: an explicit
+  subscription to that project, or a ``"*"`` subscription, and only while the project is in the
+  connection's ``allowed`` set (what its user may see).  A project-space event (records,
+  schema) goes only to explicit subscriptions of that project *without* a ``jobs`` filter:
+  a ``jobs`` filter narrows a subscription to those jobs' ``cc`` events.
+* **No duplicates.**  Each connection keeps the last cursor it queued per *(space, project)*:
+  per project space, and per project inside the ``cc`` space (``cc`` is shared by every
+  project, and a second subscription may legitimately replay older ``cc`` events of *another*
+  project).  An event at or below that cursor is never queued again.  The cursors live as long
+  as some subscription covers the project; unsubscribing forgets them.
+* **Order.**  Events are queued in the order they are offered, which the reader and the replay
+  keep in cursor order per space; coalescing removes the older entry and appends the newer one,
+  so cursors on the wire still only grow.
+* **Bounded outbox.**  A connection that keeps up gets every event.  Once its socket stops
+  keeping up (the I/O layer sets ``congested``), a queued non-terminal job event
+  (``queued``/``processing``) of a token is replaced by a newer event of the same token (the
+  newer one carries absolute state, so nothing is lost).  Terminal events are never dropped.
+  If a congested outbox still holds more than ``limit`` entries the connection is marked
+  ``slow``; the hub stops routing to it and the server closes it with 4008 (the client
+  resumes from its last cursor).
+* **Hold.**  While a subscription is being set up (snapshot, replay), live events are *held*
+  instead of queued, then released through the same dedupe: register first, replay, then drop
+  live events at or below what the replay sent.  This makes the replay/live handoff gap-free
+  and duplicate-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+
+from bulkjobs.keys import CC_SPACE
+from bulkjobs.synclog import Event
+
+#: Job statuses whose events may be replaced by a newer event of the same job while queued.
+COALESCABLE = frozenset({"queued", "processing"})
+
+#: Default bound of one connection's outbox (entries left after coalescing).
+DEFAULT_LIMIT = 1000
+
+#: A frame is cut after this many characters of events, so that clients with a message size
+#: limit (websockets' default is 1 MiB) are never sent a frame they refuse.
+FRAME_CHARS = 256 * 1024
+
+# Results of Subscriber.offer.
+DROPPED = 0  # not wanted, duplicate, or the connection is slow
+QUEUED = 1  # appended to a non-empty outbox
+WOKE = 2  # appended to an empty outbox: the connection needs a flush
+COALESCED = 3  # replaced an older queued event of the same job
+HELD = 4  # kept back while a subscription is being set up
+
+_NOT_SUBSCRIBED = object()
+
+
+class Subscriber:
+    """The state of one connection: who it is, what it subscribed to, what it has been sent
+    and what is waiting to be written.
+
+    Mutate subscriptions through :class:`Hub` (it keeps its indexes in step); the outbox is
+    read by the server with :meth:`take`.  ``__slots__`` keep an idle connection to a few
+    hundred bytes here.
+    """
+
+    __slots__ = (
+        "user", "ops", "allowed", "projects", "star", "star_jobs", "star_base",
+        "sent_cc", "sent_space", "outbox", "held", "limit", "slow", "congested",
+    )
+
+    def __init__(
+        self, *, user: str, ops: bool = False, allowed: Iterable[str] = (),
+        limit: int = DEFAULT_LIMIT,
+    ) -> None:
+        self.user = user
+        self.ops = ops
+        self.allowed: frozenset[str] = frozenset(allowed)
+        #: Explicit subscriptions: project gid -> jobs filter (None: every job).
+        self.projects: dict[str, frozenset[str] | None] = {}
+        self.star = False
+        self.star_jobs: frozenset[str] | None = None
+        #: Dedupe cursor of cc events of projects covered only by "*" and not yet sent.
+        self.star_base = -1
+        self.sent_cc: dict[str, int] = {}
+        self.sent_space: dict[str, int] = {}
+        # Insertion-ordered: non-terminal job events are keyed by token (so a newer one can
+        # replace them), everything else by id(event) (unique while the event is queued).
+        self.outbox: dict[object, Event] = {}
+        self.held: list[Event] | None = None
+        self.limit = limit
+        self.slow = False
+        #: Set by the I/O layer while the socket is not keeping up: coalesce and bound.
+        self.congested = False
+
+    # -- what this connection wants -------------------------------------------------------
+
+    def wants(self, ev: Event) -> bool:
+        """Is ``ev`` covered by a subscription of this connection that its user may see?"""
+        if ev.space == CC_SPACE:
+            project = ev.project
+            if project not in self.allowed:
+                return False
+            if project in self.projects:
+                jobs = self.projects[project]
+                if jobs is None or ev.key in jobs:
+                    return True
+            return self.star and (self.star_jobs is None or ev.key in self.star_jobs)
+        project = ev.space
+        return project in self.allowed and self.projects.get(project, _NOT_SUBSCRIBED) is None
+
+    def covered_cc(self) -> set[str]:
+        """Projects whose cc events this connection receives."""
+        covered = set(self.projects)
+        if self.star:
+            covered |= self.allowed
+        return covered & self.allowed
+
+    def covered_spaces(self) -> set[str]:
+        """Project spaces this connection receives."""
+        return {p for p, jobs in self.projects.items() if jobs is None and p in self.allowed}
+
+    # -- queueing -------------------------------------------------------------------------
+
+    def offer(self, ev: Event) -> int:
+        """Route one live event to this connection; returns one of the result constants."""
+        if self.slow or not self.wants(ev):
+            return DROPPED
+        if self.held is not None:
+            self.held.append(ev)
+            # A subscription set-up that takes so long that this many live events arrive
+            # meanwhile is treated like a slow consumer.
+            if len(self.held) > self.limit:
+                self.slow = True
+            return HELD
+        return self._enqueue(ev, bounded=True)
+
+    def _enqueue(self, ev: Event, *, bounded: bool) -> int:
+        if not self._advance(ev):
+            return DROPPED
+        box = self.outbox
+        was_empty = not box
+        result = QUEUED
+        if ev.status and self.congested:
+            # A job event: may replace, or later be replaced by, one of the same token.
+            if box.pop(ev.key, None) is not None:
+                result = COALESCED
+            box[ev.key if ev.status in COALESCABLE else id(ev)] = ev
+        else:
+            # Not congested: the outbox is flushed right after the current batch, so it
+            # holds at most one reader batch and every event goes out.
+            box[id(ev)] = ev
+            return WOKE if was_empty else result
+        if bounded and len(box) > self.limit:
+            self.slow = True
+        return WOKE if was_empty else result
+
+    def _advance(self, ev: Event) -> bool:
+        """Record ``ev`` as sent unless an event at or above its cursor already was."""
+        if ev.space == CC_SPACE:
+            sent, key = self.sent_cc, ev.project
+            last = sent.get(key, self.star_base)
+        else:
+            sent, key = self.sent_space, ev.space
+            last = sent.get(key, -1)
+        if ev.cursor <= last:
+            return False
+        sent[key] = ev.cursor
+        return True
+
+    def take(self) -> list[Event]:
+        """Everything queued, in order; the outbox is left empty."""
+        if not self.outbox:
+            return []
+        events = list(self.outbox.values())
+        self.outbox.clear()
+        return events
+
+    @property
+    def pending(self) -> int:
+        return len(self.outbox)
+
+    def hold(self) -> None:
+        """Keep live events back (in arrival order) until :meth:`Hub.release`."""
+        if self.held is None:
+            self.held = []
+
+    def _purge(self) -> None:
+        """Drop queued and held events that no subscription covers any more."""
+        if self.outbox:
+            self.outbox = {k: e for k, e in self.outbox.items() if self.wants(e)}
+        if self.held:
+            self.held = [e for e in self.held if self.wants(e)]
+
+
+class Hub:
+    """Routes events to subscribers through two indexes (project -> subscribers of its cc
+    events, project -> subscribers of its own space), so an event costs only its matches.
+
+    Counters (``coalesced``) are plain integers; the server exposes them as metrics.
+    """
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self.cc_index: dict[str, set[Subscriber]] = {}
+        self.space_index: dict[str, set[Subscriber]] = {}
+        self.coalesced = 0
+
+    # -- membership of the hub ------------------------------------------------------------
+
+    def add(self, sub: Subscriber) -> None:
+        self.subscribers.add(sub)
+
+    def remove(self, sub: Subscriber) -> None:
+        """Forget a connection entirely (closed, or being closed)."""
+        self.subscribers.discard(sub)
+        self._unindex(sub, sub.covered_cc(), sub.covered_spaces())
+
+    def __contains__(self, sub: Subscriber) -> bool:
+        return sub in self.subscribers
+
+    @property
+    def subscriptions(self) -> int:
+        return sum(len(s.projects) + s.star for s in self.subscribers)
+
+    def spaces(self) -> set[str]:
+        """Project spaces that currently have at least one subscriber (the reader's list)."""
+        return set(self.space_index)
+
+    # -- subscriptions --------------------------------------------------------------------
+
+    def subscribe(
+        self, sub: Subscriber, project: str, *, jobs: Iterable[str] | None = None
+    ) -> None:
+        """Add (or replace) a subscription; ``project`` is a gid or ``"*"``.  Events start to
+        flow (or to be held) at once; call :meth:`start` to set where they start."""
+        before = sub.covered_cc(), sub.covered_spaces()
+        filt = None if jobs is None else frozenset(jobs)
+        if project == "*":
+            sub.star, sub.star_jobs = True, filt
+        else:
+            sub.projects[project] = filt
+        sub._purge()  # a narrower jobs filter may have replaced a wider one
+        self._reindex(sub, *before)
+
+    def start(self, sub: Subscriber, project: str, *, cc: int, space: int | None = None) -> None:
+        """Declare that the subscription to ``project`` has seen everything up to ``cc`` (and
+        ``space`` in the project's own space).  Dedupe cursors only move forward."""
+        if project == "*":
+            sub.star_base = max(sub.star_base, cc)
+            for p, last in sub.sent_cc.items():
+                if p not in sub.projects and last < cc:
+                    sub.sent_cc[p] = cc
+            return
+        if sub.sent_cc.get(project, -1) < cc:
+            sub.sent_cc[project] = cc
+        if space is not None and sub.sent_space.get(project, -1) < space:
+            sub.sent_space[project] = space
+
+    def unsubscribe(self, sub: Subscriber, project: str) -> bool:
+        """Remove a subscription; False when there was none."""
+        before = sub.covered_cc(), sub.covered_spaces()
+        if project == "*":
+            if not sub.star:
+                return False
+            sub.star, sub.star_jobs, sub.star_base = False, None, -1
+        elif sub.projects.pop(project, _NOT_SUBSCRIBED) is _NOT_SUBSCRIBED:
+            return False
+        self._forget(sub)
+        sub._purge()
+        self._reindex(sub, *before)
+        return True
+
+    def set_allowed(self, sub: Subscriber, allowed: Iterable[str]) -> list[str]:
+        """Apply a membership refresh.  Explicit subscriptions to projects no longer allowed
+        are removed; returns every project whose events the connection stops receiving."""
+        allowed = frozenset(allowed)
+        if allowed == sub.allowed:
+            return []
+        before_cc, before_space = sub.covered_cc(), sub.covered_spaces()
+        sub.allowed = allowed
+        for project in [p for p in sub.projects if p not in allowed]:
+            del sub.projects[project]
+        self._forget(sub)
+        sub._purge()
+        self._reindex(sub, before_cc, before_space)
+        return sorted((before_cc | before_space) - sub.covered_cc() - sub.covered_spaces())
+
+    # -- delivery -------------------------------------------------------------------------
+
+    def publish(self, events: Iterable[Event]) -> tuple[list[Subscriber], list[Subscriber]]:
+        """Route live events (in cursor order per space).  Returns ``(woken, slow)``:
+        connections whose outbox just became non-empty (flush them), and connections that
+        just became too slow (close them with 4008; they are already out of the hub)."""
+        woken: list[Subscriber] = []
+        slow: list[Subscriber] = []
+        cc_index, space_index = self.cc_index, self.space_index
+        for ev in events:
+            subs = cc_index.get(ev.project) if ev.space == CC_SPACE else space_index.get(ev.space)
+            if not subs:
+                continue
+            for sub in subs:
+                result = sub.offer(ev)
+                if result == WOKE:
+                    woken.append(sub)
+                elif result == COALESCED:
+                    self.coalesced += 1
+                if sub.slow and result != DROPPED:
+                    slow.append(sub)
+        for sub in slow:
+            self.remove(sub)
+        return woken, slow
+
+    def replay(self, sub: Subscriber, events: Iterable[Event]) -> int:
+        """Queue replayed events (read from the log, in cursor order) for one connection.
+        The outbox bound does not apply: the caller drains between pages."""
+        queued = 0
+        for ev in events:
+            if sub.wants(ev):
+                result = sub._enqueue(ev, bounded=False)
+                if result != DROPPED:
+                    queued += 1
+                if result == COALESCED:
+                    self.coalesced += 1
+        return queued
+
+    def release(self, sub: Subscriber) -> bool:
+        """End a hold: held events go through dedupe into the outbox.  Returns True when the
+        outbox has something to flush.  A connection that became slow is removed."""
+        held, sub.held = sub.held, None
+        for ev in held or ():
+            if sub._enqueue(ev, bounded=True) == COALESCED:
+                self.coalesced += 1
+        if sub.slow:
+            self.remove(sub)
+            return False
+        return bool(sub.outbox)
+
+    def gap(self, space: str) -> list[Subscriber]:
+        """Events of ``space`` were lost before the reader saw them (Redis lost data, or the
+        log was trimmed past the reader).  Every connection covering the space is removed
+        and returned: the server closes them with 4008, and on resume their cursor is below
+        the new floor, so they are told ``recovered: false``."""
+        if space == CC_SPACE:
+            hit = {s for subs in self.cc_index.values() for s in subs}
+        else:
+            hit = set(self.space_index.get(space, ()))
+        for sub in hit:
+            sub.slow = True
+            self.remove(sub)
+        return list(hit)
+
+    # -- indexes --------------------------------------------------------------------------
+
+    def _forget(self, sub: Subscriber) -> None:
+        """Drop dedupe cursors of projects no subscription covers any more."""
+        covered = sub.covered_cc()
+        for p in [p for p in sub.sent_cc if p not in covered]:
+            del sub.sent_cc[p]
+        spaces = sub.covered_spaces()
+        for p in [p for p in sub.sent_space if p not in spaces]:
+            del sub.sent_space[p]
+
+    def _reindex(self, sub: Subscriber, before_cc: set[str], before_space: set[str]) -> None:
+        if sub not in self.subscribers:
+            return
+        after_cc, after_space = sub.covered_cc(), sub.covered_spaces()
+        _move(self.cc_index, sub, before_cc - after_cc, after_cc - before_cc)
+        _move(self.space_index, sub, before_space - after_space, after_space - before_space)
+
+    def _unindex(self, sub: Subscriber, cc: set[str], spaces: set[str]) -> None:
+        _move(self.cc_index, sub, cc, ())
+        _move(self.space_index, sub, spaces, ())
+
+
+def _move(
+    index: dict[str, set[Subscriber]], sub: Subscriber,
+    removed: Iterable[str], added: Iterable[str],
+) -> None:
+    for p in removed:
+        subs = index.get(p)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del index[p]
+    for p in added:
+        index.setdefault(p, set()).add(sub)
+
+
+@lru_cache(maxsize=16384)
+def render(ev: Event) -> str:
+    """``ev.text``, built once per event however many connections it goes to."""
+    return ev.text
+
+
+def frames(events: list[Event], *, max_chars: int = FRAME_CHARS) -> Iterator[str]:
+    """``{"op":"sync","sync":[…]}`` frames carrying ``events`` in order, joined from the
+    pre-rendered event texts (never re-serialised), cut at about ``max_chars``."""
+    chunk: list[str] = []
+    size = 0
+    for ev in events:
+        text = render(ev)
+        if chunk and size + len(text) > max_chars:
+            yield _frame(chunk)
+            chunk, size = [], 0
+        chunk.append(text)
+        size += len(text) + 1
+    if chunk:
+        yield _frame(chunk)
+
+
+def _frame(texts: list[str]) -> str:
+    return '{"op":"sync","sync":[' + ",".join(texts) + "]}"

@@ -1,0 +1,221 @@
+"""The one sync-log reader of a stream process.
+
+One ``XREAD BLOCK`` loop over the ``cc`` stream plus the streams of the project spaces that
+currently have subscribers hands events, in cursor order per space, to a :class:`Sink` (the
+server, which fans them out through the hub).  Every connection shares this one reader, so the
+cost of reading Redis does not grow with the number of subscribers.
+
+Contract
+--------
+* **New spaces.**  A project space is read from the cursor its first subscriber asked for
+  (:meth:`Reader.want`), never from "now": the subscriber fetched its cursor *after*
+  registering with the hub, so starting at that cursor loses nothing.  A blocked ``XREAD`` is
+  cut short with ``CLIENT UNBLOCK`` so a new space is read at once (at worst after one block,
+  ``block_ms``, if the wake-up races the next ``XREAD``).  Spaces nobody subscribes to any
+  more are dropped.
+* **Redis restarts.**  Connection errors are survived: the reader reconnects with capped
+  exponential back-off and resumes every space from its last cursor.  Other errors (a bug, a
+  key of the wrong type) propagate: the task dies and the server makes the process exit
+  non-zero — a relay that silently stops relaying is worse than one that crashes.
+* **Lost history.**  Cursors are dense within a space (the log's append script increments
+  the counter once per entry), so a jump (``next != last + 1``), a counter that went
+  backwards, or a floor above the last cursor read (checked on every reconnect) means events
+  were lost (Redis lost its data and reseeded the counter, or the log was trimmed past the
+  reader).  The reader then calls ``sink.gap(space)`` *before* delivering anything after the
+  hole; the server closes the affected connections with 4008 and, when they resume from their
+  last cursor (now below the floor), tells them ``recovered: false``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bulkjobs import keys
+from bulkjobs.synclog import AsyncSyncLog, Event, decode
+
+logger = logging.getLogger(__name__)
+
+#: Errors that mean "Redis went away", as opposed to a bug.
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+class Sink(Protocol):
+    """What the reader feeds (the server; a list in tests)."""
+
+    def spaces(self) -> set[str]:
+        """Project spaces that currently have subscribers."""
+
+    def deliver(self, events: list[Event]) -> None:
+        """Events of one space, consecutive, in cursor order."""
+
+    def gap(self, space: str) -> None:
+        """Events of ``space`` were lost before they could be read."""
+
+
+class Reader:
+    """Reads the sync log and hands events to ``sink``.  Run :meth:`run` in one task."""
+
+    def __init__(
+        self, sink: Sink, *, url: str, control: redis.asyncio.Redis | None = None,
+        block_ms: int = 1000, count: int = 1000, max_backoff: float = 5.0,
+    ) -> None:
+        self.sink = sink
+        self.url = url
+        self.control = control  # a separate client, used only for CLIENT UNBLOCK
+        self.block_ms = block_ms
+        self.count = count
+        self.max_backoff = max_backoff
+        #: space -> last cursor handed to the sink
+        self.positions: dict[str, int] = {}
+        self.connected = False
+        self.reconnects = 0
+        self.lag = 0.0  # seconds between the append and the read of the newest event
+        self.stopping = False
+        self._starts: dict[str, int] = {}
+        self._client_id: int | None = None
+        self._waking = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def want(self, space: str, after: int) -> None:
+        """Read ``space`` from cursor ``after`` on, unless it is read already."""
+        if space == keys.CC_SPACE or space in self.positions:
+            return
+        current = self._starts.get(space)
+        self._starts[space] = after if current is None else min(current, after)
+        self._wake()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return.  Cancelling the task is not enough on its own:
+        redis-py can swallow a cancellation that lands while it connects, so the loop also
+        checks this flag after every (bounded) ``XREAD``."""
+        self.stopping = True
+
+    async def run(self) -> None:
+        """Read until stopped; survives Redis outages, dies on anything else."""
+        delay = 0.1
+        while not self.stopping:
+            try:
+                await self._session()
+            except TRANSIENT as exc:
+                if self.connected:
+                    logger.warning("lost Redis (%s); reconnecting", exc)
+                    delay = 0.1
+                else:
+                    logger.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
+                self.connected = False
+                self.reconnects += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+        self.connected = False
+
+    async def _session(self) -> None:
+        client = redis.asyncio.Redis.from_url(
+            self.url, single_connection_client=True, socket_connect_timeout=5,
+            # Longer than a block, so a dead connection is noticed instead of hanging.
+            socket_timeout=self.block_ms / 1000 + 10,
+            # We handle reconnects ourselves: a reconnect must be followed by a resync.
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            log = AsyncSyncLog(client)
+            self._client_id = int(await client.client_id())
+            await self._resync(log)
+            if not self.connected:
+                logger.info("reading the sync log (spaces: %s)", ", ".join(sorted(self.positions)))
+            self.connected = True
+            while not self.stopping:
+                self._sync_spaces()
+                streams: dict[Any, Any] = {
+                    keys.sync_stream(s): f"{c}-0" for s, c in self.positions.items()
+                }
+                response = await client.xread(streams, count=self.count, block=self.block_ms)
+                self._dispatch(response)
+        finally:
+            self._client_id = None
+            await client.aclose()
+
+    async def _resync(self, log: AsyncSyncLog) -> None:
+        """After (re)connecting: find spaces whose history lost events we had not read."""
+        if keys.CC_SPACE not in self.positions:
+            self.positions[keys.CC_SPACE] = (await log.cursors(keys.CC_SPACE))[0]
+            return
+        for space, pos in list(self.positions.items()):
+            last, floor = await log.cursors(space)
+            if last < pos or floor - 1 > pos:
+                logger.warning(
+                    "sync space %s lost events after cursor %s (floor now %s, last %s)",
+                    space, pos, floor, last,
+                )
+                self.sink.gap(space)
+                self.positions[space] = last
+
+    def _sync_spaces(self) -> None:
+        """Follow the hub: add spaces that were asked for, drop spaces nobody wants.
+        Synchronous on purpose, so no subscription can slip in between the check and the
+        change."""
+        wanted = self.sink.spaces()
+        for space in [s for s in self.positions if s != keys.CC_SPACE and s not in wanted]:
+            del self.positions[space]
+        for space in list(self._starts):
+            after = self._starts.pop(space)
+            if space in wanted and space not in self.positions:
+                self.positions[space] = after
+
+    def _dispatch(self, response: Any) -> None:
+        if not response:
+            return
+        items = response.items() if isinstance(response, dict) else response
+        for key, entries in items:
+            space = keys.space_of(key.decode() if isinstance(key, bytes) else key)
+            pos = self.positions.get(space)
+            if pos is None or not entries:
+                continue
+            events = decode(space, entries)
+            start = 0
+            for i, ev in enumerate(events):
+                if ev.cursor != pos + 1:
+                    if i > start:
+                        self.sink.deliver(events[start:i])
+                    logger.warning(
+                        "gap in sync space %s: expected cursor %s, read %s", space, pos + 1,
+                        ev.cursor,
+                    )
+                    self.sink.gap(space)
+                    start = i
+                pos = ev.cursor
+            self.positions[space] = pos
+            self._measure_lag(entries[-1][1])
+            self.sink.deliver(events[start:])
+
+    def _measure_lag(self, fields: dict[Any, Any]) -> None:
+        appended = fields.get(b"t", fields.get("t"))
+        if appended is not None:
+            self.lag = max(0.0, time.time() - int(appended) / 1_000_000)
+
+    def _wake(self) -> None:
+        """Cut a blocked XREAD short so a newly wanted space is read at once."""
+        if self._client_id is None or self.control is None or self._waking:
+            return
+        self._waking = True
+        task = asyncio.get_running_loop().create_task(self._unblock(self._client_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _unblock(self, client_id: int) -> None:
+        assert self.control is not None
+        try:
+            await self.control.client_unblock(client_id)
+        except RedisError as exc:  # the reader wakes up by itself within block_ms anyway
+            logger.debug("CLIENT UNBLOCK failed: %s", exc)
+        finally:
+            self._waking = False

@@ -1,0 +1,541 @@
+"""The websocket relay: SPEC §8 over ``ws://host:STREAM_PORT/sync``, plus ``/healthz`` and
+``/metrics`` over plain HTTP on the same port.
+
+This is the thin asyncio layer around :mod:`stream.fanout` (who gets what) and
+:mod:`stream.protocol` (what the frames say).  One :class:`~stream.reader.Reader` per process
+feeds the :class:`~stream.fanout.Hub`; connections never read Redis for live events.
+
+Writing without a task per connection
+-------------------------------------
+After routing a batch of events, each connection whose outbox became non-empty is flushed
+synchronously: the frame goes straight into the transport, serialised once and shared by
+every connection that gets the identical batch.  A connection that keeps up therefore gets
+every event, without a task of its own.  Only a connection whose transport is congested
+(more than ``write_limit`` bytes unsent) gets a writer task, which awaits the drain;
+meanwhile its outbox coalesces progress events, and if it still overflows the connection is
+closed with 4008 (SPEC §8.5).  An idle connection costs the websockets handler (and
+keepalive) task and a small :class:`Peer`, nothing else: about 18 KiB RSS each at 10,000
+connections.
+
+Protocol choices the SPEC leaves open
+-------------------------------------
+* Replies echo the request's ``"id"``; ``unsubscribe`` is answered with
+  ``{"op": "unsubscribed", "project": …}``.
+* ``subscribed.jobs`` items are ``{"token", "project_gid", "job", "status", "info",
+  "created_on", "updated_on"}`` (the job's event ``data`` plus its token), oldest first.  With
+  a ``jobs`` filter they are exactly those jobs, finished or not.
+* A ``jobs`` filter narrows a subscription to those jobs' ``cc`` events (no project-space
+  events).  ``"*"`` carries ``cc`` (job) events of every visible project, not project spaces.
+* ``subscribed.cc.cursor`` / ``cursor`` are the spaces' current cursors when the subscription
+  was registered; ``cursor`` is ``null`` for ``"*"``.  Without cursors, live events follow
+  from there; with cursors and ``recovered: true`` the missed events come first; with
+  ``recovered: false`` (a cursor below the floor, or beyond the current cursor) nothing is
+  replayed and live events follow from the current cursors.
+* Re-subscribing a covered project keeps its dedupe cursors: only events after what was
+  already sent come.  To replay again, unsubscribe first.
+* Lost history (Redis lost its data, or the log was trimmed past the reader or during a
+  replay): the affected connections are closed with 4008; resuming from their last cursor
+  they get ``recovered: false``.
+* Membership is re-read every ``MEMBERSHIP_REFRESH`` seconds and on every subscribe; a
+  revoked project is unsubscribed and announced with ``{"op": "error", "code": 403,
+  "project": …, "message": "membership revoked; unsubscribed"}``.
+* A later ``auth`` on an open connection re-checks the token (same user only).  Token expiry
+  does not close an authenticated connection; membership does the revoking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from http import HTTPStatus
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import redis.asyncio
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redis.exceptions import RedisError
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from bulkjobs import keys, tokens
+from bulkjobs.errors import BulkJobsError, Unauthorized
+from bulkjobs.settings import get_settings
+from bulkjobs.synclog import AsyncSyncLog, Event, decode, is_recovered
+from bulkjobs.tokens import Claims
+from stream import access, protocol
+from stream.fanout import DEFAULT_LIMIT, Hub, Subscriber, frames
+from stream.metrics import StreamCollector
+from stream.reader import Reader
+
+logger = logging.getLogger(__name__)
+
+#: Close codes of SPEC §8.
+AUTH_FAILED = 4001
+TOO_SLOW = 4008
+
+#: Events read per XRANGE while replaying (and drained before the next page).
+REPLAY_PAGE = 500
+
+#: Redis connections the server uses for commands besides the reader's own.
+COMMAND_CONNECTIONS = 32
+
+
+class Peer(Subscriber):
+    """A :class:`Subscriber` bound to its websocket."""
+
+    __slots__ = ("ws", "writer", "drained")
+
+    def __init__(self, ws: ServerConnection, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ws = ws
+        self.writer: asyncio.Task[None] | None = None
+        self.drained: asyncio.Event | None = None
+
+
+class StreamServer:
+    """One stream process: the websocket server, the reader and the membership refresher.
+
+    ``async with StreamServer(port=0) as server`` starts it (``server.port`` is the bound
+    port) and closes it; ``python -m stream`` uses :meth:`run_until`.
+    """
+
+    def __init__(
+        self, *, host: str = "0.0.0.0", port: int | None = None,
+        outbox_limit: int = DEFAULT_LIMIT, auth_timeout: float | None = None,
+        membership_refresh: float | None = None, ping_interval: float | None = 20.0,
+        write_limit: int = 64 * 1024, block_ms: int = 1000,
+    ) -> None:
+        settings = get_settings()
+        self.host = host
+        self.port = settings.stream_port if port is None else port
+        self.outbox_limit = outbox_limit
+        self.auth_timeout = settings.auth_timeout if auth_timeout is None else auth_timeout
+        self.membership_refresh = (
+            settings.membership_refresh if membership_refresh is None else membership_refresh
+        )
+        self.ping_interval = ping_interval
+        self.write_limit = write_limit
+        self.hub = Hub()
+        self.redis = _command_client(settings.redis_url)
+        self.log = AsyncSyncLog(self.redis)
+        self.reader = Reader(self, url=settings.redis_url, control=self.redis, block_ms=block_ms)
+        self.reader_grace = block_ms / 1000 + 5
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StreamCollector(self))
+        self.deliveries = 0
+        self.slow_closed = 0
+        self.gap_closed = 0
+        self._server: Server | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle, self.host, self.port, process_request=self._process_request,
+            # No permessage-deflate: its zlib contexts cost ~100 KiB per connection.
+            compression=None, max_size=64 * 1024, max_queue=4,
+            write_limit=self.write_limit, ping_interval=self.ping_interval,
+            ping_timeout=self.ping_interval, close_timeout=5,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._background = [
+            asyncio.create_task(self.reader.run(), name="stream-reader"),
+            asyncio.create_task(self._refresh_loop(), name="stream-membership"),
+        ]
+        logger.info("stream server listening on ws://%s:%s/sync", self.host, self.port)
+
+    async def run_until(self, stop: asyncio.Event) -> int:
+        """Serve until ``stop`` is set (exit code 0) or a background task dies (1)."""
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait(
+            {stopper, *self._background}, return_when=asyncio.FIRST_COMPLETED
+        )
+        code = 0
+        for task in done:
+            if task is stopper:
+                continue
+            code = 1
+            exc = None if task.cancelled() else task.exception()
+            logger.critical("%s stopped unexpectedly: %r; exiting", task.get_name(), exc,
+                            exc_info=exc)
+        stopper.cancel()
+        await self.close()
+        return code
+
+    async def close(self) -> None:
+        """Close every websocket with 1001 (going away), then stop the background tasks."""
+        if self._server is not None:
+            logger.info("closing %d connection(s) with 1001", len(self.hub.subscribers))
+            self._server.close()  # websockets closes open connections with 1001
+            await self._server.wait_closed()
+            self._server = None
+        self.reader.stop()
+        for task in self._background:
+            task.cancel()
+        if self._background:
+            # The reader returns within one XREAD block even if redis-py swallowed the
+            # cancellation (see Reader.stop).
+            _, pending = await asyncio.wait(self._background, timeout=self.reader_grace)
+            for task in pending:
+                logger.warning("%s did not stop in time", task.get_name())
+        self._background = []
+        await self.redis.aclose()
+        logger.info("stream server stopped")
+
+    async def __aenter__(self) -> StreamServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def failed(self) -> bool:
+        """Has a background task (reader, refresher) died?"""
+        return any(t.done() for t in self._background)
+
+    # -- the reader's sink ----------------------------------------------------------------
+
+    def spaces(self) -> set[str]:
+        return self.hub.spaces()
+
+    def deliver(self, events: list[Event]) -> None:
+        woken, slow = self.hub.publish(events)
+        for peer in slow:
+            self.slow_closed += 1
+            self._close(cast(Peer, peer), TOO_SLOW, "too slow; resume from your last cursor")
+        if woken:
+            self._flush(woken)
+
+    def gap(self, space: str) -> None:
+        for peer in self.hub.gap(space):
+            self.gap_closed += 1
+            self._close(cast(Peer, peer), TOO_SLOW, "sync log lost events; resume from last cursor")
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _flush(self, peers: list[Any]) -> None:
+        """Write what the peers have queued, without waiting (see the module docstring)."""
+        groups: dict[tuple[int, ...], tuple[list[Event], list[ServerConnection]]] = {}
+        for peer in peers:
+            if peer.writer is not None or peer.slow:
+                continue  # a running writer takes the new events with its next batch
+            ws = peer.ws
+            if ws.transport.get_write_buffer_size() > self.write_limit:
+                peer.congested = True
+                peer.writer = asyncio.create_task(self._write(peer))
+                continue
+            events = peer.take()
+            if not events:
+                continue
+            # Connections that got the very same batch share one frame (and one encoding).
+            key = tuple(map(id, events))
+            group = groups.get(key)
+            if group is None:
+                groups[key] = (events, [ws])
+            else:
+                group[1].append(ws)
+        for events, conns in groups.values():
+            for frame in frames(events):
+                # Server frames are unmasked and we negotiate no extension, so the bytes on
+                # the wire are the same for every connection: serialise once, write to each
+                # transport.  (websockets.broadcast would rebuild the frame per connection;
+                # this is the fan-out's hot loop.)  Never fragmented, so the protocol's
+                # state machine has nothing to track; connections that are closing are skipped
+                # as broadcast() would.
+                data = Frame(Opcode.TEXT, frame.encode()).serialize(mask=False)
+                for ws in conns:
+                    if ws.protocol.state is State.OPEN:
+                        ws.transport.write(data)
+            self.deliveries += len(events) * len(conns)
+
+    async def _write(self, peer: Peer) -> None:
+        """Writer of a congested connection: waits for the socket to drain between batches."""
+        try:
+            while not peer.slow:
+                events = peer.take()
+                if not events:
+                    break
+                for frame in frames(events):
+                    await peer.ws.send(frame)
+                self.deliveries += len(events)
+        except ConnectionClosed:
+            pass
+        finally:
+            peer.writer = None
+            peer.congested = False
+            if peer.drained is not None:
+                peer.drained.set()
+
+    async def _drain(self, peer: Peer) -> None:
+        """Flush and wait until everything queued for ``peer`` is handed to the socket."""
+        self._flush([peer])
+        while peer.writer is not None and not peer.slow:
+            peer.drained = asyncio.Event()
+            await peer.drained.wait()
+            peer.drained = None
+            self._flush([peer])
+
+    def _alive(self, peer: Peer) -> bool:
+        return peer in self.hub and peer.ws.state is State.OPEN
+
+    def _close(self, peer: Peer, code: int, reason: str) -> None:
+        self.hub.remove(peer)
+        peer.slow = True
+        logger.info("closing connection of user %s with %s: %s", peer.user, code, reason)
+        self._spawn(peer.ws.close(code, reason))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        peer: Peer | None = None
+        try:
+            auth = await self._authenticate(ws)
+            if auth is None:
+                return
+            claims, request_id = auth
+            try:
+                allowed = await asyncio.to_thread(access.visible, claims.user, claims.ops)
+                cc_cursor = (await self.log.cursors(keys.CC_SPACE))[0]
+            except (RedisError, OSError) as exc:
+                logger.warning("cannot accept a connection: %s", exc)
+                await ws.close(1013, "sync log unavailable; try again later")
+                return
+            peer = Peer(
+                ws, user=claims.user, ops=claims.ops, allowed=allowed, limit=self.outbox_limit
+            )
+            self.hub.add(peer)
+            await ws.send(protocol.auth_ok(claims.user, cc_cursor, request_id=request_id))
+            async for message in ws:
+                if not peer.slow:  # a peer being closed with 4008 is not served any more
+                    await self._dispatch(peer, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            if peer is not None:
+                self.hub.remove(peer)
+
+    async def _authenticate(self, ws: ServerConnection) -> tuple[Claims, Any] | None:
+        """Header or first message; on failure the connection is closed with 4001."""
+        header = ws.request.headers.get("Authorization") if ws.request else None
+        try:
+            if header is not None:
+                scheme, _, token = header.partition(" ")
+                if scheme.lower() != "bearer" or not token.strip():
+                    raise Unauthorized("Authorization header must be 'Bearer <JWT>'")
+                return tokens.verify(token.strip()), None
+            async with asyncio.timeout(self.auth_timeout):
+                message = await ws.recv()
+            request = protocol.parse(message)
+            if not isinstance(request, protocol.Auth):
+                raise Unauthorized("authenticate first")
+            return tokens.verify(request.jwt), request.id
+        except TimeoutError:
+            await ws.close(AUTH_FAILED, "no authentication in time")
+        except BulkJobsError as exc:  # Unauthorized, ProtocolError
+            await ws.close(AUTH_FAILED, exc.message[:100])
+        return None
+
+    async def _dispatch(self, peer: Peer, message: str | bytes) -> None:
+        """Act on one client message; every failure becomes an error frame, never a crash."""
+        request_id: Any = None
+        try:
+            request = protocol.parse(message)
+            request_id = request.id
+            if isinstance(request, protocol.Subscribe):
+                await self._subscribe(peer, request)
+            elif isinstance(request, protocol.Unsubscribe):
+                self.hub.unsubscribe(peer, request.project)
+                await peer.ws.send(protocol.unsubscribed(request.project, request_id=request_id))
+            else:
+                await self._reauth(peer, request)
+        except protocol.ProtocolError as exc:
+            await peer.ws.send(protocol.error(400, exc.message, request_id=exc.request_id))
+        except (RedisError, OSError) as exc:
+            logger.warning("sync log unavailable while serving %s: %s", peer.user, exc)
+            await peer.ws.send(
+                protocol.error(503, "sync log unavailable; retry", request_id=request_id)
+            )
+        except ConnectionClosed:
+            raise
+        except Exception:
+            logger.exception("failed to handle a message of user %s", peer.user)
+            await peer.ws.send(protocol.error(500, "internal error", request_id=request_id))
+
+    async def _reauth(self, peer: Peer, request: protocol.Auth) -> None:
+        try:
+            claims = tokens.verify(request.jwt)
+        except Unauthorized as exc:
+            await peer.ws.close(AUTH_FAILED, exc.message[:100])
+            return
+        if claims.user != peer.user:
+            raise protocol.ProtocolError("already authenticated as another user")
+        cc_cursor = (await self.log.cursors(keys.CC_SPACE))[0]
+        await peer.ws.send(protocol.auth_ok(peer.user, cc_cursor, request_id=request.id))
+
+    async def _subscribe(self, peer: Peer, req: protocol.Subscribe) -> None:
+        """Register for live events first, then snapshot and replay, then release the held
+        live events through the dedupe: gap-free and duplicate-free (see stream.fanout)."""
+        allowed = await asyncio.to_thread(access.visible, peer.user, peer.ops)
+        self._revoke(peer, self.hub.set_allowed(peer, allowed))
+        single = req.project != "*"
+        if single and req.project not in allowed:
+            await peer.ws.send(protocol.error(
+                403, "not a member of this project", project=req.project, request_id=req.id,
+            ))
+            return
+        existed = peer.star if req.project == "*" else req.project in peer.projects
+        peer.hold()
+        try:
+            self.hub.subscribe(peer, req.project, jobs=req.jobs)
+            try:
+                cc_last, cc_floor = await self.log.cursors(keys.CC_SPACE)
+                p_last: int | None = None
+                p_floor = 0
+                if single:
+                    p_last, p_floor = await self.log.cursors(req.project)
+                    if req.jobs is None:
+                        self.reader.want(req.project, p_last)
+                recovered = (
+                    req.cc_cursor is None or is_recovered(req.cc_cursor, cc_floor, cc_last)
+                ) and (
+                    req.cursor is None or p_last is None
+                    or is_recovered(req.cursor, p_floor, p_last)
+                )
+                replay = recovered and req.replays
+                cc_from = req.cc_cursor if replay and req.cc_cursor is not None else cc_last
+                p_from = req.cursor if replay and req.cursor is not None else p_last
+                self.hub.start(peer, req.project, cc=cc_from, space=p_from)
+                projects = [req.project] if single else sorted(peer.allowed)
+                snapshot = await asyncio.to_thread(access.job_snapshot, projects, req.jobs)
+            except BaseException:
+                if not existed:  # a failed re-subscribe keeps the subscription it replaced
+                    self.hub.unsubscribe(peer, req.project)
+                raise
+            await peer.ws.send(protocol.subscribed(
+                req.project, recovered=recovered, cc_cursor=cc_last, cursor=p_last,
+                jobs=snapshot, request_id=req.id,
+            ))
+            if replay:
+                complete = await self._replay(peer, keys.CC_SPACE, cc_from, cc_last)
+                if complete and p_last is not None and req.jobs is None and p_from is not None:
+                    complete = await self._replay(peer, req.project, p_from, p_last)
+                if not complete:
+                    self.gap_closed += 1
+                    self._close(peer, TOO_SLOW, "sync log lost events during replay; resume")
+                    return
+                self.hub.start(peer, req.project, cc=cc_last, space=p_last)
+        finally:
+            if peer in self.hub and self.hub.release(peer):
+                self._flush([peer])
+
+    async def _replay(self, peer: Peer, space: str, after: int, upto: int) -> bool:
+        """Queue the events of ``space`` in ``(after, upto]`` page by page, draining between
+        pages.  Returns False when the history has a hole (cursors are dense, so a missing
+        cursor means events were trimmed or lost since ``recovered`` was decided)."""
+        expected = after + 1
+        while expected <= upto and self._alive(peer):
+            raw = await self.redis.xrange(
+                keys.sync_stream(space), f"({expected - 1}-0", f"{upto}-0", count=REPLAY_PAGE
+            )
+            events = decode(space, cast(list[Any], raw))
+            for ev in events:
+                if ev.cursor != expected:
+                    break
+                expected += 1
+            else:
+                if events:
+                    self.hub.replay(peer, events)
+                    await self._drain(peer)
+                    continue
+            logger.warning("hole in sync space %s at cursor %s during replay", space, expected)
+            return False
+        return True
+
+    # -- membership -----------------------------------------------------------------------
+
+    async def _refresh_loop(self) -> None:
+        """Re-read memberships of every subscribed connection, so revocations apply to open
+        connections within ``membership_refresh`` seconds."""
+        while True:
+            await asyncio.sleep(self.membership_refresh)
+            peers = [p for p in self.hub.subscribers if p.projects or p.star]
+            if not peers:
+                continue
+            users = {(p.user, p.ops) for p in peers}
+            try:
+                visible = await asyncio.to_thread(access.visible_by_user, users)
+            except Exception as exc:  # the database may be briefly unavailable; try again
+                logger.warning("membership refresh failed: %s", exc)
+                continue
+            for peer in peers:
+                if peer in self.hub:
+                    lost = self.hub.set_allowed(peer, visible.get((peer.user, peer.ops), ()))
+                    self._revoke(peer, lost)
+
+    def _revoke(self, peer: Any, projects: list[str]) -> None:
+        for project in projects:
+            logger.info("user %s lost access to project %s; unsubscribed", peer.user, project)
+            broadcast([peer.ws], protocol.error(
+                403, "membership revoked; unsubscribed", project=project,
+            ))
+
+    # -- plain HTTP -----------------------------------------------------------------------
+
+    async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/healthz":
+            return await self._healthz(ws)
+        if path == "/metrics":
+            return _respond(ws, HTTPStatus.OK, generate_latest(self.registry).decode(),
+                            CONTENT_TYPE_LATEST)
+        if path != "/sync":
+            return ws.respond(HTTPStatus.NOT_FOUND, "Not found\n")
+        return None
+
+    async def _healthz(self, ws: ServerConnection) -> Response:
+        try:
+            async with asyncio.timeout(2):
+                await self.redis.ping()
+            redis_ok = True
+        except Exception:
+            redis_ok = False
+        ok = redis_ok and self.reader.connected and not self.failed
+        body = json.dumps({
+            "status": "ok" if ok else "unavailable", "redis": redis_ok,
+            "reader": self.reader.connected and not self.failed,
+        })
+        status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
+        return _respond(ws, status, body + "\n", "application/json")
+
+
+def _command_client(url: str) -> redis.asyncio.Redis:
+    """The server's client for short commands (cursors, replays, health, CLIENT UNBLOCK).
+
+    A *blocking* pool: a burst of connections authenticating at once waits for a free Redis
+    connection instead of failing with "Too many connections" (``make_async_redis`` uses a
+    plain pool, fine for the API but not for thousands of websockets arriving together).
+    """
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=COMMAND_CONNECTIONS, timeout=10, socket_connect_timeout=5,
+        socket_timeout=10,
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
+def _respond(ws: ServerConnection, status: HTTPStatus, body: str, content_type: str) -> Response:
+    response = ws.respond(status, body)
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = content_type
+    return response

@@ -1,0 +1,142 @@
+"""The sync-log reader (stream/reader.py) against the real Redis, with a list as its sink."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis
+
+from bulkjobs import keys
+from bulkjobs.connections import get_redis
+from bulkjobs.settings import get_settings
+from bulkjobs.synclog import Event
+from stream.reader import Reader
+from tests.stream.conftest import WAIT, append_job, append_record, log
+
+pytestmark = pytest.mark.anyio
+
+
+class ListSink:
+    """Records what the reader hands over, in order: ("events", space, cursors) / ("gap", space)."""
+
+    def __init__(self) -> None:
+        self.wanted: set[str] = set()
+        self.calls: list[tuple[str, str, list[int]]] = []
+
+    def spaces(self) -> set[str]:
+        return set(self.wanted)
+
+    def deliver(self, events: list[Event]) -> None:
+        assert len({e.space for e in events}) == 1
+        self.calls.append(("events", events[0].space, [e.cursor for e in events]))
+
+    def gap(self, space: str) -> None:
+        self.calls.append(("gap", space, []))
+
+    def cursors(self, space: str) -> list[int]:
+        return [c for kind, s, cs in self.calls if kind == "events" and s == space for c in cs]
+
+
+@contextlib.asynccontextmanager
+async def running(reader: Reader) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(reader.run())
+    try:
+        await until(lambda: reader.connected)
+        yield task
+    finally:
+        reader.stop()
+        task.cancel()
+        await asyncio.wait([task], timeout=WAIT)
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+def new_reader(sink: ListSink) -> Reader:
+    return Reader(sink, url=get_settings().redis_url, block_ms=100)
+
+
+async def test_reader_hands_over_cc_events_in_cursor_order(redis_client):
+    """Events appended after the reader started reach the sink once each, in order."""
+    sink = ListSink()
+    reader = new_reader(sink)
+    async with running(reader):
+        appended = [append_job("p", str(uuid.uuid4())) for _ in range(25)]
+        await until(lambda: len(sink.cursors("cc")) >= 25)
+    assert sink.cursors("cc") == appended
+
+
+async def test_new_project_space_is_read_from_the_wanted_cursor(redis_client):
+    """A space asked for with cursor c delivers every event after c, including earlier ones."""
+    sink = ListSink()
+    reader = new_reader(sink)
+    async with running(reader):
+        start = log().cursor("proj")
+        early = [append_record("proj") for _ in range(3)]
+        sink.wanted.add("proj")
+        reader.want("proj", start)
+        late = [append_record("proj") for _ in range(2)]
+        await until(lambda: len(sink.cursors("proj")) >= 5)
+        assert sink.cursors("proj") == early + late
+        sink.wanted.clear()
+        await until(lambda: "proj" not in reader.positions)
+
+
+async def test_lost_history_is_reported_before_later_events(redis_client):
+    """A reseeded counter (Redis lost data) is a gap, reported before post-gap events."""
+    sink = ListSink()
+    reader = new_reader(sink)
+    async with running(reader):
+        before = append_job("p", "t1")
+        await until(lambda: sink.cursors("cc") == [before])
+        redis_client.delete(keys.sync_stream("cc"), keys.sync_counter("cc"),
+                            keys.sync_floor("cc"))
+        after = append_job("p", "t2")
+        await until(lambda: after in sink.cursors("cc"))
+    assert sink.calls == [("events", "cc", [before]), ("gap", "cc", []), ("events", "cc", [after])]
+
+
+async def test_reader_reconnects_after_losing_redis_without_loss_or_duplicates(redis_client):
+    """Killing the reader's connection: it reconnects and resumes from its last cursor."""
+    sink = ListSink()
+    reader = new_reader(sink)
+    async with running(reader):
+        first = append_job("p", "t1")
+        await until(lambda: sink.cursors("cc") == [first])
+        assert reader._client_id is not None
+        get_redis().client_kill_filter(_id=reader._client_id)
+        more = [append_job("p", "t1") for _ in range(5)]
+        await until(lambda: len(sink.cursors("cc")) >= 6)
+        assert reader.reconnects >= 1
+    assert sink.cursors("cc") == [first] + more
+    assert all(kind == "events" for kind, _, _ in sink.calls)
+
+
+async def test_data_loss_while_disconnected_is_found_on_reconnect(redis_client):
+    """A floor above the last cursor read, seen on reconnect, is reported as a gap."""
+    sink = ListSink()
+    reader = new_reader(sink)
+    async with running(reader):
+        first = append_job("p", "t1")
+        await until(lambda: sink.cursors("cc") == [first])
+        redis_client.delete(keys.sync_stream("cc"), keys.sync_counter("cc"),
+                            keys.sync_floor("cc"))
+        log().cursors("cc")  # reseeds the counter and floor, as any client would
+        get_redis().client_kill_filter(_id=reader._client_id)
+        await until(lambda: ("gap", "cc", []) in sink.calls)
+
+
+async def test_reader_dies_loudly_on_a_non_connection_error(redis_client):
+    """A Redis error that is not a lost connection ends run() with that error."""
+    redis_client.set(keys.sync_stream("cc"), "not a stream")
+    reader = new_reader(ListSink())
+    with pytest.raises(redis.ResponseError):
+        async with asyncio.timeout(WAIT):
+            await reader.run()
