@@ -41,22 +41,34 @@ async def watch(token: str, *, url: str, jwt: str, console: Console) -> JobState
         if state.status in TERMINAL:
             return state
         async with StreamClient(url, jwt) as client:
-            await client.subscribe(state.project_gid, jobs=[token])
-            # The job may have ended between the first look and the subscription.
-            latest = current(token)
-            if latest is not None and latest.status in TERMINAL:
-                show(latest.status, latest.info)
-                return latest
-            async for event in client.events():
-                if event.get("data_key") != token:
+            # With a jobs filter the snapshot holds the job whatever its state, so a job that
+            # ended between the first look and the subscription is seen ending here.
+            reply = await client.subscribe(state.project_gid, jobs=[token])
+            if _from_snapshot(reply, token, show):
+                return current(token) or state
+            async for item in client.events():
+                if item.get("op") == "subscribed":  # resumed after a reconnect
+                    if _from_snapshot(item, token, show):
+                        break
                     continue
-                data = event["data"]
+                if item.get("data_key") != token:
+                    continue
+                data = item["data"]
                 show(data["status"], data["info"])
                 if data["status"] in TERMINAL:
                     break
     final = current(token)
     assert final is not None
     return final
+
+
+def _from_snapshot(reply: dict[str, Any], token: str, show: Any) -> bool:
+    """Show the job's state from a ``subscribed`` snapshot; True when it has ended."""
+    for job in reply.get("jobs", []):
+        if job.get("token") == token:
+            show(job["status"], job.get("info", {}))
+            return bool(job["status"] in TERMINAL)
+    return False
 
 
 def run_watch(token: str, *, url: str, jwt: str, console: Console) -> JobState:

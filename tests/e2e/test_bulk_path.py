@@ -134,3 +134,23 @@ def test_official_unicat_client_tracks_an_undelete_to_done(system: System, seede
     assert statuses[0] == "queued" and statuses[-1] == "done"
     ok, result = client.call("/records/get", {"record": deleted_head})
     assert ok and client.data["records"][deleted_head]["status"] != "deleted"
+
+
+def test_cli_watch_follows_a_job_to_done(system: System, seeded: SeedResult):
+    """`bulkjobs watch <token>` follows a job over the stream and exits 0 when it is done."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    project = seeded.projects[0]
+    api = Api(system.web_url, project.gid)
+    api.auth(project.api_key)
+    token = api.queue("records/bulk/delete", project.heads[:3])
+    cli = Path(sys.executable).parent / "bulkjobs"
+    done = subprocess.run([str(cli), "watch", token, "--stream-url", system.stream_url],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"job {token}: done" in done.stderr
+    unknown = subprocess.run([str(cli), "watch", "no-such-job", "--stream-url",
+                              system.stream_url], capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 1 and "no job" in unknown.stderr
