@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
-from api import errors, health
-from api.unicat import auth, jobs, records, sync
-from bulkjobs import __version__
+from api import errors, health, metrics, ops
+from api.unicat import auth, jobs, records, schema, sync
+from bulkjobs import __version__, logs
 from bulkjobs.errors import PayloadTooLarge
 
 MAX_BODY = 10 * 1024 * 1024
@@ -23,6 +23,7 @@ def create_app() -> FastAPI:
         description="Bulk content jobs with a live, resumable event stream. Unicat, DatoCMS "
                     "and Plone dialects over one core.",
     )
+    logs.setup()
     errors.install(app)
 
     @app.middleware("http")
@@ -41,9 +42,12 @@ def create_app() -> FastAPI:
             request._body = body  # starlette re-reads the cached body
         return await call_next(request)
 
-    for module in (auth, records, jobs, sync):
+    for module in (auth, records, schema, jobs, sync):
         app.include_router(module.router)
     app.include_router(health.router)
+    app.include_router(ops.router)
+    app.mount("/ops/static", ops.static_files(), name="ops-static")
+    metrics.install(app)  # last: the outermost middleware, so it counts every answer
     return app
 
 

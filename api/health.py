@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from api.metrics import CLUSTER
 from bulkjobs.connections import get_redis
 from models.engine import get_engine
 
@@ -37,5 +38,5 @@ def healthz() -> Any:
 
 @router.get("/metrics")
 def metrics() -> Response:
-    """Prometheus metrics of this web process."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics: this web process's own, then the deployment's job metrics."""
+    return Response(generate_latest() + generate_latest(CLUSTER), media_type=CONTENT_TYPE_LATEST)

@@ -28,7 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
-    BIN, cleanup_redis, free_port, isolate, median, percentile, process, reset_postgres,
+    BIN,
+    cleanup_redis,
+    free_port,
+    isolate,
+    median,
+    percentile,
+    process,
+    reset_postgres,
 )
 
 

@@ -3,11 +3,14 @@ and by the stream server."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlmodel import Session
+import time
+import uuid
 
-from bulkjobs.errors import Forbidden, Unauthorized
-from bulkjobs.tokens import Claims, api_key_digest, check_password
+from sqlalchemy import select
+from sqlmodel import Session, col
+
+from bulkjobs.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from bulkjobs.tokens import Claims, api_key_digest, check_password, hash_password, new_api_key
 from models.auth import ApiKey, Member, Project, User
 
 
@@ -51,3 +54,60 @@ def require_user(session: Session, claims: Claims) -> User:
     return user
 
 
+
+
+# -- creating accounts (the CLI's `users add` and `apikeys add`) -----------------------------
+
+
+def create_user(
+    session: Session, *, username: str, password: str, name: str = "", ops: bool = False,
+) -> User:
+    """Add a user with a scrypt-hashed password; :class:`BadRequest` if the name is taken.
+    Commits."""
+    if not username.strip():
+        raise BadRequest("username must not be empty")
+    taken = session.execute(select(col(User.gid)).where(col(User.username) == username)).first()
+    if taken is not None:
+        raise BadRequest(f"user {username!r} exists already")
+    user = User(gid=str(uuid.uuid4()), username=username, name=name,
+                password_hash=hash_password(password), ops=ops)
+    session.add(user)
+    session.commit()
+    return user
+
+
+def add_member(
+    session: Session, *, user: User, project_gid: str, roles: list[str] | None = None,
+) -> Member:
+    """Make ``user`` an active member of a project (roles ``member`` by default); updates an
+    existing membership.  :class:`NotFound` for an unknown project.  Commits."""
+    project = session.get(Project, project_gid)
+    if project is None:
+        raise NotFound(f"no project {project_gid}")
+    member = session.get(Member, (project_gid, user.gid))
+    if member is None:
+        member = Member(project_gid=project_gid, user_gid=user.gid)
+    member.roles = list(roles or ["member"])
+    member.status = "active"
+    session.add(member)
+    session.commit()
+    return member
+
+
+def create_api_key(
+    session: Session, *, user: User, project_gid: str, name: str = "default",
+) -> str:
+    """A new API key of ``user`` for a project he may act on; returns the key itself, which
+    is stored only as its digest (shown once).  Commits."""
+    require_member(session, Claims(user=user.gid, ops=user.ops, exp=0), project_gid)
+    taken = session.execute(select(col(ApiKey.key_hash)).where(
+        col(ApiKey.user_gid) == user.gid, col(ApiKey.project_gid) == project_gid,
+        col(ApiKey.name) == name,
+    )).first()
+    if taken is not None:
+        raise BadRequest(f"user {user.username!r} has a key named {name!r} for this project")
+    key = new_api_key()
+    session.add(ApiKey(key_hash=api_key_digest(key), user_gid=user.gid, project_gid=project_gid,
+                       name=name, created_on=time.time()))
+    session.commit()
+    return key

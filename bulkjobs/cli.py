@@ -16,6 +16,17 @@ app = typer.Typer(help="bulkjobs: bulk content jobs with a live, resumable event
 err = Console(stderr=True)
 
 
+@app.callback()
+def main() -> None:
+    """Log set-up for every command: LOG_FORMAT applies; the level is WARNING unless LOG_LEVEL
+    is set, so that commands print their own output and nothing else."""
+    from bulkjobs import logs
+    from bulkjobs.settings import get_settings
+
+    settings = get_settings()
+    logs.setup(level=None if "log_level" in settings.model_fields_set else "WARNING")
+
+
 def _ready() -> None:
     from models.engine import migrate
 
@@ -71,7 +82,7 @@ def token(
 ) -> None:
     """Print a JWT for a user."""
     from sqlalchemy import select
-    from sqlmodel import Session
+    from sqlmodel import Session, col
 
     from bulkjobs.tokens import issue
     from models import User
@@ -79,7 +90,8 @@ def token(
 
     _ready()
     with Session(get_engine()) as session:
-        user = session.exec(select(User).where(User.username == username)).scalar_one_or_none()
+        user = session.execute(
+            select(User).where(col(User.username) == username)).scalar_one_or_none()
     if user is None:
         err.print(f"[red]no user named {username!r}")
         raise typer.Exit(1)
@@ -93,19 +105,31 @@ app.add_typer(jobs_app, name="jobs")
 def _user(username: str | None):  # type: ignore[no-untyped-def]
     """The named user, or the first ops user: the CLI acts as a local operator."""
     from sqlalchemy import select
-    from sqlmodel import Session
+    from sqlmodel import Session, col
 
     from models import User
     from models.engine import get_engine
 
     with Session(get_engine()) as session:
-        query = select(User).where(User.username == username) if username else (
-            select(User).where(User.ops.is_(True)).order_by(User.username))
+        query = select(User).where(col(User.username) == username) if username else (
+            select(User).where(col(User.ops).is_(True)).order_by(col(User.username)))
         user = session.execute(query).scalars().first()
     if user is None:
         err.print(f"[red]no user {username!r}" if username else "[red]no ops user; seed first")
         raise typer.Exit(1)
     return user
+
+
+def _require_project(user, project: str) -> None:  # type: ignore[no-untyped-def]
+    """Raise :class:`~bulkjobs.errors.Forbidden` unless ``user`` may act on ``project``."""
+    from sqlmodel import Session
+
+    from bulkjobs.accounts import require_member
+    from bulkjobs.tokens import Claims
+    from models.engine import get_engine
+
+    with Session(get_engine()) as session:
+        require_member(session, Claims(user=user.gid, ops=user.ops, exp=0), project)
 
 
 def _stream_url() -> str:
@@ -152,6 +176,7 @@ def submit(
         raise typer.Exit(2) from None
     user = _user(username)
     try:
+        _require_project(user, project)
         token = queue_job(project_gid=project, job=job, params={"selection": parsed},
                           actor={"type": "user", "id": user.gid}, log=get_synclog(),
                           enqueue=enqueue)
@@ -185,17 +210,17 @@ def jobs_list(
 
     from rich.table import Table
     from sqlalchemy import select
+    from sqlmodel import Session, col
 
     from models import Job
     from models.engine import get_engine
 
     _ready()
-    query = select(Job).order_by(Job.created_on.desc()).limit(limit)
+    query = select(Job).order_by(col(Job.created_on).desc()).limit(limit)
     if project:
-        query = query.where(Job.project_gid == project)
+        query = query.where(col(Job.project_gid) == project)
     if status:
-        query = query.where(Job.status == status)
-    from sqlmodel import Session
+        query = query.where(col(Job.status) == status)
 
     with Session(get_engine()) as session:
         rows = session.execute(query).scalars().all()
@@ -220,8 +245,10 @@ def jobs_cancel(token: Annotated[str, typer.Argument(help="the job token")]) -> 
     _ready()
     with get_engine().connect() as conn:
         from sqlalchemy import select
+        from sqlmodel import col
 
-        row = conn.execute(select(Job.project_gid).where(Job.token == token)).first()
+        row = conn.execute(
+            select(col(Job.project_gid)).where(col(Job.token) == token)).first()
     if row is None:
         err.print(f"[red]no job {token}")
         raise typer.Exit(1)
@@ -231,6 +258,174 @@ def jobs_cancel(token: Annotated[str, typer.Argument(help="the job token")]) -> 
         err.print(f"[red]no job {token}")
         raise typer.Exit(1) from None
     err.print(f"job {token}: {result['status']} (cancel requested)")
+
+
+
+# -- users and API keys ------------------------------------------------------------------------
+
+users_app = typer.Typer(help="Add and list users.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+apikeys_app = typer.Typer(help="Add and list API keys.", no_args_is_help=True)
+app.add_typer(apikeys_app, name="apikeys")
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="the login name")],
+    password: Annotated[str, typer.Option(
+        prompt=True, hide_input=True, confirmation_prompt=True, envvar="BULKJOBS_PASSWORD",
+        help="asked for when not given (or from BULKJOBS_PASSWORD)")],
+    name: Annotated[str, typer.Option(help="display name")] = "",
+    ops: Annotated[bool, typer.Option("--ops", help="may watch and act on every project")] = False,
+    project: Annotated[list[str] | None, typer.Option(
+        help="make the user an active member of this project (repeatable)")] = None,
+    role: Annotated[str, typer.Option(help="role in those projects: member or owner")] = "member",
+) -> None:
+    """Create a user (and memberships); prints the user's gid."""
+    from sqlmodel import Session
+
+    from bulkjobs.accounts import add_member, create_user
+    from bulkjobs.errors import BulkJobsError, NotFound
+    from models.auth import Project
+    from models.engine import get_write_engine
+
+    _ready()
+    if role not in ("member", "owner"):
+        err.print("[red]--role must be member or owner")
+        raise typer.Exit(2)
+    try:
+        with Session(get_write_engine(), expire_on_commit=False) as session:
+            for gid in project or []:  # checked first: no user without its memberships
+                if session.get(Project, gid) is None:
+                    raise NotFound(f"no project {gid}")
+            user = create_user(session, username=username, password=password, name=name,
+                               ops=ops)
+            for gid in project or []:
+                add_member(session, user=user, project_gid=gid, roles=[role])
+    except BulkJobsError as exc:
+        err.print(f"[red]{exc.message}")
+        raise typer.Exit(1) from None
+    err.print(f"user [bold]{username}[/] created{' (ops)' if ops else ''}"
+              f"{f', {role} of {len(project)} project(s)' if project else ''}")
+    print(user.gid)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """Every user with its gid, ops flag and active projects."""
+    from rich.table import Table
+    from sqlalchemy import func, select
+    from sqlmodel import Session, col
+
+    from models.auth import Member, User
+    from models.engine import get_engine
+
+    _ready()
+    with Session(get_engine()) as session:
+        projects: dict[str, int] = {gid: int(n) for gid, n in session.execute(
+            select(col(Member.user_gid), func.count()).where(col(Member.status) == "active")
+            .group_by(col(Member.user_gid)))}
+        users = session.execute(select(User).order_by(col(User.username))).scalars().all()
+    table = Table("username", "gid", "name", "ops", "projects")
+    for u in users:
+        table.add_row(u.username, u.gid, u.name, "yes" if u.ops else "",
+                      "all" if u.ops else str(projects.get(u.gid, 0)))
+    Console().print(table)
+
+
+@apikeys_app.command("add")
+def apikeys_add(
+    username: Annotated[str, typer.Option(help="the key's user")],
+    project: Annotated[str, typer.Option(help="the project the key opens")],
+    name: Annotated[str, typer.Option(help="a name to tell the user's keys apart")] = "default",
+) -> None:
+    """Create an API key and print it; it is shown this once (only its digest is stored)."""
+    from sqlmodel import Session
+
+    from bulkjobs.accounts import create_api_key
+    from bulkjobs.errors import BulkJobsError
+    from models.engine import get_write_engine
+
+    _ready()
+    user = _user(username)
+    try:
+        with Session(get_write_engine()) as session:
+            key = create_api_key(session, user=user, project_gid=project, name=name)
+    except BulkJobsError as exc:
+        err.print(f"[red]{exc.message}")
+        raise typer.Exit(1) from None
+    err.print(f"API key [bold]{name}[/] of {username} for project {project} "
+              "(shown once; store it now)")
+    print(key)
+
+
+@apikeys_app.command("list")
+def apikeys_list(
+    username: Annotated[str | None, typer.Option(help="only this user's keys")] = None,
+) -> None:
+    """API keys by name, user and project (never the keys themselves)."""
+    from datetime import datetime
+
+    from rich.table import Table
+    from sqlalchemy import select
+    from sqlmodel import Session, col
+
+    from models.auth import ApiKey, User
+    from models.engine import get_engine
+
+    _ready()
+    query = (select(ApiKey, col(User.username))
+             .join(User, col(User.gid) == col(ApiKey.user_gid))
+             .order_by(col(User.username), col(ApiKey.project_gid), col(ApiKey.name)))
+    if username:
+        query = query.where(col(User.username) == username)
+    with Session(get_engine()) as session:
+        rows = session.execute(query).all()
+    table = Table("name", "user", "project", "created")
+    for key, user in rows:
+        created = datetime.fromtimestamp(key.created_on).isoformat(timespec="seconds")
+        table.add_row(key.name, user, key.project_gid, created)
+    Console().print(table)
+
+
+# -- ops ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def stats(
+    project: Annotated[list[str] | None, typer.Option(help="only these projects (repeatable)")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Queue depth, live workers, jobs by status and the last minute's throughput."""
+    from rich.table import Table
+
+    from bulkjobs import ops
+    from bulkjobs.connections import get_broker_redis, get_redis
+    from bulkjobs.settings import get_settings
+    from models.engine import get_engine
+
+    _ready()
+    settings = get_settings()
+    with get_engine().connect() as conn:
+        result = ops.collect(conn, client=get_redis(), broker=get_broker_redis(),
+                             projects=project or None, heartbeat=settings.worker_heartbeat,
+                             stale_after=settings.stale_after)
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_json()) + "\n")
+        return
+    table = Table("", "", title="bulkjobs" + (f" ({len(project)} project(s))" if project else ""),
+                  show_header=False)
+    table.add_row("queue depth", "n/a (broker is not Redis)" if result.queue_depth is None
+                  else str(result.queue_depth))
+    table.add_row("workers alive", f"{len(result.workers)}  {' '.join(result.workers)}")
+    table.add_row("jobs running", str(result.busy))
+    for status, n in result.jobs.items():
+        table.add_row(f"jobs {status}", str(n))
+    rate = result.throughput
+    table.add_row(f"items/s (last {rate.window:.0f} s)", f"{rate.items_per_s:,.1f}")
+    table.add_row(f"jobs/s (last {rate.window:.0f} s)", f"{rate.jobs_per_s:,.2f}")
+    Console().print(table)
 
 
 if __name__ == "__main__":

@@ -30,3 +30,16 @@ def make_async_redis() -> redis.asyncio.Redis:
 
 def make_async_synclog(client: redis.asyncio.Redis) -> AsyncSyncLog:
     return AsyncSyncLog(client)
+
+
+@lru_cache(maxsize=1)
+def get_broker_redis() -> redis.Redis | None:
+    """The Celery broker's Redis (for the queue depth), or ``None`` when the broker is not
+    Redis (e.g. RabbitMQ)."""
+    settings = get_settings()
+    url = settings.effective_broker_url
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    if url == settings.redis_url:
+        return get_redis()
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)

@@ -17,6 +17,17 @@ CC_SPACE = "cc"
 JOBS_QUEUE = PREFIX
 
 
+def broker_transport_keys() -> dict[str, str]:
+    """Kombu's Redis-transport bookkeeping of unacknowledged messages, under the prefix too
+    (kombu's defaults, ``unacked`` and friends, would be shared by every deployment on the
+    server).  Passed as Celery ``broker_transport_options``."""
+    return {
+        "unacked_key": f"{PREFIX}:unacked",
+        "unacked_index_key": f"{PREFIX}:unacked_index",
+        "unacked_mutex_key": f"{PREFIX}:unacked_mutex",
+    }
+
+
 def sync_stream(space: str) -> str:
     """The Redis stream holding one cursor space's events; entry ids are the cursors."""
     return f"{PREFIX}:sync:{space}"
@@ -55,3 +66,28 @@ def rate_limit(user_gid: str, window: int) -> str:
 def space_of(stream_key: str) -> str:
     """Inverse of :func:`sync_stream`."""
     return stream_key.removeprefix(f"{PREFIX}:sync:")
+
+
+def metrics() -> str:
+    """Hash of cluster-wide counters (items processed, events appended, jobs finished, the
+    job-duration histogram), incremented by every process and exported by the web's
+    ``/metrics`` (see :mod:`bulkjobs.metrics`)."""
+    return f"{PREFIX}:metrics"
+
+
+def metrics_progress() -> str:
+    """Hash job token -> items of that job already counted in ``items_processed`` (so that
+    absolute progress events turn into exact increments; the field goes with the job's
+    terminal event)."""
+    return f"{PREFIX}:metrics:progress"
+
+
+def workers() -> str:
+    """Sorted set of Celery worker hostnames, scored by the time of their last heartbeat."""
+    return f"{PREFIX}:workers"
+
+
+def jobs_queue_lists() -> list[str]:
+    """The Redis lists kombu keeps :data:`JOBS_QUEUE`'s waiting messages in: the queue's
+    name, and the name plus kombu's separator and step for each non-zero priority step."""
+    return [JOBS_QUEUE] + [f"{JOBS_QUEUE}\x06\x16{step}" for step in (3, 6, 9)]

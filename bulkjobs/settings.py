@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     record_events: bool = Field(default=True, alias="RECORD_EVENTS")
     auth_timeout: float = Field(default=10.0, alias="AUTH_TIMEOUT")
     membership_refresh: float = Field(default=2.0, alias="MEMBERSHIP_REFRESH")
+    # Logs: "plain" text or "json" (one object per line), applied by bulkjobs.logs.
+    log_format: str = Field(default="plain", alias="LOG_FORMAT", pattern=r"^(plain|json)$")
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    # A Celery worker renews its heartbeat this often; it counts as alive for three periods.
+    worker_heartbeat: float = Field(default=5.0, alias="WORKER_HEARTBEAT")
+    # The websocket URL the ops dashboard connects to; empty: ws://<request host>:STREAM_PORT/sync
+    stream_public_url: str = Field(default="", alias="STREAM_PUBLIC_URL")
 
     @property
     def effective_database_url(self) -> str:

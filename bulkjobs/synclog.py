@@ -43,7 +43,7 @@ local function server_us()
 end
 """
 
-# KEYS: stream, counter, floor, marks, spaces [, dedupe]
+# KEYS: stream, counter, floor, marks, spaces, metrics [, dedupe]
 # ARGV: space, now_us, minute, dedupe_ttl, n, then n * (p, k, s, d)
 _APPEND_LUA = _SERVER_US_LUA + """
 local function ensure_counter()
@@ -59,8 +59,8 @@ local function ensure_counter()
   redis.call('SET', KEYS[3], string.format('%.0f', seed + 1))
 end
 ensure_counter()
-if KEYS[6] then
-  if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', tonumber(ARGV[4])) then
+if KEYS[7] then
+  if not redis.call('SET', KEYS[7], '1', 'NX', 'EX', tonumber(ARGV[4])) then
     return {}
   end
 end
@@ -78,6 +78,8 @@ end
 if n > 0 then
   redis.call('HSETNX', KEYS[4], ARGV[3], string.format('%.0f', out[1]))
   redis.call('SADD', KEYS[5], ARGV[1])
+  -- the events-appended counter of bulkjobs.metrics, counted here to cost no round trip
+  redis.call('HINCRBY', KEYS[6], ARGV[1] == 'cc' and 'events:cc' or 'events:project', n)
 end
 return out
 """
@@ -193,7 +195,7 @@ def _append_call(
     now_us = _now_us()
     keylist = [
         keys.sync_stream(space), keys.sync_counter(space), keys.sync_floor(space),
-        keys.sync_marks(space), keys.sync_spaces(),
+        keys.sync_marks(space), keys.sync_spaces(), keys.metrics(),
     ]
     if dedupe:
         keylist.append(dedupe)

@@ -2,11 +2,11 @@
 
 from models.auth import ALL_CHANNEL, ApiKey, Member, Project, User
 from models.jobs import Job, JobItem
-from models.records import Record
+from models.records import Record, RecordTombstone
 from models.schema import SchemaItem
 from models.versions import RecordVersion, WorkflowEntry
 
 __all__ = [
-    "ALL_CHANNEL", "ApiKey", "Job", "JobItem", "Member", "Project", "Record", "RecordVersion",
-    "SchemaItem", "User", "WorkflowEntry",
+    "ALL_CHANNEL", "ApiKey", "Job", "JobItem", "Member", "Project", "Record", "RecordTombstone",
+    "RecordVersion", "SchemaItem", "User", "WorkflowEntry",
 ]

@@ -35,11 +35,29 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        # LIFO: a thread takes back the connection it just returned.  Each SQLite connection
+        # keeps a page cache of its own (cache_size below); FIFO would rotate a worker's
+        # batches over every pooled connection and grow every one of those caches.
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
+                               pool_use_lifo=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+
+
+# Where SQLite keeps temporary b-trees, sort runs and statement journals.  MEMORY suits the
+# web and stream processes (small, frequent sorts); a worker process switches to FILE (see
+# :func:`use_file_temp_store`): one batch statement that updates 100,000 rows keeps a
+# statement journal about as large as those rows, which would count against its RSS (P9).
+_SQLITE_TEMP_STORE = ["MEMORY"]
+
+
+def use_file_temp_store() -> None:
+    """Keep SQLite's temporary data in (OS-cached) temporary files rather than in this
+    process's memory.  Applies to connections opened afterwards; the worker calls it at
+    start-up."""
+    _SQLITE_TEMP_STORE[0] = "FILE"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -51,7 +69,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=60000")
     cur.execute("PRAGMA foreign_keys=OFF")
-    cur.execute("PRAGMA temp_store=MEMORY")
+    cur.execute(f"PRAGMA temp_store={_SQLITE_TEMP_STORE[0]}")
     cur.execute("PRAGMA cache_size=-65536")
     cur.close()
 

@@ -108,8 +108,10 @@ def schema_public(item: Any) -> dict[str, Any]:
     }
     if item.type == "definition":
         out.update(is_base=item.is_base, is_extended=item.is_extended, classes=item.classes,
-                   fields=item.fields, layout=item.layout, titlefield=None, fieldlists={},
-                   childdefinitions=[])
+                   fields=item.fields, layout=item.layout)
+        # Defaults only: a definition's body may hold its own titlefield, childdefinitions…
+        for key, default in (("titlefield", None), ("fieldlists", {}), ("childdefinitions", [])):
+            out.setdefault(key, default)
     elif item.type == "class":
         out.update(fields=item.fields, layout=item.layout)
     return out

@@ -56,3 +56,19 @@ class Record(SQLModel, table=True):
 def subtree_upper(mpath: str) -> str:
     """Exclusive upper bound of the subtree range that starts at ``mpath``."""
     return mpath[:-1] + "0"
+
+
+class RecordTombstone(SQLModel, table=True):
+    """What is left of a permanently deleted record: enough to tell a later undelete (or a
+    second permanent delete) of its gid that it is gone for good, rather than skipping it as
+    unknown.  ``record_id`` is the internal id it had, so that a job whose item vanished
+    while it ran (removed with an ancestor by an earlier batch) can still name its gid."""
+
+    __tablename__ = "record_tombstone"
+
+    id: int | None = Field(default=None, primary_key=True)
+    gid: str = Field(unique=True, index=True, max_length=36)
+    record_id: int = Field(index=True)
+    project_gid: str = Field(max_length=36)
+    parent_gid: str | None = Field(default=None, max_length=36)
+    deleted_on: float = 0.0

@@ -6,6 +6,9 @@ Python and the cost grows with the number of entries, not with the number of ite
 ``job_item.id`` gives the ordered union: rows are inserted in entry order, and the unique
 ``(job_token, item_id)`` constraint drops gids seen before.
 
+Schema selections (``kind == "schema"``) resolve plain gids against ``schema_item``; a
+selected original whose working copy exists resolves to the copy (see :func:`_schema_gids`).
+
 Which records an entry matches depends on the job (``mode``): ``"deleted"`` for undelete and
 permanent delete, ``"live"`` otherwise.  Plain gids are taken in any state, so that a
 selected record in the wrong state is reported as a failed item rather than silently
@@ -20,6 +23,7 @@ from typing import Literal
 from sqlalchemy import Connection, text
 
 from models import dialect
+from models.search.sql import resolve_search
 from models.selection import Children, Gids, Search, Selection
 
 Mode = Literal["live", "deleted"]
@@ -36,12 +40,15 @@ def resolve_into(
     ).first()
     orderings = _json(project[0]) if project else {}
     for entry in selection.entries:
-        if isinstance(entry, Gids):
+        if isinstance(entry, Gids) and selection.kind == "schema":
+            _schema_gids(conn, token, project_gid, entry)
+        elif isinstance(entry, Gids):
             _gids(conn, token, project_gid, entry)
         elif isinstance(entry, Children):
             _children(conn, token, project_gid, entry, mode, orderings)
-        elif isinstance(entry, Search):  # pragma: no cover - rejected by the parser for now
-            raise NotImplementedError("search resolution")
+        elif isinstance(entry, Search):
+            resolve_search(conn, token=token, project_gid=project_gid, entry=entry,
+                           kind=selection.kind, mode=mode)
     return int(conn.execute(
         text("SELECT COUNT(*) FROM job_item WHERE job_token = :t"), {"t": token}
     ).scalar_one())
@@ -53,6 +60,22 @@ def _gids(conn: Connection, token: str, project_gid: str, entry: Gids) -> None:
         f"SELECT :tok, r.id FROM {dialect.json_rows(conn, 'gids')} "
         f"JOIN record r ON r.gid = j.value "
         f"WHERE r.project_gid = :proj ORDER BY j.key "
+        f"ON CONFLICT (job_token, item_id) DO NOTHING"
+    ), {"tok": token, "proj": project_gid, "gids": json.dumps(entry.gids)})
+
+
+def _schema_gids(conn: Connection, token: str, project_gid: str, entry: Gids) -> None:
+    """Plain gids of schema items.  A committed item that has a working copy stands for that
+    copy (the jobs act on "the" modified item, as Unicat's single-item endpoints do when given
+    the original's gid); extended definitions are records' private copies, never a target."""
+    conn.execute(text(
+        f"INSERT INTO job_item (job_token, item_id) "
+        f"SELECT :tok, COALESCE(w.id, s.id) FROM {dialect.json_rows(conn, 'gids')} "
+        f"JOIN schema_item s ON s.gid = j.value "
+        f"LEFT JOIN schema_item w ON w.original = s.gid AND w.project_gid = :proj "
+        f"AND w.is_working_copy = true AND w.is_extended = false "
+        f"AND s.is_new = false AND s.is_working_copy = false "
+        f"WHERE s.project_gid = :proj ORDER BY j.key, w.id "
         f"ON CONFLICT (job_token, item_id) DO NOTHING"
     ), {"tok": token, "proj": project_gid, "gids": json.dumps(entry.gids)})
 

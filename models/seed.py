@@ -6,12 +6,16 @@ Shape of each project's tree (``n`` records in all, the root included):
 * *heads*: children of the root, each the top of a subtree of up to 100 records
   (the head, 9 children, 9 × 10 grandchildren);
 * every tenth subtree is soft-deleted (deleted together, as one deletion of its head);
-* a few links under the root point at the first child of every hundredth subtree.
+* a few links under the root point at the first child of every hundredth subtree;
+* every ninth record's body carries one more word (``MARKER``: "lighthouse" / "vuurtoren"),
+  so that about a ninth of the records — some 100,000 live ones in a million — share a search
+  term (``bench/selection.py`` resolves that search).
 
 Record ids are assigned here (not by the database) so that materialised paths can be written
 in the same insert; PostgreSQL's sequence is moved past them afterwards.  Every record gets
 version 0; every fiftieth record has two more versions.  Rows are generated and inserted in
-chunks, so memory stays flat whatever ``n`` is.
+chunks, so memory stays flat whatever ``n`` is; each chunk is added to the search index
+(:func:`models.search.index.reindex_range`) right after it is written.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from models.auth import ALL_CHANNEL, ApiKey, Member, Project, User
 from models.history import version_id
 from models.records import Record
 from models.schema import SchemaItem
+from models.search.index import reindex_range
 
 SUBTREE = 100
 CHUNK = 5000
@@ -47,6 +52,9 @@ WORDS = {
         " peper oranje paars donder fluistering anker"
     ).split(),
 }
+
+MARKER = {"en": "lighthouse", "nl": "vuurtoren"}
+MARKER_EVERY = 9
 
 Progress = Callable[[int], None]
 
@@ -118,6 +126,10 @@ def seed(
             "SELECT setval(pg_get_serial_sequence('schema_item', 'id'), "
             "(SELECT COALESCE(MAX(id), 1) FROM schema_item))"
         ))
+        # Fresh statistics: without them the planner takes the freshly loaded search index
+        # and record table for nearly empty and picks nested loops over a million rows.
+        conn.execute(text("ANALYZE record"))
+        conn.execute(text("ANALYZE record_search"))
     return SeedResult(out, users)
 
 
@@ -248,7 +260,8 @@ def _seed_records(
 
 
 def _flush(conn: Connection, batch: list[tuple[Any, ...]], versions: list[tuple[Any, ...]]) -> None:
-    """Write rows straight through the driver: COPY on PostgreSQL, executemany on SQLite."""
+    """Write rows straight through the driver: COPY on PostgreSQL, executemany on SQLite;
+    then index the chunk's records (their ids are consecutive) in one set-based statement."""
     for table, columns, rows in (("record", RECORD_COLUMNS, batch),
                                  ("record_version", VERSION_COLUMNS, versions)):
         if not rows:
@@ -263,6 +276,8 @@ def _flush(conn: Connection, batch: list[tuple[Any, ...]], versions: list[tuple[
             conn.exec_driver_sql(
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
             )
+    if batch:
+        reindex_range(conn, batch[0][0], batch[-1][0])
 
 
 def _versions_for(row: tuple[Any, ...], now: float) -> list[tuple[Any, ...]]:
@@ -318,8 +333,11 @@ def _record_rows(
         title = (f'{{"en":"{en1.capitalize()} {en2} {counter}",'
                  f'"nl":"{nl1.capitalize()} {nl2} {counter}"}}')
         price = counter % 1000
-        fields = (f'{{"en":{{"body":"{bodies["en"][k]}","price":{price},"summary":""}},'
-                  f'"nl":{{"body":"{bodies["nl"][k]}","price":{price},"summary":""}}}}')
+        body_en, body_nl = bodies["en"][k], bodies["nl"][k]
+        if counter % MARKER_EVERY == 0:
+            body_en, body_nl = f"{body_en} {MARKER['en']}", f"{body_nl} {MARKER['nl']}"
+        fields = (f'{{"en":{{"body":"{body_en}","price":{price},"summary":""}},'
+                  f'"nl":{{"body":"{body_nl}","price":{price},"summary":""}}}}')
         return (
             rid, gid, project.gid, parent, canonical, canonical is not None, level, mpath,
             childcount, definition, title, fields, "deleted" if deleted_root else status,

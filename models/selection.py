@@ -16,15 +16,18 @@ Rules (stated in the README too):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from bulkjobs.errors import SelectionError
+from models.search.filter import Filter, parse_filter
+from models.search.query import Query, parse_q
 
 MAX_ENTRIES = 10_000
 MAX_GIDS = 100_000
 MAX_EXCLUDES = 100_000
 MAX_GID_LENGTH = 64
+MAX_LANGUAGE_LENGTH = 35  # the longest BCP 47 tag in common use
 
 Kind = Literal["records", "schema"]
 
@@ -48,10 +51,14 @@ class Children:
 
 @dataclass(frozen=True, slots=True)
 class Search:
+    """A search entry, parsed: ``q`` (:mod:`models.search.query`) and ``filter``
+    (:mod:`models.search.filter`; ``None`` when there is none).  ``index`` is the entry's
+    index in its selection (-1 for a search parsed on its own, see :func:`parse_search`)."""
+
     index: int
     language: str
-    q: str | None
-    filter: Any
+    q: Query = Query()
+    filter: Filter | None = None
     exclude: frozenset[str] = frozenset()
 
 
@@ -109,7 +116,7 @@ def _parse_entry(raw: Any, index: int, kind: Kind) -> Entry:
             raise SelectionError("schema items do not support children entries", entry=index)
         return _parse_children(raw, index)
     if "search" in raw:
-        return _parse_search(raw, index)
+        return _parse_search(raw, index, kind)
     raise SelectionError("entry object needs a 'children' or a 'search' key", entry=index)
 
 
@@ -126,24 +133,38 @@ def _parse_children(raw: dict[str, Any], index: int) -> Children:
     )
 
 
-def _parse_search(raw: dict[str, Any], index: int) -> Search:
+def _parse_search(raw: dict[str, Any], index: int, kind: Kind) -> Search:
     unknown = set(raw) - SEARCH_KEYS
     if unknown:
         raise SelectionError(f"unknown key {sorted(unknown)[0]!r} in search entry", entry=index)
-    search = raw["search"]
-    if not isinstance(search, dict):
+    search = parse_search(raw["search"], kind=kind, index=index)
+    return replace(search, exclude=_exclude(raw.get("exclude"), index))
+
+
+def parse_search(value: Any, *, kind: Kind = "records", index: int | None = None) -> Search:
+    """Parse a search object ``{"language", "q"?, "filter"?}`` — of a selection entry, or of
+    a ``records/search`` request (``index`` None: errors then name no entry)."""
+    if not isinstance(value, dict):
         raise SelectionError("'search' must be an object", entry=index)
-    unknown = set(search) - SEARCH_OBJECT_KEYS
+    unknown = set(value) - SEARCH_OBJECT_KEYS
     if unknown:
         raise SelectionError(f"unknown key {sorted(unknown)[0]!r} in search object", entry=index)
-    language = search.get("language")
+    language = value.get("language")
     if not isinstance(language, str) or not language:
         raise SelectionError("search needs a 'language' string", entry=index)
-    q = search.get("q")
+    # The language becomes a JSON path label on SQLite, where a double quote cannot be escaped.
+    if len(language) > MAX_LANGUAGE_LENGTH or '"' in language or "\\" in language:
+        raise SelectionError("search 'language' is not a language code", entry=index)
+    q = value.get("q")
     if q is not None and not isinstance(q, str):
         raise SelectionError("'q' must be a string", entry=index)
-    # Search resolution needs the search index, which this release does not have yet.
-    raise SelectionError("search is not supported yet", entry=index)
+    try:
+        return Search(index=-1 if index is None else index, language=language, q=parse_q(q),
+                      filter=parse_filter(value.get("filter"), kind=kind))
+    except SelectionError as err:
+        if err.entry is not None or index is None:
+            raise
+        raise SelectionError(err.reason, entry=index) from None
 
 
 def _gid(value: Any, index: int, what: str) -> str:

@@ -8,6 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/venv.sh test
 bash scripts/redis.sh
+# The dashboard test (tests/e2e/test_dashboard.py) drives the system's Chromium through
+# Playwright (Playwright's own browser download is not used).  Install it when missing and we
+# can (root with apt-get); otherwise that test is skipped, except in CI where it fails.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "==> installing chromium (for the dashboard test)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+    >/dev/null 2>&1 || echo "could not install chromium; the dashboard test will skip" >&2
+fi
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export TEST_REDIS_URL="${TEST_REDIS_URL:-${REDIS_URL%/*}/9}"
 pg_url="${TEST_PG_URL:-postgresql://postgres@127.0.0.1:5432/test}"

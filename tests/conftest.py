@@ -35,21 +35,28 @@ from bulkjobs.connections import get_redis  # noqa: E402
 from models.engine import get_engine, get_write_engine, migrate  # noqa: E402
 from models.seed import SeedResult, seed  # noqa: E402
 
-_migrated = False
+
+@pytest.fixture(scope="session")
+def schema() -> Engine:
+    """The test database at the newest migration, once per session.  PostgreSQL's test
+    database is disposable: it starts from an empty schema, so that one migrated by another
+    version of the code never gets in the way."""
+    engine = get_engine()
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    migrate(engine)
+    return engine
 
 
 @pytest.fixture
-def db() -> Iterator[Engine]:
+def db(schema: Engine) -> Iterator[Engine]:
     """The migrated test database, emptied before the test."""
-    global _migrated
-    engine = get_engine()
-    if not _migrated:
-        migrate(engine)
-        _migrated = True
     with get_write_engine().begin() as conn:
         for table in reversed(SQLModel.metadata.sorted_tables):
             conn.execute(text(f'DELETE FROM "{table.name}"'))
-    yield engine
+    yield schema
 
 
 @pytest.fixture

@@ -9,9 +9,12 @@ job it has not started.  Crash safety does not rest on this alone (see ``worker.
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_init
 
-from bulkjobs.keys import JOBS_QUEUE
+from bulkjobs.keys import JOBS_QUEUE, broker_transport_keys
 from bulkjobs.settings import Settings, get_settings
+from models.engine import use_file_temp_store
+from worker import signals  # noqa: F401  (log format and worker heartbeat handlers)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -25,7 +28,7 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=False,  # one more broker round trip per job; Flower needs only -E
         worker_send_task_events=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options={"visibility_timeout": 3600, **broker_transport_keys()},
         beat_schedule={
             "reap-stalled-jobs": {"task": "bulkjobs.reap", "schedule": settings.reaper_interval},
             "trim-sync-log": {"task": "bulkjobs.trim", "schedule": 300.0},
@@ -36,6 +39,13 @@ def make_celery(settings: Settings) -> Celery:
 
 
 app = make_celery(get_settings())
+
+
+@worker_init.connect
+def _worker_connections(**_: object) -> None:
+    # Before any connection is opened, and inherited by the pool's forked children: a
+    # worker's big batch statements keep their temporary data on disk, not in its RSS (P9).
+    use_file_temp_store()
 
 
 def enqueue(token: str) -> None:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bulkjobs import keys
+from bulkjobs import keys, metrics
 from bulkjobs.synclog import SyncLog, job_event
 
 
@@ -40,7 +40,12 @@ def append_state(log: SyncLog, state: JobState, *, insert: bool = False) -> list
         info=state.info, created_on=state.created_on, updated_on=state.updated_on, insert=insert,
     )
     once = keys.job_terminal(state.token) if state.terminal else None
-    return log.append(keys.CC_SPACE, [event], once_key=once)
+    cursors = log.append(keys.CC_SPACE, [event], once_key=once)
+    if cursors:  # counted once per appended state, so the terminal state exactly once
+        metrics.job_state(log.r, token=state.token, job=state.job, status=state.status,
+                          info=state.info, duration=state.updated_on - state.created_on,
+                          terminal=state.terminal)
+    return cursors
 
 
 class Publisher:
@@ -50,15 +55,28 @@ class Publisher:
         self.log = log
         self.interval = interval
         self.last_sent = 0.0
+        self.last_remaining: int | None = None
         self._lock = threading.Lock()
 
     def publish(self, state: JobState, *, force: bool = False) -> bool:
+        """Append ``state`` unless rate-limited, or older than what was already sent.
+
+        The heartbeat thread reads the job row and publishes it when the batch in hand runs
+        long; the batch may commit and publish between that read and this call.  Such a
+        stale state (more ``remaining`` than already announced) is dropped, so that
+        ``remaining`` never goes up in the log."""
         with self._lock:
             now = time.monotonic()
             if not force and not state.terminal and now - self.last_sent < self.interval:
                 return False
+            remaining = state.info.get("remaining")
+            if (not state.terminal and isinstance(remaining, int)
+                    and self.last_remaining is not None and remaining > self.last_remaining):
+                return False
             append_state(self.log, state)
             self.last_sent = now
+            if isinstance(remaining, int):
+                self.last_remaining = remaining
             return True
 
     def idle_for(self) -> float:

@@ -48,7 +48,7 @@ def reap(
             taken = conn.execute(update(jobs).where(jobs.c.token == token, stale)
                                  .values(owner=None, heartbeat_on=now)).rowcount
         if taken:
-            logger.warning("job %s: heartbeat stopped, re-queued", token)
+            logger.warning("job %s: heartbeat stopped, re-queued", token, extra={"job": token})
             requeue(token)
             requeued.append(token)
     for token in unannounced:

@@ -16,38 +16,71 @@ Crash safety rests on the job row, not on the broker:
   next claim attempt or by the reaper (:func:`announce`).
 * **Slices.** A run gives the job back after ``slice_seconds`` and re-queues it, so a huge job
   never holds a worker while small jobs wait behind it.
+* **Failures.** A run that raises unexpectedly hands the job back and counts the failure on
+  the job row (``failures``), not in the broker: the count survives lost messages and dead
+  workers.  Below ``max_retries`` the caller retries after a back-off (:class:`RetryLater`);
+  the job's heartbeat is pushed past the back-off so that the reaper does not re-queue it
+  meanwhile.  Beyond it the job is rejected with ``info.error``.  Deadlocks and serialisation
+  failures of a batch are retried in place first (they are not the job's fault).
+* **Results.** A batch may produce the job's result (:class:`~worker.jobs.base.Result`); it
+  is committed on the job row with the batch.  A failed result (status >= 400) ends the job
+  ``rejected`` with ``info.error``, the result kept for the dialects.
+* **Record events.** After each committed batch the records it changed are announced in the
+  project's sync space (``records`` UPDATE/DELETE, SPEC §7), in one append per batch (chunked
+  at :data:`EVENT_CHUNK`), unless ``record_events`` is off.  They are appended after the
+  commit, so a subscriber that reloads on an event sees the change; a worker killed between
+  the commit and the append loses that batch's record events (the job's own events still
+  tell subscribers the job ran).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
 from bulkjobs.errors import SelectionError
-from bulkjobs.synclog import SyncLog
-from models.engine import get_engine, get_write_engine
+from bulkjobs.settings import get_settings
+from bulkjobs.synclog import SyncLog, record_event
+from models.engine import get_engine, get_write_engine, make_engine
 from models.jobs import DONE, PROCESSING, QUEUED, REJECTED, Job, JobItem
 from models.resolve import resolve_into
 from models.selection import parse_selection
-from worker.jobs import CATALOGUE, Context
+from worker.jobs import CATALOGUE, Context, JobSpec
+from worker.jobs.base import Effects, Result
 from worker.progress import JobState, Publisher, append_state
 
 logger = logging.getLogger(__name__)
 
 MAX_ERRORS = 20
+#: Record events appended per call (a batch of 1,000 subtree heads may change 100,000 rows).
+EVENT_CHUNK = 10_000
+#: Attempts at one batch that hit a deadlock or serialisation failure.
+TRANSIENT_TRIES = 4
 jobs = Job.__table__
 items = JobItem.__table__
 
 
 class LeaseLost(Exception):
     """The job was handed to another worker; this run must stop without committing."""
+
+
+class RetryLater(Exception):
+    """The run raised unexpectedly; the job was handed back and should run again after
+    ``countdown`` seconds (it has failed ``failures`` times, fewer than the limit)."""
+
+    def __init__(self, token: str, failures: int, countdown: int) -> None:
+        super().__init__(f"job {token} failed {failures} time(s); retry in {countdown} s")
+        self.token, self.failures, self.countdown = token, failures, countdown
 
 
 @dataclass
@@ -57,6 +90,16 @@ class RunConfig:
     heartbeat_interval: float = 2.0
     stale_after: float = 30.0
     slice_seconds: float = 5.0
+    # Record events (SPEC §7); the worker takes this from the settings (RECORD_EVENTS, on by
+    # default there).  Off here so that a runner driven directly announces only job events.
+    record_events: bool = False
+    # Unexpected failures retried before the job is rejected (SPEC §6: up to 3 times).
+    max_retries: int = 3
+
+
+def backoff(failures: int) -> int:
+    """Seconds before the retry that follows the ``failures``-th failure: 1, 2, 4, … ≤ 30."""
+    return min(30, 2 ** max(0, failures - 1))
 
 
 def state_of(row: Any) -> JobState:
@@ -113,9 +156,19 @@ def finish(
     return done
 
 
+@lru_cache(maxsize=1)
+def side_engine() -> Engine:
+    """An engine (a connection pool) of its own for the heartbeat thread.
+
+    Sharing the main pool, the heartbeat would check connections out between the batches
+    and hand them back to the batch loop in turn; on SQLite every connection keeps its own
+    page cache, so a worker would fill two or three caches instead of one (P9)."""
+    return make_engine(get_settings().effective_database_url)
+
+
 class Heartbeat:
     """Background thread: keeps the lease fresh and guarantees at least one progress event a
-    second while a batch runs long."""
+    second while a batch runs long.  It uses :func:`side_engine`."""
 
     def __init__(self, token: str, owner: str, publisher: Publisher, cfg: RunConfig) -> None:
         self.token, self.owner, self.publisher, self.cfg = token, owner, publisher, cfg
@@ -136,18 +189,19 @@ class Heartbeat:
         while not self.stop.wait(tick):
             try:
                 if time.monotonic() - last_beat >= self.cfg.heartbeat_interval:
-                    with get_write_engine().begin() as conn:
+                    with side_engine().execution_options(writer=True).begin() as conn:
                         conn.execute(update(jobs).where(
                             jobs.c.token == self.token, jobs.c.owner == self.owner,
                         ).values(heartbeat_on=time.time()))
                     last_beat = time.monotonic()
                 if self.publisher.idle_for() >= 1.0:
-                    with get_engine().connect() as conn:
+                    with side_engine().connect() as conn:
                         row = load(conn, self.token)
                     if row is not None and row.status == PROCESSING and row.owner == self.owner:
                         self.publisher.publish(state_of(row), force=True)
             except Exception:  # a missed beat is not fatal; the next tick tries again
-                logger.warning("heartbeat of job %s failed", self.token, exc_info=True)
+                logger.warning("heartbeat of job %s failed", self.token, exc_info=True,
+                               extra={"job": self.token})
 
 
 def run(
@@ -155,27 +209,71 @@ def run(
     owner: str | None = None,
 ) -> str:
     """Run (a slice of) one job.  Returns what happened: ``done``, ``rejected``, ``sliced``,
-    ``skipped`` (finished, cancelled before start, or leased by a live worker) or ``lost``."""
+    ``skipped`` (finished, cancelled before start, or leased by a live worker) or ``lost``.
+
+    Raises :class:`RetryLater` when the job raised and may be retried; when it has failed
+    more than ``cfg.max_retries`` times it is rejected instead (``rejected``).  An exception
+    after the job was finished or handed on (e.g. Redis failing on the terminal event) is
+    re-raised as it is: the job itself did not fail, the reaper repairs the announcement."""
     owner = owner or f"run-{uuid.uuid4()}"
     with get_write_engine().begin() as conn:
         claimed = claim(conn, token, owner, stale_after=cfg.stale_after)
     if not claimed:
+        logger.debug("job %s: not claimed (finished, or leased by a live run)", token,
+                     extra={"job": token})
         announce(log, token)
         return "skipped"
+    logger.debug("job %s: claimed by %s", token, owner, extra={"job": token})
     publisher = Publisher(log, interval=cfg.progress_interval)
     try:
         with Heartbeat(token, owner, publisher, cfg):
             return _run_claimed(token, owner, log=log, cfg=cfg, publisher=publisher,
                                 requeue=requeue)
     except LeaseLost:
-        logger.warning("job %s: lease lost, stopping", token)
+        logger.warning("job %s: lease lost, stopping", token, extra={"job": token})
         return "lost"
+    except Exception as exc:
+        failures = _count_failure(token, owner)
+        if failures is None:  # not ours any more (finished, or taken over): nothing to retry
+            raise
+        error = f"{type(exc).__name__}: {exc}"
+        if failures > cfg.max_retries:
+            logger.error("job %s failed %s times, rejecting: %s", token, failures, error,
+                         extra={"job": token})
+            reject(token, log=log, error=error)
+            return REJECTED
+        countdown = backoff(failures)
+        logger.warning("job %s failed (%s), retry %s in %s s", token, error, failures, countdown,
+                       exc_info=True, extra={"job": token})
+        _push_heartbeat(token, countdown)
+        raise RetryLater(token, failures, countdown) from exc
     except BaseException:
-        # Hand the job back at once so a retry need not wait for the reaper.
+        # Shutdown (SystemExit, KeyboardInterrupt): hand the job back at once so that another
+        # worker need not wait for the reaper; the batch in hand was rolled back.
         with get_write_engine().begin() as conn:
             conn.execute(update(jobs).where(jobs.c.token == token, jobs.c.owner == owner)
                          .values(owner=None))
         raise
+
+
+def _count_failure(token: str, owner: str) -> int | None:
+    """Hand the job back and count one failure; ``None`` when this run no longer held it."""
+    with get_write_engine().begin() as conn:
+        taken = conn.execute(update(jobs).where(jobs.c.token == token, jobs.c.owner == owner)
+                             .values(owner=None, failures=jobs.c.failures + 1)).rowcount
+        if taken != 1:
+            return None
+        return int(conn.execute(select(jobs.c.failures).where(jobs.c.token == token))
+                   .scalar_one())
+
+
+def _push_heartbeat(token: str, countdown: int) -> None:
+    # The retry message is due in ``countdown`` seconds; until then the job is not stale, so
+    # the reaper does not start a second line of retries beside it.  Should the message be
+    # lost, the reaper re-queues the job ``stale_after`` seconds after it was due.
+    with get_write_engine().begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.token == token, jobs.c.owner.is_(None))
+                     .values(heartbeat_on=time.time() + countdown))
 
 
 def _run_claimed(
@@ -200,61 +298,137 @@ def _run_claimed(
             conn.execute(delete(items).where(items.c.job_token == token))
             total = resolve_into(conn, token=token, project_gid=row.project_gid,
                                  selection=selection, mode=spec.mode)
+            if spec.prepare is not None:
+                spec.prepare(conn, token)
+                # A prepare step may add items (e.g. tombstones of permanently deleted gids).
+                total = int(conn.execute(select(func.count()).select_from(items)
+                                         .where(items.c.job_token == token)).scalar_one())
             info = {"total": total, "remaining": total, "failed": 0, "errors": []}
             _commit(conn, token, owner, dict(
                 resolved=True, status=PROCESSING, started_on=now, updated_on=now, info=info,
                 position=0, heartbeat_on=now,
             ))
             row = load(conn, token)
-        logger.info("job %s: processing %s items", token, total)
+        logger.info("job %s: processing %s items", token, total, extra={"job": token})
         publisher.publish(state_of(row), force=True)
-    ctx = Context(token=token, project_gid=row.project_gid, actor=dict(row.actor or {}),
-                  params=dict(row.params or {}), now=time.time())
+    actor, params = dict(row.actor or {}), dict(row.params or {})
     started = time.monotonic()
     while True:
-        with get_write_engine().begin() as conn:
-            row = load(conn, token)
-            if row.cancel_requested:
-                break
-            batch = conn.execute(
-                select(items.c.id, items.c.item_id)
-                .where(items.c.job_token == token, items.c.id > row.position)
-                .order_by(items.c.id).limit(cfg.batch_size)
-            ).all()
-            if not batch:
-                break
-            ctx = Context(token=ctx.token, project_gid=ctx.project_gid, actor=ctx.actor,
-                          params=ctx.params, now=time.time())
-            failures = spec.batch(conn, ctx, [b.item_id for b in batch])
-            info = dict(row.info or {})
-            info["remaining"] = max(0, int(info.get("remaining", 0)) - len(batch))
-            info["failed"] = int(info.get("failed", 0)) + len(failures)
-            errors = list(info.get("errors", []))
-            errors += [{"gid": f.gid, "reason": f.reason}
-                       for f in failures[: max(0, MAX_ERRORS - len(errors))]]
-            info["errors"] = errors
-            _commit(conn, token, owner, dict(position=batch[-1].id, info=info,
-                                             updated_on=ctx.now, heartbeat_on=ctx.now))
-            row = load(conn, token)
-        logger.debug("job %s: batch of %s committed, %s remaining", token, len(batch),
-                     info["remaining"])
+        row, processed, effects = _retrying(token, lambda: _batch_step(
+            token, owner, spec, cfg, actor=actor, params=params))
+        if processed == 0:  # cancelled, or no item left
+            break
+        logger.debug("job %s: batch of %s committed, %s remaining", token, processed,
+                     row.info["remaining"], extra={"job": token})
+        _append_record_events(log, row.project_gid, effects)
         publisher.publish(state_of(row))
         if time.monotonic() - started >= cfg.slice_seconds:
             with get_write_engine().begin() as conn:
                 _commit(conn, token, owner, dict(owner=None))
-            logger.info("job %s: slice over, re-queued", token)
+            logger.info("job %s: slice over, re-queued", token, extra={"job": token})
             requeue(token)
             return "sliced"
     if row.cancel_requested:
         return _reject(token, owner, log, dict(row.info or {}), "cancelled")
     info = dict(row.info or {})
     info["remaining"] = 0
+    result = spec.no_item_result
+    if row.result_status is not None:
+        result = Result(int(row.result_status), dict(row.result_payload or {}))
+    if result is not None and result.failed:
+        return _reject(token, owner, log, info, _result_error(result), result=result)
     with get_write_engine().begin() as conn:
-        if not finish(conn, token, status=DONE, info=info, owner=owner):
+        if not finish(conn, token, status=DONE, info=info, owner=owner,
+                      result_status=result.status if result else None,
+                      result_payload=result.payload if result else None):
             raise LeaseLost(token)
     announce(log, token)
-    logger.info("job %s: done", token)
+    logger.info("job %s: done", token, extra={"job": token})
     return DONE
+
+
+def _progress(info: dict[str, Any], processed: int, failures: list[Any]) -> dict[str, Any]:
+    """``info`` after a batch of ``processed`` items, ``failures`` of which failed."""
+    info["remaining"] = max(0, int(info.get("remaining", 0)) - processed)
+    info["failed"] = int(info.get("failed", 0)) + len(failures)
+    errors = list(info.get("errors", []))
+    errors += [{"gid": f.gid, "reason": f.reason}
+               for f in failures[: max(0, MAX_ERRORS - len(errors))]]
+    info["errors"] = errors
+    return info
+
+
+def _result_error(result: Result) -> str:
+    error = result.payload.get("error") if isinstance(result.payload, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    return f"failed with status {result.status}"
+
+
+def _batch_step(
+    token: str, owner: str, spec: JobSpec, cfg: RunConfig, *, actor: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[Any, int, Effects]:
+    """Apply the job's handler to its next batch and commit it with the job's progress (and
+    result) in one transaction.  Returns the job row after it, the number of items processed
+    (0: cancelled or nothing left) and the batch's effects."""
+    effects = Effects(collect_events=cfg.record_events)
+    with get_write_engine().begin() as conn:
+        row = load(conn, token)
+        if row.cancel_requested:
+            return row, 0, effects
+        batch = conn.execute(
+            select(items.c.id, items.c.item_id)
+            .where(items.c.job_token == token, items.c.id > row.position)
+            .order_by(items.c.id).limit(cfg.batch_size)
+        ).all()
+        if not batch:
+            return row, 0, effects
+        ctx = Context(token=token, project_gid=row.project_gid, actor=actor, params=params,
+                      now=time.time(), effects=effects)
+        failures = spec.batch(conn, ctx, [b.item_id for b in batch])
+        values: dict[str, Any] = dict(
+            position=batch[-1].id, info=_progress(dict(row.info or {}), len(batch), failures),
+            updated_on=ctx.now, heartbeat_on=ctx.now,
+        )
+        if effects.result is not None:
+            values.update(result_status=effects.result.status,
+                          result_payload=effects.result.payload)
+        _commit(conn, token, owner, values)
+        return load(conn, token), len(batch), effects
+
+
+def _retrying(token: str, step: Callable[[], Any]) -> Any:
+    """``step()``, tried again (up to :data:`TRANSIENT_TRIES` times) when the database reports
+    a deadlock or serialisation failure: its transaction was rolled back whole, and such
+    errors come from concurrent jobs, not from this one."""
+    for n in range(TRANSIENT_TRIES):
+        try:
+            return step()
+        except DBAPIError as exc:
+            if n == TRANSIENT_TRIES - 1 or not _transient(exc):
+                raise
+            logger.warning("job %s: transient database error, batch retried: %s", token, exc,
+                           extra={"job": token})
+            time.sleep(0.05 * 2 ** n)
+    raise AssertionError("unreachable")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Deadlock or serialisation failure (PostgreSQL), or a busy SQLite database."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    state = getattr(exc.orig, "sqlstate", None)
+    return state in ("40001", "40P01") or "database is locked" in str(exc.orig)
+
+
+def _append_record_events(log: SyncLog, project_gid: str, effects: Effects) -> None:
+    """Announce the records a committed batch changed: one append (one Lua call, one round
+    trip) per :data:`EVENT_CHUNK` events, built chunk by chunk so that memory stays flat."""
+    pending = (record_event(project=project_gid, data_type="records", gid=gid, action=action)
+               for action, gids in effects.events.items() for gid in gids)
+    while chunk := list(itertools.islice(pending, EVENT_CHUNK)):
+        log.append(project_gid, chunk)
 
 
 def _commit(conn: Connection, token: str, owner: str, values: dict[str, Any]) -> None:
@@ -265,13 +439,16 @@ def _commit(conn: Connection, token: str, owner: str, values: dict[str, Any]) ->
         raise LeaseLost(token)
 
 
-def _reject(token: str, owner: str | None, log: SyncLog, info: dict[str, Any], error: str) -> str:
+def _reject(token: str, owner: str | None, log: SyncLog, info: dict[str, Any], error: str,
+            *, result: Result | None = None) -> str:
     info = {**info, "error": error}
     with get_write_engine().begin() as conn:
-        if not finish(conn, token, status=REJECTED, info=info, owner=owner):
+        if not finish(conn, token, status=REJECTED, info=info, owner=owner,
+                      result_status=result.status if result else None,
+                      result_payload=result.payload if result else None):
             raise LeaseLost(token)
     announce(log, token)
-    logger.info("job %s: rejected (%s)", token, error)
+    logger.info("job %s: rejected (%s)", token, error, extra={"job": token})
     return REJECTED
 
 

@@ -6,6 +6,7 @@ with :class:`~bulkjobs.errors.SelectionError` and nothing is queued.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from worker.progress import JobState, append_state
 from worker.runner import load, reject
 
 jobs = Job.__table__
+logger = logging.getLogger(__name__)
 
 
 def submit(
@@ -43,6 +45,8 @@ def submit(
         ))
     append_state(log, JobState(token, project_gid, job, QUEUED, {}, now, now), insert=True)
     enqueue(token)
+    logger.info("job %s: queued (%s in project %s)", token, job, project_gid,
+                extra={"job": token})
     return token
 
 
@@ -55,6 +59,7 @@ def cancel(*, project_gid: str, token: str, log: SyncLog) -> dict[str, Any]:
             raise NotFound("no such job")
         if row.status in (QUEUED, PROCESSING):
             conn.execute(update(jobs).where(jobs.c.token == token).values(cancel_requested=True))
+            logger.info("job %s: cancel requested", token, extra={"job": token})
     if row.status == QUEUED and row.owner is None:
         reject(token, log=log, error="cancelled")
     with engine.connect() as conn:

@@ -17,23 +17,30 @@ def run_config() -> runner.RunConfig:
     return runner.RunConfig(
         batch_size=s.batch_size, progress_interval=s.progress_interval,
         heartbeat_interval=s.heartbeat_interval, stale_after=s.stale_after,
-        slice_seconds=s.slice_seconds,
+        slice_seconds=s.slice_seconds, record_events=s.record_events,
     )
 
 
 @app.task(name="bulkjobs.run_job", bind=True, max_retries=3)
 def run_job(self, token: str) -> str:  # type: ignore[no-untyped-def]
-    """Run (a slice of) one job; unexpected errors are retried with back-off, then the job is
-    rejected with ``info.error``."""
+    """Run (a slice of) one job.
+
+    A job that raises is retried with back-off and rejected with ``info.error`` after
+    ``max_retries`` retries; the count lives on the job row (:class:`runner.RetryLater`), so
+    it holds across lost messages and dead workers.  Errors outside the job's own work (the
+    database or Redis unreachable before the job could even be claimed) are retried by Celery
+    with the same back-off; should those retries run out, the reaper re-queues the job."""
     try:
         return runner.run(token, log=get_synclog(), cfg=run_config(), requeue=enqueue)
+    except runner.RetryLater as later:
+        # The limit is the job row's failure count (the runner rejects beyond it), not
+        # Celery's per-message count: always allow this retry.
+        raise self.retry(countdown=later.countdown,
+                         max_retries=self.request.retries + 1) from later
     except Exception as exc:
-        if self.request.retries >= self.max_retries:
-            logger.error("job %s failed %s times, rejecting", token, self.request.retries + 1)
-            runner.reject(token, log=get_synclog(), error=f"{type(exc).__name__}: {exc}")
-            return runner.REJECTED
-        logger.warning("job %s raised %r, retrying", token, exc)
-        raise self.retry(exc=exc, countdown=min(30, 2 ** self.request.retries)) from exc
+        logger.warning("job %s: %r before it could run, retrying", token, exc,
+                       extra={"job": token})
+        raise self.retry(exc=exc, countdown=runner.backoff(self.request.retries + 1)) from exc
 
 
 @app.task(name="bulkjobs.reap")

@@ -81,3 +81,101 @@ class RecordUpdateBody(Body):
 
 class RecordBody(Body):
     record: str = Field(max_length=64)
+
+
+# --- schema items (definitions, classes, fields, layouts) --------------------------------------
+
+
+def _gid() -> Any:
+    return Field(default=None, max_length=64)
+
+
+def _gids() -> Any:
+    return Field(default=None, max_length=10_000)
+
+
+class DefinitionsGetBody(Body):
+    definition: str | None = _gid()
+    definitions: list[str] | None = _gids()
+
+
+class ClassesGetBody(Body):
+    class_: str | None = Field(default=None, alias="class", max_length=64)
+    classes: list[str] | None = _gids()
+
+
+class FieldsGetBody(Body):
+    field: str | None = _gid()
+    fields: list[str] | None = _gids()
+
+
+class LayoutsGetBody(Body):
+    layout: str | None = _gid()
+    layouts: list[str] | None = _gids()
+
+
+class SchemaItemBody(Body):
+    """What every schema item takes.  Only the keys sent are applied; ``label`` is merged per
+    language."""
+
+    name: str | None = Field(default=None, max_length=200)
+    label: dict[str, str] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class DefinitionCreateBody(SchemaItemBody):
+    classes: list[str] | None = _gids()
+    fields: list[str] | None = _gids()
+    layout: str | None = Field(default=None, max_length=64, description=(
+        "a committed layout; leave it out to get a new layout, null for none"))
+    titlefield: str | None = _gid()
+    childdefinitions: list[str] | None = _gids()
+
+
+class DefinitionModifyBody(DefinitionCreateBody):
+    definition: str = Field(max_length=64)
+
+
+class ClassCreateBody(SchemaItemBody):
+    fields: list[str] | None = _gids()
+    layout: str | None = Field(default=None, max_length=64, description=(
+        "a committed layout; leave it out to get a new layout, null for none"))
+
+
+class ClassModifyBody(ClassCreateBody):
+    class_: str = Field(alias="class", max_length=64)
+
+
+class FieldCreateBody(SchemaItemBody):
+    type: str | None = Field(default=None, max_length=40)
+    options: dict[str, Any] | None = None
+    is_localized: bool | None = None
+    is_required: bool | None = None
+    initial: dict[str, Any] | None = None
+    unit: str | None = Field(default=None, max_length=200)
+
+
+class FieldModifyBody(FieldCreateBody):
+    field: str = Field(max_length=64)
+
+
+class LayoutCreateBody(SchemaItemBody):
+    root: str | None = Field(default=None, max_length=200)
+    components: dict[str, Any] | None = None
+
+
+class LayoutModifyBody(LayoutCreateBody):
+    layout: str = Field(max_length=64)
+
+
+class SchemaBulkGetBody(SelectionBody):
+    page_cursor: str | None = Field(default=None, alias="page.cursor", max_length=1000)
+    page_size: int = Field(default=100, alias="page.size", ge=1, le=1000)
+
+
+class SchemaSearchBody(Body):
+    language: str = Field(max_length=64)
+    q: str | None = Field(default=None, max_length=10_000)
+    filter: Any = None
+    page_top: int = Field(default=0, alias="page.top", ge=0, le=10**9)
+    page_size: int = Field(default=10_000, alias="page.size", ge=1, le=10_000)

@@ -10,11 +10,13 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from api.deps import Actor, MemberDep, SessionDep
-from api.unicat.bodies import JobBody, JobsListBody, SelectionBody
+from api.unicat.bodies import JobBody, JobsListBody, RecordBody, SelectionBody
 from api.unicat.envelope import ok
 from bulkjobs.connections import get_synclog
-from bulkjobs.errors import BadRequest, NotFound
+from bulkjobs.errors import BadRequest, NotFound, Unprocessable
 from models.jobs import Job
+from models.queries import records_public
+from models.records import Record
 from worker.app import enqueue
 from worker.submit import cancel, submit
 
@@ -37,6 +39,28 @@ def bulk_delete(project: str, body: SelectionBody, actor: MemberDep) -> Any:
 def bulk_undelete(project: str, body: SelectionBody, actor: MemberDep) -> Any:
     """Undelete the selected deleted records with their subtrees and links (a job)."""
     return queue(actor, "bulk_undelete_records", {"selection": body.selection})
+
+
+@router.post("/records/bulk/permanent_delete")
+def bulk_permanent_delete(project: str, body: SelectionBody, actor: MemberDep) -> Any:
+    """Remove the selected deleted records for good, with subtrees, links and history (a job)."""
+    return queue(actor, "bulk_permanent_delete_records", {"selection": body.selection})
+
+
+@router.post("/records/permanent_delete")
+def permanent_delete(project: str, body: RecordBody, actor: MemberDep,
+                     session: SessionDep) -> Any:
+    """Remove one deleted record for good (a job); answers with its parent."""
+    rec = session.execute(select(Record).where(
+        Record.gid == body.record, Record.project_gid == actor.project.gid)).scalars().first()
+    if rec is None:
+        raise Unprocessable("Record not found", info={"record": body.record})
+    parent = session.get(Record, rec.parent_id) if rec.parent_id is not None else None
+    answer = queue(actor, "permanent_delete_record", {"selection": [body.record]})
+    answer["result"]["parent"] = parent.gid if parent else None
+    if parent is not None:
+        answer["data"] = {"records": records_public(session, [parent])}
+    return answer
 
 
 def job_public(job: Job) -> dict[str, Any]:

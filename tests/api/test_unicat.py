@@ -186,7 +186,7 @@ def test_bulk_job_answers_token_and_announces_it(client: TestClient, seeded: See
     ("not a list", None),
     ([1], 0),
     (["ok", {"children": "x", "bogus": 1}], 1),
-    ([{"search": {"language": "en", "q": "x"}}], 0),
+    ([{"search": {"q": "x"}}], 0),  # no language
     ([{"nothing": 1}], 0),
 ])
 def test_malformed_selection_is_1006_and_queues_nothing(client: TestClient, seeded: SeedResult,

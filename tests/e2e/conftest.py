@@ -16,8 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from models.engine import get_engine, migrate
+from sqlalchemy import Engine
 
 BIN = Path(sys.executable).parent
 LOGS = Path(os.environ["DATA_DIR"]) / "logs"
@@ -102,9 +101,8 @@ ENV_FOR_JOBS = {"BATCH_SIZE": "3", "PROGRESS_INTERVAL": "0.05", "HEARTBEAT_INTER
 
 
 @pytest.fixture(scope="session")
-def system() -> Iterator[System]:
+def system(schema: Engine) -> Iterator[System]:
     """Web, worker and stream as real processes for the whole session."""
-    migrate(get_engine())
     env = {**os.environ, **ENV_FOR_JOBS}
     web_port, stream_port = free_port(), free_port()
     web = Proc("web", [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",

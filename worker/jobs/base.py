@@ -9,7 +9,7 @@ job's progress.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +20,59 @@ from models.selection import Kind
 
 
 @dataclass(frozen=True, slots=True)
+class Result:
+    """What a job returns (SPEC §3: the result ``status`` + ``payload`` of, e.g., a version
+    restore).  A ``status`` of 400 or more rejects the job: ``info.error`` is the payload's
+    ``error.message``, and the status and payload stay on the job row for the dialects."""
+
+    status: int
+    payload: dict[str, Any]
+
+    @property
+    def failed(self) -> bool:
+        return self.status >= 400
+
+
+def error_result(status: int, code: str, message: str, **details: Any) -> Result:
+    """A failed :class:`Result` in the core's neutral error shape (the dialects map it)."""
+    return Result(status, {"error": {"status": status, "code": code, "message": message,
+                                     "details": details}})
+
+
+@dataclass(slots=True)
+class Effects:
+    """What a batch did besides its failures, handed to the runner with the batch.
+
+    * ``changed(action, gids)`` notes records whose public state changed, for the project
+      space's ``records`` events (SPEC §7).  Handlers only ask the database for those gids
+      (``RETURNING gid``) when ``collect_events`` is true, so switching record events off
+      costs nothing per row.
+    * ``result`` is the job's result (single-item jobs); the runner commits it on the job row
+      in the same transaction as the batch.
+    """
+
+    collect_events: bool = False
+    events: dict[str, list[str]] = field(default_factory=dict)
+    result: Result | None = None
+
+    def changed(self, action: str, gids: Iterable[str]) -> None:
+        if self.collect_events:
+            self.events.setdefault(action, []).extend(gids)
+
+    def returning(self, column: str = "record.gid") -> str:
+        """`` RETURNING <column>`` when events are collected, else nothing."""
+        return f" RETURNING {column}" if self.collect_events else ""
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     token: str
     project_gid: str
     actor: dict[str, Any]
     params: dict[str, Any]
     now: float
+    # Filled in by the handler; a fresh one per batch.
+    effects: Effects = field(default_factory=Effects)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +82,9 @@ class Failure:
 
 
 Batch = Callable[[Connection, Context, Sequence[int]], list[Failure]]
+# Runs once after resolution, in the same transaction, with the job token (e.g. to reorder
+# the job's items).
+Prepare = Callable[[Connection, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +97,10 @@ class JobSpec:
     batch: Batch
     # What the endpoint accepts besides the selection (validated before queueing).
     params: tuple[str, ...] = field(default_factory=tuple)
+    prepare: Prepare | None = None
+    # Single-item jobs that return a result (restore, revert, permanent_delete_record): the
+    # result stored when the selection matched nothing (e.g. an unknown record).
+    no_item_result: Result | None = None
 
 
 def ids_param(sql: str) -> Any:

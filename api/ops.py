@@ -1,0 +1,90 @@
+"""The ops dashboard and its small API.
+
+* ``GET /ops``: the page (``api/static/ops.html``; script and styles under ``/ops/static/``,
+  plain files, no build step, nothing fetched from the internet).  It logs in through
+  ``POST /api/login``, follows jobs over the websocket stream and cancels through
+  ``jobs/cancel``; it polls only :func:`stats` (queue depth and workers are in no event).
+* ``GET /ops/api/config``: ``{"stream_url": …}`` — ``STREAM_PUBLIC_URL`` when set, else
+  ``ws://<host>:<STREAM_PORT>/sync`` with the host the browser used (``X-Forwarded-Host`` and
+  ``X-Forwarded-Proto`` honoured, so behind a TLS proxy it is ``wss://``).
+* ``GET /ops/api/stats`` (JWT): :meth:`bulkjobs.ops.Stats.as_json` over the projects the
+  user may watch — every project for ops users, active memberships for others.
+
+Successful answers are plain JSON objects; errors (401 without a valid JWT) come in the
+Unicat envelope like every other path outside the dialect prefixes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from api.deps import ClaimsDep, SessionDep
+from bulkjobs import ops
+from bulkjobs.connections import get_broker_redis, get_redis
+from bulkjobs.settings import get_settings
+from models.queries import visible_projects
+
+STATIC = Path(__file__).parent / "static"
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d+)?$")
+
+router = APIRouter(prefix="/ops", tags=["ops"])
+
+
+def static_files() -> StaticFiles:
+    """The dashboard's script and styles, to be mounted at ``/ops/static``."""
+    return StaticFiles(directory=STATIC)
+
+
+@lru_cache(maxsize=1)
+def _page() -> str:
+    # A content hash in the asset URLs: a new version is never served from a stale cache.
+    digest = hashlib.sha256()
+    for name in ("ops.js", "ops.css"):
+        digest.update((STATIC / name).read_bytes())
+    return (STATIC / "ops.html").read_text().replace("{{version}}", digest.hexdigest()[:12])
+
+
+@router.get("", response_class=HTMLResponse)
+def page() -> HTMLResponse:
+    """The ops dashboard page."""
+    return HTMLResponse(_page(), headers={"Cache-Control": "no-cache"})
+
+
+def stream_url(request: Request) -> str:
+    """The websocket URL a browser that reached us through ``request`` should use."""
+    settings = get_settings()
+    if settings.stream_public_url:
+        return settings.stream_public_url
+    host = (request.headers.get("x-forwarded-host") or request.headers.get("host") or "")
+    host = host.split(",")[0].strip()
+    match = _HOST.match(host)
+    hostname = match.group(1) if match else "127.0.0.1"
+    proto = (request.headers.get("x-forwarded-proto") or request.url.scheme).split(",")[0]
+    scheme = "wss" if proto.strip().lower() in ("https", "wss") else "ws"
+    return f"{scheme}://{hostname}:{settings.stream_port}/sync"
+
+
+@router.get("/api/config")
+def config(request: Request) -> Any:
+    """Where the dashboard finds the websocket stream."""
+    return {"stream_url": stream_url(request)}
+
+
+@router.get("/api/stats")
+def stats(c: ClaimsDep, session: SessionDep) -> Any:
+    """Queue depth, live workers, jobs by status and recent throughput."""
+    projects = None if c.ops else visible_projects(session, user_gid=c.user)
+    settings = get_settings()
+    result = ops.collect(
+        session.connection(), client=get_redis(), broker=get_broker_redis(), projects=projects,
+        heartbeat=settings.worker_heartbeat, stale_after=settings.stale_after,
+    )
+    return result.as_json()

@@ -1,0 +1,645 @@
+// bulkjobs ops dashboard: plain JavaScript, no build step, nothing loaded from the internet.
+//
+// Data flow
+// - Log in with POST /api/login; every HTTP answer carries a renewed JWT (Authorization).
+// - Job state comes from the websocket stream (SPEC §8): auth, subscribe "*", the
+//   `subscribed` snapshot (unfinished jobs), then `sync` events.  No polling for progress.
+//   Recent finished jobs come from one jobs/list call per project at load (and again only
+//   when the stream says history was lost: `recovered: false`).
+// - On disconnect the page reconnects with the last cc cursor it saw, so missed events are
+//   replayed in order; `recovered: false` reloads over HTTP instead.
+// - Queue depth and live workers are in no event: GET /ops/api/stats every 5 s (it also
+//   keeps the JWT fresh).
+//
+// Rendering: events only update the in-memory job records and mark them dirty; one
+// requestAnimationFrame callback updates the dirty rows in place (no re-render of the
+// list), the status counts and the chart.  Rows are created once per job and kept ordered
+// newest first by binary search.
+(() => {
+  "use strict";
+
+  const STATS_EVERY_MS = 5000;
+  const MAX_FINISHED_ROWS = 2000; // finished jobs kept on screen; the oldest go first
+  const CHART_SECONDS = 120;
+  const RANK = { queued: 0, processing: 1, done: 2, rejected: 2 };
+  const STATUSES = ["queued", "processing", "done", "rejected"];
+  const SAVED = "bulkjobs.ops.session";
+
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+
+  const state = {
+    jwt: null, user: null, username: null, ops: false,
+    names: {},                // project gid -> name
+    jobs: new Map(),          // token -> job record
+    order: [],                // job records, newest first
+    counts: {},               // project gid -> {status: n}
+    cursor: null,             // last cc cursor seen (resume point)
+    config: null,
+    ws: null, wsTimer: null, retryMs: 500,
+    statsTimer: null, chartTimer: null,
+    filter: { project: "", status: "" },
+    dirty: new Set(), countsDirty: false, chartDirty: false, frame: 0,
+    series: new Map(),        // server second -> Map(project -> [items, jobs])
+    skew: 0,                  // server clock - browser clock, seconds
+    running: false,
+  };
+
+  // -- HTTP ------------------------------------------------------------------------------
+
+  class HttpError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function http(method, path, body) {
+    const headers = { "Content-Type": "application/json" };
+    if (state.jwt) headers.Authorization = "Bearer " + state.jwt;
+    const r = await fetch(path, {
+      method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const fresh = r.headers.get("Authorization");
+    if (fresh && state.running) { state.jwt = fresh; save(); }
+    let data = null;
+    try { data = await r.json(); } catch (_) { /* not JSON */ }
+    if (!r.ok || (data && data.success === false)) {
+      const message = (data && data.result && data.result.message) || r.statusText;
+      if (r.status === 401 && state.running) logout("Your session ended; sign in again.");
+      throw new HttpError(r.status, message);
+    }
+    return { data, jwt: fresh };
+  }
+
+  // -- session ---------------------------------------------------------------------------
+
+  function save() {
+    sessionStorage.setItem(SAVED, JSON.stringify({
+      jwt: state.jwt, user: state.user, username: state.username, ops: state.ops,
+    }));
+  }
+
+  async function login(event) {
+    event.preventDefault();
+    const username = $("username").value.trim();
+    const password = $("password").value;
+    $("login-error").textContent = "";
+    $("login-submit").disabled = true;
+    try {
+      const { data, jwt } = await http("POST", "/api/login", { username, password });
+      state.jwt = jwt || data.result.JWT;
+      state.user = data.result.user;
+      state.ops = !!data.result.ops;
+      state.username = username;
+      save();
+      $("password").value = "";
+      await start();
+    } catch (err) {
+      $("login-error").textContent = err.message || "Sign-in failed";
+    } finally {
+      $("login-submit").disabled = false;
+    }
+  }
+
+  function logout(reason) {
+    stop();
+    sessionStorage.removeItem(SAVED);
+    state.jwt = null;
+    $("dash-view").hidden = true;
+    $("login-view").hidden = false;
+    $("logout").hidden = true;
+    $("who").textContent = "";
+    $("login-error").textContent = reason || "";
+  }
+
+  function stop() {
+    state.running = false;
+    clearInterval(state.statsTimer);
+    clearInterval(state.chartTimer);
+    clearTimeout(state.wsTimer);
+    if (state.ws) { const ws = state.ws; state.ws = null; ws.close(1000, "bye"); }
+    state.jobs.clear(); state.order = []; state.counts = {}; state.cursor = null;
+    state.series.clear(); state.dirty.clear();
+    $("job-rows").textContent = "";
+    setConn("offline");
+  }
+
+  async function start() {
+    state.running = true;
+    $("login-view").hidden = true;
+    $("dash-view").hidden = false;
+    $("logout").hidden = false;
+    $("who").textContent = state.username + (state.ops ? " (ops: every project)" : "");
+    const [{ data: config }] = await Promise.all([http("GET", "/ops/api/config"), refreshStats()]);
+    state.config = config;
+    connect();
+    loadRecent(Object.keys(state.names));
+    state.statsTimer = setInterval(() => refreshStats().catch(() => {}), STATS_EVERY_MS);
+    state.chartTimer = setInterval(() => { state.chartDirty = true; schedule(); }, 1000);
+    resizeChart();
+  }
+
+  // -- stats (queue depth, workers: not in any event) -------------------------------------
+
+  async function refreshStats() {
+    const sent = Date.now() / 1000;
+    const { data } = await http("GET", "/ops/api/stats");
+    state.skew = data.now - (sent + Date.now() / 1000) / 2;
+    $("queue-depth").textContent = data.queue_depth === null ? "n/a" : fmt(data.queue_depth);
+    $("workers-alive").textContent = fmt(data.workers.alive);
+    $("workers-alive").title = data.workers.hostnames.join("\n");
+    $("workers-busy").textContent = data.workers.busy + " running a job";
+    $("items-rate").textContent = fmtRate(data.throughput.items_per_s);
+    $("jobs-rate").textContent = fmtRate(data.throughput.jobs_per_s);
+    setProjects(data.projects);
+    return data;
+  }
+
+  function setProjects(names) {
+    const known = Object.keys(state.names).sort().join();
+    state.names = names;
+    if (Object.keys(names).sort().join() === known) return;
+    const select = $("filter-project");
+    const current = select.value;
+    select.length = 1;
+    for (const [gid, name] of Object.entries(names).sort((a, b) => a[1].localeCompare(b[1]))) {
+      const option = el("option", "", name);
+      option.value = gid;
+      select.append(option);
+    }
+    select.value = names[current] ? current : "";
+    for (const job of state.jobs.values()) {
+      if (job.els) job.els.project.textContent = projectName(job.project_gid);
+    }
+  }
+
+  function projectName(gid) { return state.names[gid] || gid.slice(0, 8); }
+
+  // -- initial and recovery loads over HTTP -------------------------------------------------
+
+  async function loadRecent(projects) {
+    // One jobs/list call per project, a few at a time.
+    const queue = projects.slice();
+    const worker = async () => {
+      while (queue.length && state.running) {
+        const gid = queue.shift();
+        try {
+          const { data } = await http("POST", `/api/p/${gid}/jobs/list`, { "page.size": 100 });
+          for (const job of data.result.jobs) applyJob(job, false);
+        } catch (err) {
+          note(`jobs of ${projectName(gid)}: ${err.message}`);
+        }
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+  }
+
+  async function reconcile(snapshot) {
+    // History was lost (recovered: false): jobs we still show unfinished that are not in the
+    // snapshot ended meanwhile; ask for their final state.
+    const live = new Set(snapshot.map((j) => j.token));
+    const stale = [...state.jobs.values()].filter(
+      (j) => RANK[j.status] < 2 && !live.has(j.token));
+    for (const job of stale) {
+      try {
+        const { data } = await http("POST", `/api/p/${job.project_gid}/jobs/get`, { job: job.token });
+        applyJob(data.result.job, false);
+      } catch (_) { /* gone or not visible any more */ }
+    }
+  }
+
+  // -- the stream ----------------------------------------------------------------------------
+
+  function setConn(s) { $("conn").dataset.state = s; $("conn").textContent = s; }
+
+  function connect() {
+    if (!state.running) return;
+    setConn(state.cursor === null ? "connecting" : "reconnecting");
+    let ws;
+    try { ws = new WebSocket(state.config.stream_url); } catch (_) { retry(); return; }
+    state.ws = ws;
+    ws.onopen = () => ws.send(JSON.stringify({ op: "auth", jwt: state.jwt }));
+    ws.onmessage = (m) => {
+      let msg;
+      try { msg = JSON.parse(m.data); } catch (_) { return; }
+      onMessage(msg);
+    };
+    ws.onclose = (e) => {
+      if (state.ws !== ws) return; // closed on purpose
+      state.ws = null;
+      if (e.code === 4001) {
+        // A rejected token: renew it through the API (a 401 there logs out), then retry.
+        refreshStats().then(retry, retry);
+        return;
+      }
+      retry();
+    };
+  }
+
+  function retry() {
+    if (!state.running) return;
+    setConn("reconnecting");
+    clearTimeout(state.wsTimer);
+    state.wsTimer = setTimeout(connect, state.retryMs);
+    state.retryMs = Math.min(state.retryMs * 2, 5000);
+  }
+
+  function onMessage(msg) {
+    if (msg.op === "sync") {
+      for (const ev of msg.sync) onEvent(ev);
+    } else if (msg.op === "auth" && msg.ok) {
+      const req = { op: "subscribe", project: "*" };
+      if (state.cursor !== null) req.cc_cursor = state.cursor;
+      state.ws.send(JSON.stringify(req));
+    } else if (msg.op === "subscribed") {
+      const resumed = state.cursor !== null && msg.recovered;
+      if (!resumed) {
+        const lost = state.cursor !== null;
+        state.cursor = msg["cc.cursor"];
+        if (lost) {
+          note("missed events could not be replayed; reloaded");
+          loadRecent(Object.keys(state.names));
+          reconcile(msg.jobs);
+        }
+      }
+      for (const job of msg.jobs) applyJob(job, false);
+      state.retryMs = 500;
+      setConn("live");
+    } else if (msg.op === "error") {
+      note(msg.message || "stream error");
+    }
+  }
+
+  function onEvent(ev) {
+    if (typeof ev.cursor === "number" && ev.type === "cc" &&
+        (state.cursor === null || ev.cursor > state.cursor)) {
+      state.cursor = ev.cursor;
+    }
+    if (ev.data_type !== "jobs" || !ev.data) return;
+    applyJob(Object.assign({ token: ev.data_key }, ev.data), true);
+  }
+
+  // -- the model ----------------------------------------------------------------------------
+
+  function processed(info) {
+    const t = info && info.total, r = info && info.remaining;
+    return Number.isInteger(t) && Number.isInteger(r) ? Math.max(0, t - r) : 0;
+  }
+
+  function newer(job, d) {
+    // Events carry absolute state; older states (a replay after a snapshot, a jobs/list
+    // answer after a live event) must not move a job backwards.
+    const a = RANK[job.status] ?? 0, b = RANK[d.status] ?? 0;
+    if (a === 2) return false; // terminal is final
+    if (b !== a) return b > a;
+    return (d.updated_on || 0) >= (job.updated_on || 0);
+  }
+
+  function count(project, status, delta) {
+    const c = state.counts[project] || (state.counts[project] = {});
+    c[status] = (c[status] || 0) + delta;
+    state.countsDirty = true;
+  }
+
+  function applyJob(d, live) {
+    let job = state.jobs.get(d.token);
+    if (!job) {
+      job = {
+        token: d.token, project_gid: d.project_gid, job: d.job, status: d.status,
+        info: d.info || {}, created_on: d.created_on || 0, updated_on: d.updated_on || 0,
+        done: processed(d.info), els: null, shown: {},
+      };
+      state.jobs.set(job.token, job);
+      place(job);
+      count(job.project_gid, job.status, 1);
+      if (live && RANK[d.status] === 2) chartAdd(job.project_gid, d.updated_on, job.done, 1);
+    } else {
+      if (!newer(job, d)) return;
+      if (job.status !== d.status) {
+        count(job.project_gid, job.status, -1);
+        count(job.project_gid, d.status, 1);
+      }
+      const done = processed(d.info);
+      if (live) {
+        chartAdd(job.project_gid, d.updated_on, Math.max(0, done - job.done),
+                 RANK[d.status] === 2 && RANK[job.status] < 2 ? 1 : 0);
+      }
+      job.status = d.status; job.info = d.info || {}; job.updated_on = d.updated_on || 0;
+      job.done = Math.max(job.done, done);
+    }
+    state.dirty.add(job);
+    schedule();
+  }
+
+  function before(a, b) { // newest first
+    return a.created_on !== b.created_on ? a.created_on > b.created_on : a.token > b.token;
+  }
+
+  function place(job) {
+    const order = state.order;
+    let lo = 0, hi = order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (before(order[mid], job)) lo = mid + 1; else hi = mid;
+    }
+    order.splice(lo, 0, job);
+    job.els = makeRow(job);
+    const next = order[lo + 1];
+    $("job-rows").insertBefore(job.els.row, next ? next.els.row : null);
+  }
+
+  function trim() {
+    let finished = 0;
+    for (const j of state.order) if (RANK[j.status] === 2) finished++;
+    for (let i = state.order.length - 1; i >= 0 && finished > MAX_FINISHED_ROWS; i--) {
+      const j = state.order[i];
+      if (RANK[j.status] !== 2) continue;
+      state.order.splice(i, 1);
+      state.jobs.delete(j.token);
+      j.els.row.remove();
+      count(j.project_gid, j.status, -1);
+      finished--;
+    }
+  }
+
+  // -- rendering (batched per animation frame) ----------------------------------------------
+
+  function schedule() {
+    if (!state.frame) state.frame = requestAnimationFrame(flush);
+  }
+
+  function flush() {
+    state.frame = 0;
+    for (const job of state.dirty) render(job);
+    state.dirty.clear();
+    if (state.countsDirty) { trim(); renderCounts(); }
+    if (state.chartDirty) drawChart();
+  }
+
+  function cell(cls, text) {
+    const c = el("div", cls, text);
+    c.setAttribute("role", "cell");
+    return c;
+  }
+
+  function makeRow(job) {
+    const row = el("div", "job-row");
+    row.setAttribute("role", "row");
+    row.dataset.token = job.token;
+    const name = cell("job");
+    name.append(el("span", "name", job.job), el("code", "token", job.token));
+    const project = cell("project", projectName(job.project_gid));
+    const statusCell = cell("status");
+    const badge = el("span", "badge");
+    statusCell.append(badge);
+    const progress = cell("progress");
+    const pct = el("span", "pct");
+    const bar = el("div", "bar");
+    bar.setAttribute("role", "progressbar");
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    const fill = el("div", "fill");
+    bar.append(fill);
+    progress.append(pct, bar);
+    const failed = cell("failed");
+    const updated = cell("updated");
+    const actions = cell("actions");
+    const cancel = el("button", "cancel", "Cancel");
+    cancel.type = "button";
+    cancel.addEventListener("click", () => cancelJob(job, cancel));
+    actions.append(cancel);
+    row.append(name, project, statusCell, progress, failed, updated, actions);
+    return { row, project, badge, pct, bar, fill, failed, updated, cancel };
+  }
+
+  function render(job) {
+    const e = job.els, s = job.shown, info = job.info;
+    if (!e) return;
+    if (s.status !== job.status) {
+      e.row.dataset.status = job.status;
+      e.badge.textContent = job.status;
+      e.badge.className = "badge " + job.status;
+      e.cancel.hidden = RANK[job.status] === 2;
+      s.status = job.status;
+    }
+    const total = Number.isInteger(info.total) ? info.total : null;
+    const pct = total ? Math.floor((100 * job.done) / total)
+      : (job.status === "done" ? 100 : 0);
+    const label = total === null ? (job.status === "done" ? "100%" : "–")
+      : `${pct}% · ${fmt(job.done)} / ${fmt(total)}`;
+    if (s.pct !== pct) {
+      e.fill.style.transform = `scaleX(${pct / 100})`;
+      e.bar.setAttribute("aria-valuenow", String(pct));
+      s.pct = pct;
+    }
+    if (s.label !== label) { e.pct.textContent = label; s.label = label; }
+    const errors = Array.isArray(info.errors) ? info.errors : [];
+    const failKey = `${info.failed || 0}/${errors.length}/${info.error || ""}`;
+    if (s.fail !== failKey) { renderFailures(e.failed, info, errors); s.fail = failKey; }
+    const when = job.updated_on ? TIME.format(new Date(job.updated_on * 1000)) : "";
+    if (s.when !== when) { e.updated.textContent = when; s.when = when; }
+    e.row.hidden = !matches(job);
+  }
+
+  function renderFailures(cell, info, errors) {
+    cell.textContent = "";
+    if (info.error) cell.append(el("span", "job-error", info.error));
+    const n = info.failed || 0;
+    if (!n) {
+      if (!info.error) cell.append(el("span", "ok", "0"));
+      return;
+    }
+    const details = el("details");
+    details.append(el("summary", "", `${fmt(n)} failed`));
+    const list = el("ul");
+    for (const item of errors) {
+      const li = el("li");
+      li.append(el("code", "", String(item.gid || "").slice(0, 8)), document.createTextNode(" " + (item.reason || "")));
+      li.title = item.gid || "";
+      list.append(li);
+    }
+    if (n > errors.length) list.append(el("li", "", `… and ${fmt(n - errors.length)} more`));
+    details.append(list);
+    cell.append(details);
+  }
+
+  function matches(job) {
+    const f = state.filter;
+    if (f.project && job.project_gid !== f.project) return false;
+    if (f.status === "unfinished") return RANK[job.status] < 2;
+    return !f.status || job.status === f.status;
+  }
+
+  function applyFilters() {
+    for (const job of state.order) job.els.row.hidden = !matches(job);
+    for (const chip of document.querySelectorAll(".chip")) {
+      chip.classList.toggle("active", chip.dataset.status === state.filter.status);
+    }
+    state.countsDirty = true; state.chartDirty = true;
+    schedule();
+  }
+
+  function renderCounts() {
+    state.countsDirty = false;
+    const totals = {};
+    for (const [project, c] of Object.entries(state.counts)) {
+      if (state.filter.project && project !== state.filter.project) continue;
+      for (const s of STATUSES) totals[s] = (totals[s] || 0) + (c[s] || 0);
+    }
+    for (const chip of document.querySelectorAll(".chip")) {
+      chip.querySelector("b").textContent = fmt(totals[chip.dataset.status] || 0);
+    }
+    $("empty").hidden = state.order.length > 0;
+  }
+
+  // -- cancel ---------------------------------------------------------------------------------
+
+  async function cancelJob(job, button) {
+    button.disabled = true;
+    button.textContent = "Cancelling…";
+    try {
+      const { data } = await http("POST", `/api/p/${job.project_gid}/jobs/cancel`, { job: job.token });
+      applyJob(data.result.job, false);
+    } catch (err) {
+      note(`cancel ${job.token.slice(0, 8)}: ${err.message}`);
+      button.disabled = false;
+      button.textContent = "Cancel";
+    }
+  }
+
+  // -- throughput chart -----------------------------------------------------------------------
+
+  function chartAdd(project, when, items, jobs) {
+    if (!items && !jobs) return;
+    const second = Math.floor(when || Date.now() / 1000 + state.skew);
+    let bucket = state.series.get(second);
+    if (!bucket) { bucket = new Map(); state.series.set(second, bucket); }
+    const v = bucket.get(project) || [0, 0];
+    v[0] += items; v[1] += jobs;
+    bucket.set(project, v);
+    state.chartDirty = true;
+  }
+
+  function resizeChart() {
+    const canvas = $("chart");
+    const ratio = window.devicePixelRatio || 1;
+    canvas.width = Math.max(300, canvas.clientWidth) * ratio;
+    canvas.height = canvas.clientHeight * ratio;
+    state.chartDirty = true;
+    schedule();
+  }
+
+  function drawChart() {
+    state.chartDirty = false;
+    const canvas = $("chart");
+    const ctx = canvas.getContext("2d");
+    const ratio = window.devicePixelRatio || 1;
+    const w = canvas.width / ratio, h = canvas.height / ratio;
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const now = Math.floor(Date.now() / 1000 + state.skew) - 1; // the current second is partial
+    for (const second of state.series.keys()) {
+      if (second < now - CHART_SECONDS) state.series.delete(second);
+    }
+    const items = [], jobs = [];
+    for (let i = CHART_SECONDS - 1; i >= 0; i--) {
+      const bucket = state.series.get(now - i);
+      let a = 0, b = 0;
+      if (bucket) {
+        for (const [project, v] of bucket) {
+          if (state.filter.project && project !== state.filter.project) continue;
+          a += v[0]; b += v[1];
+        }
+      }
+      items.push(a); jobs.push(b);
+    }
+    const left = 48, right = 40, top = 8, bottom = 18;
+    const pw = w - left - right, ph = h - top - bottom;
+    const maxItems = niceMax(Math.max(...items)), maxJobs = niceMax(Math.max(...jobs));
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.strokeStyle = "#e2e5eb"; ctx.fillStyle = "#6b7385"; ctx.lineWidth = 1;
+    for (let g = 0; g <= 4; g++) {
+      const y = top + ph - (ph * g) / 4;
+      ctx.beginPath(); ctx.moveTo(left, y + 0.5); ctx.lineTo(left + pw, y + 0.5); ctx.stroke();
+      ctx.textAlign = "right"; ctx.fillText(fmtShort((maxItems * g) / 4), left - 6, y + 4);
+      ctx.textAlign = "left"; ctx.fillText(fmtShort((maxJobs * g) / 4), left + pw + 6, y + 4);
+    }
+    ctx.textAlign = "center";
+    for (let s = 0; s <= CHART_SECONDS; s += 30) {
+      ctx.fillText(s === 0 ? "now" : `-${s}s`, left + pw - (pw * s) / CHART_SECONDS, h - 4);
+    }
+    const x = (i) => left + (pw * i) / (CHART_SECONDS - 1);
+    const series = [[items, maxItems, getVar("--items"), true], [jobs, maxJobs, getVar("--jobs"), false]];
+    for (const [values, max, color, filled] of series) {
+      ctx.beginPath();
+      values.forEach((v, i) => {
+        const y = top + ph - (ph * v) / max;
+        if (i === 0) ctx.moveTo(x(i), y); else ctx.lineTo(x(i), y);
+      });
+      ctx.strokeStyle = color; ctx.lineWidth = 1.5; ctx.stroke();
+      if (filled) {
+        ctx.lineTo(x(values.length - 1), top + ph); ctx.lineTo(x(0), top + ph); ctx.closePath();
+        ctx.globalAlpha = 0.12; ctx.fillStyle = color; ctx.fill(); ctx.globalAlpha = 1;
+      }
+    }
+  }
+
+  function niceMax(v) {
+    if (v <= 1) return 1;
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+
+  const cssVars = {};
+  function getVar(name) {
+    return cssVars[name] || (cssVars[name] = getComputedStyle(document.documentElement).getPropertyValue(name).trim());
+  }
+
+  // -- formatting and messages ----------------------------------------------------------------
+
+  // Shared formatters: toLocaleString() and friends build a new formatter on every call.
+  const NUMBER = new Intl.NumberFormat();
+  const TIME = new Intl.DateTimeFormat([], {
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+  });
+  function fmt(n) { return NUMBER.format(n); }
+  function fmtRate(n) { return n >= 100 ? fmt(Math.round(n)) : Number(n).toFixed(n >= 10 ? 1 : 2); }
+  function fmtShort(n) {
+    if (n >= 1e6) return (n / 1e6).toFixed(n >= 1e7 ? 0 : 1) + "M";
+    if (n >= 1e3) return (n / 1e3).toFixed(n >= 1e4 ? 0 : 1) + "k";
+    return String(Math.round(n * 100) / 100);
+  }
+
+  let noteTimer = 0;
+  function note(text) {
+    $("message").textContent = text;
+    clearTimeout(noteTimer);
+    noteTimer = setTimeout(() => { $("message").textContent = ""; }, 8000);
+  }
+
+  // -- wiring ---------------------------------------------------------------------------------
+
+  $("login-form").addEventListener("submit", login);
+  $("logout").addEventListener("click", () => logout(""));
+  $("filter-project").addEventListener("change", (e) => { state.filter.project = e.target.value; applyFilters(); });
+  $("filter-status").addEventListener("change", (e) => { state.filter.status = e.target.value; applyFilters(); });
+  for (const chip of document.querySelectorAll(".chip")) {
+    chip.addEventListener("click", () => {
+      const s = chip.dataset.status;
+      state.filter.status = state.filter.status === s ? "" : s;
+      $("filter-status").value = state.filter.status;
+      applyFilters();
+    });
+  }
+  window.addEventListener("resize", resizeChart);
+
+  const saved = JSON.parse(sessionStorage.getItem(SAVED) || "null");
+  if (saved && saved.jwt) {
+    Object.assign(state, saved);
+    start().catch(() => logout("Sign in again."));
+  }
+})();

@@ -1,0 +1,181 @@
+"""The ops dashboard in a real browser (the system's Chromium, headless, driven by Playwright)
+against real web, worker and stream processes: log in as the ops user, watch a bulk job's bar
+reach 100% and its status turn ``done`` without a reload, filter, cancel a job nobody runs,
+follow a job that ran while the stream was down (resumed from the last cursor), and save a
+screenshot to ``test-artifacts/dashboard.png`` (``UPDATE_DOCS_SCREENSHOT=1`` also copies it
+to ``docs/dashboard.png`` for the README).
+
+Needs ``/usr/bin/chromium`` (``scripts/test.sh`` installs it as root) and the ``playwright``
+package; without them the test is skipped — except in CI (``CI=true``), where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from models.seed import SeedResult
+from tests.e2e.conftest import ENV_FOR_JOBS, Proc, System, free_port, wait_for
+from tests.e2e.helpers import Api
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+WAIT_MS = 60_000
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must run the dashboard test")
+    pytest.skip(f"{reason} (scripts/test.sh installs Chromium when run as root)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless system Chromium for this module."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed")
+    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        _unavailable(f"no Chromium at {CHROMIUM}")
+    playwright = sync_playwright().start()
+    try:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                              headless=True)
+        yield chromium
+        chromium.close()
+    finally:
+        playwright.stop()
+
+
+@pytest.fixture(scope="module")
+def ops_web(system: System) -> Iterator[str]:
+    """A web process of its own that knows the session's stream port (the ``system`` web
+    runs with the default ``STREAM_PORT``, so its ``/ops/api/config`` would point the browser
+    at the wrong port).  Same database, Redis and secret; returns its base URL."""
+    port = free_port()
+    stream_port = system.stream_url.rsplit(":", 1)[1].split("/")[0]
+    proc = Proc("web-ops", [sys.executable, "-m", "uvicorn", "api.app:app", "--host",
+                            "127.0.0.1", "--port", str(port)],
+                {**os.environ, **ENV_FOR_JOBS, "STREAM_PORT": stream_port}).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, "ops web")
+        yield url
+    finally:
+        proc.stop()
+
+
+def wait_done(api: Api, token: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = api.call("jobs/get", {"job": token})["result"]["job"]["status"]
+        if status in ("done", "rejected"):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"job {token} did not finish")
+
+
+def test_dashboard_follows_jobs_live_cancels_and_resumes(
+    system: System, ops_web: str, seeded: SeedResult, browser: Any
+):
+    """Login, a bulk job live to 100% and done, filters, cancel, resume after a stream
+    restart — all without reloading the page."""
+    from playwright.sync_api import expect
+
+    first, second = seeded.projects
+    ops_user = seeded.users[2]
+    api = Api(system.web_url, first.gid)
+    assert api.auth(first.api_key)["success"]
+    api2 = Api(system.web_url, second.gid)
+    assert api2.auth(second.api_key)["success"]
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    console_errors: list[str] = []
+    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    page.goto(f"{ops_web}/ops")
+    page.fill("#username", ops_user.username)
+    page.fill("#password", ops_user.password)
+    page.click("#login-submit")
+    conn = page.locator("#conn")
+    expect(conn).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    expect(page.locator("#workers-alive")).to_have_text(re.compile(r"^\d+$"), timeout=WAIT_MS)
+    page.evaluate("window.__sameDocument = true")  # gone if the page ever reloads
+
+    # A bulk job queued through the API appears and runs to done, live.
+    token = api.queue("records/bulk/delete", [{"children": first.root}])
+    row = page.locator(f'.job-row[data-token="{token}"]')
+    expect(row.locator(".badge")).to_have_text("done", timeout=WAIT_MS)
+    expect(row.locator('[role="progressbar"]')).to_have_attribute("aria-valuenow", "100")
+    expect(row.locator(".pct")).to_contain_text("9 / 9")
+    expect(row.locator("button.cancel")).to_be_hidden()
+    expect(row.locator(".project")).to_have_text("Demo project 1")
+
+    # A job no worker runs stays queued until cancelled from its row.
+    system.procs["worker"].stop()
+    try:
+        blocked = api2.queue("records/bulk/delete", second.heads[:1])
+        blocked_row = page.locator(f'.job-row[data-token="{blocked}"]')
+        expect(blocked_row.locator(".badge")).to_have_text("queued", timeout=WAIT_MS)
+        blocked_row.locator("button.cancel").click()
+        expect(blocked_row.locator(".badge")).to_have_text("rejected", timeout=WAIT_MS)
+        expect(blocked_row.locator(".failed")).to_contain_text("cancelled")
+        expect(blocked_row.locator("button.cancel")).to_be_hidden()
+    finally:
+        system.worker()
+
+    # Filters hide rows in place.
+    page.select_option("#filter-status", "rejected")
+    expect(row).to_be_hidden()
+    expect(blocked_row).to_be_visible()
+    page.select_option("#filter-status", "")
+    page.select_option("#filter-project", second.gid)
+    expect(row).to_be_hidden()
+    page.select_option("#filter-project", "")
+    expect(row).to_be_visible()
+    expect(page.locator('.chip[data-status="done"] b')).to_have_text("1")
+    expect(page.locator('.chip[data-status="rejected"] b')).to_have_text("1")
+
+    # A job that runs while the stream is down arrives when the page resumes from its cursor.
+    system.procs["stream"].stop()
+    expect(conn).not_to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    missed = api.queue("records/bulk/undelete", first.heads[:2])
+    wait_done(api, missed)
+    system.stream()
+    expect(conn).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    missed_row = page.locator(f'.job-row[data-token="{missed}"]')
+    expect(missed_row.locator(".badge")).to_have_text("done", timeout=WAIT_MS)
+    expect(missed_row.locator('[role="progressbar"]')).to_have_attribute("aria-valuenow", "100")
+
+    # A few more jobs for a fuller picture, then the screenshot.
+    more = [api2.queue("records/bulk/delete", [head]) for head in second.heads[1:5]]
+    for t in more:
+        expect(page.locator(f'.job-row[data-token="{t}"] .badge')).to_have_text("done",
+                                                                           timeout=WAIT_MS)
+    assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
+    assert console_errors == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "dashboard.png"
+    page.wait_for_timeout(1200)  # let the chart's once-a-second redraw include the last jobs
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
+        (ROOT / "docs").mkdir(exist_ok=True)
+        shutil.copyfile(shot, ROOT / "docs" / "dashboard.png")
+    page.close()

@@ -1,0 +1,179 @@
+"""The ``bulkjobs`` command line (SPEC §12), through typer's CliRunner and as a real
+subprocess: seed's JSON, tokens, submitting (and a rejected selection), listing jobs, users,
+API keys and stats — each on the test database, which the commands migrate themselves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlmodel import Session
+from typer.testing import CliRunner
+
+from bulkjobs.accounts import user_for_api_key, user_for_password
+from bulkjobs.cli import app
+from bulkjobs.tokens import verify
+from models import Job
+from models.auth import Member
+from models.engine import get_engine
+
+pytestmark = pytest.mark.services
+
+BULKJOBS = Path(sys.executable).parent / "bulkjobs"
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def jobs_count() -> int:
+    with get_engine().connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(Job)).scalar_one())
+
+
+@pytest.fixture
+def demo(services) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """``bulkjobs seed --records 30 --projects 2 --json``'s output, parsed."""
+    result = cli("seed", "--records", "30", "--projects", "2", "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_seed_json_prints_one_object_of_the_contracted_shape(demo):
+    """--json prints exactly {"projects": [{gid, api_key, root, languages}], "users": [{username,
+    password, gid, ops}]} with an owner, a member and one ops user."""
+    assert set(demo) == {"projects", "users"}
+    assert len(demo["projects"]) == 2
+    for project in demo["projects"]:
+        assert set(project) == {"gid", "api_key", "root", "languages"}
+        assert isinstance(project["languages"], list) and project["languages"]
+    assert [set(u) for u in demo["users"]] == [{"username", "password", "gid", "ops"}] * 3
+    assert [u["ops"] for u in demo["users"]].count(True) == 1
+
+
+def test_token_prints_a_jwt_of_that_user(demo):
+    """`token --username` prints a JWT whose subject (and ops claim) is that user."""
+    ops_user = next(u for u in demo["users"] if u["ops"])
+    result = cli("token", "--username", ops_user["username"])
+    assert result.exit_code == 0
+    claims = verify(result.stdout.strip())
+    assert claims.user == ops_user["gid"] and claims.ops is True
+    assert cli("token", "--username", "nobody").exit_code == 1
+
+
+def test_submit_queues_a_job_and_jobs_list_shows_it(demo):
+    """`submit` prints the job token of a queued job; `jobs list` lists it."""
+    project = demo["projects"][0]
+    result = cli("submit", "bulk_delete_records", "--project", project["gid"],
+                 "--selection", json.dumps([{"children": project["root"]}]))
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    with get_engine().connect() as conn:
+        status = conn.execute(select(Job.status).where(Job.token == token)).scalar_one()
+    assert status == "queued"
+    listing = cli("jobs", "list", "--project", project["gid"])
+    assert listing.exit_code == 0 and token[:8] in listing.stdout
+
+
+@pytest.mark.parametrize(("selection", "message"), [
+    ('[{"bad": 1}]', "entry 0"),
+    ('{"not": "a list"}', "Selection"),
+    ("not json", "not JSON"),
+])
+def test_submit_with_a_bad_selection_exits_non_zero_and_queues_nothing(demo, selection, message):
+    """A selection error (1006) or unparsable JSON is reported and nothing is queued."""
+    result = cli("submit", "bulk_delete_records", "--project", demo["projects"][0]["gid"],
+                 "--selection", selection)
+    assert result.exit_code != 0
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert jobs_count() == 0
+
+
+def test_submit_to_an_unknown_project_is_refused(demo):
+    """A project that does not exist is refused before anything is written."""
+    result = cli("submit", "bulk_delete_records", "--project", "no-such-project",
+                 "--selection", "[]")
+    assert result.exit_code != 0 and jobs_count() == 0
+
+
+def test_users_add_creates_a_member_who_can_log_in(demo):
+    """`users add` creates the user with a hashed password and active memberships."""
+    project = demo["projects"][0]["gid"]
+    result = cli("users", "add", "carol", "--password", "s3cret", "--name", "Carol",
+                 "--project", project, "--role", "owner")
+    assert result.exit_code == 0, result.output
+    gid = result.stdout.strip()
+    with Session(get_engine()) as session:
+        assert user_for_password(session, username="carol", password="s3cret").gid == gid
+        member = session.get(Member, (project, gid))
+    assert member is not None and member.status == "active" and member.roles == ["owner"]
+    again = cli("users", "add", "carol", "--password", "x")
+    assert again.exit_code == 1 and "exists" in again.stderr
+    listing = cli("users", "list")
+    assert listing.exit_code == 0 and "carol" in listing.stdout
+
+
+def test_users_add_reads_the_password_from_the_environment(demo):
+    """Without --password the password comes from BULKJOBS_PASSWORD (or a prompt)."""
+    result = cli("users", "add", "dave", env={"BULKJOBS_PASSWORD": "from-env"})
+    assert result.exit_code == 0, result.output
+    with Session(get_engine()) as session:
+        assert user_for_password(session, username="dave", password="from-env")
+
+
+def test_apikeys_add_prints_a_working_key_once(demo):
+    """`apikeys add` prints a key that opens the project; `apikeys list` never shows it."""
+    owner = demo["users"][0]["username"]
+    project = demo["projects"][1]["gid"]
+    result = cli("apikeys", "add", "--username", owner, "--project", project, "--name", "ci")
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip()
+    with Session(get_engine()) as session:
+        assert user_for_api_key(session, project_gid=project, api_key=key).username == owner
+    listing = cli("apikeys", "list", "--username", owner)
+    assert listing.exit_code == 0 and "ci" in listing.stdout and key not in listing.stdout
+
+
+def test_stats_as_json_and_as_a_table(demo):
+    """`stats` shows queue depth, workers, jobs by status and throughput."""
+    project = demo["projects"][0]
+    cli("submit", "bulk_delete_records", "--project", project["gid"], "--selection", "[]")
+    result = cli("stats", "--json")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["jobs"]["queued"] == 1
+    assert set(stats) >= {"queue_depth", "workers", "jobs", "throughput"}
+    table = cli("stats")
+    assert table.exit_code == 0 and "queue depth" in table.stdout
+
+
+def test_as_a_subprocess_seed_json_is_alone_on_stdout_and_errors_exit_non_zero(services):
+    """The installed entry point: seed --json prints only the JSON object on stdout; a bad
+    selection exits 2 with the reason on stderr; users add works non-interactively."""
+    env = dict(os.environ)
+    seeded = subprocess.run([str(BULKJOBS), "seed", "--records", "20", "--json"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert seeded.returncode == 0, seeded.stderr
+    lines = seeded.stdout.splitlines()
+    assert len(lines) == 1
+    demo = json.loads(lines[0])
+    project = demo["projects"][0]["gid"]
+    bad = subprocess.run([str(BULKJOBS), "submit", "bulk_delete_records", "--project", project,
+                          "--selection", '[{"children": 5}]'], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "entry 0" in bad.stderr
+    added = subprocess.run([str(BULKJOBS), "users", "add", "erin", "--project", project],
+                           env={**env, "BULKJOBS_PASSWORD": "pw"}, capture_output=True,
+                           text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert added.returncode == 0, added.stderr
+    listed = subprocess.run([str(BULKJOBS), "jobs", "list"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0 and "token" in listed.stdout

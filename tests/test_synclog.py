@@ -1,0 +1,260 @@
+"""The sync log (``bulkjobs/synclog.py``) against the real Redis (database 9, flushed per test)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from bulkjobs import keys, synclog
+from bulkjobs.synclog import NewEvent, SyncLog, job_event, record_event
+
+pytestmark = pytest.mark.services
+
+PROJECT = "0b6f1f63-2c55-4c8e-9d57-3a3c5d1b9e11"
+
+
+@pytest.fixture
+def log(redis_client: redis.Redis) -> SyncLog:
+    return SyncLog(redis_client, dedupe_ttl=60)
+
+
+def rec(i: int) -> NewEvent:
+    return record_event(project=PROJECT, data_type="records", gid=f"gid-{i}", action="UPDATE")
+
+
+def job(token: str = "tok-1", status: str = "processing", **info: Any) -> NewEvent:
+    return job_event(token=token, project=PROJECT, job="bulk_delete_records", status=status,
+                     info=info, created_on=1613565541.4195538, updated_on=1613565542.5)
+
+
+class FakeClock:
+    """Stands in for the client's clock (``synclog._now_us``), in microseconds."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, start_us: int) -> None:
+        self.us = start_us
+        monkeypatch.setattr(synclog, "_now_us", lambda: self.us)
+
+    def at_minute(self, minute: int) -> None:
+        self.us = minute * 60_000_000 + 1_000_000
+
+
+def test_cursors_strictly_increase_and_are_dense(log: SyncLog) -> None:
+    """Cursors of one space are handed out consecutively, one per event, batch or not."""
+    last, floor = log.cursors("cc")
+    assert floor == last + 1
+    got: list[int] = []
+    got += log.append("cc", [job()])
+    got += log.append("cc", [job(), job(), job()])
+    got += log.append(PROJECT, [rec(0)])  # another space does not take cursors from this one
+    got += log.append("cc", [job() for _ in range(50)])
+    cc = [c for c in got if c != got[4]]
+    assert cc == list(range(last + 1, last + 1 + 54))
+    assert log.cursors("cc") == (cc[-1], floor)
+    assert log.cursor(PROJECT) == got[4]
+
+
+def test_empty_space_is_seeded_from_the_clock(log: SyncLog) -> None:
+    """A space never written to starts near the clock in microseconds, floor just above it."""
+    before = int(time.time() * 1e6)
+    last, floor = log.cursors(PROJECT)
+    after = int(time.time() * 1e6)
+    assert before - 5_000_000 <= last <= after + 5_000_000
+    assert floor == last + 1
+    assert log.cursors(PROJECT) == (last, floor)  # asking again changes nothing
+    assert log.append(PROJECT, [rec(1)]) == [floor]
+
+
+def test_append_nothing_takes_no_cursor(log: SyncLog) -> None:
+    """An empty append returns no cursors and does not move the counter."""
+    last, _ = log.cursors("cc")
+    assert log.append("cc", []) == []
+    assert log.cursor("cc") == last
+
+
+@pytest.mark.parametrize(
+    ("space", "event", "expected"),
+    [
+        pytest.param(
+            "cc", job(token="t-9", status="processing", total=3, remaining=2),
+            {"action": "UPDATE", "data_type": "jobs", "data_key": "t-9", "data": {
+                "project_gid": PROJECT, "job": "bulk_delete_records", "status": "processing",
+                "info": {"total": 3, "remaining": 2}, "created_on": 1613565541.4195538,
+                "updated_on": 1613565542.5}},
+            id="job-update",
+        ),
+        pytest.param(
+            "cc", job_event(token="t-1", project=PROJECT, job="bulk_undelete_records",
+                            status="queued", info={}, created_on=1.5, updated_on=1.5,
+                            insert=True),
+            {"action": "INSERT", "data_type": "jobs", "data_key": "t-1", "data": {
+                "project_gid": PROJECT, "job": "bulk_undelete_records", "status": "queued",
+                "info": {}, "created_on": 1.5, "updated_on": 1.5}},
+            id="job-insert",
+        ),
+        pytest.param(
+            "cc", job(token="t-2", status="rejected", error="naïve “quotes” \\ and \n"),
+            {"action": "UPDATE", "data_type": "jobs", "data_key": "t-2", "data": {
+                "project_gid": PROJECT, "job": "bulk_delete_records", "status": "rejected",
+                "info": {"error": "naïve “quotes” \\ and \n"}, "created_on": 1613565541.4195538,
+                "updated_on": 1613565542.5}},
+            id="job-odd-characters",
+        ),
+        pytest.param(
+            PROJECT, record_event(project=PROJECT, data_type="records", gid="g-1",
+                                  action="DELETE"),
+            {"action": "DELETE", "data_type": "records", "data_key": "g-1"},
+            id="record-no-data",
+        ),
+    ],
+)
+def test_event_text_is_the_spec_shape(
+    log: SyncLog, space: str, event: NewEvent, expected: dict[str, Any]
+) -> None:
+    """``Event.text`` is exactly SPEC §7's object: type and cursor first, then action,
+    data_type, data_key, data; it parses back to the same dict."""
+    [cursor] = log.append(space, [event])
+    [read] = log.read(space, cursor - 1).events
+    whole = {"type": space, "cursor": cursor, **expected}
+    assert read.text == json.dumps(whole, separators=(",", ":"))
+    assert list(json.loads(read.text)) == list(whole)
+    assert json.loads(read.text) == read.as_dict() == whole
+    assert (read.space, read.cursor, read.project, read.key) == (
+        space, cursor, PROJECT, expected["data_key"])
+    assert read.status == expected.get("data", {}).get("status", "")
+    assert read.terminal == (read.status in ("done", "rejected"))
+
+
+def test_counter_lost_with_the_data_is_reseeded_above_earlier_cursors(
+    log: SyncLog, redis_client: redis.Redis
+) -> None:
+    """After Redis loses everything, cursors keep growing and old readers are told
+    ``recovered=False``; their page starts at the oldest retained event."""
+    old = log.append("cc", [job() for _ in range(500)])
+    old += log.append("cc", [job() for _ in range(500)])
+    redis_client.flushdb()  # simulated data loss: counter, floor and stream are gone
+    new = log.append("cc", [job(token=f"new-{i}") for i in range(3)])
+    assert new[0] > max(old)
+    assert new == list(range(new[0], new[0] + 3))
+    last, floor = log.cursors("cc")
+    assert (last, floor) == (new[-1], new[0])
+    for after in (old[0] - 1, old[500], old[-1]):
+        page = log.read("cc", after)
+        assert page.recovered is False
+        assert [e.cursor for e in page.events] == new  # no partial replay: the oldest retained
+        assert page.floor == floor and page.last == last and page.more is False
+    assert log.read("cc", floor - 1).recovered is True
+    assert [e.cursor for e in log.read("cc", floor - 1).events] == new
+
+
+def test_reseed_ignores_a_client_clock_that_is_behind(
+    log: SyncLog, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose clock lags (another machine, an NTP step back) that happens to append
+    first after a data loss still gets cursors above every earlier one."""
+    old = log.append("cc", [job() for _ in range(10)])
+    redis_client.flushdb()
+    FakeClock(monkeypatch, int(time.time() * 1e6) - 30_000_000)  # 30 s behind
+    [new] = log.append("cc", [job()])
+    assert new > max(old)
+    assert log.read("cc", max(old)).recovered is False
+
+
+def test_read_pages_with_more(log: SyncLog) -> None:
+    """``read`` returns at most ``count`` events after the cursor, in order, and says when
+    more follow."""
+    start = log.cursor("cc")
+    cursors = log.append("cc", [job(token=f"t-{i}") for i in range(25)])
+    seen: list[int] = []
+    mores: list[bool] = []
+    after = start
+    while True:
+        page = log.read("cc", after, count=10)
+        assert page.recovered is True
+        seen += [e.cursor for e in page.events]
+        mores.append(page.more)
+        if not page.more:
+            break
+        after = page.events[-1].cursor
+    assert seen == cursors
+    assert mores == [True, True, False]
+    assert [e.key for e in log.read("cc", cursors[12], count=3).events] == ["t-13", "t-14", "t-15"]
+    empty = log.read("cc", cursors[-1])
+    assert (empty.events, empty.more, empty.recovered) == ([], False, True)
+
+
+def test_read_ahead_of_the_log_is_not_recovered(log: SyncLog) -> None:
+    """A cursor beyond the space's last one (from an older epoch) cannot be trusted."""
+    [c] = log.append("cc", [job()])
+    page = log.read("cc", c + 1000)
+    assert page.recovered is False
+    assert [e.cursor for e in page.events] == [c]
+
+
+def test_trim_keeps_at_least_keep_events_and_raises_the_floor(
+    log: SyncLog, monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis
+) -> None:
+    """Trimming drops only events beyond both bounds (count and age) and raises the floor;
+    a reader below the new floor is told ``recovered=False``."""
+    clock = FakeClock(monkeypatch, 0)
+    base = int(time.time() // 60)
+    clock.at_minute(base)
+    first = log.append("cc", [job(token=f"a{i}") for i in range(30)])
+    _, floor0 = log.cursors("cc")
+    assert floor0 == first[0]
+    clock.at_minute(base + 5)
+    second = log.append("cc", [job(token=f"b{i}") for i in range(30)])
+
+    def stream_len() -> int:
+        return int(redis_client.xlen(keys.sync_stream("cc")))
+
+    # everything is younger than the time bound: nothing goes, however small ``keep``
+    assert log.trim("cc", keep=1, keep_seconds=3600, now=(base + 6) * 60) == floor0
+    assert stream_len() == 60
+    # everything is old, but ``keep`` protects the last 45
+    kept = (first + second)[-45]
+    assert log.trim("cc", keep=45, keep_seconds=60, now=(base + 60) * 60) == kept
+    assert stream_len() == 45
+    # old by count, but minute base+5 is younger than the time bound: nothing more goes
+    assert log.trim("cc", keep=5, keep_seconds=300, now=(base + 6) * 60) == kept
+    assert stream_len() == 45
+    # both bounds passed: back to the first event of the newest old minute (conservative)
+    clock.at_minute(base + 20)
+    third = log.append("cc", [job(token=f"c{i}") for i in range(30)])
+    floor = log.trim("cc", keep=10, keep_seconds=60, now=(base + 30) * 60)
+    assert floor == third[0]
+    assert stream_len() == 30
+    assert log.cursors("cc") == (third[-1], floor)
+    # a trim never lowers the floor
+    assert log.trim("cc", keep=1000, keep_seconds=60, now=(base + 30) * 60) == floor
+    # marks of trimmed minutes are forgotten
+    marks = redis_client.hgetall(keys.sync_marks("cc"))
+    assert {int(m) for m in marks} == {base + 20}
+    # readers: from below the floor, not recovered, page starts at the oldest retained event
+    page = log.read("cc", second[10])
+    assert page.recovered is False and page.events[0].cursor == third[0]
+    assert log.read("cc", floor - 2).recovered is False  # missed event floor - 1, trimmed
+    assert log.read("cc", floor - 1).recovered is True
+
+
+def test_once_key_appends_only_once(log: SyncLog, redis_client: redis.Redis) -> None:
+    """With a once-key an append happens at most once; repeats take no cursor."""
+    once = keys.job_terminal("tok-1")
+    [c] = log.append("cc", [job(status="done")], once_key=once)
+    assert log.append("cc", [job(status="done")], once_key=once) == []
+    assert log.append("cc", [job(status="done")], once_key=once) == []
+    assert log.append("cc", [job(token="tok-2", status="done")],
+                      once_key=keys.job_terminal("tok-2")) == [c + 1]
+    assert redis_client.xlen(keys.sync_stream("cc")) == 2
+    assert 0 < redis_client.ttl(once) <= 60
+
+
+def test_spaces_lists_every_written_space(log: SyncLog) -> None:
+    """``spaces`` names each space that has events (for the trimmer)."""
+    log.cursors("never-written")
+    log.append("cc", [job()])
+    log.append(PROJECT, [rec(1)])
+    assert log.spaces() == sorted(["cc", PROJECT])

@@ -1,0 +1,328 @@
+"""Crash safety and the job lifecycle with REAL worker processes (``celery -A worker.app
+worker`` subprocesses, no eager mode, no mocks), plus in-process tests of the retry path.
+
+Workers run with small batches and ``STALE_AFTER=2``; the test plays the reaper
+(:meth:`Deployment.reap`).  Every assertion is about order and counts, never durations."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import func, select, update
+
+from bulkjobs import keys
+from bulkjobs.synclog import SyncLog
+from models.engine import get_engine, get_write_engine
+from models.seed import SeededProject, SeedResult, seed
+from tests.worker.deployment import Deployment, wait_for
+from tests.worker.helpers import (
+    assert_consistent,
+    cfg,
+    children,
+    job_row,
+    new_job,
+    records,
+    records_t,
+    space_events,
+    workflow_t,
+)
+from worker import runner
+from worker.reaper import reap
+from worker.submit import cancel
+
+pytestmark = pytest.mark.services
+
+DELETE, UNDELETE = "bulk_delete_records", "bulk_undelete_records"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def seed_deleted_subtrees(subtrees: int, *, projects: int = 1,
+                          deleted_every: int = 1) -> SeedResult:
+    """Projects of ``subtrees`` subtrees of 100 records, every ``deleted_every``-th deleted."""
+    # the seeder budgets one link per 10,000 records (made only to live subtrees)
+    with get_write_engine().begin() as conn:
+        return seed(conn, records=subtrees * 100 + 1 + subtrees // 100, projects=projects,
+                    seed_value=11, deleted_every=deleted_every)
+
+
+def leaves(project: SeededProject) -> list[str]:
+    """The live records at the bottom of the tree (deleting each is independent)."""
+    recs = records(project.gid)
+    return sorted((g for g, r in recs.items() if r.treelevel == 3 and r.status != "deleted"),
+                  key=lambda g: recs[g].id)
+
+
+def entries(token: str, action: str) -> list[int]:
+    """Record ids of the workflow entries a job wrote (its token is in their comment)."""
+    with get_engine().connect() as conn:
+        return list(conn.execute(select(workflow_t.c.record_id).where(
+            workflow_t.c.action == action, workflow_t.c.comment.contains(token))).scalars())
+
+
+def count_status(project_gid: str, status: str) -> int:
+    with get_engine().connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(records_t).where(
+            records_t.c.project_gid == project_gid, records_t.c.status == status)).scalar_one())
+
+
+def assert_event_stream(events: list[dict[str, Any]], *, total: int, terminal: str) -> None:
+    """One job's events across all its runs: INSERT queued first, the same ``total`` in every
+    later event, ``remaining`` never rising, and exactly one terminal event, last."""
+    statuses = [e["data"]["status"] for e in events]
+    assert (events[0]["action"], statuses[0]) == ("INSERT", "queued")
+    assert statuses[1] == "processing"
+    assert [s for s in statuses if s in ("done", "rejected")] == [terminal]
+    assert statuses[-1] == terminal
+    assert all(s == "processing" for s in statuses[1:-1])
+    assert {e["data"]["info"]["total"] for e in events[1:]} == {total}
+    remaining = [e["data"]["info"]["remaining"] for e in events[1:]]
+    assert remaining == sorted(remaining, reverse=True)
+    cursors = [e["cursor"] for e in events]
+    assert cursors == sorted(set(cursors))
+
+
+def wait_progress(dep: Deployment, token: str, *, below: int, timeout: float = 120) -> int:
+    """Wait until the job's committed ``remaining`` is at most ``below`` (reaping meanwhile,
+    as beat would); returns it."""
+    last_reap = 0.0
+
+    def check() -> int | None:
+        nonlocal last_reap
+        if time.monotonic() - last_reap >= 0.5:
+            dep.reap()
+            last_reap = time.monotonic()
+        info = dep.row(token).info or {}
+        remaining = info.get("remaining")
+        return remaining if isinstance(remaining, int) and remaining <= below else None
+    return int(wait_for(check, f"job {token} below {below} remaining", timeout, every=0.02))
+
+
+# --- (a) SIGKILL mid-job ---------------------------------------------------------------------
+
+
+def test_sigkill_during_a_large_undelete_loses_nothing_and_repeats_nothing(
+    deployment: Deployment,
+) -> None:
+    """Undeleting 2,000 subtrees (200,000 records) in batches of 10 while the worker is
+    SIGKILLed three times (a fresh worker started after each kill, the reaper re-queueing
+    the job): the job ends ``done``; every item was processed exactly once (one workflow
+    entry each, every record live, nothing failed); ``total`` never changed, ``remaining``
+    never rose, and there is exactly one terminal event."""
+    project = seed_deleted_subtrees(2000).projects[0]
+    heads = project.heads
+    assert count_status(project.gid, "deleted") == 200_000
+    deployment.worker("victim-0")
+    token = deployment.submit(project.gid, UNDELETE, heads)
+    total = len(heads)
+    remaining = total
+    for kill in range(3):
+        # let the current worker commit a few batches, then kill it mid-job
+        remaining = wait_progress(deployment, token, below=remaining - 50)
+        assert remaining > 0, "the job finished before the kills were done"
+        deployment.workers[-1].kill()
+        deployment.worker(f"victim-{kill + 1}")
+    rows = deployment.wait_finished([token])
+    row = rows[token]
+    assert row.status == "done"
+    assert row.info == {"total": total, "remaining": 0, "failed": 0, "errors": []}
+    assert row.failures == 0  # a SIGKILL is not the job's fault
+    assert row.attempts >= 4  # claimed once per worker at least
+    recs = records(project.gid)
+    assert count_status(project.gid, "deleted") == 0
+    done = entries(token, "undelete")
+    assert len(done) == total and sorted(done) == sorted(recs[h].id for h in heads)
+    assert_consistent(project.gid)
+    assert_event_stream(space_events(deployment.log, keys.CC_SPACE, token), total=total,
+                        terminal="done")
+
+
+# --- (b) worker dead and the broker's messages lost ---------------------------------------------
+
+
+def test_reaper_finishes_jobs_whose_worker_died_and_whose_messages_were_lost(
+    deployment: Deployment, seeded: SeedResult,
+) -> None:
+    """A worker dies mid-job, a second job is queued while no worker runs, and the broker
+    loses every message (queue and unacked bookkeeping flushed): the reaper re-queues both
+    from the job table and a new worker finishes them, each item once."""
+    project = seeded.projects[0]
+    targets = leaves(project)
+    first_half, second_half = targets[: len(targets) // 2], targets[len(targets) // 2:]
+    deployment.worker("doomed", BATCH_SIZE="1")
+    running = deployment.submit(project.gid, DELETE, first_half)
+    wait_progress(deployment, running, below=len(first_half) - 5)
+    deployment.workers[-1].kill()
+    queued = deployment.submit(project.gid, DELETE, second_half)
+    assert deployment.flush_broker() >= 1
+    assert deployment.client.llen(keys.JOBS_QUEUE) == 0
+    deployment.worker("rescuer", BATCH_SIZE="1")
+    last_reap = 0.0
+
+    def finished() -> bool:
+        nonlocal last_reap
+        if time.monotonic() - last_reap >= 0.5:
+            deployment.reap(queued_stale_after=1.0)
+            last_reap = time.monotonic()
+        return all(deployment.row(t).status == "done" for t in (running, queued))
+
+    wait_for(finished, "both jobs done", timeout=180, every=0.1)
+    after = records(project.gid)
+    assert all(after[g].status == "deleted" for g in targets)
+    for token, items in ((running, first_half), (queued, second_half)):
+        row = deployment.row(token)
+        assert row.info == {"total": len(items), "remaining": 0, "failed": 0, "errors": []}
+        assert sorted(entries(token, "delete")) == sorted(after[g].id for g in items)
+        assert_event_stream(space_events(deployment.log, keys.CC_SPACE, token),
+                            total=len(items), terminal="done")
+
+
+# --- (c) retries ---------------------------------------------------------------------------------
+
+
+def corrupt_mpath(gid: str) -> None:
+    """Damage a record's materialised path: deleting it now raises inside the handler."""
+    with get_write_engine().begin() as conn:
+        conn.execute(update(records_t).where(records_t.c.gid == gid)
+                     .values(mpath="/not/a/path/"))
+
+
+def test_a_job_that_keeps_raising_is_retried_three_times_then_rejected(
+    deployment: Deployment, seeded: SeedResult,
+) -> None:
+    """A batch that raises every time (a corrupt record makes the handler fail) is retried
+    by the real worker three times with growing back-off (1 s, 2 s, 4 s), then the job is
+    rejected with ``info.error``: one terminal event, nothing committed."""
+    project = seeded.projects[0]
+    gid = project.heads[0]
+    corrupt_mpath(gid)
+    worker = deployment.worker("retrier")
+    token = deployment.submit(project.gid, DELETE, [gid])
+    row = deployment.wait_finished([token], reap_every=None)[token]
+    assert row.status == "rejected"
+    assert row.info["error"].startswith("ValueError: ")
+    assert (row.failures, row.attempts) == (4, 4)  # the first run and three retries
+    assert records(project.gid)[gid].status != "deleted"
+    events = space_events(deployment.log, keys.CC_SPACE, token)
+    statuses = [e["data"]["status"] for e in events]
+    assert statuses[0] == "queued" and statuses[-1] == "rejected"
+    assert statuses.count("rejected") == 1 and "done" not in statuses
+    log = worker.output()
+    retries = [line for line in log.splitlines() if "Retry in" in line]
+    assert [r.split("Retry in ")[1].split()[0] for r in retries] == ["1s", "2s", "4s"]
+
+
+def test_retry_path_in_process(redis_client: redis.Redis, seeded: SeedResult) -> None:
+    """The runner counts failures on the job row: RetryLater with back-off 1, 2, 4 s (the
+    heartbeat pushed past it, so the reaper leaves the job alone meanwhile), then rejection
+    on the fourth failure.  A job that then runs cleanly is unaffected by the count."""
+    log = SyncLog(redis_client, dedupe_ttl=600)
+    project = seeded.projects[0]
+    corrupt_mpath(project.heads[0])
+    token = new_job(log, project, DELETE, [project.heads[0]])
+    countdowns = []
+    for _ in range(3):
+        with pytest.raises(runner.RetryLater) as caught:
+            runner.run(token, log=log, cfg=cfg(stale_after=0.0), requeue=pytest.fail)
+        countdowns.append(caught.value.countdown)
+        row = job_row(token)
+        assert (row.owner, row.failures) == (None, caught.value.failures)
+        assert row.heartbeat_on > time.time()
+        assert reap(log=log, stale_after=0.0, queued_stale_after=0.0,
+                    requeue=pytest.fail) == []
+    assert countdowns == [1, 2, 4]
+    assert runner.run(token, log=log, cfg=cfg(), requeue=pytest.fail) == "rejected"
+    row = job_row(token)
+    assert (row.status, row.failures) == ("rejected", 4)
+    assert row.info["error"].startswith("ValueError: ")
+    statuses = [e["data"]["status"] for e in space_events(log, keys.CC_SPACE, token)]
+    assert statuses.count("rejected") == 1
+
+
+# --- (d) cancellation ---------------------------------------------------------------------------
+
+
+def test_cancel_stops_a_running_job_after_its_current_batch(
+    deployment: Deployment, seeded: SeedResult,
+) -> None:
+    """Cancelling a job the real worker is running ends it ``rejected`` with
+    ``info.error == "cancelled"``; exactly the items of the committed batches were processed
+    (``total - remaining`` of them, each once), the rest untouched."""
+    project = seeded.projects[0]
+    targets = leaves(project)
+    deployment.worker("cancellee", BATCH_SIZE="1")
+    token = deployment.submit(project.gid, DELETE, targets)
+    wait_progress(deployment, token, below=len(targets) - 5)
+    state = cancel(project_gid=project.gid, token=token, log=deployment.log)
+    assert state["cancel_requested"] is True
+    row = deployment.wait_finished([token], reap_every=None)[token]
+    assert (row.status, row.info["error"]) == ("rejected", "cancelled")
+    processed = row.info["total"] - row.info["remaining"]
+    assert 5 <= processed < len(targets)
+    after = records(project.gid)
+    deleted = [g for g in targets if after[g].status == "deleted"]
+    assert deleted == targets[:processed]  # items in order, nothing after the last batch
+    assert sorted(entries(token, "delete")) == sorted(after[g].id for g in deleted)
+    assert_event_stream(space_events(deployment.log, keys.CC_SPACE, token),
+                        total=len(targets), terminal="rejected")
+
+
+# --- (e) fairness -------------------------------------------------------------------------------
+
+
+def test_small_jobs_finish_before_a_large_one_started_earlier(deployment: Deployment) -> None:
+    """With two worker processes, a large job (500 subtrees in batches of 2, sliced every
+    half second) and then twenty single-item jobs: all twenty finish before the large one
+    (slices send the large job to the back of the queue instead of holding a worker)."""
+    large_project, small_project = seed_deleted_subtrees(500, projects=2).projects
+    for n in range(2):
+        deployment.worker(f"fair-{n}", BATCH_SIZE="2", SLICE_SECONDS="0.5")
+    large = deployment.submit(large_project.gid, UNDELETE, large_project.heads)
+    wait_progress(deployment, large, below=len(large_project.heads) - 2)
+    small = [deployment.submit(small_project.gid, UNDELETE, [head])
+             for head in small_project.heads[:20]]
+    rows = deployment.wait_finished([large, *small], reap_every=None)
+    assert all(rows[t].status == "done" for t in rows)
+    assert all(rows[t].info["failed"] == 0 for t in rows)
+    last_small = max(rows[t].finished_on for t in small)
+    assert last_small < rows[large].finished_on
+    assert rows[large].attempts > 1  # it was sliced and re-queued
+
+
+# --- (f) overlapping jobs -----------------------------------------------------------------------
+
+
+def test_overlapping_delete_and_undelete_at_once_leave_every_record_well_defined(
+    deployment: Deployment,
+) -> None:
+    """A bulk delete and a bulk undelete over overlapping subtrees run at the same time on
+    two workers: both end ``done`` (per-item failures only), each item counted exactly once,
+    and every record ends in one well-defined state (deleted rows carry a generation and a
+    previous status, live rows neither, no live record under a deleted parent)."""
+    project = seed_deleted_subtrees(60, deleted_every=2).projects[0]
+    recs = records(project.gid)
+    deleted_heads = [h for h in project.heads if recs[h].status == "deleted"]
+    live_heads = [h for h in project.heads if recs[h].status != "deleted"]
+    kids = [c for h in project.heads for c in children(recs, h)]
+    # delete: every second-level record, live or not; undelete: the deleted heads, then the
+    # second-level records under live heads (which the delete may have just deleted).
+    delete_sel = kids
+    undelete_sel = deleted_heads + [c for h in live_heads for c in children(recs, h)]
+    for n in range(2):
+        deployment.worker(f"overlap-{n}", BATCH_SIZE="5")
+    tokens = [deployment.submit(project.gid, DELETE, delete_sel),
+              deployment.submit(project.gid, UNDELETE, undelete_sel)]
+    rows = deployment.wait_finished(tokens)
+    for token, action, selection in zip(tokens, ("delete", "undelete"),
+                                        (delete_sel, undelete_sel), strict=True):
+        row = rows[token]
+        assert row.status == "done", row.info
+        assert row.info["total"] == len(selection) and row.info["remaining"] == 0
+        assert "error" not in row.info
+        assert len(entries(token, action)) == row.info["total"] - row.info["failed"]
+        assert row.failures == 0
+    assert_consistent(project.gid)

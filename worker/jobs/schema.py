@@ -1,0 +1,349 @@
+"""Schema jobs: bulk commit, revert, save-as-new and copy of schema items (SPEC §5).
+
+Each batch reads its items in one query, decides per item in Python (the per-item failures
+of SPEC §5), then writes with a handful of set-based statements, whatever the batch size.
+Every statement is guarded by the state it changes (``… AND is_working_copy = true``,
+``… AND is_new = true``, copies under gids derived from the job token), so a batch run twice
+is a no-op.  Nothing here commits: the runner commits each batch with the job's progress.
+
+Selection: :func:`models.resolve.resolve_into` resolves a committed item that has a working
+copy to that copy, so "commit/revert/save_as_new this definition" acts on its modification,
+and copying it fails as "modified".  An item already gone when its batch runs (say, a layout
+copy that was committed together with its definition earlier in the job) is skipped: it is
+neither processed nor failed.
+
+Layouts go with their owners.  A definition's or class's working copy points at a working
+copy of the layout; committing the owner commits that layout copy into the original layout,
+reverting it drops the layout copy (unless another item's working copy still points at it),
+saving it as new makes the layout copy new too (or a new duplicate when the layout copy is
+shared), and copying an owner copies its layout.  Whenever a layout working copy goes away,
+every item pointing at it is pointed at its original (and records using a definition working
+copy that goes away use the original).
+
+Sync notifications (``definitions``/``classes``/``fields``/``layouts`` events in the project
+space) are not appended by these jobs yet: they must go out *after* the batch commits (a
+client refetches on a notification and must not read the pre-commit state), and the runner's
+after-commit channel (``ctx.effects.changed``) only carries ``records`` events so far.  Once
+it takes a data type, each batch notes its UPDATEs (originals, committed or saved items),
+DELETEs (removed copies and new items) and INSERTs (copies); see
+:func:`models.schema_editing.events` for the event shape.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, text
+
+from models.schema_editing import LAYOUT_OWNERS, NAMED_TYPES, is_committed
+from worker.jobs.base import Context, Failure, ids_param
+
+EXTENDED = "extended definitions cannot be {}; use the records/definition api"
+NOT_MODIFIED = "not modified: the item has no working copy"
+COPY_SUFFIX = "_copy"
+
+_COLUMNS = ("id, gid, type, name, is_new, is_working_copy, original, is_extended, layout")
+
+
+def _rows(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Any]:
+    """The batch's items that still exist, in batch order."""
+    rows = conn.execute(ids_param(
+        f"SELECT {_COLUMNS} FROM schema_item WHERE id IN :ids AND project_gid = :proj"
+    ), {"ids": list(ids), "proj": ctx.project_gid}).all()
+    order = {item_id: n for n, item_id in enumerate(ids)}
+    return sorted(rows, key=lambda r: order[r.id])
+
+
+def _by_gid(conn: Connection, ctx: Context, gids: Iterable[str]) -> dict[str, Any]:
+    wanted = sorted({g for g in gids if g})
+    if not wanted:
+        return {}
+    rows = conn.execute(text(
+        f"SELECT {_COLUMNS} FROM schema_item WHERE gid IN :gids AND project_gid = :proj"
+    ).bindparams(_expanding("gids")), {"gids": wanted, "proj": ctx.project_gid}).all()
+    return {r.gid: r for r in rows}
+
+
+def _referrers(conn: Connection, ctx: Context, layouts: Iterable[str]) -> dict[str, set[int]]:
+    """For each layout gid, the ids of the items pointing at it."""
+    wanted = sorted(set(layouts))
+    out: dict[str, set[int]] = {g: set() for g in wanted}
+    if wanted:
+        rows = conn.execute(text(
+            "SELECT layout, id FROM schema_item WHERE layout IN :gids AND project_gid = :proj"
+        ).bindparams(_expanding("gids")), {"gids": wanted, "proj": ctx.project_gid})
+        for layout, item_id in rows:
+            out[layout].add(item_id)
+    return out
+
+
+def _expanding(name: str) -> Any:
+    return bindparam(name, expanding=True)
+
+
+def derived_gid(token: str, *parts: str) -> str:
+    """A gid derived from the job token and what it is made from: a re-run of a batch finds
+    the rows it made instead of making them again.  (UUID4-shaped, from a UUID5 hash.)"""
+    digest = uuid.uuid5(uuid.NAMESPACE_URL, "bulkjobs:" + "/".join((token, *parts)))
+    return str(uuid.UUID(bytes=digest.bytes, version=4))
+
+
+def _records_to_originals(conn: Connection, ctx: Context, copies: dict[int, Any]) -> None:
+    """Records using a definition working copy that goes away use its original instead.
+
+    (Records should only ever use committed definitions, but ``records/create`` accepts any
+    definition gid; this keeps them from pointing at a removed row.)"""
+    definition_copies = [i for i, r in copies.items()
+                         if r.type == "definition" and r.is_working_copy]
+    if definition_copies:
+        conn.execute(ids_param(
+            "UPDATE record SET definition = c.original FROM schema_item AS c "
+            "WHERE c.id IN :ids AND c.is_working_copy = true AND c.original IS NOT NULL "
+            "AND record.definition = c.gid AND record.project_gid = :proj"
+        ), {"ids": definition_copies, "proj": ctx.project_gid})
+
+
+def _repoint_to_originals(conn: Connection, ctx: Context, layout_copy_ids: list[int]) -> None:
+    """Items pointing at these layout working copies point at their originals instead."""
+    if layout_copy_ids:
+        conn.execute(ids_param(
+            "UPDATE schema_item SET layout = c.original FROM schema_item AS c "
+            "WHERE c.id IN :ids AND c.type = 'layout' AND c.is_working_copy = true "
+            "AND c.original IS NOT NULL AND schema_item.layout = c.gid "
+            "AND schema_item.project_gid = :proj"
+        ), {"ids": layout_copy_ids, "proj": ctx.project_gid})
+
+
+# --- commit --------------------------------------------------------------------------------
+
+
+def commit_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
+    """Apply each working copy to its original (which keeps its gid) and remove the copy;
+    a new item becomes committed.  An owner's layout copy (or new layout) is committed with
+    it.  Fails per item: extended definitions, unmodified items, a copy whose original is
+    gone, and a name another committed item of the type holds (names are checked against the
+    committed items as they were before the batch; the first item of the batch claiming a
+    name wins)."""
+    failures: list[Failure] = []
+    candidates: list[Any] = []
+    for row in _rows(conn, ctx, ids):
+        if row.is_extended:
+            failures.append(Failure(row.gid, EXTENDED.format("committed")))
+        elif is_committed(row):
+            failures.append(Failure(row.gid, NOT_MODIFIED))
+        else:
+            candidates.append(row)
+    layouts = _by_gid(conn, ctx, (r.layout for r in candidates if r.type in LAYOUT_OWNERS))
+    originals = _by_gid(conn, ctx, [r.original for r in candidates if r.is_working_copy]
+                        + [r.original for r in layouts.values() if r.is_working_copy])
+    holders = _name_holders(conn, ctx, [r for r in candidates if r.type in NAMED_TYPES])
+    claimed: dict[tuple[str, str], str] = {}
+    copies: dict[int, Any] = {}
+    news: dict[int, Any] = {}
+    for row in candidates:
+        if row.is_working_copy and row.original not in originals:
+            failures.append(Failure(row.gid, "the original no longer exists"))
+            continue
+        own = row.original if row.is_working_copy else row.gid
+        if row.type in NAMED_TYPES:
+            key = (row.type, row.name)
+            if holders.get(key, set()) - {own} or claimed.get(key, own) != own:
+                failures.append(Failure(row.gid, f"name {row.name!r} already in use by "
+                                                 f"another {row.type}"))
+                continue
+            claimed[key] = own
+        (copies if row.is_working_copy else news)[row.id] = row
+        layout = layouts.get(row.layout or "")
+        if row.type in LAYOUT_OWNERS and layout is not None and not is_committed(layout):
+            if layout.is_working_copy and layout.original in originals:
+                copies[layout.id] = layout
+            elif layout.is_new:
+                news[layout.id] = layout
+    if copies:
+        # Originals take the copies' content; ``is_base`` and ``created_on`` stay theirs.
+        conn.execute(ids_param(
+            "UPDATE schema_item SET name = c.name, label = c.label, classes = c.classes, "
+            "fields = c.fields, layout = c.layout, body = c.body, updated_on = :now "
+            "FROM schema_item AS c WHERE c.id IN :ids AND c.is_working_copy = true "
+            "AND schema_item.gid = c.original AND schema_item.project_gid = :proj"
+        ), {"ids": list(copies), "now": ctx.now, "proj": ctx.project_gid})
+        # Originals that just took a layout copy's gid, and other owners' copies sharing
+        # it, now point at the committed layout.
+        _repoint_to_originals(conn, ctx, [i for i, r in copies.items() if r.type == "layout"])
+        _records_to_originals(conn, ctx, copies)
+        conn.execute(ids_param(
+            "DELETE FROM schema_item WHERE id IN :ids AND is_working_copy = true"
+        ), {"ids": list(copies)})
+    if news:
+        conn.execute(ids_param(
+            "UPDATE schema_item SET is_new = false, updated_on = :now "
+            "WHERE id IN :ids AND is_new = true"
+        ), {"ids": list(news), "now": ctx.now})
+    return failures
+
+
+def _name_holders(conn: Connection, ctx: Context, rows: list[Any]
+                  ) -> dict[tuple[str, str], set[str]]:
+    """``(type, name) -> gids`` of the committed items holding the names of ``rows``."""
+    names = sorted({r.name for r in rows})
+    if not names:
+        return {}
+    found = conn.execute(text(
+        "SELECT type, name, gid FROM schema_item WHERE project_gid = :proj "
+        "AND name IN :names AND is_new = false AND is_working_copy = false"
+    ).bindparams(_expanding("names")), {"proj": ctx.project_gid, "names": names})
+    out: dict[tuple[str, str], set[str]] = {}
+    for type_, name, gid in found:
+        out.setdefault((type_, name), set()).add(gid)
+    return out
+
+
+# --- revert --------------------------------------------------------------------------------
+
+
+def revert_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
+    """Drop working copies (the originals stay as they are) and remove new items; an owner's
+    layout copy or new layout goes with it unless another item still points at it.  Fails
+    per item: extended definitions, unmodified items, a new layout other items use, and a new
+    definition records use."""
+    failures: list[Failure] = []
+    candidates: list[Any] = []
+    for row in _rows(conn, ctx, ids):
+        if row.is_extended:
+            failures.append(Failure(row.gid, EXTENDED.format("reverted")))
+        elif is_committed(row):
+            failures.append(Failure(row.gid, NOT_MODIFIED))
+        else:
+            candidates.append(row)
+    in_use = _definitions_in_use(conn, ctx, [r.gid for r in candidates
+                                             if r.type == "definition" and r.is_new])
+    remove: dict[int, Any] = {}
+    for row in candidates:
+        if row.gid in in_use:
+            failures.append(Failure(row.gid, "the new definition is used by records"))
+        else:
+            remove[row.id] = row
+    owned = _by_gid(conn, ctx, (r.layout for r in remove.values() if r.type in LAYOUT_OWNERS))
+    new_layouts = [r for r in remove.values() if r.type == "layout" and r.is_new]
+    refs = _referrers(conn, ctx, [*owned, *(r.gid for r in new_layouts)])
+    # A new layout has no original to fall back on: it cannot go while something else
+    # (not being removed here) points at it.
+    for row in new_layouts:
+        if refs[row.gid] - set(remove):
+            failures.append(Failure(row.gid, "the new layout is used by another schema item"))
+            del remove[row.id]
+    for layout in owned.values():
+        if not is_committed(layout) and not layout.is_extended and refs[layout.gid] <= set(remove):
+            remove[layout.id] = layout
+    if remove:
+        _repoint_to_originals(conn, ctx, [i for i, r in remove.items()
+                                          if r.type == "layout" and r.is_working_copy])
+        _records_to_originals(conn, ctx, remove)
+        conn.execute(ids_param(
+            "DELETE FROM schema_item WHERE id IN :ids AND is_extended = false "
+            "AND (is_new = true OR is_working_copy = true)"
+        ), {"ids": list(remove)})
+    return failures
+
+
+def _definitions_in_use(conn: Connection, ctx: Context, gids: list[str]) -> set[str]:
+    if not gids:
+        return set()
+    return set(conn.execute(text(
+        "SELECT DISTINCT definition FROM record WHERE project_gid = :proj "
+        "AND definition IN :gids"
+    ).bindparams(_expanding("gids")), {"proj": ctx.project_gid, "gids": gids}).scalars())
+
+
+# --- save as new ---------------------------------------------------------------------------
+
+
+# Copy one row under a gid of the batch's choosing; the NOT EXISTS guard makes a re-run (with
+# the same derived gid) insert nothing.  Explicit casts: PostgreSQL cannot type a parameter
+# used both as a value and in a comparison.
+_DUPLICATE = (
+    "INSERT INTO schema_item (gid, project_gid, type, name, label, is_new, is_working_copy, "
+    "original, is_base, is_extended, classes, fields, layout, body, created_on, updated_on) "
+    "SELECT CAST(:gid AS VARCHAR(36)), s.project_gid, s.type, s.name || :suffix, s.label, "
+    "true, false, NULL, false, false, s.classes, s.fields, CAST(:layout AS VARCHAR(36)), "
+    "s.body, :now, :now "
+    "FROM schema_item AS s WHERE s.gid = :src AND s.project_gid = :proj "
+    "AND NOT EXISTS (SELECT 1 FROM schema_item AS x WHERE x.gid = CAST(:gid AS VARCHAR(36)))"
+)
+
+
+def save_as_new_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
+    """Turn each working copy into a new item of its own (``is_new``, no ``original``); the
+    original is untouched.  An owner's layout copy becomes new with it, or, when another
+    item's working copy shares it, the owner gets a new duplicate of it.  Fails per item:
+    extended definitions, unmodified items and new items (they are saved by committing)."""
+    failures: list[Failure] = []
+    convert: dict[int, Any] = {}
+    for row in _rows(conn, ctx, ids):
+        if row.is_extended:
+            failures.append(Failure(row.gid, EXTENDED.format("saved as new")))
+        elif is_committed(row):
+            failures.append(Failure(row.gid, NOT_MODIFIED))
+        elif row.is_new:
+            failures.append(Failure(row.gid, "not a working copy: a new item is saved by "
+                                             "committing it"))
+        else:
+            convert[row.id] = row
+    owned = {g: r for g, r in _by_gid(conn, ctx, (
+        r.layout for r in convert.values() if r.type in LAYOUT_OWNERS)).items()
+        if r.is_working_copy and not r.is_extended}
+    refs = _referrers(conn, ctx, owned)
+    duplicates: list[dict[str, Any]] = []
+    repoint: list[dict[str, Any]] = []
+    for layout in owned.values():
+        savers = refs[layout.gid] & set(convert)
+        if refs[layout.gid] <= set(convert):
+            convert[layout.id] = layout
+        else:
+            dup = derived_gid(ctx.token, "save_as_new", layout.gid)
+            duplicates.append({"gid": dup, "src": layout.gid, "suffix": "", "layout": None,
+                               "now": ctx.now, "proj": ctx.project_gid})
+            repoint += [{"id": i, "layout": dup} for i in sorted(savers)]
+    if duplicates:
+        conn.execute(text(_DUPLICATE), duplicates)
+        conn.execute(text("UPDATE schema_item SET layout = :layout WHERE id = :id "
+                          "AND is_working_copy = true"), repoint)
+    if convert:
+        conn.execute(ids_param(
+            "UPDATE schema_item SET is_new = true, is_working_copy = false, original = NULL, "
+            "updated_on = :now WHERE id IN :ids AND is_working_copy = true"
+        ), {"ids": list(convert), "now": ctx.now})
+    return failures
+
+
+# --- copy ----------------------------------------------------------------------------------
+
+
+def copy_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
+    """Copy committed items: each copy is new, named ``<name>_copy``, and must be committed
+    before use; a definition's or class's copy gets a new copy of the layout.  Fails per
+    item: extended definitions, modified items (working copies) and new items."""
+    failures: list[Failure] = []
+    params: list[dict[str, Any]] = []
+    for row in _rows(conn, ctx, ids):
+        if row.is_extended:
+            failures.append(Failure(row.gid, EXTENDED.format("copied")))
+        elif row.is_working_copy:
+            failures.append(Failure(row.gid, "modified items cannot be copied; commit or "
+                                             "revert the working copy first"))
+        elif row.is_new:
+            failures.append(Failure(row.gid, "new items cannot be copied; commit it first"))
+        else:
+            layout = None
+            if row.type in LAYOUT_OWNERS and row.layout:
+                layout = derived_gid(ctx.token, "copy", row.gid, "layout")
+                params.append({"gid": layout, "src": row.layout, "suffix": COPY_SUFFIX,
+                               "layout": None, "now": ctx.now, "proj": ctx.project_gid})
+            params.append({"gid": derived_gid(ctx.token, "copy", row.gid), "src": row.gid,
+                           "suffix": COPY_SUFFIX, "layout": layout, "now": ctx.now,
+                           "proj": ctx.project_gid})
+    if params:
+        conn.execute(text(_DUPLICATE), params)
+    return failures
