@@ -14,6 +14,7 @@ from models.auth import ALL_CHANNEL, Project
 from models.history import clear_published, mark_published, write_versions, write_workflow
 from models.records import LIVE_STATUSES, Record
 from models.schema import SchemaItem
+from models.search.index import reindex
 
 records = Record.__table__
 
@@ -104,6 +105,7 @@ def create(
     conn.execute(update(records).where(records.c.id == parent.id).values(
         childcount=records.c.childcount + 1, updated_on=now))
     write_versions(conn, [rid], editor=editor, comment="Initial version", now=now)
+    reindex(conn, [rid])
     return gid
 
 
@@ -145,6 +147,8 @@ def update_content(
     conn.execute(update(records).where(records.c.id == row.id).values(**values))
     write_versions(conn, [row.id], editor=editor, comment=comment or "Edited",
                    now=values["updated_on"])
+    if title is not None or fields is not None:
+        reindex(conn, [row.id])
 
 
 def set_published(conn: Connection, project: Project, *, gid: str, editor: dict[str, Any],

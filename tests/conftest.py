@@ -33,6 +33,7 @@ from sqlmodel import SQLModel  # noqa: E402
 from bulkjobs import keys  # noqa: E402
 from bulkjobs.connections import get_redis  # noqa: E402
 from models.engine import get_engine, get_write_engine, migrate  # noqa: E402
+from models.search.index import clear as clear_search_index  # noqa: E402
 from models.seed import SeedResult, seed  # noqa: E402
 
 
@@ -56,6 +57,7 @@ def db(schema: Engine) -> Iterator[Engine]:
     with get_write_engine().begin() as conn:
         for table in reversed(SQLModel.metadata.sorted_tables):
             conn.execute(text(f'DELETE FROM "{table.name}"'))
+        clear_search_index(conn)  # not a SQLModel table (FTS5 / tsvector)
     yield schema
 
 

@@ -179,3 +179,17 @@ class SchemaSearchBody(Body):
     filter: Any = None
     page_top: int = Field(default=0, alias="page.top", ge=0, le=10**9)
     page_size: int = Field(default=10_000, alias="page.size", ge=1, le=10_000)
+
+
+class RecordsSearchBody(Body):
+    language: str = Field(max_length=35)
+    q: str | None = Field(default=None, max_length=1000)
+    filter: Any = None
+    page_top: int = Field(default=0, alias="page.top", ge=0, le=10**9)
+    page_size: int = Field(default=10, alias="page.size", ge=1, le=1000)
+
+
+class RecordsBulkGetBody(Body):
+    selection: Any = Field(description="the selection (SPEC §4)")
+    page_cursor: str | None = Field(default=None, alias="page.cursor", max_length=200)
+    page_size: int = Field(default=100, alias="page.size", ge=1, le=1000)

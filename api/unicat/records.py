@@ -15,17 +15,21 @@ from api.unicat.bodies import (
     ChildrenBody,
     RecordBody,
     RecordCreateBody,
+    RecordsBulkGetBody,
     RecordsGetBody,
+    RecordsSearchBody,
     RecordUpdateBody,
 )
 from api.unicat.envelope import ok
 from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, Unprocessable
 from bulkjobs.synclog import record_event
-from models import editing
+from models import editing, reads
 from models.engine import get_write_engine
 from models.queries import records_public
 from models.records import LIVE_STATUSES, Record
+from models.search.sql import search_count, search_ids
+from models.selection import parse_search, parse_selection
 from worker.jobs.base import Context
 from worker.jobs.records import delete_batch, undelete_batch
 
@@ -154,3 +158,38 @@ def undelete(project: str, body: RecordBody, actor: MemberDep, session: SessionD
     """Undelete a record with everything its deletion took along."""
     _single(actor, body.record, undelete_batch, "Undeletion failed")
     return _answer(session, actor, body.record)
+
+
+def _in_order(session: SessionDep, ids: list[int]) -> list[Record]:
+    rows = session.execute(select(Record).where(Record.id.in_(ids))).scalars().all() if ids \
+        else []
+    by_id = {r.id: r for r in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+@router.post("/search")
+def search(project: str, body: RecordsSearchBody, actor: MemberDep, session: SessionDep) -> Any:
+    """A page of the records a search finds, in relevance order."""
+    query = {"language": body.language, "q": body.q, "filter": body.filter}
+    parsed = parse_search({k: v for k, v in query.items() if v is not None})
+    conn = session.connection()
+    ids = search_ids(conn, project_gid=actor.project.gid, search=parsed,
+                     offset=body.page_top, limit=body.page_size)
+    total = search_count(conn, project_gid=actor.project.gid, search=parsed)
+    recs = _in_order(session, ids)
+    return ok({"records": [r.gid for r in recs], "records.size": total},
+              {"records": records_public(session, recs)})
+
+
+@router.post("/bulk/get")
+def bulk_get(project: str, body: RecordsBulkGetBody, actor: MemberDep,
+             session: SessionDep) -> Any:
+    """A page of the selection's records; follow `page.cursor` until it is null."""
+    selection = parse_selection(body.selection, kind="records")
+    with get_write_engine().begin() as conn:
+        result = reads.page(conn, project_gid=actor.project.gid, selection=selection,
+                            cursor=body.page_cursor, size=body.page_size)
+    session.commit()  # a fresh snapshot: see the rows the page just resolved
+    recs = _in_order(session, result.ids)
+    return ok({"records": [r.gid for r in recs], "records.size": result.total,
+               "page.cursor": result.cursor}, {"records": records_public(session, recs)})

@@ -1,0 +1,80 @@
+"""Paged reads over a selection (``records/bulk/get``).
+
+The first page resolves the whole selection once into ``job_item`` rows under a read token
+(``get-<hex seconds>-<random>``), exactly as a job would (live records for children and
+search entries); the page cursor carries that token and a position, so each further page is
+one indexed range read, whatever the selection's size.  A cursor therefore pages through the
+selection as it was when the first page was asked for (the records' content is current).
+Read tokens older than ``KEEP_SECONDS`` are dropped when a new one is made; a cursor that
+outlived its token answers a 1006 error ("page.cursor expired"), and the client starts over.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, text
+
+from bulkjobs.errors import SelectionError
+from models.resolve import resolve_into
+from models.selection import Selection
+
+KEEP_SECONDS = 900
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    ids: list[int]  # record ids of this page, in selection order
+    total: int  # items in the whole selection
+    cursor: str | None  # null at the end
+
+
+def _token(now: float) -> str:
+    return f"get-{int(now):08x}-{uuid.uuid4().hex[:20]}"
+
+
+def _encode(token: str, position: int, total: int) -> str:
+    raw = json.dumps([token, position, total], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[str, int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        token, position, total = json.loads(raw)
+        if not (isinstance(token, str) and token.startswith("get-") and len(token) <= 36
+                and isinstance(position, int) and isinstance(total, int)):
+            raise ValueError(cursor)
+    except (ValueError, TypeError) as exc:
+        raise SelectionError("invalid page.cursor") from exc
+    return token, position, total
+
+
+def page(
+    conn: Connection, *, project_gid: str, selection: Selection, cursor: str | None, size: int,
+) -> Page:
+    """One page of the selection's records; call inside a writing transaction."""
+    if cursor is None:
+        now = time.time()
+        conn.execute(text("DELETE FROM job_item WHERE job_token LIKE 'get-%' "
+                          "AND job_token < :old"), {"old": f"get-{int(now - KEEP_SECONDS):08x}"})
+        token = _token(now)
+        total = resolve_into(conn, token=token, project_gid=project_gid, selection=selection,
+                             mode="live")
+        position = 0
+    else:
+        token, position, total = _decode(cursor)
+    rows = conn.execute(text(
+        "SELECT j.id, j.item_id FROM job_item j WHERE j.job_token = :t AND j.id > :p "
+        "ORDER BY j.id LIMIT :n"
+    ), {"t": token, "p": position, "n": size + 1}).all()
+    if cursor is not None and not rows and position == 0 and total:
+        raise SelectionError("page.cursor expired; start again without it")
+    more = len(rows) > size
+    rows = rows[:size]
+    next_cursor = _encode(token, rows[-1][0], total) if more and rows else None
+    return Page([int(r[1]) for r in rows], total, next_cursor)

@@ -1,0 +1,86 @@
+"""Paged reads in the Unicat dialect: `records/bulk/get` (cursor paging over a selection)
+and `records/search` (relevance order, page.top/page.size)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import app
+from models.seed import SeedResult
+from tests.api.test_unicat import auth, post
+
+
+@pytest.fixture
+def client() -> TestClient:
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_bulk_get_pages_through_the_whole_selection(client: TestClient, seeded: SeedResult):
+    """Following page.cursor yields every selected live record once, in selection order,
+    and the cursor is null at the end."""
+    project, jwt = auth(client, seeded)
+    p = seeded.projects[0]
+    selection = [p.heads[3], {"children": p.root, "exclude": [p.heads[0]]}, p.heads[3]]
+    seen: list[str] = []
+    cursor = None
+    sizes = set()
+    while True:
+        body = {"selection": selection, "page.size": 3}
+        if cursor:
+            body["page.cursor"] = cursor
+        r = post(client, f"/api/p/{project}/records/bulk/get", jwt, body).json()
+        assert r["success"], r
+        res = r["result"]
+        sizes.add(res["records.size"])
+        assert set(res["records"]) == set(r["data"]["records"])
+        seen += res["records"]
+        cursor = res["page.cursor"]
+        if cursor is None:
+            break
+    expected = [p.heads[3]] + [h for h in p.heads[:9] if h not in (p.heads[0], p.heads[3])]
+    assert seen == expected
+    assert sizes == {len(expected)}
+
+
+def test_bulk_get_bad_cursor_and_selection_are_1006(client: TestClient, seeded: SeedResult):
+    """A forged cursor or a malformed selection answers 1006."""
+    project, jwt = auth(client, seeded)
+    for body in ({"selection": [seeded.projects[0].root], "page.cursor": "garbage"},
+                 {"selection": {"not": "a list"}}):
+        r = post(client, f"/api/p/{project}/records/bulk/get", jwt, body)
+        assert r.status_code == 422 and r.json()["result"]["code"] == 1006
+
+
+def test_search_finds_created_and_edited_records(client: TestClient, seeded: SeedResult):
+    """A record created or renamed through the API is found by `records/search` at once."""
+    project, jwt = auth(client, seeded)
+    root = seeded.projects[0].root
+    gid = post(client, f"/api/p/{project}/records/create", jwt,
+               {"parent": root, "title": {"en": "Zeppelin hangar"}}).json()["result"]["record"]
+    found = post(client, f"/api/p/{project}/records/search", jwt,
+                 {"language": "en", "q": "zeppel"}).json()["result"]
+    assert found["records"] == [gid] and found["records.size"] == 1
+    post(client, f"/api/p/{project}/records/update", jwt,
+         {"record": gid, "title": {"en": "Airship hangar"}})
+    gone = post(client, f"/api/p/{project}/records/search", jwt,
+                {"language": "en", "q": "zeppelin"}).json()["result"]
+    assert gone["records"] == []
+    again = post(client, f"/api/p/{project}/records/search", jwt,
+                 {"language": "en", "q": "+airship hangar"}).json()["result"]
+    assert again["records"] == [gid]
+
+
+def test_search_pages_and_rejects_bad_queries(client: TestClient, seeded: SeedResult):
+    """page.top/page.size page through the result; a bad q answers 1006."""
+    project, jwt = auth(client, seeded)
+    first = post(client, f"/api/p/{project}/records/search", jwt,
+                 {"language": "en", "q": "lighthouse", "page.size": 5}).json()["result"]
+    assert len(first["records"]) == 5 and first["records.size"] > 5
+    second = post(client, f"/api/p/{project}/records/search", jwt,
+                  {"language": "en", "q": "lighthouse", "page.size": 5,
+                   "page.top": 5}).json()["result"]
+    assert not set(first["records"]) & set(second["records"])
+    bad = post(client, f"/api/p/{project}/records/search", jwt,
+               {"language": "en", "q": '"unbalanced'})
+    assert bad.status_code == 422 and bad.json()["result"]["code"] == 1006
