@@ -32,9 +32,9 @@ def _stopping(stop: asyncio.Event, sig: signal.Signals) -> None:
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from bulkjobs.logs import setup
+
+    setup()  # LOG_FORMAT / LOG_LEVEL, as every process
     return asyncio.run(serve())
 
 

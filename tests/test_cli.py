@@ -76,7 +76,8 @@ def test_submit_queues_a_job_and_jobs_list_shows_it(demo):
     token = result.stdout.strip()
     with get_engine().connect() as conn:
         status = conn.execute(select(Job.status).where(Job.token == token)).scalar_one()
-    assert status == "queued"
+    # queued, unless a worker of the end-to-end tests' session took it already
+    assert status in ("queued", "processing", "done")
     listing = cli("jobs", "list", "--project", project["gid"])
     assert listing.exit_code == 0 and token[:8] in listing.stdout
 
@@ -148,7 +149,7 @@ def test_stats_as_json_and_as_a_table(demo):
     result = cli("stats", "--json")
     assert result.exit_code == 0, result.output
     stats = json.loads(result.stdout)
-    assert stats["jobs"]["queued"] == 1
+    assert sum(stats["jobs"].values()) == 1  # queued, or run by an end-to-end test's worker
     assert set(stats) >= {"queue_depth", "workers", "jobs", "throughput"}
     table = cli("stats")
     assert table.exit_code == 0 and "queue depth" in table.stdout

@@ -87,5 +87,5 @@ def test_stats_count_jobs_and_throughput_of_the_given_projects(seeded: SeedResul
     assert mine.busy == 1
     assert set(mine.projects) == {p0} and set(every.projects) == {p0, p1}
     body = mine.as_json()
-    assert body["workers"] == {"alive": 0, "hostnames": [], "busy": 1}
+    assert body["workers"]["busy"] == 1
     assert body["queue_depth"] is None

@@ -135,7 +135,7 @@ def test_counter_lost_with_the_data_is_reseeded_above_earlier_cursors(
     ``recovered=False``; their page starts at the oldest retained event."""
     old = log.append("cc", [job() for _ in range(500)])
     old += log.append("cc", [job() for _ in range(500)])
-    redis_client.flushdb()  # simulated data loss: counter, floor and stream are gone
+    _lose_everything(redis_client)  # simulated data loss: counter, floor and stream are gone
     new = log.append("cc", [job(token=f"new-{i}") for i in range(3)])
     assert new[0] > max(old)
     assert new == list(range(new[0], new[0] + 3))
@@ -156,7 +156,7 @@ def test_reseed_ignores_a_client_clock_that_is_behind(
     """A worker whose clock lags (another machine, an NTP step back) that happens to append
     first after a data loss still gets cursors above every earlier one."""
     old = log.append("cc", [job() for _ in range(10)])
-    redis_client.flushdb()
+    _lose_everything(redis_client)
     FakeClock(monkeypatch, int(time.time() * 1e6) - 30_000_000)  # 30 s behind
     [new] = log.append("cc", [job()])
     assert new > max(old)
@@ -258,3 +258,11 @@ def test_spaces_lists_every_written_space(log: SyncLog) -> None:
     log.append("cc", [job()])
     log.append(PROJECT, [rec(1)])
     assert log.spaces() == sorted(["cc", PROJECT])
+
+
+def _lose_everything(client) -> None:  # type: ignore[no-untyped-def]
+    """Simulate a Redis restart that lost its data, for this session's keys only (a FLUSHDB
+    would also wipe other test sessions sharing the server)."""
+    doomed = list(client.scan_iter(match=f"{keys.PREFIX}*", count=1000))
+    if doomed:
+        client.delete(*doomed)

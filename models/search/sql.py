@@ -77,6 +77,10 @@ def resolve_search(
 ) -> None:
     """Insert every item the search finds into ``job_item`` for ``token``, in rank order."""
     plan = plan_search(conn, project_gid=project_gid, search=entry, kind=kind, mode=mode)
+    if dialect.is_pg(conn):
+        # The whole result is sorted by rank; 100,000 rows overflow the default 4 MB and the
+        # sort would spill to disk.  SET LOCAL ends with this transaction.
+        conn.execute(text("SET LOCAL work_mem = '64MB'"))
     conn.execute(text(
         f"{plan.with_clause()}INSERT INTO job_item (job_token, item_id) "
         f"SELECT :tok, {plan.id_expr} {plan.body} ORDER BY {plan.order} "

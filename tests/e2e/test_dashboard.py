@@ -93,7 +93,7 @@ def wait_done(api: Api, token: str, timeout: float = 60) -> None:
 
 
 def test_dashboard_follows_jobs_live_cancels_and_resumes(
-    system: System, ops_web: str, seeded: SeedResult, browser: Any
+    browser: Any, system: System, ops_web: str, seeded: SeedResult
 ):
     """Login, a bulk job live to 100% and done, filters, cancel, resume after a stream
     restart — all without reloading the page."""
