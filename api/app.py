@@ -8,7 +8,11 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from api import errors, health, metrics, ops
+from api.dato import routes as dato
+from api.plone import routes as plone
+from api.ratelimit import RateLimitHeaders
 from api.unicat import auth, jobs, records, schema, sync
+from api.unicat.openapi import ERRORS as UNICAT_ERRORS
 from bulkjobs import __version__, logs
 from bulkjobs.errors import PayloadTooLarge
 
@@ -43,9 +47,12 @@ def create_app() -> FastAPI:
         return await call_next(request)
 
     for module in (auth, records, schema, jobs, sync):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=UNICAT_ERRORS)
+    app.include_router(dato.router)
+    app.include_router(plone.router)
+    app.add_middleware(RateLimitHeaders)  # X-RateLimit-* on every counted answer
     app.include_router(health.router)
-    app.include_router(ops.router)
+    app.include_router(ops.router, responses=UNICAT_ERRORS)
     app.mount("/ops/static", ops.static_files(), name="ops-static")
     metrics.install(app)  # last: the outermost middleware, so it counts every answer
     return app

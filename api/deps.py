@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Response
 from sqlmodel import Session
 
-from bulkjobs.accounts import require_member
+from api import ratelimit
+from bulkjobs.accounts import require_member, user_for_api_key
 from bulkjobs.errors import Unauthorized
 from bulkjobs.tokens import Claims, issue, verify
 from models.auth import Project
@@ -35,8 +36,10 @@ def bearer(request: Request) -> str:
 
 
 def claims(request: Request, response: Response) -> Claims:
-    """The verified JWT claims; every successful response carries a renewed JWT."""
+    """The verified JWT claims; every successful response carries a renewed JWT.  The
+    request counts against the user's rate limit (:func:`api.ratelimit.check`)."""
     c = verify(bearer(request))
+    ratelimit.check(request, c.user)
     response.headers["Authorization"] = issue(c.user, ops=c.ops)
     return c
 
@@ -58,7 +61,42 @@ class Actor:
 
 
 def project_member(project: str, c: ClaimsDep, session: SessionDep) -> Actor:
-    return Actor(claims=c, project=require_member(session, c, project))
+    return Actor(claims=c, project=_checked(session, c, project))
+
+
+def _checked(session: Session, c: Claims, project: str) -> Project:
+    """The project, if ``c``'s user may act on it; the session's connection is handed back.
+
+    Routes that write (queueing a job, editing) take a write connection of their own from the
+    pool.  Were the session still holding its connection from this check, each such request
+    would hold two at once, and as many concurrent requests as the pool has connections would
+    each hold one and wait for a second until the pool timeout: a deadlock under load, seen
+    with a few dozen bulk requests at once.  (expire_on_commit is off: the project stays
+    loaded; a route that reads again simply takes a connection again.)"""
+    found = require_member(session, c, project)
+    session.commit()
+    return found
 
 
 MemberDep = Annotated[Actor, Depends(project_member)]
+
+
+def looks_like_jwt(token: str) -> bool:
+    return token.count(".") == 2
+
+
+def credentials_member(project: str, request: Request, session: SessionDep) -> Actor:
+    """The acting member for ``Authorization: Bearer <JWT or API key>``, as DatoCMS and Plone
+    clients send their API tokens: a JWT is verified, anything else is taken as an API key of
+    this project.  The request counts against the user's rate limit; no JWT is renewed."""
+    token = bearer(request)
+    if looks_like_jwt(token):
+        c = verify(token)
+    else:
+        user = user_for_api_key(session, project_gid=project, api_key=token)
+        c = Claims(user=user.gid, ops=user.ops, exp=0)
+    ratelimit.check(request, c.user)
+    return Actor(claims=c, project=_checked(session, c, project))
+
+
+CredentialsMemberDep = Annotated[Actor, Depends(credentials_member)]

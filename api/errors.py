@@ -13,9 +13,11 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.dato import envelope as dato
+from api.plone import envelope as plone
 from api.unicat import envelope as unicat
 from bulkjobs.errors import BadRequest, BulkJobsError, ServiceUnavailable
 
@@ -24,7 +26,10 @@ logger = logging.getLogger(__name__)
 Renderer = Callable[[BulkJobsError], JSONResponse]
 
 #: Path prefix -> renderer; the Unicat envelope is the default.
-RENDERERS: dict[str, Renderer] = {}
+RENDERERS: dict[str, Renderer] = {
+    "/dato/": dato.error_response,
+    "/plone/": plone.error_response,
+}
 
 
 def render(request: Request, exc: BulkJobsError) -> JSONResponse:
@@ -60,6 +65,18 @@ def install(app: FastAPI) -> None:
     async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
         logger.warning("redis unavailable: %s", exc)
         return render(request, ServiceUnavailable("Redis is unavailable; try again shortly"))
+
+    # Text the database cannot bind — NUL in PostgreSQL text (DataError), an unpaired
+    # surrogate that JSON let through (UnicodeEncodeError, on both databases) — or a number
+    # out of its range came from the request: the client's fault, not a 500.
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        logger.warning("value refused by the database on %s: %s", request.url.path, exc.orig)
+        return render(request, BadRequest("Bad request: a value the database cannot store"))
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unencodable(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        return render(request, BadRequest("Bad request: text with unpaired surrogates"))
 
     @app.exception_handler(OperationalError)
     async def _db(request: Request, exc: OperationalError) -> JSONResponse:

@@ -16,7 +16,7 @@ from models.engine import get_engine
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses={503: {"description": "the database or Redis does not answer"}})
 def healthz() -> Any:
     """Liveness and readiness: 200 when the database and Redis answer, else 503."""
     checks: dict[str, str] = {}
@@ -36,7 +36,9 @@ def healthz() -> Any:
                         status_code=200 if healthy else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses={200: {
+    "description": "Prometheus text exposition format",
+    "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def metrics() -> Response:
     """Prometheus metrics: this web process's own, then the deployment's job metrics."""
     return Response(generate_latest() + generate_latest(CLUSTER), media_type=CONTENT_TYPE_LATEST)

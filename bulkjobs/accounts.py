@@ -3,8 +3,10 @@ and by the stream server."""
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
+from functools import lru_cache
 
 from sqlalchemy import select
 from sqlmodel import Session, col
@@ -26,9 +28,18 @@ def user_for_api_key(session: Session, *, project_gid: str, api_key: str) -> Use
 
 def user_for_password(session: Session, *, username: str, password: str) -> User:
     user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
-    if user is None or not check_password(password, user.password_hash):
+    # An unknown username costs one scrypt too: answering faster would tell an attacker which
+    # usernames exist.
+    stored = user.password_hash if user is not None else _decoy_hash()
+    if not check_password(password, stored) or user is None:
         raise Unauthorized("Invalid username or password")
     return user
+
+
+@lru_cache(maxsize=1)
+def _decoy_hash() -> str:
+    """A scrypt hash of a random password, checked against when the username is unknown."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def require_member(session: Session, claims: Claims, project_gid: str) -> Project:

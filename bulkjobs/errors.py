@@ -90,3 +90,21 @@ class SelectionError(BulkJobsError):
         super().__init__(f"Selection error: {where}{reason}", info=info)
         self.reason = reason
         self.entry = entry
+
+
+_BY_STATUS: dict[int, type[BulkJobsError]] = {
+    cls.status: cls for cls in (BadRequest, Unauthorized, Forbidden, NotFound, PayloadTooLarge,
+                                Unprocessable, RateLimited, ServiceUnavailable)
+}
+
+
+def error_for_status(status: int, message: str, info: dict[str, Any] | None = None
+                     ) -> BulkJobsError:
+    """The error of the hierarchy for an HTTP status (e.g. a failed job result's), carrying
+    ``message`` and ``info``; an unknown status keeps its own number."""
+    cls = _BY_STATUS.get(status)
+    if cls is not None:
+        return cls(message, info=info)
+    exc = BulkJobsError(message, info=info)
+    exc.status = exc.code = status
+    return exc

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     worker_heartbeat: float = Field(default=5.0, alias="WORKER_HEARTBEAT")
     # The websocket URL the ops dashboard connects to; empty: ws://<request host>:STREAM_PORT/sync
     stream_public_url: str = Field(default="", alias="STREAM_PUBLIC_URL")
+    # Per-user rate limit of the HTTP API: requests per fixed window of RATE_LIMIT_WINDOW
+    # seconds (0: no limit).  Every authenticated answer carries the X-RateLimit-* headers.
+    rate_limit: int = Field(default=6000, alias="RATE_LIMIT", ge=0)
+    rate_limit_window: int = Field(default=60, alias="RATE_LIMIT_WINDOW", ge=1)
 
     @property
     def effective_database_url(self) -> str:

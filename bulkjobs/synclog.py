@@ -113,6 +113,9 @@ return string.format('%.0f', cutoff)
 
 #: Events a single read returns at most (one ``/sync/get`` page).
 PAGE = 1000
+#: Longest single XREAD BLOCK of :meth:`SyncLog.wait_terminal`: well below the clients'
+#: socket timeout (``bulkjobs.connections.SOCKET_TIMEOUT``, 3 s), or the wait would time out.
+WAIT_SLICE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +293,25 @@ class SyncLog:
 
     def spaces(self) -> list[str]:
         return sorted(_s(s) for s in self.r.smembers(keys.sync_spaces()))
+
+    def wait_terminal(self, token: str, *, after: int, timeout: float) -> bool:
+        """Block (``XREAD BLOCK`` on the ``cc`` stream, no polling) until the terminal event
+        of job ``token`` is appended after cursor ``after``, or ``timeout`` seconds pass.
+        True when it was seen.  Take ``after`` before queueing the job, so that its terminal
+        event cannot slip in between.  Blocks in slices shorter than the client's socket
+        timeout."""
+        stream = keys.sync_stream(keys.CC_SPACE)
+        last = f"{after}-0"
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            block_ms = max(1, int(min(remaining, WAIT_SLICE) * 1000))
+            reply: Any = self.r.xread({stream: last}, count=PAGE, block=block_ms)
+            for _, entries in reply or []:
+                for event in decode(keys.CC_SPACE, entries):
+                    last = f"{event.cursor}-0"
+                    if event.key == token and event.terminal:
+                        return True
+        return False
 
 
 def _time_cutoff(marks: dict[Any, Any], older_than: float) -> int:

@@ -47,7 +47,8 @@ def _decode(cursor: str) -> tuple[str, int, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         token, position, total = json.loads(raw)
         if not (isinstance(token, str) and token.startswith("get-") and len(token) <= 36
-                and isinstance(position, int) and isinstance(total, int)):
+                and isinstance(position, int) and isinstance(total, int)
+                and 0 <= position < 2**63 and 0 <= total < 2**63):  # SQL BIGINT range
             raise ValueError(cursor)
     except (ValueError, TypeError) as exc:
         raise SelectionError("invalid page.cursor") from exc

@@ -10,6 +10,9 @@ Rules (stated in the README too):
 * Entries are evaluated in list order and concatenated; a gid seen before is dropped.
 * ``exclude`` removes gids from its own entry's results only.
 * Unknown gids and gids of another project are skipped silently at resolution.
+* Every string kept (gids, keys, languages, filter operands) is text any database can bind:
+  one holding NUL or an unpaired surrogate (JSON can spell ``"\\ud800"``) is a
+  ``SelectionError``, since it cannot name anything and would make the database raise.
 * Limits: at most ``MAX_ENTRIES`` children/search entries and at most ``MAX_GIDS`` plain gid
   strings (plain gids are counted separately, so a selection of 100,000 gids is allowed).
 """
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from bulkjobs.errors import SelectionError
-from models.search.filter import Filter, parse_filter
+from models.search.filter import Filter, parse_filter, storable
 from models.search.query import Query, parse_q
 
 MAX_ENTRIES = 10_000
@@ -153,7 +156,8 @@ def parse_search(value: Any, *, kind: Kind = "records", index: int | None = None
     if not isinstance(language, str) or not language:
         raise SelectionError("search needs a 'language' string", entry=index)
     # The language becomes a JSON path label on SQLite, where a double quote cannot be escaped.
-    if len(language) > MAX_LANGUAGE_LENGTH or '"' in language or "\\" in language:
+    if (len(language) > MAX_LANGUAGE_LENGTH or '"' in language or "\\" in language
+            or not storable(language)):
         raise SelectionError("search 'language' is not a language code", entry=index)
     q = value.get("q")
     if q is not None and not isinstance(q, str):
@@ -172,13 +176,17 @@ def _gid(value: Any, index: int, what: str) -> str:
         raise SelectionError(f"{what} must be a gid string, not {_type_name(value)}", entry=index)
     if len(value) > MAX_GID_LENGTH:
         raise SelectionError(f"{what} is too long to be a gid", entry=index)
+    if not storable(value):
+        raise SelectionError(f"{what} holds a NUL character or an unpaired surrogate",
+                             entry=index)
     return value
 
 
 def _optional_key(value: Any, index: int, what: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > MAX_GID_LENGTH:
+    if (not isinstance(value, str) or not value or len(value) > MAX_GID_LENGTH
+            or not storable(value)):
         raise SelectionError(f"{what} must be a key string", entry=index)
     return value
 

@@ -16,6 +16,12 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = "0" ] && command -v apt-get >/de
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
     >/dev/null 2>&1 || echo "could not install chromium; the dashboard test will skip" >&2
 fi
+# DatoCMS's JavaScript client for tests/e2e/test_dato_client.py (pinned by its lock file).
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  echo "==> npm ci (DatoCMS client for the end-to-end test)"
+  npm ci --prefix tests/e2e/js --no-audit --no-fund --loglevel=error \
+    || echo "npm ci failed; tests/e2e/test_dato_client.py will try again itself" >&2
+fi
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export TEST_REDIS_URL="${TEST_REDIS_URL:-${REDIS_URL%/*}/9}"
 pg_url="${TEST_PG_URL:-postgresql://postgres@127.0.0.1:5432/test}"

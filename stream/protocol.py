@@ -108,11 +108,18 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_id(v: Any) -> bool:
+    """A gid or token: a short string of printable characters.  NUL, other control
+    characters and lone surrogates are refused here, as client errors: they never name
+    anything, and PostgreSQL cannot even compare them (it would raise, not answer no)."""
+    return isinstance(v, str) and 0 < len(v) <= MAX_ID and v.isprintable()
+
+
 def _project(data: dict[str, Any]) -> str:
     project = data.get("project")
-    if not isinstance(project, str) or not project or len(project) > MAX_ID:
+    if not _is_id(project):
         raise ProtocolError('project must be a project gid or "*"')
-    return project
+    return str(project)
 
 
 def _cursor(data: dict[str, Any], name: str) -> int | None:
@@ -130,7 +137,7 @@ def _jobs(data: dict[str, Any]) -> frozenset[str] | None:
         return None
     if (
         not isinstance(jobs, list) or not jobs or len(jobs) > MAX_JOBS
-        or not all(isinstance(t, str) and 0 < len(t) <= MAX_ID for t in jobs)
+        or not all(_is_id(t) for t in jobs)
     ):
         raise ProtocolError(f"jobs must be a non-empty list of up to {MAX_JOBS} job tokens")
     return frozenset(jobs)

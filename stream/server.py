@@ -80,6 +80,10 @@ TOO_SLOW = 4008
 #: Events read per XRANGE while replaying (and drained before the next page).
 REPLAY_PAGE = 500
 
+#: Longest close reason, in bytes: a control frame's payload is at most 125 bytes, two of
+#: which are the close code.
+MAX_CLOSE_REASON = 123
+
 #: Redis connections the server uses for commands besides the reader's own.
 COMMAND_CONNECTIONS = 32
 
@@ -289,7 +293,7 @@ class StreamServer:
         self.hub.remove(peer)
         peer.slow = True
         logger.info("closing connection of user %s with %s: %s", peer.user, code, reason)
-        self._spawn(peer.ws.close(code, reason))
+        self._spawn(peer.ws.close(code, close_reason(reason)))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -344,7 +348,7 @@ class StreamServer:
         except TimeoutError:
             await ws.close(AUTH_FAILED, "no authentication in time")
         except BulkJobsError as exc:  # Unauthorized, ProtocolError
-            await ws.close(AUTH_FAILED, exc.message[:100])
+            await ws.close(AUTH_FAILED, close_reason(exc.message))
         return None
 
     async def _dispatch(self, peer: Peer, message: str | bytes) -> None:
@@ -377,7 +381,7 @@ class StreamServer:
         try:
             claims = tokens.verify(request.jwt)
         except Unauthorized as exc:
-            await peer.ws.close(AUTH_FAILED, exc.message[:100])
+            await peer.ws.close(AUTH_FAILED, close_reason(exc.message))
             return
         if claims.user != peer.user:
             raise protocol.ProtocolError("already authenticated as another user")
@@ -518,6 +522,13 @@ class StreamServer:
         })
         status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
         return _respond(ws, status, body + "\n", "application/json")
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to fit a close frame: at most 123 bytes of UTF-8 (RFC 6455 §5.5).  Reasons
+    may echo client input (``unknown op: …``); 100 *characters* of CJK text would be 300 bytes,
+    and websockets would fail the handler (1011) instead of closing with our code."""
+    return text.encode(errors="replace")[:MAX_CLOSE_REASON].decode(errors="ignore")
 
 
 def _command_client(url: str) -> redis.asyncio.Redis:

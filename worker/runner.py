@@ -27,16 +27,19 @@ Crash safety rests on the job row, not on the broker:
   ``rejected`` with ``info.error``, the result kept for the dialects.
 * **Record events.** After each committed batch the records it changed are announced in the
   project's sync space (``records`` UPDATE/DELETE, SPEC §7), in one append per batch (chunked
-  at :data:`EVENT_CHUNK`), unless ``record_events`` is off.  They are appended after the
-  commit, so a subscriber that reloads on an event sees the change; a worker killed between
-  the commit and the append loses that batch's record events (the job's own events still
-  tell subscribers the job ran).
+  at :data:`EVENT_CHUNK`), unless ``record_events`` is off; a thread of their own appends them
+  (:class:`RecordEvents`) while the next batch runs, and all are in the log before the job's
+  terminal event.  They are appended after the commit, so a subscriber that reloads on an
+  event sees the change; a worker killed between the commit and the append loses the record
+  events of those (at most two) batches — the job's own events still tell subscribers that
+  the job ran.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -226,9 +229,9 @@ def run(
     logger.debug("job %s: claimed by %s", token, owner, extra={"job": token})
     publisher = Publisher(log, interval=cfg.progress_interval)
     try:
-        with Heartbeat(token, owner, publisher, cfg):
+        with Heartbeat(token, owner, publisher, cfg), RecordEvents(log) as record_events:
             return _run_claimed(token, owner, log=log, cfg=cfg, publisher=publisher,
-                                requeue=requeue)
+                                requeue=requeue, record_events=record_events)
     except LeaseLost:
         logger.warning("job %s: lease lost, stopping", token, extra={"job": token})
         return "lost"
@@ -278,7 +281,7 @@ def _push_heartbeat(token: str, countdown: int) -> None:
 
 def _run_claimed(
     token: str, owner: str, *, log: SyncLog, cfg: RunConfig, publisher: Publisher,
-    requeue: Callable[[str], None],
+    requeue: Callable[[str], None], record_events: RecordEvents,
 ) -> str:
     engine = get_engine()
     with engine.connect() as conn:
@@ -320,14 +323,16 @@ def _run_claimed(
             break
         logger.debug("job %s: batch of %s committed, %s remaining", token, processed,
                      row.info["remaining"], extra={"job": token})
-        _append_record_events(log, row.project_gid, effects)
+        record_events.submit(row.project_gid, effects)
         publisher.publish(state_of(row))
         if time.monotonic() - started >= cfg.slice_seconds:
+            record_events.flush()  # the next run's events come after this run's
             with get_write_engine().begin() as conn:
                 _commit(conn, token, owner, dict(owner=None))
             logger.info("job %s: slice over, re-queued", token, extra={"job": token})
             requeue(token)
             return "sliced"
+    record_events.flush()  # every record event before the job's terminal event
     if row.cancel_requested:
         return _reject(token, owner, log, dict(row.info or {}), "cancelled")
     info = dict(row.info or {})
@@ -420,6 +425,64 @@ def _transient(exc: BaseException) -> bool:
         return False
     state = getattr(exc.orig, "sqlstate", None)
     return state in ("40001", "40P01") or "database is locked" in str(exc.orig)
+
+
+class RecordEvents:
+    """Appends each committed batch's record events from a thread of its own, so that the
+    Redis work for batch *n* overlaps the SQL of batch *n + 1*.
+
+    Batches are appended in commit order.  At most one batch waits while another is being
+    appended (:meth:`submit` blocks meanwhile), so memory stays bounded.  :meth:`flush` waits
+    until everything submitted is appended and re-raises an append's error (so does the next
+    :meth:`submit`), which then counts as the job's failure, as a failed append in the batch
+    loop would.  A worker killed meanwhile loses the events of at most two committed batches.
+    """
+
+    def __init__(self, log: SyncLog) -> None:
+        self.log = log
+        self.queue: queue.Queue[tuple[str, Effects] | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> RecordEvents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.thread is not None:  # drain what was submitted, then stop
+            self.queue.put(None)
+            self.thread.join()
+
+    def submit(self, project_gid: str, effects: Effects) -> None:
+        self._raise()
+        if not effects.events:
+            return
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="record-events", daemon=True)
+            self.thread.start()
+        self.queue.put((project_gid, effects))
+
+    def flush(self) -> None:
+        if self.thread is not None:
+            self.queue.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                if self.error is None:
+                    _append_record_events(self.log, *item)
+            except Exception as exc:
+                self.error = exc
+            finally:
+                self.queue.task_done()
 
 
 def _append_record_events(log: SyncLog, project_gid: str, effects: Effects) -> None:

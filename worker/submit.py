@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import delete, insert, update
 
 from bulkjobs.errors import BadRequest, NotFound
 from bulkjobs.synclog import SyncLog
@@ -43,8 +43,22 @@ def submit(
             token=token, project_gid=project_gid, job=job, status=QUEUED, info={},
             params=params, actor=actor, created_on=now, updated_on=now, heartbeat_on=now,
         ))
-    append_state(log, JobState(token, project_gid, job, QUEUED, {}, now, now), insert=True)
-    enqueue(token)
+    try:
+        append_state(log, JobState(token, project_gid, job, QUEUED, {}, now, now), insert=True)
+    except Exception:
+        # The sync log (Redis) is down: the caller answers 503, so the job must not run later
+        # (the reaper would re-queue a queued row).  Nobody has seen its token yet.
+        with get_write_engine().begin() as conn:
+            conn.execute(delete(jobs).where(jobs.c.token == token))
+        raise
+    try:
+        enqueue(token)
+    except Exception:
+        # Queued and announced, so the job stands; the reaper sends queued jobs whose message
+        # never arrived (after QUEUED_STALE_AFTER).  Answering an error here would make the
+        # client queue it twice.
+        logger.warning("job %s: the broker refused its message; the reaper will re-send it",
+                       token, exc_info=True, extra={"job": token})
     logger.info("job %s: queued (%s in project %s)", token, job, project_gid,
                 extra={"job": token})
     return token

@@ -278,17 +278,39 @@ class _Parser:
 
 # -- operand checks -----------------------------------------------------------------------
 
+def storable(text: str) -> bool:
+    """Can ``text`` be bound as an SQL parameter on every database?  Not if it holds NUL
+    (PostgreSQL refuses it in text, SQLite ends a JSON path at it) or an unpaired surrogate
+    (JSON allows ``"\\ud800"``; UTF-8 has no encoding for it)."""
+    if text.isascii():  # a flag lookup in CPython: UUIDs and keys take this path
+        return "\x00" not in text
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _key(prop: str, op: str, value: Any, what: str = "gid") -> str:
     if value is _ABSENT or not isinstance(value, str) or not value or len(value) > MAX_KEY:
         raise SelectionError(f"{prop} {op}: operand must be a {what} string "
                              f"(1 to {MAX_KEY} characters)")
-    return value
+    return _storable(prop, op, value)
 
 
 def _text(prop: str, op: str, value: Any, what: str = "string") -> str:
     if value is _ABSENT or not isinstance(value, str) or len(value) > MAX_TEXT:
         raise SelectionError(f"{prop} {op}: operand must be a {what} of at most "
                              f"{MAX_TEXT} characters")
+    return _storable(prop, op, value)
+
+
+def _storable(prop: str, op: str, value: str) -> str:
+    if not storable(value):
+        raise SelectionError(f"{prop} {op}: operand holds a NUL character or an unpaired "
+                             "surrogate")
     return value
 
 

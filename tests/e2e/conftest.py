@@ -100,9 +100,10 @@ class System:
 ENV_FOR_JOBS = {"BATCH_SIZE": "3", "PROGRESS_INTERVAL": "0.05", "HEARTBEAT_INTERVAL": "0.5"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def system(schema: Engine) -> Iterator[System]:
-    """Web, worker and stream as real processes for the whole session."""
+    """Web, worker and stream as real processes for the tests of this package (stopped after
+    them, so that no later test finds a worker taking its queued jobs)."""
     env = {**os.environ, **ENV_FOR_JOBS}
     web_port, stream_port = free_port(), free_port()
     web = Proc("web", [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",

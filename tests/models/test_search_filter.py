@@ -35,9 +35,11 @@ from models.search.filter import (
     ValueCond,
     has_status,
     parse_filter,
+    storable,
 )
 from models.search.query import Query, Term
 from models.selection import Search, parse_search, parse_selection
+from tests.models.adversarial import deep, nasty_json, nasty_numbers, nasty_text
 
 G = "0f8e2c1a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
 S = ["status", "is", "draft"]
@@ -407,3 +409,61 @@ def test_arbitrary_json_only_clean_errors(value: Any, kind: Any) -> None:
 def test_filter_like_json_only_clean_errors(value: Any, kind: Any) -> None:
     """On near-miss filter trees the parser returns a filter or raises SelectionError."""
     _check(value, kind)
+
+
+# -- adversarial input --------------------------------------------------------------------
+
+hostile_operands = st.one_of(
+    nasty_json,
+    st.tuples(st.sampled_from(["price", "body", G]) | nasty_text, nasty_json).map(list),
+    st.tuples(nasty_text, nasty_numbers).map(list),
+    st.tuples(nasty_numbers, st.just("days")).map(list),
+    st.tuples(nasty_numbers | st.none(), nasty_numbers | st.none()).map(list),
+)
+hostile_filters = st.recursive(
+    st.tuples(st.sampled_from(PROPERTIES) | nasty_text, st.sampled_from(OPERATORS) | nasty_text,
+              hostile_operands).map(list),
+    triplets,
+    max_leaves=12,
+)
+
+
+def _scalars(node: Any) -> list[Any]:
+    """Every scalar a parsed filter carries (strings, numbers), walking the tree."""
+    if isinstance(node, And | Or):
+        return [s for p in node.parts for s in _scalars(p)]
+    if isinstance(node, Not):
+        return _scalars(node.part)
+    if isinstance(node, TextQuery):
+        return [w for t in node.query.terms for w in t.words]
+    return [getattr(node, f) for f in node.__slots__]
+
+
+def _check_hostile(value: Any, kind: Any) -> None:
+    """Clean error, or a filter whose numbers are finite and bounded and strings bounded."""
+    _check(value, kind)
+    try:
+        parsed = parse_filter(value, kind=kind)
+    except SelectionError:
+        return
+    for scalar in _scalars(parsed):
+        if isinstance(scalar, float):
+            assert math.isfinite(scalar)
+        elif isinstance(scalar, int) and not isinstance(scalar, bool):
+            assert abs(scalar) <= 2**53
+        elif isinstance(scalar, str):
+            assert len(scalar) <= MAX_TEXT and storable(scalar), repr(scalar)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(value=hostile_filters, kind=st.sampled_from(["records", "schema"]))
+def test_hostile_filters_only_clean_errors(value: Any, kind: Any) -> None:
+    """SQL in operands, NaN/inf/huge numbers and odd unicode give a bounded filter or 1006."""
+    _check_hostile(value, kind)
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=deep(), kind=st.sampled_from(["records", "schema"]))
+def test_deep_nesting_of_any_shape_only_clean_errors(value: Any, kind: Any) -> None:
+    """and/or/not/list/object nesting thousands of levels deep is a clean 1006."""
+    _check_hostile(value, kind)

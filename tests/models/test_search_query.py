@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from bulkjobs.errors import SelectionError
 from models.search.query import MAX_Q_LENGTH, MAX_TERMS, Query, Term, parse_q, words
+from tests.models.adversarial import SQL_FRAGMENTS, WEIRD_TEXT, nasty_text
 
 
 def T(occur: str, *ws: str) -> Term:  # noqa: N802 - reads like a constructor in the tables
@@ -154,3 +155,25 @@ def test_arbitrary_text_only_clean_errors(q: str) -> None:
 def test_syntax_heavy_text_only_clean_errors(q: str) -> None:
     """Text dense in signs, quotes and FTS operators parses cleanly or raises SelectionError."""
     _check(q)
+
+
+@settings(max_examples=500, deadline=None)
+@given(q=nasty_text)
+def test_hostile_text_only_clean_errors(q: str) -> None:
+    """SQL/FTS fragments, NUL, lone surrogates, bidi and combining marks parse or give 1006."""
+    _check(q)
+
+
+@settings(max_examples=100, deadline=None)
+@given(q=st.text(st.characters(codec=None, exclude_categories=()),
+                 min_size=MAX_Q_LENGTH - 50, max_size=MAX_Q_LENGTH + 50))
+def test_text_near_the_length_limit_only_clean_errors(q: str) -> None:
+    """Long text of any code points, just under and over the limit, parses or gives 1006."""
+    _check(q)
+
+
+@pytest.mark.parametrize("fragment", SQL_FRAGMENTS + WEIRD_TEXT)
+def test_hostile_fragment_keeps_only_words(fragment: str) -> None:
+    """Whatever a fragment holds, only its letters and digits ever become search words."""
+    _check(fragment)
+    _check(f"+apple {fragment} -pear")

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkjobs.errors import SelectionError
+from models.search.filter import storable
 from models.selection import (
     MAX_ENTRIES,
     MAX_GID_LENGTH,
@@ -19,6 +20,7 @@ from models.selection import (
     Selection,
     parse_selection,
 )
+from tests.models.adversarial import SQL_FRAGMENTS, deep, nasty_json, nasty_text
 
 A, B, C, D = ("a" * 8, "b" * 8, "c" * 8, "d" * 8)
 SEARCH_OK = {"search": {"language": "en", "q": "apple", "filter": ["status", "is", "draft"]}}
@@ -315,3 +317,72 @@ def test_arbitrary_json_only_clean_errors(value: Any, kind: Any) -> None:
 def test_entry_like_lists_only_clean_errors(value: list[Any], kind: Any) -> None:
     """On lists of near-miss entries the parser returns a Selection or a clean SelectionError."""
     _check(value, kind)
+
+
+# -- adversarial input --------------------------------------------------------------------
+
+
+@st.composite
+def hostile_entry(draw: st.DrawFn) -> Any:
+    """A well-formed entry with one place replaced by hostile JSON or by very deep nesting."""
+    entry = draw(valid_children | valid_search)
+    path = draw(st.sampled_from(_slots(entry)))
+    return _replace(entry, path, draw(nasty_json | deep()))
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=st.lists(st.one_of(nasty_text, hostile_entry(), nasty_json), max_size=4),
+       kind=st.sampled_from(["records", "schema"]))
+def test_hostile_entries_only_clean_errors(value: list[Any], kind: Any) -> None:
+    """SQL fragments, edge numbers, odd unicode and deep nesting give a Selection or a 1006;
+    every string a parsed selection keeps is text any database can bind."""
+    _check(value, kind)
+    try:
+        parsed = parse_selection(value, kind=kind)
+    except SelectionError:
+        return
+    for text in _strings(parsed):
+        assert storable(text), repr(text)
+
+
+def _strings(selection: Selection) -> list[str]:
+    """The gids, keys and languages a parsed selection keeps."""
+    out: list[str] = []
+    for entry in selection.entries:
+        if isinstance(entry, Gids):
+            out += entry.gids
+        elif isinstance(entry, Children):
+            out += [entry.parent, entry.channel or "", entry.ordering or "", *entry.exclude]
+        else:
+            out += [entry.language, *entry.exclude]
+    return out
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "\ud800", "x\udfffy"])
+@pytest.mark.parametrize("where", ["gid", "children", "channel", "exclude", "language"])
+def test_unstorable_text_is_a_selection_error(bad: str, where: str) -> None:
+    """NUL or an unpaired surrogate anywhere a string is kept is a 1006 naming the entry."""
+    entry: Any = {"gid": bad, "children": {"children": bad}, "channel": {"children": A,
+                  "channel": bad}, "exclude": {"children": A, "exclude": [bad]},
+                  "language": {"search": {"language": bad}}}[where]
+    with pytest.raises(SelectionError) as caught:
+        parse_selection([A, entry])
+    assert caught.value.entry == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=deep(), kind=st.sampled_from(["records", "schema"]))
+def test_deep_nesting_only_clean_errors(value: Any, kind: Any) -> None:
+    """Nesting thousands of levels deep is a clean SelectionError, never a RecursionError."""
+    _check(value, kind)
+    _check([value], kind)
+
+
+@pytest.mark.parametrize("fragment", SQL_FRAGMENTS)
+def test_sql_fragments_are_kept_as_plain_values(fragment: str) -> None:
+    """A gid, exclude or channel holding SQL is kept verbatim as data, never interpreted."""
+    parsed = parse_selection([fragment, {"children": A, "channel": fragment[:MAX_GID_LENGTH],
+                                         "exclude": [fragment]}])
+    assert parsed.entries == (
+        Gids(0, (fragment,)), Children(1, A, channel=fragment, exclude=frozenset({fragment})),
+    )

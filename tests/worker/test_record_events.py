@@ -12,7 +12,18 @@ import redis
 from bulkjobs import keys
 from bulkjobs.synclog import NewEvent, SyncLog
 from models.seed import SeededProject, SeedResult
-from tests.worker.helpers import children, do, make_link, records, space_events, subtree
+from tests.worker.helpers import (
+    cfg,
+    children,
+    do,
+    job_row,
+    make_link,
+    new_job,
+    records,
+    space_events,
+    subtree,
+)
+from worker import runner
 
 pytestmark = pytest.mark.services
 
@@ -96,3 +107,28 @@ def test_switched_off_appends_nothing_to_the_project_space(
     do(log, project, "bulk_delete_records", project.heads[:3], record_events=False)
     assert project.gid not in log.calls
     assert log.calls[keys.CC_SPACE] >= 3
+
+
+class FailingLog(CountingLog):
+    """Appends to the project space fail (Redis trouble); job events go through."""
+
+    def append(self, space: str, events: Sequence[NewEvent], *,
+               once_key: str | None = None) -> list[int]:
+        if space != keys.CC_SPACE:
+            raise redis.ConnectionError("project space unavailable")
+        return super().append(space, events, once_key=once_key)
+
+
+def test_failed_record_event_append_counts_as_the_jobs_failure(
+    redis_client: redis.Redis, project: SeededProject
+) -> None:
+    """Record events are appended off the batch loop, but an append that fails still
+    surfaces before the job finishes: the run fails (and will be retried) instead of
+    reporting ``done`` with events missing."""
+    log = FailingLog(redis_client)
+    token = new_job(log, project, "bulk_delete_records", project.heads[:2])
+    with pytest.raises(runner.RetryLater):
+        runner.run(token, log=log, cfg=cfg(record_events=True), requeue=pytest.fail)
+    row = job_row(token)
+    assert (row.status, row.failures, row.owner) == ("processing", 1, None)
+    assert row.info["remaining"] == 0  # the batch itself committed

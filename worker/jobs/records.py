@@ -15,7 +15,9 @@ link undeleted separately), and their versions, workflow entries and search entr
 removed row leaves a :class:`~models.records.RecordTombstone`, and the parent's
 ``childcount`` goes down.  Only the root of a delete generation can be removed: a record
 deleted as part of an ancestor's deletion fails per item ("deleted with an ancestor"), as it
-does for undelete — the generation is the unit the user deleted and can restore.  A gid that
+does for undelete — the generation is the unit the user deleted and can restore.  Items are
+taken deepest first (:func:`deepest_first`), so a generation root selected together with an
+enclosing one is removed by its own item, wherever the batches fall.  A gid that
 was permanently deleted before fails per item with "permanently deleted" in undelete and
 permanent delete alike (its tombstone is resolved as a job item with a negative id).
 

@@ -1,0 +1,132 @@
+"""Plone dialect routes (``/plone/p/<project>/<record gid>``): ``@history`` — a thin façade
+over the core.
+
+* ``GET @history``: :func:`models.history_reads.history`, newest first; ``[]`` when the
+  record has no history;
+* ``GET @history/<n>``: the snapshot of version ``n`` (``current`` for the newest); a ``n``
+  that is not an integer is 400, an unknown one 404;
+* ``PATCH @history {"version": n}``: queues the core job ``revert_record_version``, then
+  waits for its terminal event on the sync log (``XREAD BLOCK``, no polling) for up to
+  :data:`REVERT_WAIT` seconds: 200 ``{"message": "<title> has been reverted to revision
+  n."}`` when it is done, the job's error (its result status and message) when it failed,
+  or 202 ``{"message", "job": <token>, "status"}`` while it is still queued or running.
+
+Any JWT or an API key of the project is accepted as the bearer token.  ``<title>`` is the
+record's title in the project's first language (its gid when it has none there).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import CredentialsMemberDep, SessionDep
+from api.plone import envelope
+from api.plone.envelope import as_dict
+from api.plone.schemas import (
+    ERRORS,
+    HistoricalVersion,
+    HistoryEntry,
+    RevertBody,
+    Reverted,
+    RevertRunning,
+)
+from api.queueing import queue_job
+from bulkjobs import keys
+from bulkjobs.connections import get_synclog
+from bulkjobs.errors import BadRequest, NotFound, error_for_status
+from models.history_reads import (
+    current_version,
+    history,
+    live_record,
+    users_by_gid,
+    version_by_number,
+)
+from models.jobs import Job
+from models.records import LIVE_STATUSES
+
+router = APIRouter(prefix="/plone/p/{project}/{record}", tags=["plone"], responses=ERRORS)
+
+#: Seconds ``PATCH @history`` waits for the revert job before answering 202.
+REVERT_WAIT = 30.0
+
+_INTEGER = re.compile(r"-?[0-9]{1,30}")
+
+
+def urls(request: Request, project: str, gid: str) -> tuple[str, str]:
+    """The site's URL (the project) and the record's."""
+    site = f"{str(request.base_url).rstrip('/')}/plone/p/{project}"
+    return site, f"{site}/{gid}"
+
+
+def language(actor: Any) -> str:
+    return (actor.project.languages or ["en"])[0]
+
+
+def title_of(title: Any, lang: str, gid: str) -> str:
+    value = title.get(lang) if isinstance(title, dict) else None
+    return value if isinstance(value, str) and value else gid
+
+
+@router.get("/@history", response_model=None,
+            responses={200: {"model": list[HistoryEntry]}})
+def get_history(project: str, record: str, request: Request, actor: CredentialsMemberDep,
+                session: SessionDep) -> Any:
+    """The record's history (versions and workflow changes), newest first."""
+    rec = live_record(session, actor.project.gid, record)
+    entries = history(session, rec)
+    users = users_by_gid(session, [e.actor.get("id") for e in entries])
+    site, obj_url = urls(request, actor.project.gid, rec.gid)
+    may_revert = rec.status in LIVE_STATUSES
+    return [envelope.history_entry(e, obj_url=obj_url, site=site, users=users,
+                                   may_revert=may_revert) for e in entries]
+
+
+@router.get("/@history/{version}", response_model=None,
+            responses={200: {"model": HistoricalVersion}})
+def get_version(project: str, record: str, version: str, request: Request,
+                actor: CredentialsMemberDep, session: SessionDep) -> Any:
+    """The record as it was at one version (``current``: the newest)."""
+    rec = live_record(session, actor.project.gid, record)
+    if version == "current":
+        found = current_version(session, rec)
+    elif _INTEGER.fullmatch(version):
+        found = version_by_number(session, rec, int(version))
+    else:
+        raise BadRequest("version must be an integer or 'current'", info={"version": version})
+    _, obj_url = urls(request, actor.project.gid, rec.gid)
+    return envelope.historical(rec, found, obj_url=obj_url, lang=language(actor))
+
+
+@router.patch("/@history", response_model=None,
+              responses={200: {"model": Reverted}, 202: {"model": RevertRunning}})
+def revert(project: str, record: str, body: RevertBody, actor: CredentialsMemberDep,
+           session: SessionDep) -> Any:
+    """Revert the record to a version (a job; waits up to 30 s for it, else 202)."""
+    rec = live_record(session, actor.project.gid, record)
+    version_by_number(session, rec, body.version)  # 404 now rather than from the job
+    lang = language(actor)
+    log = get_synclog()
+    after = log.cursor(keys.CC_SPACE)  # before queueing: the terminal event comes after it
+    token = queue_job(actor, "revert_record_version",
+                      {"selection": [rec.gid], "version": body.version})
+    log.wait_terminal(token, after=after, timeout=REVERT_WAIT)
+    session.commit()  # a fresh snapshot: see the job as it is now
+    job = session.get(Job, token)
+    if job is None:  # written by queue_job above; only a wiped database loses it
+        raise NotFound("The revert job is gone", info={"job": token})
+    if job.status == "done":
+        record_public = as_dict((job.result_payload or {}).get("record"))
+        title = title_of(record_public.get("title"), lang, rec.gid)
+        return {"message": f"{title} has been reverted to revision {body.version}."}
+    if job.status == "rejected":
+        error = as_dict((job.result_payload or {}).get("error"))
+        message = error.get("message") or (job.info or {}).get("error") or "Revert failed"
+        raise error_for_status(int(job.result_status or 500), str(message),
+                               info={"job": token})
+    title = title_of(rec.title, lang, rec.gid)
+    return JSONResponse({"message": f"{title} is being reverted to revision {body.version}.",
+                         "job": token, "status": job.status}, status_code=202)

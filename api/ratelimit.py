@@ -1,0 +1,71 @@
+"""Rate limiting in the HTTP layer (SPEC §9.1): every authenticated request of every dialect
+is counted per user (:mod:`bulkjobs.ratelimit`) by :func:`check`, which the dialects' auth
+dependencies call once the user is known.  Past the limit it raises
+:class:`~bulkjobs.errors.RateLimited`, which each dialect renders in its own envelope (429).
+
+The ``X-RateLimit-Limit``/``-Remaining``/``-Reset`` headers are added by
+:class:`RateLimitHeaders`, a plain ASGI middleware, to whatever answer the request gets —
+success or error — so no route or renderer handles them.  The state travels in the ASGI
+scope's ``state`` (``request.state.ratelimit``).
+
+Redis being unavailable does not turn every request into an error: the check then lets the
+request through (fail open) and logs a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bulkjobs.connections import get_redis
+from bulkjobs.errors import RateLimited
+from bulkjobs.ratelimit import RateState, hit
+from bulkjobs.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = "ratelimit"
+
+
+def check(request: Request, user_gid: str) -> None:
+    """Count this request for ``user_gid``; :class:`RateLimited` past the limit."""
+    settings = get_settings()
+    if settings.rate_limit <= 0 or getattr(request.state, STATE_KEY, None) is not None:
+        return  # no limit, or this request was counted already
+    try:
+        state = hit(get_redis(), user_gid, limit=settings.rate_limit,
+                    window=settings.rate_limit_window)
+    except redis.RedisError as exc:
+        logger.warning("rate limit not checked, Redis unavailable: %s", exc)
+        return
+    setattr(request.state, STATE_KEY, state)
+    if state.exceeded:
+        raise RateLimited("Rate limit exceeded: too many requests",
+                          info={"limit": state.limit, "reset": state.reset})
+
+
+class RateLimitHeaders:
+    """ASGI middleware: adds the rate-limit headers to the answer of a counted request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Created here, so that every copy of the scope further in shares this one dict.
+        states: dict[str, Any] = scope.setdefault("state", {})
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state = states.get(STATE_KEY)
+                if isinstance(state, RateState):
+                    message["headers"] = [*message.get("headers", []), *state.headers()]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

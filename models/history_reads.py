@@ -1,0 +1,166 @@
+"""Reading a record's history, shared by the DatoCMS and Plone dialects.
+
+* :func:`live_record` — a live record of a project by gid (deleted records have no readable
+  history in these dialects: DatoCMS and Plone have no soft-deleted content);
+* :func:`versions_page` — a record's versions, newest first, with their total;
+* :func:`version_by_id` / :func:`version_by_number` — one version, only ever of a live record
+  of the given project;
+* :func:`version_marks` — each record's current and published version ids;
+* :func:`history` — versions and workflow entries merged, newest first;
+* :func:`users_by_gid` — the users named by editors and actors;
+* :func:`iso_utc` — timestamps as these dialects write them.
+
+Every "not there" answer is :class:`~bulkjobs.errors.NotFound`, whatever the reason (unknown,
+deleted, or another project's), so nothing leaks across projects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlmodel import Session, col
+
+from bulkjobs.errors import NotFound
+from models.auth import User
+from models.records import LIVE_STATUSES, Record
+from models.versions import RecordVersion, WorkflowEntry
+
+#: Version numbers beyond this are not looked up (they cannot exist; the column is 32-bit).
+MAX_NUMBER = 2**31 - 1
+
+
+def iso_utc(ts: float) -> str:
+    """``1587455831.124`` → ``"2020-04-21T07:57:11.124Z"`` (ISO 8601, UTC, milliseconds)."""
+    stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def live_record(session: Session, project_gid: str, gid: str) -> Record:
+    """The project's live record ``gid``, or :class:`NotFound`."""
+    rec = session.execute(select(Record).where(
+        col(Record.gid) == gid, col(Record.project_gid) == project_gid)).scalars().first()
+    if rec is None or rec.status not in LIVE_STATUSES:
+        raise NotFound("Record not found", info={"record": gid})
+    return rec
+
+
+def versions_page(session: Session, record: Record, *, offset: int, limit: int
+                  ) -> tuple[list[RecordVersion], int]:
+    """A page of the record's versions, newest (highest number) first, and their count."""
+    total = session.execute(select(func.count()).select_from(RecordVersion).where(
+        col(RecordVersion.record_id) == record.id)).scalar_one()
+    rows = session.execute(
+        select(RecordVersion).where(col(RecordVersion.record_id) == record.id)
+        .order_by(col(RecordVersion.number).desc()).offset(offset).limit(limit)
+    ).scalars().all()
+    return list(rows), int(total)
+
+
+def version_by_id(session: Session, project_gid: str, version_id: str
+                  ) -> tuple[RecordVersion, Record]:
+    """The version ``version_id`` with its record, if that record is a live one of the
+    project; else :class:`NotFound`."""
+    row = session.execute(
+        select(RecordVersion, Record).join(Record, col(Record.id) == col(RecordVersion.record_id))
+        .where(col(RecordVersion.id) == version_id, col(Record.project_gid) == project_gid)
+    ).first()
+    if row is None or row[1].status not in LIVE_STATUSES:
+        raise NotFound("Version not found", info={"version": version_id})
+    return row[0], row[1]
+
+
+def version_by_number(session: Session, record: Record, number: int) -> RecordVersion:
+    """The record's version ``number``, or :class:`NotFound`."""
+    version = None
+    if 0 <= number <= MAX_NUMBER:
+        version = session.execute(select(RecordVersion).where(
+            col(RecordVersion.record_id) == record.id, col(RecordVersion.number) == number)
+        ).scalars().first()
+    if version is None:
+        raise NotFound(f"Version {number} not found", info={"version": number})
+    return version
+
+
+def current_version(session: Session, record: Record) -> RecordVersion:
+    """The record's most recent version, or :class:`NotFound` when it has none."""
+    version = session.execute(
+        select(RecordVersion).where(col(RecordVersion.record_id) == record.id)
+        .order_by(col(RecordVersion.number).desc()).limit(1)
+    ).scalars().first()
+    if version is None:
+        raise NotFound("The record has no versions", info={"record": record.gid})
+    return version
+
+
+@dataclass(frozen=True, slots=True)
+class Marks:
+    current: str | None = None
+    published: str | None = None
+
+
+def version_marks(session: Session, record_ids: Sequence[int]) -> dict[int, Marks]:
+    """Record id → ids of its current and its published version (one query)."""
+    out: dict[int, Marks] = {}
+    if not record_ids:
+        return out
+    rows = session.execute(
+        select(col(RecordVersion.record_id), col(RecordVersion.id), col(RecordVersion.is_current),
+               col(RecordVersion.is_published))
+        .where(col(RecordVersion.record_id).in_(list(record_ids)),
+               or_(col(RecordVersion.is_current), col(RecordVersion.is_published)))
+    ).all()
+    for rid, vid, is_current, is_published in rows:
+        marks = out.get(rid, Marks())
+        out[rid] = Marks(current=vid if is_current else marks.current,
+                         published=vid if is_published else marks.published)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One entry of a record's history: a version (``kind == "versioning"``) or a workflow
+    entry (``kind == "workflow"``, with ``action`` and ``review_state``)."""
+
+    kind: str
+    time: float
+    actor: dict[str, Any]
+    comment: str
+    version: RecordVersion | None = None
+    action: str = ""
+    review_state: str = ""
+
+
+def history(session: Session, record: Record) -> list[HistoryEntry]:
+    """Every version and workflow entry of the record, newest first.  At equal times a
+    workflow entry comes before (is newer than) the version it followed, and versions and
+    workflow entries keep their own order."""
+    versions = session.execute(
+        select(RecordVersion).where(col(RecordVersion.record_id) == record.id)
+        .order_by(col(RecordVersion.number))).scalars().all()
+    workflow = session.execute(
+        select(WorkflowEntry).where(col(WorkflowEntry.record_id) == record.id)
+        .order_by(col(WorkflowEntry.id))).scalars().all()
+    keyed: list[tuple[tuple[float, int, int], HistoryEntry]] = []
+    for v in versions:
+        keyed.append(((v.created_at, 0, v.number), HistoryEntry(
+            kind="versioning", time=v.created_at, actor=dict(v.editor or {}),
+            comment=v.comment or "", version=v)))
+    for w in workflow:
+        keyed.append(((w.time, 1, w.id or 0), HistoryEntry(
+            kind="workflow", time=w.time, actor=dict(w.actor or {}), comment=w.comment or "",
+            action=w.action, review_state=w.review_state)))
+    keyed.sort(key=lambda pair: pair[0], reverse=True)
+    return [entry for _, entry in keyed]
+
+
+def users_by_gid(session: Session, gids: Iterable[Any]) -> dict[str, User]:
+    """The users among ``gids`` (non-strings and unknown gids are left out)."""
+    wanted = {g for g in gids if isinstance(g, str)}
+    if not wanted:
+        return {}
+    rows = session.execute(select(User).where(col(User.gid).in_(sorted(wanted)))).scalars().all()
+    return {u.gid: u for u in rows}
