@@ -43,12 +43,12 @@ local function server_us()
 end
 """
 
-# KEYS: stream, counter, floor, marks, spaces, metrics [, dedupe]
-# ARGV: space, now_us, minute, dedupe_ttl, n, then n * (p, k, s, d)
-_APPEND_LUA = _SERVER_US_LUA + """
+# KEYS[1] stream, KEYS[2] counter, KEYS[3] floor.  A missing counter (first use, or Redis lost
+# its data) is seeded from the server's clock, never below the last entry still in the stream;
+# the floor goes just above the seed.
+_ENSURE_COUNTER_LUA = _SERVER_US_LUA + """
 local function ensure_counter()
-  local c = redis.call('GET', KEYS[2])
-  if c then return end
+  if redis.call('GET', KEYS[2]) then return end
   local seed = server_us()
   local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
   if #last > 0 then
@@ -58,6 +58,11 @@ local function ensure_counter()
   redis.call('SET', KEYS[2], string.format('%.0f', seed))
   redis.call('SET', KEYS[3], string.format('%.0f', seed + 1))
 end
+"""
+
+# KEYS: stream, counter, floor, marks, spaces, metrics [, dedupe]
+# ARGV: space, now_us, minute, dedupe_ttl, n, then n * (p, k, s, d)
+_APPEND_LUA = _ENSURE_COUNTER_LUA + """
 ensure_counter()
 if KEYS[7] then
   if not redis.call('SET', KEYS[7], '1', 'NX', 'EX', tonumber(ARGV[4])) then
@@ -86,18 +91,8 @@ return out
 
 # KEYS: stream, counter, floor ; ARGV: now_us (unused: the seed is the server's clock)
 # -> {counter, floor}
-_CURSORS_LUA = _SERVER_US_LUA + """
-local c = redis.call('GET', KEYS[2])
-if not c then
-  local seed = server_us()
-  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if #last > 0 then
-    local lid = tonumber(string.match(last[1][1], '^(%d+)'))
-    if lid > seed then seed = lid end
-  end
-  redis.call('SET', KEYS[2], string.format('%.0f', seed))
-  redis.call('SET', KEYS[3], string.format('%.0f', seed + 1))
-end
+_CURSORS_LUA = _ENSURE_COUNTER_LUA + """
+ensure_counter()
 return {redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
 """
 
