@@ -151,6 +151,7 @@ async def _client(args: argparse.Namespace) -> None:
                 super().process_event(event)
 
     counts: dict[str, int] = {}
+    finals: dict[str, int] = {}  # connections that got the phase's last event
     lat: dict[str, list[tuple[int, float]]] = {}
     bad = {"order": 0, "other": 0}
 
@@ -170,6 +171,8 @@ async def _client(args: argparse.Namespace) -> None:
                 info = ev["data"]["info"]
                 ph = info.get("ph", "")
                 counts[ph] = counts.get(ph, 0) + 1
+                if info.get("seq") == info.get("total", 0) - 1:
+                    finals[ph] = finals.get(ph, 0) + 1
                 if info.get("lat"):
                     lat.setdefault(ph, []).append((info["seq"], now - info["t"]))
 
@@ -222,7 +225,7 @@ async def _client(args: argparse.Namespace) -> None:
             continue
         cmd = json.loads(line)
         if cmd["cmd"] == "count":
-            emit({"count": counts.get(cmd["ph"], 0)})
+            emit({"count": counts.get(cmd["ph"], 0), "final": finals.get(cmd["ph"], 0)})
         elif cmd["cmd"] == "stats":
             ph = cmd["ph"]
             open_now = sum(ws.protocol.state is State.OPEN for ws in conns)
@@ -384,8 +387,10 @@ class Clients:
             proc.stdin.flush()
         return [self._get(i, timeout) for i in range(len(self.procs))]
 
-    def count(self, ph: str) -> int:
-        return sum(r["count"] for r in self.ask({"cmd": "count", "ph": ph}))
+    def count(self, ph: str) -> tuple[int, int]:
+        """Events of phase ``ph`` received, and connections that got its last event."""
+        replies = self.ask({"cmd": "count", "ph": ph})
+        return sum(r["count"] for r in replies), sum(r["final"] for r in replies)
 
     def close(self) -> None:
         for proc in self.procs:
@@ -443,13 +448,15 @@ def append(ctx: dict[str, Any], server_pid: int | None, *, phase: str, count: in
             proc.wait()
 
 
-def wait_delivered(cl: Clients, ph: str, expected: int, timeout: float) -> int:
-    """Poll the clients until ``expected`` events arrived, or nothing more came for a while."""
+def wait_delivered(cl: Clients, ph: str, expected: int, conns: int, timeout: float) -> int:
+    """Poll the clients until every connection got the phase's last event (events arrive in
+    order, so nothing more is coming; progress events may have been coalesced on the way),
+    or nothing more came for a while.  Returns the events received."""
     deadline = time.monotonic() + timeout
     got, last_change, last_got = 0, time.monotonic(), -1
     while time.monotonic() < deadline:
-        got = cl.count(ph)
-        if got >= expected:
+        got, final = cl.count(ph)
+        if got >= expected or final >= conns:
             return got
         if got != last_got:
             last_got, last_change = got, time.monotonic()
@@ -531,7 +538,7 @@ def measure_size(kind: str, n: int, args: argparse.Namespace, ctx: dict[str, Any
             # warm-up events (not measured)
             ph = f"{kind}-{n}-warm"
             append(ctx, None, phase=ph, count=5, rate=rate, lat=False)
-            wait_delivered(cl, ph, 5 * ok, 30)
+            wait_delivered(cl, ph, 5 * ok, ok, 30)
 
             def steady(rate: float, tag: str) -> dict[str, Any]:
                 """P4: one job's progress at ``rate``/s for ``seconds``."""
@@ -540,7 +547,7 @@ def measure_size(kind: str, n: int, args: argparse.Namespace, ctx: dict[str, Any
                 with profiled(args, srv.pid, ph):
                     ccpu0 = sum(cpu_seconds(p.pid) for p in cl.procs)
                     rep, cpu0 = append(ctx, srv.pid, phase=ph, count=count, rate=rate)
-                    got = wait_delivered(cl, ph, count * ok, 30)
+                    got = wait_delivered(cl, ph, count * ok, ok, 30)
                     cpu = cpu_seconds(srv.pid) - cpu0
                     ccpu = sum(cpu_seconds(p.pid) for p in cl.procs) - ccpu0
                 stats = cl.ask({"cmd": "stats", "ph": ph}, timeout=WAIT)
@@ -577,7 +584,7 @@ def measure_size(kind: str, n: int, args: argparse.Namespace, ctx: dict[str, Any
             with profiled(args, srv.pid, ph):
                 rep, cpu0 = append(ctx, srv.pid, phase=ph, count=bcount, rate=0,
                                    batch=args.burst_batch, tokens=100, lat=False)
-                got = wait_delivered(cl, ph, bcount * ok, WAIT)
+                got = wait_delivered(cl, ph, bcount * ok, ok, WAIT)
                 cpu = cpu_seconds(srv.pid) - cpu0
                 burst_s = time.perf_counter() - rep["go"]
             out.update(

@@ -226,38 +226,40 @@ class StreamServer:
 
     def _flush(self, peers: list[Any]) -> None:
         """Write what the peers have queued, without waiting (see the module docstring)."""
-        groups: dict[tuple[int, ...], tuple[list[Event], list[ServerConnection]]] = {}
+        # Connections that got the very same batch share one frame (and one encoding), built
+        # for the first of them; each connection is written as soon as it is reached, so the
+        # first subscribers do not wait for the whole list to be sorted out first.
+        encoded: dict[tuple[int, ...], tuple[list[Event], list[bytes]]] = {}
         for peer in peers:
             if peer.writer is not None or peer.slow:
                 continue  # a running writer takes the new events with its next batch
             ws = peer.ws
-            if ws.transport.get_write_buffer_size() > self.write_limit:
+            transport = ws.transport
+            if transport.get_write_buffer_size() > self.write_limit:
                 peer.congested = True
                 peer.writer = asyncio.create_task(self._write(peer))
                 continue
             events = peer.take()
             if not events:
                 continue
-            # Connections that got the very same batch share one frame (and one encoding).
             key = tuple(map(id, events))
-            group = groups.get(key)
-            if group is None:
-                groups[key] = (events, [ws])
-            else:
-                group[1].append(ws)
-        for events, conns in groups.values():
-            for frame in frames(events):
+            shared = encoded.get(key)
+            if shared is None:
                 # Server frames are unmasked and we negotiate no extension, so the bytes on
                 # the wire are the same for every connection: serialise once, write to each
                 # transport.  (websockets.broadcast would rebuild the frame per connection;
                 # this is the fan-out's hot loop.)  Never fragmented, so the protocol's
-                # state machine has nothing to track; connections that are closing are skipped
-                # as broadcast() would.
-                data = Frame(Opcode.TEXT, frame.encode()).serialize(mask=False)
-                for ws in conns:
-                    if ws.protocol.state is State.OPEN:
-                        ws.transport.write(data)
-            self.deliveries += len(events) * len(conns)
+                # state machine has nothing to track; connections that are closing are
+                # skipped as broadcast() would.  The events are kept with their bytes so
+                # that their ids, the key, stay theirs for the whole flush.
+                shared = encoded[key] = (events, [
+                    Frame(Opcode.TEXT, frame.encode()).serialize(mask=False)
+                    for frame in frames(events)
+                ])
+            if ws.protocol.state is State.OPEN:
+                for data in shared[1]:
+                    transport.write(data)
+            self.deliveries += len(events)
 
     async def _write(self, peer: Peer) -> None:
         """Writer of a congested connection: waits for the socket to drain between batches."""
