@@ -19,6 +19,7 @@ from bulkjobs.synclog import NewEvent, SyncLog
 from models import Job, Record, WorkflowEntry
 from models.engine import get_engine, get_write_engine
 from models.seed import SeededProject, SeedResult
+from tests.worker.helpers import children, records, subtree
 from worker.reaper import reap
 from worker.runner import RunConfig, announce, claim, run
 from worker.submit import cancel, submit
@@ -67,21 +68,6 @@ def project(seeded: SeedResult) -> SeededProject:
     return seeded.projects[0]
 
 
-def records(project_gid: str) -> dict[str, Any]:
-    """Every record of a project by gid (id, parent_id, status, deleted_root, mpath…)."""
-    with get_engine().connect() as conn:
-        rows = conn.execute(select(records_t).where(records_t.c.project_gid == project_gid))
-        return {r.gid: r for r in rows}
-
-
-def subtree(recs: dict[str, Any], gid: str) -> list[str]:
-    top = recs[gid].mpath
-    return [g for g, r in recs.items() if r.mpath.startswith(top)]
-
-
-def children(recs: dict[str, Any], gid: str) -> list[str]:
-    pid = recs[gid].id
-    return sorted((g for g, r in recs.items() if r.parent_id == pid), key=lambda g: recs[g].id)
 
 
 def make_link(project: SeededProject, target: str) -> str:
