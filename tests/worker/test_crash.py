@@ -274,23 +274,30 @@ def test_cancel_stops_a_running_job_after_its_current_batch(
 # --- (e) fairness -------------------------------------------------------------------------------
 
 
-def test_small_jobs_finish_before_a_large_one_started_earlier(deployment: Deployment) -> None:
-    """With two worker processes, a large job (500 subtrees in batches of 2, sliced every
-    half second) and then twenty single-item jobs: all twenty finish before the large one
-    (slices send the large job to the back of the queue instead of holding a worker)."""
-    large_project, small_project = seed_deleted_subtrees(500, projects=2).projects
+def test_small_jobs_finish_before_large_ones_that_hold_every_worker(
+    deployment: Deployment,
+) -> None:
+    """Two worker processes, each busy with a large job (500 subtrees, one per batch, sliced
+    every tenth of a second), then twenty single-item jobs: all twenty finish before either large
+    job. Without slicing both workers would be held until the large jobs ended; with it, a
+    slice sends its job to the back of the queue, behind the small ones."""
+    large_project = seed_deleted_subtrees(1000).projects[0]
+    small_project = seed_deleted_subtrees(20).projects[0]
     for n in range(2):
-        deployment.worker(f"fair-{n}", BATCH_SIZE="2", SLICE_SECONDS="0.5")
-    large = deployment.submit(large_project.gid, UNDELETE, large_project.heads)
-    wait_progress(deployment, large, below=len(large_project.heads) - 2)
+        deployment.worker(f"fair-{n}", BATCH_SIZE="1", SLICE_SECONDS="0.1")
+    halves = (large_project.heads[:500], large_project.heads[500:1000])
+    large = [deployment.submit(large_project.gid, UNDELETE, heads) for heads in halves]
+    for token, heads in zip(large, halves, strict=True):
+        wait_progress(deployment, token, below=len(heads) - 1)
     small = [deployment.submit(small_project.gid, UNDELETE, [head])
              for head in small_project.heads[:20]]
-    rows = deployment.wait_finished([large, *small], reap_every=None)
+    rows = deployment.wait_finished([*large, *small], reap_every=None)
     assert all(rows[t].status == "done" for t in rows)
     assert all(rows[t].info["failed"] == 0 for t in rows)
     last_small = max(rows[t].finished_on for t in small)
-    assert last_small < rows[large].finished_on
-    assert rows[large].attempts > 1  # it was sliced and re-queued
+    for token in large:
+        assert last_small < rows[token].finished_on
+        assert rows[token].attempts > 1  # it was sliced and re-queued
 
 
 # --- (f) overlapping jobs -----------------------------------------------------------------------
