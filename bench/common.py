@@ -8,6 +8,7 @@ ratio, and one JSON line for BENCHMARKS.md.  Nothing here asserts a time.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -119,3 +120,32 @@ def peak_rss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+@contextmanager
+def profiled(py_spy: str | None, pid: int, phase: str) -> Iterator[None]:
+    """With ``--py-spy DIR`` (``py_spy``): sample a server process with py-spy during a
+    phase (collapsed stacks in ``DIR/<phase>.txt``).  The sampler costs CPU of its own: use
+    it to see where the time goes, not for the figures."""
+    if not py_spy:
+        yield
+        return
+    spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--py-spy: py-spy is not installed (pip install py-spy)")
+    out = Path(py_spy) / f"{phase}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+                             "--nonblocking", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    time.sleep(1.0)  # attached
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -69,6 +69,7 @@ from bench.common import (  # noqa: E402
     median,
     percentile,
     process,
+    profiled,
 )
 
 SCRIPT = str(Path(__file__).resolve())
@@ -466,35 +467,6 @@ def wait_delivered(cl: Clients, ph: str, expected: int, conns: int, timeout: flo
     return got
 
 
-@contextmanager
-def profiled(args: argparse.Namespace, pid: int, phase: str) -> Iterator[None]:
-    """With ``--py-spy DIR``: sample the server with py-spy during a phase (collapsed stacks
-    in ``DIR/<phase>.txt``).  The sampler costs CPU of its own: use it to see where the time
-    goes, not for the figures."""
-    if not args.py_spy:
-        yield
-        return
-    spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
-    if spy is None:
-        raise SystemExit("--py-spy: py-spy is not installed (pip install py-spy)")
-    out = Path(args.py_spy) / f"{phase}.txt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
-                             "--nonblocking", "--output", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    time.sleep(1.0)  # attached
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def measure_size(kind: str, n: int, args: argparse.Namespace, ctx: dict[str, Any],
                  *, rate: float, seconds: float, rate2: float = 0) -> dict[str, Any]:
     """One server (``kind``: stream or raw), ``n`` subscribers: RSS, steady latency, burst."""
@@ -544,7 +516,7 @@ def measure_size(kind: str, n: int, args: argparse.Namespace, ctx: dict[str, Any
                 """P4: one job's progress at ``rate``/s for ``seconds``."""
                 ph = f"{kind}-{n}-{tag}"
                 count = max(1, round(rate * seconds))
-                with profiled(args, srv.pid, ph):
+                with profiled(args.py_spy, srv.pid, ph):
                     ccpu0 = sum(cpu_seconds(p.pid) for p in cl.procs)
                     rep, cpu0 = append(ctx, srv.pid, phase=ph, count=count, rate=rate)
                     got = wait_delivered(cl, ph, count * ok, ok, 30)
@@ -581,7 +553,7 @@ def measure_size(kind: str, n: int, args: argparse.Namespace, ctx: dict[str, Any
             # P6: a burst, appended as fast as one appender can
             ph = f"{kind}-{n}-burst"
             bcount = min(args.burst, max(args.burst_min, round(args.burst_deliveries / n)))
-            with profiled(args, srv.pid, ph):
+            with profiled(args.py_spy, srv.pid, ph):
                 rep, cpu0 = append(ctx, srv.pid, phase=ph, count=bcount, rate=0,
                                    batch=args.burst_batch, tokens=100, lat=False)
                 got = wait_delivered(cl, ph, bcount * ok, ok, WAIT)

@@ -12,7 +12,7 @@ Measures, in one run:
   request at a time, p50/p99.
 
 Usage: ``.venv/bin/python bench/submit.py [--requests 2000] [--concurrency 16]
-[--database-url postgresql://…]``
+[--web-workers 1] [--database-url postgresql://…] [--py-spy DIR]``
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bench.common import (  # noqa: E402
     median,
     percentile,
     process,
+    profiled,
     reset_postgres,
 )
 
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--latency-samples", type=int, default=300)
     ap.add_argument("--web-workers", type=int, default=1)
     ap.add_argument("--database-url", default=None)
+    ap.add_argument("--py-spy", metavar="DIR", help="profile the web process into DIR/api.txt")
     args = ap.parse_args()
     data = isolate(args.database_url)
     if args.database_url:
@@ -91,7 +93,7 @@ def main() -> None:
            "--port", str(port), "--no-access-log", "--log-level", "warning",
            "--workers", str(args.web_workers)]
     with process(cmd, ready=lambda: httpx.get(f"{base}/healthz").status_code == 200,
-                 log=data / "web.log"):
+                 log=data / "web.log") as web:
         r = httpx.post(f"{base}/api/p/{project.gid}/auth", json={"api_key": project.api_key})
         jwt = r.headers["authorization"]
         headers = {"Authorization": f"Bearer {jwt}"}
@@ -118,7 +120,8 @@ def main() -> None:
                 await asyncio.gather(*(worker() for _ in range(args.concurrency)))
                 return args.requests / (time.perf_counter() - start), failures
 
-        api_rate, failures = asyncio.run(load())
+        with profiled(args.py_spy, web.pid, "api"):
+            api_rate, failures = asyncio.run(load())
 
         # -- latency: submit -> queued event ----------------------------------------------
         seen: dict[str, float] = {}
