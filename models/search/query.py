@@ -12,10 +12,9 @@ Grammar, as a user types it::
   same way.  A bare term that holds several words (``foo-bar``) is a phrase, as if quoted.
 * ``+term`` must be present, ``-term`` must be absent, a bare term is optional.  With at least
   one ``+`` term the results are the records with every ``+`` term and no ``-`` term (bare
-  terms only rank); otherwise the records with at least one bare term and no ``-`` term.  A
-  query with no positive term at all (empty, or only ``-`` terms) puts no text condition on
-  the results beyond its ``-`` terms: an empty ``q`` is the same as no ``q`` (and a search
-  with neither ``q`` nor ``filter`` finds nothing, see :mod:`models.search.sql`).
+  terms only rank); otherwise the records with at least one bare term and no ``-`` term.  So a
+  query of ``-`` terms only finds nothing; an empty ``q`` is the same as no ``q`` (and a
+  search with neither ``q`` nor ``filter`` finds nothing, see :mod:`models.search.sql`).
 * A phrase matches its words in sequence, each word by prefix (``"garden riv"`` matches
   "Garden river"), inside one text: the title, or the text field values.
 * Repeated terms count once.

@@ -130,6 +130,10 @@ def plan_search(
         # Neither q nor filter: nothing, as in Unicat's search endpoints — and a selection
         # entry can never pick a whole project by accident.
         plan.body += " AND 1 = 0"
+    elif search.q and not search.q.positive:
+        # Only -terms: with no +term a result needs at least one bare term (SPEC §4.1), so
+        # nothing matches — "-draft" never selects every record without "draft".
+        plan.body += " AND 1 = 0"
     return plan
 
 
