@@ -65,7 +65,7 @@ def page(
                           "AND job_token < :old"), {"old": f"get-{int(now - KEEP_SECONDS):08x}"})
         token = _token(now)
         total = resolve_into(conn, token=token, project_gid=project_gid, selection=selection,
-                             mode="live")
+                             mode="live", reading=True)
         position = 0
     else:
         token, position, total = _decode(cursor)

@@ -10,9 +10,11 @@ Schema selections (``kind == "schema"``) resolve plain gids against ``schema_ite
 selected original whose working copy exists resolves to the copy (see :func:`_schema_gids`).
 
 Which records an entry matches depends on the job (``mode``): ``"deleted"`` for undelete and
-permanent delete, ``"live"`` otherwise.  Plain gids are taken in any state, so that a
-selected record in the wrong state is reported as a failed item rather than silently
-dropped.  Unknown gids and gids of another project simply match nothing.
+permanent delete, ``"live"`` otherwise.  For jobs, plain gids are taken in any state, so
+that a selected record in the wrong state is reported as a failed item rather than silently
+dropped; reads (``records/bulk/get``) pass ``reading=True`` and get plain gids in ``mode``'s
+state only, like their other entries.  Unknown gids and gids of another project simply match
+nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ _STATUS = {"live": "r.status IN ('draft', 'published')", "deleted": "r.status = 
 
 
 def resolve_into(
-    conn: Connection, *, token: str, project_gid: str, selection: Selection, mode: Mode
+    conn: Connection, *, token: str, project_gid: str, selection: Selection, mode: Mode,
+    reading: bool = False,
 ) -> int:
     """Insert the selection's items into ``job_item`` for ``token``; returns how many."""
     project = conn.execute(
@@ -43,7 +46,7 @@ def resolve_into(
         if isinstance(entry, Gids) and selection.kind == "schema":
             _schema_gids(conn, token, project_gid, entry)
         elif isinstance(entry, Gids):
-            _gids(conn, token, project_gid, entry)
+            _gids(conn, token, project_gid, entry, _STATUS[mode] if reading else None)
         elif isinstance(entry, list):
             _children(conn, token, project_gid, entry, mode, orderings)
         elif isinstance(entry, Search):
@@ -54,12 +57,15 @@ def resolve_into(
     ).scalar_one())
 
 
-def _gids(conn: Connection, token: str, project_gid: str, entry: Gids) -> None:
+def _gids(
+    conn: Connection, token: str, project_gid: str, entry: Gids, status: str | None
+) -> None:
+    state = f" AND {status}" if status else ""
     conn.execute(text(
         f"INSERT INTO job_item (job_token, item_id) "
         f"SELECT :tok, r.id FROM {dialect.json_rows(conn, 'gids')} "
         f"JOIN record r ON r.gid = j.value "
-        f"WHERE r.project_gid = :proj ORDER BY j.key "
+        f"WHERE r.project_gid = :proj{state} ORDER BY j.key "
         f"ON CONFLICT (job_token, item_id) DO NOTHING"
     ), {"tok": token, "proj": project_gid, "gids": json.dumps(entry.gids)})
 

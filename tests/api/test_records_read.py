@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from api.app import app
+from models import Record
+from models.engine import get_engine
 from models.seed import SeedResult
 from tests.api.test_unicat import auth, post
 
@@ -41,6 +44,22 @@ def test_bulk_get_pages_through_the_whole_selection(client: TestClient, seeded: 
     expected = [p.heads[3]] + [h for h in p.heads[:9] if h not in (p.heads[0], p.heads[3])]
     assert seen == expected
     assert sizes == {len(expected)}
+
+
+def test_bulk_get_reads_live_records_only(client: TestClient, seeded: SeedResult):
+    """A deleted record named by plain gid is not read, like the deleted children of a
+    children entry (reads look at live records, SPEC §4)."""
+    project, jwt = auth(client, seeded)
+    p = seeded.projects[0]
+    with get_engine().connect() as conn:
+        status = dict(conn.execute(select(Record.gid, Record.status)
+                                   .where(Record.gid.in_(p.heads))).all())
+    deleted = [h for h in p.heads if status[h] == "deleted"]
+    live = [h for h in p.heads if status[h] != "deleted"]
+    assert deleted and live
+    body = {"selection": [deleted[0], live[0], {"children": p.root}]}
+    res = post(client, f"/api/p/{project}/records/bulk/get", jwt, body).json()["result"]
+    assert res["records"] == live and res["records.size"] == len(live)
 
 
 def test_bulk_get_bad_cursor_and_selection_are_1006(client: TestClient, seeded: SeedResult):
