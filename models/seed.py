@@ -293,7 +293,8 @@ def _versions_for(row: tuple[Any, ...], now: float) -> list[tuple[Any, ...]]:
         out.append((
             version_id(), rid, number, now - (count - number) * 60,
             '{"type":"user","id":"seed"}', "Initial version" if number == 0 else f"Edit {number}",
-            snapshot, False, number == count - 1,
+            # the latest version is the one a published record was published at
+            snapshot, status == "published" and number == count - 1, number == count - 1,
         ))
     return out
 
@@ -307,7 +308,7 @@ def _record_rows(
     next_id = start
     root_gid = new_gid()
     project.root = root_gid
-    links = max(0, (n - 1) // (SUBTREE * 100))
+    links = n // (SUBTREE * 100)  # one per 10,000 records
     budget = max(0, n - 1 - links)
     heads = (budget + SUBTREE - 1) // SUBTREE
     links = min(links, (heads + 99) // 100)
