@@ -9,8 +9,8 @@ from sqlalchemy import text
 
 from api.app import app
 from bulkjobs.connections import get_synclog
-from models.engine import get_engine
-from models.seed import SeedResult
+from models.engine import get_engine, get_write_engine
+from models.seed import SeedResult, seed
 from tests.api.test_unicat import auth, post
 
 
@@ -109,3 +109,49 @@ def test_edit_of_unknown_or_foreign_record_is_422(client: TestClient, seeded: Se
         r = post(client, f"/api/p/{project}/records/update", jwt,
                  {"record": gid, "title": {"en": "x"}})
         assert r.status_code == 422
+
+
+def test_unpublish_returns_to_draft_and_keeps_the_history(client: TestClient,
+                                                          seeded: SeedResult):
+    """unpublish makes a published record a draft again: no version stays published, the
+    versions are kept, a workflow entry and a project-space event are written."""
+    project, jwt = auth(client, seeded)
+    gid = post(client, f"/api/p/{project}/records/create", jwt,
+               {"parent": seeded.projects[0].root, "title": {"en": "Short-lived"}}
+               ).json()["result"]["record"]
+    post(client, f"/api/p/{project}/records/publish", jwt, {"record": gid})
+    start = get_synclog().cursor(project)
+    r = post(client, f"/api/p/{project}/records/unpublish", jwt, {"record": gid})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["records"][gid]["status"] == "draft"
+    assert [(n, cur, pub) for n, cur, pub, _ in versions(gid)] == [(0, True, False)]
+    assert workflow(gid) == ["publish", "unpublish"]
+    events = get_synclog().read(project, start).events
+    assert [(e.as_dict()["action"], e.key) for e in events] == [("UPDATE", gid)]
+
+
+def test_links_show_canonical_and_backlinks_and_take_no_children(client: TestClient,
+                                                                  services: object):
+    """A link reads with ``is_link`` and its target's gid as ``canonical``; the target lists
+    it in ``backlinks``; creating a child under the link is refused and writes nothing."""
+    with get_write_engine().begin() as conn:
+        demo = seed(conn, records=10_000, projects=1, seed_value=4)
+    project = demo.projects[0]
+    project_gid, jwt = auth(client, demo)
+    with get_engine().connect() as conn:
+        link, target = conn.execute(text(
+            "SELECT l.gid, t.gid FROM record l JOIN record t ON t.id = l.canonical_id "
+            "WHERE l.project_gid = :p AND l.is_link"), {"p": project.gid}).one()
+    got = post(client, f"/api/p/{project_gid}/records/get", jwt,
+               {"records": [link, target]}).json()["data"]["records"]
+    assert (got[link]["is_link"], got[link]["canonical"]) == (True, target)
+    assert (got[target]["is_link"], got[target]["canonical"]) == (False, target)
+    assert got[target]["backlinks"] == [link]
+    r = post(client, f"/api/p/{project_gid}/records/create", jwt,
+             {"parent": link, "title": {"en": "Under a link"}})
+    assert r.status_code == 422 and r.json()["result"]["info"]["parent"] == link
+    assert "link" in r.json()["result"]["message"]
+    with get_engine().connect() as conn:
+        assert conn.execute(text(
+            "SELECT COUNT(*) FROM record WHERE parent_id = (SELECT id FROM record "
+            "WHERE gid = :g)"), {"g": link}).scalar_one() == 0
