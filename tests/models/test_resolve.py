@@ -20,7 +20,7 @@ from models import Project, Record
 from models.engine import get_engine, get_write_engine
 from models.resolve import Mode, resolve_into
 from models.seed import SeedResult
-from models.selection import Children, Gids, parse_selection
+from models.selection import Children, Gids, Search, parse_selection
 
 records_t = Record.__table__
 LIVE = ("draft", "published")
@@ -277,6 +277,9 @@ def model(tree: Tree, value: list[Any], mode: Mode) -> tuple[list[str], list[set
     for entry in parse_selection(value).entries:
         if isinstance(entry, Gids):
             found = [g for g in entry.gids if g in tree.by_gid]
+        elif isinstance(entry, Search):
+            found = model_search(tree, value[entry.index]["search"]["filter"], statuses,
+                                 entry.exclude)
         else:
             assert isinstance(entry, Children)
             kids = [r for r in tree.children(entry.parent) if entry.parent in tree.by_gid
@@ -293,6 +296,20 @@ def model(tree: Tree, value: list[Any], mode: Mode) -> tuple[list[str], list[set
                 seen.add(g)
                 out.append(g)
     return out, per_entry
+
+
+def model_search(tree: Tree, filt: list[Any], statuses: tuple[str, ...],
+                 exclude: frozenset[str]) -> list[str]:
+    """A search entry of the form the strategy draws: ``parent is P``, optionally and-ed with
+    ``status is S`` (which replaces the job's statuses) and ``channel has C``; no ``q``, so
+    in gid order."""
+    parts = filt[2] if filt[0] == "and" else [filt]
+    conds = {prop: operand for prop, _, operand in parts}
+    wanted = (conds["status"],) if "status" in conds else statuses
+    hits = [r for r in tree.by_gid.values() if r.parent == conds["parent"]
+            and r.status in wanted and r.gid not in exclude
+            and ("channel" not in conds or conds["channel"] in r.channels)]
+    return sorted(r.gid for r in hits)
 
 
 def selections(a: Tree, b: Tree) -> st.SearchStrategy[list[Any]]:
@@ -315,7 +332,23 @@ def selections(a: Tree, b: Tree) -> st.SearchStrategy[list[Any]]:
             entry["ordering"] = draw(st.sampled_from(a.orderings + ["none"]))
         return entry
 
-    return st.lists(any_gid | children(), max_size=12)
+    @st.composite
+    def search(draw: st.DrawFn) -> dict[str, Any]:
+        parent = draw(st.sampled_from(parents) | st.sampled_from(b.heads))
+        parts: list[Any] = [["parent", "is", parent]]
+        if draw(st.booleans()):
+            parts.append(["status", "is", draw(st.sampled_from(["draft", "published",
+                                                               "deleted"]))])
+        if draw(st.booleans()):
+            parts.append(["channel", "has", draw(st.sampled_from(a.channels))])
+        filt = parts[0] if len(parts) == 1 else ["and", "", parts]
+        entry: dict[str, Any] = {"search": {"language": "en", "filter": filt}}
+        if draw(st.booleans()):
+            kids = [r.gid for r in a.children(parent)] or [a.root]
+            entry["exclude"] = draw(st.lists(st.sampled_from(kids) | any_gid, max_size=5))
+        return entry
+
+    return st.lists(any_gid | children() | search(), max_size=12)
 
 
 @pytest.fixture
@@ -339,8 +372,9 @@ def shuffled_positions(trees: tuple[Tree, Tree]) -> Iterator[tuple[Tree, Tree]]:
 def test_property_resolution_matches_model(
     shuffled_positions: tuple[Tree, Tree], mode: Mode
 ) -> None:
-    """Random mixes of own, foreign and unknown gids and children entries resolve as SPEC §4
-    says: no duplicates, never another project's record, never an entry's excluded gid."""
+    """Random mixes of own, foreign and unknown gids, children entries and search entries
+    resolve as SPEC §4 says: no duplicates, never another project's record, never an entry's
+    excluded gid."""
     a, b = shuffled_positions
 
     @settings(max_examples=40, deadline=None,
@@ -354,7 +388,7 @@ def test_property_resolution_matches_model(
         assert all(g in a.by_gid for g in got), "a record of another project"
         assert not set(got) & set(b.by_gid)
         for entry, own in zip(parse_selection(value).entries, per_entry, strict=True):
-            if isinstance(entry, Children):
+            if isinstance(entry, Children | Search):
                 others = set().union(*(s for s in per_entry if s is not own))
                 assert not (entry.exclude & set(got)) - others, "an excluded gid"
         assert got == want
