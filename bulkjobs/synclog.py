@@ -11,9 +11,19 @@ Contract
   growing across a Redis restart that lost everything.  The clock is the Redis server's
   (``TIME``), not the appending client's: workers run on many machines, and the first one to
   append after a data loss must not reseed below earlier cursors because its clock lags.
+* Redis may also come back with *some* of its data: an RDB snapshot, an AOF missing its last
+  second, a failover to a replica that lagged.  Its counter then lies below cursors already
+  handed out, and counting on from it would hand them out again, to other events.  Nothing in
+  the data tells such a restart apart, so the first script to touch a space after *any*
+  restart (the server's ``run_id`` differs from the one recorded in the space's marks hash,
+  field ``run``) reseeds the counter from the clock as if it were missing, never below its
+  old value: cursors keep growing, and history from before the restart is declared
+  incomplete.  A clean restart costs subscribers one ``recovered: false``; a rollback never
+  yields a partial replay.
 * Each space keeps a *floor*: the lowest cursor from which its history is complete.  Seeding a
   counter sets the floor just above the seed; trimming raises it.  A reader whose cursor ``c``
-  is below ``floor - 1`` missed events that are gone: it is told ``recovered = False``.
+  is below ``floor - 1`` missed events that are gone, and one above the counter holds a cursor
+  of a history this log no longer has: either is told ``recovered = False``.
 * Entries store the event body as JSON *without* ``type`` and ``cursor`` (``d``) plus a few
   routing fields (``p`` project gid, ``k`` data key, ``s`` job status, ``t`` time).  The wire
   text is composed from them once per event (:attr:`Event.text`) and shared by every
@@ -43,13 +53,17 @@ local function server_us()
 end
 """
 
-# KEYS[1] stream, KEYS[2] counter, KEYS[3] floor.  A missing counter (first use, or Redis lost
-# its data) is seeded from the server's clock, never below the last entry still in the stream;
-# the floor goes just above the seed.
+# KEYS[1] stream, KEYS[2] counter, KEYS[3] floor, KEYS[4] marks.  A counter that is missing
+# (first use, or Redis lost its data) or that predates the running Redis server (it restarted,
+# maybe from an older snapshot) is seeded from the server's clock, never below its old value
+# or the last entry still in the stream; the floor goes just above the seed.
 _ENSURE_COUNTER_LUA = _SERVER_US_LUA + """
 local function ensure_counter()
-  if redis.call('GET', KEYS[2]) then return end
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  local counter = redis.call('GET', KEYS[2])
+  if counter and redis.call('HGET', KEYS[4], 'run') == run then return end
   local seed = server_us()
+  if counter and tonumber(counter) > seed then seed = tonumber(counter) end
   local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
   if #last > 0 then
     local lid = tonumber(string.match(last[1][1], '^(%d+)'))
@@ -57,6 +71,7 @@ local function ensure_counter()
   end
   redis.call('SET', KEYS[2], string.format('%.0f', seed))
   redis.call('SET', KEYS[3], string.format('%.0f', seed + 1))
+  redis.call('HSET', KEYS[4], 'run', run)
 end
 """
 
@@ -89,7 +104,7 @@ end
 return out
 """
 
-# KEYS: stream, counter, floor ; ARGV: now_us (unused: the seed is the server's clock)
+# KEYS: stream, counter, floor, marks ; ARGV: now_us (unused: the seed is the server's clock)
 # -> {counter, floor}
 _CURSORS_LUA = _ENSURE_COUNTER_LUA + """
 ensure_counter()
@@ -204,7 +219,10 @@ def _append_call(
 
 
 def _cursor_call(space: str) -> tuple[list[str], list[Any]]:
-    return [keys.sync_stream(space), keys.sync_counter(space), keys.sync_floor(space)], [_now_us()]
+    return [
+        keys.sync_stream(space), keys.sync_counter(space), keys.sync_floor(space),
+        keys.sync_marks(space),
+    ], [_now_us()]
 
 
 def decode(space: str, entries: Iterable[tuple[Any, dict[Any, Any]]]) -> list[Event]:
@@ -225,7 +243,9 @@ def _s(v: Any) -> str:
 
 
 def is_recovered(after: int, floor: int, last: int) -> bool:
-    """Can a reader that has seen everything up to ``after`` be caught up by replay?"""
+    """Can a reader that has seen everything up to ``after`` be caught up by replay?  Not
+    from below the floor (trimmed or lost), nor from above the counter (a cursor of a history
+    this log no longer has)."""
     return floor - 1 <= after <= last
 
 
@@ -263,7 +283,9 @@ class SyncLog:
         floor the page starts at the oldest retained event and ``recovered`` is False."""
         last, floor = self.cursors(space)
         recovered = is_recovered(after, floor, last)
-        start = f"({after}-0" if recovered else "-"
+        # Not recovered: start at the floor (entries below it may be left over from before a
+        # restart, and are not part of the complete history).
+        start = f"({after}-0" if recovered else f"{floor}-0"
         raw = self.r.xrange(keys.sync_stream(space), start, "+", count=count + 1)
         events = decode(space, raw)
         more = len(events) > count
@@ -280,8 +302,8 @@ class SyncLog:
             keys=[keys.sync_stream(space), keys.sync_floor(space), keys.sync_marks(space)],
             args=[cutoff],
         ))
-        old_minutes = [m for m, c in self.r.hgetall(keys.sync_marks(space)).items()
-                       if int(c) < new_floor]
+        old_minutes = [m for m, c in _minute_marks(self.r.hgetall(keys.sync_marks(space)))
+                       if c < new_floor]
         if old_minutes:
             self.r.hdel(keys.sync_marks(space), *old_minutes)
         return new_floor
@@ -313,10 +335,15 @@ def _time_cutoff(marks: dict[Any, Any], older_than: float) -> int:
     """The first cursor appended at or after the newest minute mark that is fully older than
     ``older_than``: everything below it is older than the time bound."""
     limit_minute = int(older_than // 60)
-    eligible = [int(c) for m, c in marks.items() if int(m) <= limit_minute]
+    eligible = [c for m, c in _minute_marks(marks) if int(m) <= limit_minute]
     # The minute *after* the last eligible one starts at a cursor we do not know; the mark of
     # the newest eligible minute is a safe (conservative) cutoff.
     return max(eligible) if eligible else 0
+
+
+def _minute_marks(marks: dict[Any, Any]) -> list[tuple[Any, int]]:
+    """``(minute field, first cursor)`` pairs of a marks hash, without its ``run`` field."""
+    return [(m, int(c)) for m, c in marks.items() if _s(m).isdigit()]
 
 
 class AsyncSyncLog:
@@ -341,7 +368,7 @@ class AsyncSyncLog:
     async def read(self, space: str, after: int, *, count: int = PAGE) -> Page:
         last, floor = await self.cursors(space)
         recovered = is_recovered(after, floor, last)
-        start = f"({after}-0" if recovered else "-"
+        start = f"({after}-0" if recovered else f"{floor}-0"
         raw = await self.r.xrange(keys.sync_stream(space), start, "+", count=count + 1)
         events = decode(space, raw)
         return Page(events[:count], floor, last, recovered, len(events) > count)

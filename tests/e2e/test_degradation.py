@@ -13,27 +13,22 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sqlite3
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-import redis
 from sqlalchemy import func, select, text
 
 from models import Job
 from models.engine import get_engine
 from models.seed import SeedResult
 from tests.e2e import procfile
-from tests.e2e.conftest import LOGS, System, free_port, wait_for
+from tests.e2e.conftest import System, free_port, wait_for
 from tests.e2e.helpers import Api, Subscriber, job_events, terminal_of
+from tests.e2e.redis_server import PrivateRedis, private_redis_server
 
 pytestmark = pytest.mark.e2e
 
@@ -42,52 +37,10 @@ pytestmark = pytest.mark.e2e
 BOUND = 8.0
 
 
-@dataclass
-class PrivateRedis:
-    """A ``redis-server`` of this test's own on a free loopback port, killable at will."""
-
-    port: int = field(default_factory=free_port)
-    popen: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        LOGS.mkdir(parents=True, exist_ok=True)
-        log = (LOGS / f"redis-{self.port}-{time.time_ns()}.log").open("wb")
-        self.popen = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
-        wait_for(lambda: client.ping(), f"redis-server on {self.port}")
-
-    def freeze(self) -> None:
-        """SIGSTOP: connections are still accepted by the kernel, nothing is answered."""
-        assert self.popen is not None
-        os.killpg(self.popen.pid, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.popen is not None
-        os.killpg(self.popen.pid, signal.SIGCONT)
-
-    def kill(self) -> None:
-        """SIGKILL: gone at once, its connections reset."""
-        if self.popen is not None and self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGCONT)  # a frozen one too
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(10)
-
-
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    server.start()
-    try:
+    with private_redis_server() as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

@@ -96,7 +96,9 @@ def trim_below(space: str, cursor: int) -> int:
     ``cursor`` is the first event of the current minute; the real trim then does the rest.
     """
     r = get_redis()
-    r.delete(keys.sync_marks(space))
+    minutes = [m for m in r.hkeys(keys.sync_marks(space)) if m.isdigit()]  # not "run"
+    if minutes:
+        r.hdel(keys.sync_marks(space), *minutes)
     r.hset(keys.sync_marks(space), str(int(time.time() // 60)), cursor)
     return log().trim(space, keep=1, keep_seconds=0)
 
