@@ -11,7 +11,7 @@ from api import errors, health, metrics, ops
 from api.dato import routes as dato
 from api.plone import routes as plone
 from api.ratelimit import RateLimitHeaders
-from api.unicat import auth, jobs, records, schema, sync
+from api.unicat import auth, jobs, record_definitions, records, schema, sync
 from api.unicat.openapi import ERRORS as UNICAT_ERRORS
 from bulkjobs import __version__, logs
 from bulkjobs.errors import PayloadTooLarge
@@ -46,7 +46,7 @@ def create_app() -> FastAPI:
             request._body = body  # starlette re-reads the cached body
         return await call_next(request)
 
-    for module in (auth, records, schema, jobs, sync):
+    for module in (auth, records, record_definitions, schema, jobs, sync):
         app.include_router(module.router, responses=UNICAT_ERRORS)
     app.include_router(dato.router)
     app.include_router(plone.router)

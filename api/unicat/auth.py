@@ -18,11 +18,12 @@ from models.auth import User
 router = APIRouter(prefix="/api", tags=["unicat: auth"])
 
 
-def _answer(session: Session, response: Response, user: User, project: str) -> dict[str, Any]:
+def _answer(session: Session, response: Response, user: User, project: str, *,
+            omit_extended: bool = False) -> dict[str, Any]:
     claims = Claims(user=user.gid, ops=user.ops, exp=0)
     proj = require_member(session, claims, project)
     response.headers["Authorization"] = issue(user.gid, ops=user.ops)
-    result, data = init_payload(session, user=user, project=proj)
+    result, data = init_payload(session, user=user, project=proj, omit_extended=omit_extended)
     return ok(result, data)
 
 
@@ -30,7 +31,8 @@ def _answer(session: Session, response: Response, user: User, project: str) -> d
 def auth(project: str, body: ApiKeyBody, session: SessionDep, response: Response) -> Any:
     """Exchange an API key for a JWT and the project's init data."""
     user = user_for_api_key(session, project_gid=project, api_key=body.api_key)
-    return _answer(session, response, user, project)
+    return _answer(session, response, user, project,
+                   omit_extended=body.omit_extended_definitions)
 
 
 @router.post("/p/{project}/login")
@@ -56,7 +58,8 @@ def global_login(body: LoginBody, session: SessionDep, response: Response) -> An
 def init(project: str, actor: MemberDep, session: SessionDep, body: InitBody | None = None) -> Any:
     """The project's init data for the JWT's user."""
     return ok(*init_payload(session, user=require_user(session, actor.claims),
-                            project=actor.project))
+                            project=actor.project,
+                            omit_extended=body is not None and body.omit_extended_definitions))
 
 
 @router.get("/p/{project}/init", include_in_schema=False)

@@ -83,6 +83,11 @@ class RecordBody(Body):
     record: str = Field(max_length=64)
 
 
+class RecordClassBody(Body):
+    record: str = Field(max_length=64)
+    class_: str = Field(alias="class", max_length=64)
+
+
 # --- schema items (definitions, classes, fields, layouts) --------------------------------------
 
 

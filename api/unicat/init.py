@@ -17,8 +17,10 @@ CC_VERSION = "2026.11.001"
 LANGUAGE_NAMES = {"en": "English", "nl": "Nederlands", "de": "Deutsch", "fr": "Français"}
 
 
-def init_payload(session: Session, *, user: User, project: Project) -> tuple[dict[str, Any],
-                                                                            dict[str, Any]]:
+def init_payload(session: Session, *, user: User, project: Project,
+                 omit_extended: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``result`` and ``data`` of an init answer; ``omit_extended`` leaves out the records'
+    extended definitions (Unicat's ``omit_extended_definitions``)."""
     members = session.execute(select(Member).where(Member.project_gid == project.gid)).scalars()
     members = list(members)
     mine = session.execute(select(Member).where(Member.user_gid == user.gid,
@@ -34,7 +36,10 @@ def init_payload(session: Session, *, user: User, project: Project) -> tuple[dic
         "definitions": {}, "classes": {}, "fields": {}, "layouts": {},
         "queries": {}, "modules": {},
     }
-    items = session.execute(select(SchemaItem).where(SchemaItem.project_gid == project.gid))
+    query = select(SchemaItem).where(SchemaItem.project_gid == project.gid)
+    if omit_extended:
+        query = query.where(SchemaItem.is_extended.is_(False))
+    items = session.execute(query)
     for item in items.scalars():
         data[SCHEMA_DATA_KEYS[item.type]][item.gid] = schema_public(item)
     result = {
