@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, text
 
 from bulkjobs.errors import SelectionError
+from models import dialect
 from models.resolve import resolve_into
 from models.selection import Selection
 
@@ -79,3 +80,27 @@ def page(
     rows = rows[:size]
     next_cursor = _encode(token, rows[-1][0], total) if more and rows else None
     return Page([int(r[1]) for r in rows], total, next_cursor)
+
+
+def children_page(
+    conn: Connection, *, parent_id: int, channel: str | None, ordering: str | None,
+    orderings: dict[str, str], top: int, size: int,
+) -> tuple[list[int], int]:
+    """Ids of one page of a record's live children, and how many there are: enabled in
+    ``channel`` if given, in ``ordering``'s positions if the project has that ordering
+    (children without a position last), else in creation order — all in SQL."""
+    where = ["r.parent_id = :pid", "r.status IN ('draft', 'published')"]
+    params: dict[str, object] = {"pid": parent_id, "n": size, "top": top}
+    if channel:
+        where.append(dialect.json_array_has(conn, "r.channels", "channel"))
+        params["channel"] = channel
+    order = "r.id"
+    if ordering and ordering in orderings:
+        pos = dialect.json_int(conn, "r.orderings", "ordering")
+        params["ordering"] = dialect.json_key_arg(conn, ordering)
+        order = f"CASE WHEN {pos} IS NULL THEN 1 ELSE 0 END, {pos}, r.id"
+    body = f"FROM record r WHERE {' AND '.join(where)}"
+    ids = [int(i) for i in conn.execute(text(
+        f"SELECT r.id {body} ORDER BY {order} LIMIT :n OFFSET :top"), params).scalars()]
+    total = int(conn.execute(text(f"SELECT COUNT(*) {body}"), params).scalar_one())
+    return ids, total

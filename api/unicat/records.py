@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from api.deps import Actor, MemberDep, SessionDep
 from api.unicat.bodies import (
@@ -27,7 +27,7 @@ from bulkjobs.synclog import record_event
 from models import editing, reads
 from models.engine import get_write_engine
 from models.queries import records_public
-from models.records import LIVE_STATUSES, Record
+from models.records import Record
 from models.search.sql import search_count, search_ids
 from models.selection import parse_search, parse_selection
 from worker.jobs.base import Context
@@ -72,19 +72,13 @@ def children(project: str, body: ChildrenBody, actor: MemberDep, session: Sessio
         Record.gid == body.record, Record.project_gid == project)).scalars().first()
     if parent is None:
         raise Unprocessable("Record not found", info={"record": body.record})
-    query = select(Record).where(Record.parent_id == parent.id,
-                                 Record.status.in_(LIVE_STATUSES))
-    rows = session.execute(query.order_by(Record.id)).scalars().all()
-    if body.channel:
-        rows = [r for r in rows if body.channel in (r.channels or [])]
-    if body.ordering and body.ordering in actor.project.orderings:
-        key = body.ordering
-        rows.sort(key=lambda r: (key not in (r.orderings or {}), (r.orderings or {}).get(key, 0),
-                                 r.id))
-    page = rows[body.page_top: body.page_top + body.page_size]
-    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    return ok({"children": [r.gid for r in page], "children.size": len(rows) if body.channel
-               else total}, {"records": records_public(session, page)})
+    ids, total = reads.children_page(
+        session.connection(), parent_id=parent.id, channel=body.channel, ordering=body.ordering,
+        orderings=actor.project.orderings, top=body.page_top, size=body.page_size)
+    by_id = {r.id: r for r in session.execute(select(Record).where(Record.id.in_(ids))).scalars()}
+    page = [by_id[i] for i in ids]
+    return ok({"children": [r.gid for r in page], "children.size": total},
+              {"records": records_public(session, page)})
 
 
 def _answer(session: SessionDep, actor: Actor, gid: str, action: str = "UPDATE") -> Any:

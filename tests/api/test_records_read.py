@@ -103,3 +103,27 @@ def test_search_pages_and_rejects_bad_queries(client: TestClient, seeded: SeedRe
     bad = post(client, f"/api/p/{project}/records/search", jwt,
                {"language": "en", "q": '"unbalanced'})
     assert bad.status_code == 422 and bad.json()["result"]["code"] == 1006
+
+
+def test_children_pages_in_channel_and_ordering_as_a_children_entry_selects(
+        client: TestClient, seeded: SeedResult):
+    """`records/children` with a channel and an ordering pages (page.top, page.size) through
+    exactly the records, in exactly the order, that the same children entry selects."""
+    project, jwt = auth(client, seeded)
+    p = seeded.projects[0]
+    init = post(client, f"/api/p/{project}/init", jwt,
+                {}).json()["data"]["cc.projects"][project]["options"]
+    channel = next(k for k in init["channels"] if k != "__all__")
+    for ordering in init["orderings"]:
+        head = p.heads[0]
+        entry = {"children": head, "channel": channel, "ordering": ordering}
+        want = post(client, f"/api/p/{project}/records/bulk/get", jwt,
+                    {"selection": [entry]}).json()["result"]["records"]
+        got: list[str] = []
+        for top in range(0, 12, 2):
+            res = post(client, f"/api/p/{project}/records/children", jwt,
+                       {"record": head, "channel": channel, "ordering": ordering,
+                        "page.top": top, "page.size": 2}).json()["result"]
+            assert res["children.size"] == len(want)
+            got += res["children"]
+        assert got == want and 0 < len(want) < 9
