@@ -54,6 +54,9 @@ from urllib.parse import urlsplit
 
 import redis.asyncio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
@@ -543,6 +546,11 @@ def _command_client(url: str) -> redis.asyncio.Redis:
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url, max_connections=COMMAND_CONNECTIONS, timeout=10, socket_connect_timeout=5,
         socket_timeout=10,
+        # After a Redis restart every pooled connection is dead; without a retry on a fresh
+        # connection the first command on each would fail a client's subscribe (1013/503).
+        # Connection errors only: a timeout may mean a frozen Redis, and must not wait longer.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3,
+                    supported_errors=(RedisConnectionError,)),
     )
     return redis.asyncio.Redis(connection_pool=pool)
 
