@@ -38,7 +38,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -287,7 +287,7 @@ class SyncLog:
         # restart, and are not part of the complete history).
         start = f"({after}-0" if recovered else f"{floor}-0"
         raw = self.r.xrange(keys.sync_stream(space), start, "+", count=count + 1)
-        events = decode(space, raw)
+        events = decode(space, cast(list[Any], raw))
         more = len(events) > count
         return Page(events[:count], floor, last, recovered, more)
 
@@ -365,10 +365,20 @@ class AsyncSyncLog:
         c, f = await self._cursors(keys=k, args=a)
         return int(c), int(f)
 
+    async def cursors_many(self, spaces: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """:meth:`cursors` of many spaces in one round trip."""
+        spaces = list(spaces)
+        async with self.r.pipeline(transaction=False) as pipe:
+            for space in spaces:
+                k, a = _cursor_call(space)
+                await self._cursors(keys=k, args=a, client=pipe)
+            replies = await pipe.execute()
+        return {s: (int(c), int(f)) for s, (c, f) in zip(spaces, replies, strict=True)}
+
     async def read(self, space: str, after: int, *, count: int = PAGE) -> Page:
         last, floor = await self.cursors(space)
         recovered = is_recovered(after, floor, last)
         start = f"({after}-0" if recovered else f"{floor}-0"
         raw = await self.r.xrange(keys.sync_stream(space), start, "+", count=count + 1)
-        events = decode(space, raw)
+        events = decode(space, cast(list[Any], raw))
         return Page(events[:count], floor, last, recovered, len(events) > count)

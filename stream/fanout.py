@@ -10,8 +10,9 @@ Contract
 * **Routing.**  A ``cc`` job event goes to connections covering ``event.project``: an explicit
   subscription to that project, or a ``"*"`` subscription, and only while the project is in the
   connection's ``allowed`` set (what its user may see).  A project-space event (records,
-  schema) goes only to explicit subscriptions of that project *without* a ``jobs`` filter:
-  a ``jobs`` filter narrows a subscription to those jobs' ``cc`` events.
+  schema) goes to subscriptions covering that project *without* a ``jobs`` filter: an
+  explicit one, or ``"*"``; a ``jobs`` filter narrows a subscription to those jobs' ``cc``
+  events.
 * **No duplicates.**  Each connection keeps the last cursor it queued per *(space, project)*:
   per project space, and per project inside the ``cc`` space (``cc`` is shared by every
   project, and a second subscription may legitimately replay older ``cc`` events of *another*
@@ -113,7 +114,11 @@ class Subscriber:
                     return True
             return self.star and (self.star_jobs is None or ev.key in self.star_jobs)
         project = ev.space
-        return project in self.allowed and self.projects.get(project, _NOT_SUBSCRIBED) is None
+        if project not in self.allowed:
+            return False
+        return self.projects.get(project, _NOT_SUBSCRIBED) is None or (
+            self.star and self.star_jobs is None
+        )
 
     def covered_cc(self) -> set[str]:
         """Projects whose cc events this connection receives."""
@@ -124,6 +129,8 @@ class Subscriber:
 
     def covered_spaces(self) -> set[str]:
         """Project spaces this connection receives."""
+        if self.star and self.star_jobs is None:
+            return set(self.allowed)
         return {p for p, jobs in self.projects.items() if jobs is None and p in self.allowed}
 
     # -- queueing -------------------------------------------------------------------------

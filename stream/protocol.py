@@ -6,7 +6,8 @@ the reply to that request echoes, so a client can match replies to requests):
 
 * ``{"op": "auth", "jwt": "<JWT>"}``
 * ``{"op": "subscribe", "project": "<gid>" | "*", "cc_cursor": N?, "cursor": M?,
-  "jobs": ["<token>", …]?}`` — ``cursor`` (the project's own space) needs a single project;
+  "jobs": ["<token>", …]?}`` — ``cursor`` (the project's own space) needs a single project:
+  ``"*"`` gets live project-space events of every visible project but cannot replay them;
   ``jobs`` must be a non-empty list when given.
 * ``{"op": "unsubscribe", "project": "<gid>" | "*"}``
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import redis.asyncio
@@ -93,6 +94,10 @@ class Reader:
         current = self._starts.get(space)
         self._starts[space] = after if current is None else min(current, after)
         self._wake()
+
+    def unread(self, spaces: Iterable[str]) -> list[str]:
+        """Those of ``spaces`` that are neither read nor about to be (see :meth:`want`)."""
+        return [s for s in spaces if s not in self.positions and s not in self._starts]
 
     def stop(self) -> None:
         """Ask :meth:`run` to return.  Cancelling the task is not enough on its own:

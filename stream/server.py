@@ -25,7 +25,11 @@ Protocol choices the SPEC leaves open
   "created_on", "updated_on"}`` (the job's event ``data`` plus its token), oldest first.  With
   a ``jobs`` filter they are exactly those jobs, finished or not.
 * A ``jobs`` filter narrows a subscription to those jobs' ``cc`` events (no project-space
-  events).  ``"*"`` carries ``cc`` (job) events of every visible project, not project spaces.
+  events).  ``"*"`` carries the ``cc`` (job) events and, without a ``jobs`` filter, the live
+  project-space events of every visible project.  One ``cursor`` cannot stand for many
+  spaces, so ``"*"`` takes none (400): project-space events are replayed only to a
+  subscription of that one project with its ``cursor``.  (An unfiltered ``"*"`` of an ops
+  user makes the reader follow every project space.)
 * ``subscribed.cc.cursor`` / ``cursor`` are the spaces' current cursors when the subscription
   was registered; ``cursor`` is ``null`` for ``"*"``.  Without cursors, live events follow
   from there; with cursors and ``recovered: true`` the missed events come first; with
@@ -343,13 +347,13 @@ class StreamServer:
                 scheme, _, token = header.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
                     raise Unauthorized("Authorization header must be 'Bearer <JWT>'")
-                return tokens.verify(token.strip()), None
+                return verify(token.strip()), None
             async with asyncio.timeout(self.auth_timeout):
                 message = await ws.recv()
             request = protocol.parse(message)
             if not isinstance(request, protocol.Auth):
                 raise Unauthorized("authenticate first")
-            return tokens.verify(request.jwt), request.id
+            return verify(request.jwt), request.id
         except TimeoutError:
             await ws.close(AUTH_FAILED, "no authentication in time")
         except BulkJobsError as exc:  # Unauthorized, ProtocolError
@@ -384,7 +388,7 @@ class StreamServer:
 
     async def _reauth(self, peer: Peer, request: protocol.Auth) -> None:
         try:
-            claims = tokens.verify(request.jwt)
+            claims = verify(request.jwt)
         except Unauthorized as exc:
             await peer.ws.close(AUTH_FAILED, close_reason(exc.message))
             return
@@ -416,6 +420,8 @@ class StreamServer:
                     p_last, p_floor = await self.log.cursors(req.project)
                     if req.jobs is None:
                         self.reader.want(req.project, p_last)
+                elif req.jobs is None:
+                    await self._read_new_spaces()
                 recovered = (
                     req.cc_cursor is None or is_recovered(req.cc_cursor, cc_floor, cc_last)
                 ) and (
@@ -492,6 +498,20 @@ class StreamServer:
                 if peer in self.hub:
                     lost = self.hub.set_allowed(peer, visible.get((peer.user, peer.ops), ()))
                     self._revoke(peer, lost)
+            try:  # a "*" subscription may have gained projects
+                await self._read_new_spaces()
+            except (RedisError, OSError) as exc:
+                logger.warning("cannot follow new project spaces yet: %s", exc)
+
+    async def _read_new_spaces(self) -> None:
+        """Have the reader follow, from their current cursors, the project spaces that some
+        connection now receives but nobody read yet (a ``"*"`` subscription, or a project
+        that became visible to one).  Called after the hub was updated, so nothing appended
+        after the cursors were taken is missed."""
+        unread = self.reader.unread(self.hub.spaces())
+        if unread:
+            for space, (last, _) in (await self.log.cursors_many(unread)).items():
+                self.reader.want(space, last)
 
     def _revoke(self, peer: Any, projects: list[str]) -> None:
         for project in projects:
@@ -527,6 +547,14 @@ class StreamServer:
         })
         status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
         return _respond(ws, status, body + "\n", "application/json")
+
+
+def verify(jwt: str) -> Claims:
+    """:func:`bulkjobs.tokens.verify`, refusing text no JWT can be (a JWT is ASCII) as
+    :class:`Unauthorized` rather than failing to encode it."""
+    if not jwt.isascii():
+        raise Unauthorized("malformed token")
+    return tokens.verify(jwt)
 
 
 def close_reason(text: str) -> str:

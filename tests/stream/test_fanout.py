@@ -138,7 +138,10 @@ STAR = "*"
     ([(STAR, None)], job(1, project=A), True),
     ([(STAR, None)], job(1, project=B), True),
     ([(STAR, None)], job(1, project=C), False),  # C is not allowed
-    ([(STAR, None)], rec(1, A), False),
+    ([(STAR, None)], rec(1, A), True),
+    ([(STAR, None)], rec(1, C), False),  # C is not allowed
+    ([(STAR, ["t1"])], rec(1, A), False),
+    ([(STAR, ["t1"]), (A, None)], rec(1, A), True),
     ([(STAR, ["t1"])], job(1, "t1", project=B), True),
     ([(STAR, ["t1"])], job(1, "t2", project=B), False),
     ([(STAR, None), (A, ["t1"])], job(1, "t2", project=A), True),
@@ -164,8 +167,23 @@ def test_no_cross_project_leakage_between_connections():
 def test_spaces_lists_unfiltered_project_subscriptions_only():
     """The reader is asked for project spaces that some connection receives."""
     hub, _ = subscriber((A, None), (B, ["t1"]))
-    subscriber((STAR, None), hub=hub)
+    subscriber((STAR, ["t1"]), hub=hub, allowed=(A, B, C))
     assert hub.spaces() == {A}
+
+
+def test_star_receives_the_spaces_of_every_visible_project():
+    """An unfiltered "*" covers the project spaces of the projects its user may see, and
+    follows membership changes; unsubscribing it drops them."""
+    hub, sub = subscriber((STAR, None), allowed=(A, B))
+    assert hub.spaces() == {A, B}
+    hub.publish([rec(1, A), rec(2, B), rec(3, C)])
+    assert [(e.space, e.cursor) for e in sub.take()] == [(A, 1), (B, 2)]
+    assert hub.set_allowed(sub, {B, C}) == [A]
+    assert hub.spaces() == {B, C}
+    hub.publish([rec(4, A), rec(5, C)])
+    assert cursors(sub) == [5]
+    hub.unsubscribe(sub, STAR)
+    assert hub.spaces() == set()
 
 
 def test_revoked_membership_unsubscribes_and_purges():

@@ -266,6 +266,39 @@ async def test_star_covers_every_visible_project_only(server, seeded):
     await ops.close()
 
 
+async def test_star_carries_live_project_space_events_of_visible_projects(server, seeded):
+    """"*" without a jobs filter also delivers record events of every visible project, of no
+    other, and of a project that becomes visible while it is open."""
+    a, b = seeded.projects[0].gid, seeded.projects[1].gid
+    user = make_user()
+    with Session(get_engine()) as session:
+        session.add(Member(project_gid=a, user_gid=user))
+        session.commit()
+    ws = await open_ws(server, tokens.issue(user))
+    await subscribe(ws, "*")
+    append_record(b)
+    job = append_job(a, new_token())
+    got = await nothing_more(ws, lambda: append_record(a))
+    assert [(e["type"], e["data_type"]) for e in got] == [("cc", "jobs"), (a, "records")]
+    assert got[0]["cursor"] == job
+    with Session(get_engine()) as session:
+        session.add(Member(project_gid=b, user_gid=user))
+        session.commit()
+    await eventually(lambda: all(b in p.allowed for p in server.hub.subscribers)
+                     and b in server.reader.positions)
+    got = await nothing_more(ws, lambda: append_record(b))
+    assert [e["type"] for e in got] == [b]
+    filtered = await open_ws(server, tokens.issue(user))
+    await subscribe(filtered, "*", jobs=[new_token()])
+    append_record(a)
+    token = new_token()
+    await subscribe(filtered, a, jobs=[token])
+    got = await nothing_more(filtered, lambda: append_job(a, token))
+    assert [e["type"] for e in got] == ["cc"]  # a jobs filter: no project-space events
+    await ws.close()
+    await filtered.close()
+
+
 async def test_unsubscribe_stops_events(server, seeded):
     """After unsubscribe (answered with "unsubscribed") no more events of the project come."""
     a, b = seeded.projects[0].gid, seeded.projects[1].gid
