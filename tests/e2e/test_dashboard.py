@@ -1,9 +1,10 @@
 """The ops dashboard in a real browser (the system's Chromium, headless, driven by Playwright)
 against real web, worker and stream processes: log in as the ops user, watch a bulk job's bar
-reach 100% and its status turn ``done`` without a reload, filter, cancel a job nobody runs,
-follow a job that ran while the stream was down (resumed from the last cursor), and save a
-screenshot to ``test-artifacts/dashboard.png`` (``UPDATE_DOCS_SCREENSHOT=1`` also copies it
-to ``docs/dashboard.png`` for the README).
+reach 100% and its status turn ``done`` without a reload — its progress over the websocket,
+with no HTTP request for job states once the page has loaded — filter, cancel a job nobody
+runs, follow a job that ran while the stream was down (resumed from the last cursor), show a
+failed item with its reason, and save a screenshot to ``test-artifacts/dashboard.png``
+(``UPDATE_DOCS_SCREENSHOT=1`` also copies it to ``docs/dashboard.png`` for the README).
 
 Needs ``/usr/bin/chromium`` (``scripts/test.sh`` installs it as root) and the ``playwright``
 package; without them the test is skipped — except in CI (``CI=true``), where it fails.
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -92,11 +94,44 @@ def wait_done(api: Api, token: str, timeout: float = 60) -> None:
     raise TimeoutError(f"job {token} did not finish")
 
 
+class Traffic:
+    """What the page sends: HTTP request paths (in order, finished ones too) and the text
+    frames its websockets receive."""
+
+    def __init__(self, page: Any) -> None:
+        self.requests: list[str] = []
+        self.finished: list[str] = []
+        self.frames: list[str] = []
+        self.sockets = 0
+        page.on("request", lambda r: self.requests.append(urlsplit(r.url).path))
+        page.on("requestfinished", lambda r: self.finished.append(urlsplit(r.url).path))
+        page.on("websocket", self._socket)
+
+    def _socket(self, ws: Any) -> None:
+        self.sockets += 1
+        ws.on("framereceived", lambda payload: self.frames.append(
+            payload if isinstance(payload, str) else payload.decode()))
+
+    def since(self, mark: int) -> list[str]:
+        return self.requests[mark:]
+
+
+def settle_initial_load(page: Any, traffic: Traffic, projects: int) -> int:
+    """Wait until the page's load-time requests (one ``jobs/list`` per project) are answered;
+    returns the request mark from which no job state may be fetched over HTTP."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while sum(p.endswith("/jobs/list") for p in traffic.finished) < projects:
+        assert time.monotonic() < deadline, f"initial load incomplete: {traffic.requests}"
+        page.wait_for_timeout(50)
+    return len(traffic.requests)
+
+
 def test_dashboard_follows_jobs_live_cancels_and_resumes(
     browser: Any, system: System, ops_web: str, seeded: SeedResult
 ):
-    """Login, a bulk job live to 100% and done, filters, cancel, resume after a stream
-    restart — all without reloading the page."""
+    """Login, a bulk job live to 100% and done with its progress from the websocket (no HTTP
+    request for job states after the initial load), filters, cancel, resume after a stream
+    restart, a failed item's reason — all without reloading the page."""
     from playwright.sync_api import expect
 
     first, second = seeded.projects
@@ -109,6 +144,7 @@ def test_dashboard_follows_jobs_live_cancels_and_resumes(
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     console_errors: list[str] = []
     page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    traffic = Traffic(page)
     page.goto(f"{ops_web}/ops")
     page.fill("#username", ops_user.username)
     page.fill("#password", ops_user.password)
@@ -117,6 +153,7 @@ def test_dashboard_follows_jobs_live_cancels_and_resumes(
     expect(conn).to_have_attribute("data-state", "live", timeout=WAIT_MS)
     expect(page.locator("#workers-alive")).to_have_text(re.compile(r"^\d+$"), timeout=WAIT_MS)
     page.evaluate("window.__sameDocument = true")  # gone if the page ever reloads
+    loaded = settle_initial_load(page, traffic, len(seeded.projects))
 
     # A bulk job queued through the API appears and runs to done, live.
     token = api.queue("records/bulk/delete", [{"children": first.root}])
@@ -126,6 +163,10 @@ def test_dashboard_follows_jobs_live_cancels_and_resumes(
     expect(row.locator(".pct")).to_contain_text("9 / 9")
     expect(row.locator("button.cancel")).to_be_hidden()
     expect(row.locator(".project")).to_have_text("Demo project 1")
+    # Its processing and progress states came over the websocket, not over HTTP.
+    frames = [f for f in traffic.frames if token in f]
+    assert any('"processing"' in f for f in frames), frames
+    assert any('"done"' in f for f in frames), frames
 
     # A job no worker runs stays queued until cancelled from its row.
     system.procs["worker"].stop()
@@ -168,6 +209,26 @@ def test_dashboard_follows_jobs_live_cancels_and_resumes(
     for t in more:
         expect(page.locator(f'.job-row[data-token="{t}"] .badge')).to_have_text("done",
                                                                            timeout=WAIT_MS)
+
+    # An undelete of a live record: the job is done with one failed item and its reason.
+    live_head = second.heads[5]
+    partial = api2.queue("records/bulk/undelete", [live_head, second.heads[1]])
+    partial_row = page.locator(f'.job-row[data-token="{partial}"]')
+    expect(partial_row.locator(".badge")).to_have_text("done", timeout=WAIT_MS)
+    failed = partial_row.locator(".failed")
+    expect(failed.locator("summary")).to_have_text("1 failed")
+    failed.locator("summary").click()
+    expect(failed.locator("li")).to_have_text(f"{live_head[:8]} not deleted")
+    expect(failed.locator("li")).to_have_attribute("title", live_head)
+
+    # Job states never came over HTTP once the page had loaded: only the stats it polls
+    # for queue depth and workers, and the one cancel that was clicked.
+    after_load = traffic.since(loaded)
+    cancel_path = f"/api/p/{second.gid}/jobs/cancel"
+    assert set(after_load) <= {"/ops/api/stats", cancel_path}, after_load
+    assert after_load.count(cancel_path) == 1
+    assert traffic.sockets >= 2  # the first connection and the one after the restart
+
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
     assert console_errors == []
     ARTIFACTS.mkdir(exist_ok=True)
