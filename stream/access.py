@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from models.auth import Member, Project
+from models.auth import Member, Project, User
 from models.engine import get_engine
 from models.jobs import UNFINISHED, Job
 from models.queries import visible_projects
@@ -22,21 +22,35 @@ _CHUNK = 500
 
 
 def visible(user: str, ops: bool) -> frozenset[str]:
-    """Projects one user may watch (active memberships, or every active project for ops)."""
+    """Projects one user may watch (active memberships, or every active project for ops).
+    ``ops`` is the token's claim; it counts only while the user row still says ops."""
     with Session(get_engine()) as session:
+        if ops:
+            row = session.get(User, user)
+            ops = row is not None and row.ops
         return frozenset(visible_projects(session, user_gid=user, ops=ops))
 
 
 def visible_by_user(users: Iterable[tuple[str, bool]]) -> dict[tuple[str, bool], frozenset[str]]:
-    """:func:`visible` for many ``(user, ops)`` pairs at once."""
+    """:func:`visible` for many ``(user, ops)`` pairs at once.  The ops flag is re-read from
+    the user rows, so that taking it away reaches open connections at the next refresh (a
+    token keeps its ``ops`` claim until it expires)."""
     users = set(users)
     out: dict[tuple[str, bool], frozenset[str]] = {}
-    plain = sorted(u for u, ops in users if not ops)
     with Session(get_engine()) as session:
-        if any(ops for _, ops in users):
+        claimed = sorted(u for u, ops in users if ops)
+        still_ops: set[str] = set()
+        for i in range(0, len(claimed), _CHUNK):
+            still_ops.update(session.exec(
+                select(col(User.gid)).where(
+                    col(User.gid).in_(claimed[i : i + _CHUNK]), col(User.ops).is_(True))
+            ))
+        if still_ops:
             active = select(col(Project.gid)).where(col(Project.status) == "active")
             everything = frozenset(session.exec(active))
-            out.update({(u, True): everything for u, ops in users if ops})
+            out.update({(u, True): everything for u in still_ops})
+        # Users without ops (claimed or not) see their memberships.
+        plain = sorted({u for u, ops in users if not ops} | (set(claimed) - still_ops))
         found: dict[str, set[str]] = {u: set() for u in plain}
         for i in range(0, len(plain), _CHUNK):
             rows = session.exec(
@@ -49,7 +63,9 @@ def visible_by_user(users: Iterable[tuple[str, bool]]) -> dict[tuple[str, bool],
             )
             for user, project in rows:
                 found[user].add(project)
-    out.update({(u, False): frozenset(ps) for u, ps in found.items()})
+    for user, ops in users:
+        if (user, ops) not in out:  # an ops claim the user row no longer backs
+            out[(user, ops)] = frozenset(found.get(user, ()))
     return out
 
 

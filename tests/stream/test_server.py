@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from bulkjobs import keys, tokens
 from bulkjobs.connections import get_redis
 from bulkjobs.synclog import job_event
-from models.auth import Member
+from models.auth import Member, User
 from models.engine import get_engine
 from models.jobs import Job
 from stream.server import StreamServer
@@ -538,6 +538,34 @@ async def test_revoked_membership_unsubscribes_open_connection(server, seeded):
     append_job(a, new_token())
     got = await nothing_more(ws, lambda: append_job(b, new_token()))
     assert [e["data"]["project_gid"] for e in got] == [b]
+    await ws.close()
+
+
+async def test_ops_flag_taken_away_reaches_open_connections(server, seeded):
+    """Clearing a user's ops flag narrows its open "*" subscription to its memberships at the
+    next refresh, although its token still claims ops."""
+    a, b = seeded.projects[0].gid, seeded.projects[1].gid
+    user = make_user(ops=True)
+    with Session(get_engine()) as session:
+        session.add(Member(project_gid=b, user_gid=user))
+        session.commit()
+    ws = await open_ws(server, tokens.issue(user, ops=True))
+    await subscribe(ws, "*")
+    got = await nothing_more(ws, lambda: append_job(a, new_token()))
+    assert [e["data"]["project_gid"] for e in got] == [a]  # ops: sees every project
+    with Session(get_engine()) as session:
+        row = session.get(User, user)
+        assert row is not None
+        row.ops = False
+        session.add(row)
+        session.commit()
+    notice = await recv(ws)
+    assert notice["op"] == "error" and notice["code"] == 403 and notice["project"] == a
+    append_job(a, new_token())
+    got = await nothing_more(ws, lambda: append_job(b, new_token()))
+    assert [e["data"]["project_gid"] for e in got] == [b]
+    reply = await request(ws, {"op": "subscribe", "project": a})
+    assert reply["op"] == "error" and reply["code"] == 403
     await ws.close()
 
 
