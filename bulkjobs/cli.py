@@ -139,16 +139,29 @@ def _stream_url() -> str:
 
 
 def _watch(token: str, username: str | None, url: str | None) -> None:
+    from websockets.exceptions import WebSocketException
+
     from bulkjobs.tokens import issue
     from bulkjobs.watching import run_watch
+    from stream.client import AuthFailed, StreamError
 
     user = _user(username)
+    url = url or _stream_url()
     try:
-        final = run_watch(token, url=url or _stream_url(), jwt=issue(user.gid, ops=user.ops),
-                          console=err)
+        final = run_watch(token, url=url, jwt=issue(user.gid, ops=user.ops), console=err)
     except LookupError:
         err.print(f"[red]no job {token}")
         raise typer.Exit(1) from None
+    except AuthFailed as exc:
+        err.print(f"[red]the stream at {url} refused the token: {exc}")
+        raise typer.Exit(3) from None
+    except StreamError as exc:
+        code = f" ({exc.code})" if exc.code is not None else ""
+        err.print(f"[red]the stream at {url} refused to follow job {token}{code}: {exc}")
+        raise typer.Exit(3) from None
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        err.print(f"[red]cannot reach the stream at {url}: {exc or type(exc).__name__}")
+        raise typer.Exit(3) from None
     err.print(f"job {token}: [bold]{final.status}[/] {json.dumps(final.info)}")
     raise typer.Exit(0 if final.status == "done" else 1)
 
@@ -194,7 +207,8 @@ def watch(
     username: Annotated[str | None, typer.Option(help="watch as this user")] = None,
     stream_url: Annotated[str | None, typer.Option(help="ws://host:port/sync")] = None,
 ) -> None:
-    """Follow a job live over the websocket stream until it ends."""
+    """Follow a job live over the websocket stream until it ends (exit 0: done; 1: not done,
+    or no such job; 3: the stream could not be reached or refused)."""
     _ready()
     _watch(token, username, stream_url)
 
