@@ -26,7 +26,7 @@ from bulkjobs.synclog import job_event
 from models.auth import Member, User
 from models.engine import get_engine
 from models.jobs import Job
-from stream.server import StreamServer
+from stream.server import Peer, StreamServer
 from tests.stream.conftest import (
     WAIT,
     append_job,
@@ -659,6 +659,35 @@ async def test_slow_consumer_past_the_bound_is_closed_4008_and_can_resume(seeded
         await subscribe(ws, project, cc_cursor=received[-1] if received else appended[0] - 1)
         rest = await events(ws, len(appended) - len(received))
         assert [e["cursor"] for e in rest] == appended[len(received):]
+        await ws.close()
+
+
+# -- keepalive ----------------------------------------------------------------------------
+
+
+async def test_server_answers_pings_and_keeps_serving(server, seeded):
+    """A client's websocket pings are answered with pongs; the connection goes on serving."""
+    project = seeded.projects[0].gid
+    ws = await open_ws(server, jwt_for(seeded, 0))
+    await subscribe(ws, project)
+    for payload in (b"first", b"second"):
+        pong = await ws.ping(payload)
+        async with asyncio.timeout(WAIT):
+            latency = await pong
+        assert latency >= 0
+    cursor = append_job(project, new_token())
+    assert [e["cursor"] for e in await events(ws, 1)] == [cursor]
+    await ws.close()
+
+
+async def test_server_pings_its_connections(seeded):
+    """The server sends keepalive pings itself: the client's pongs give it a latency."""
+    async with StreamServer(host="127.0.0.1", port=0, ping_interval=0.1, block_ms=200) as srv:
+        ws = await open_ws(srv, jwt_for(seeded, 0))
+        await eventually(lambda: len(srv.hub.subscribers) == 1)
+        [peer] = srv.hub.subscribers
+        assert isinstance(peer, Peer)
+        await eventually(lambda: peer.ws.latency > 0)
         await ws.close()
 
 
