@@ -160,10 +160,13 @@ class Subscriber:
                 result = COALESCED
             box[ev.key if ev.status in COALESCABLE else id(ev)] = ev
         else:
-            # Not congested: the outbox is flushed right after the current batch, so it
-            # holds at most one reader batch and every event goes out.
             box[id(ev)] = ev
-            return WOKE if was_empty else result
+            if not self.congested:
+                # The outbox is flushed right after the current batch, so it holds at most
+                # one reader batch and every event goes out.
+                return WOKE if was_empty else result
+            # Congested: record events cannot be coalesced, but they count towards the bound
+            # (a "*" subscription receives every visible project's record events).
         if bounded and len(box) > self.limit:
             self.slow = True
         return WOKE if was_empty else result

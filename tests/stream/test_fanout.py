@@ -209,6 +209,18 @@ def test_star_follows_membership_changes():
 # -- overflow -----------------------------------------------------------------------------
 
 
+def test_congested_overflow_of_record_events_marks_slow():
+    """Record events, which cannot be coalesced, count towards the bound of a congested
+    outbox too: past it the connection is reported slow."""
+    hub, sub = subscriber((A, None), limit=3)
+    sub.congested = True
+    woken, slow = hub.publish([rec(c, A) for c in range(1, 4)])
+    assert woken == [sub] and slow == []
+    woken, slow = hub.publish([rec(4, A)])
+    assert slow == [sub] and sub.slow
+    assert sub not in hub
+
+
 def test_congested_overflow_marks_slow_and_stops_routing():
     """Past the bound even after coalescing, the connection is reported slow and dropped."""
     hub, sub = subscriber((A, None), limit=3)
