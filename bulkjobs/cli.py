@@ -166,11 +166,33 @@ def _watch(token: str, username: str | None, url: str | None) -> None:
     raise typer.Exit(0 if final.status == "done" else 1)
 
 
+def parse_params(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs as job parameters: a value is JSON when it parses as JSON (``3``,
+    ``true``, ``{"a": 1}``), else the text itself (a version id); quote a number to pass it
+    as a string (``version='"3"'``).  Raises :class:`ValueError` naming a bad pair."""
+    params: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{pair!r} is not KEY=VALUE")
+        if key == "selection":
+            raise ValueError("the selection goes in --selection")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
 @app.command()
 def submit(
     job: Annotated[str, typer.Argument(help="job name, e.g. bulk_delete_records")],
     project: Annotated[str, typer.Option(help="project gid")],
     selection: Annotated[str, typer.Option(help="the selection as JSON")],
+    param: Annotated[list[str] | None, typer.Option(
+        help="a job parameter KEY=VALUE, the value JSON or text (repeatable), e.g. "
+             "version=3 for revert_record_version")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="follow it with a progress bar")] = False,
     username: Annotated[str | None, typer.Option(help="act as this user")] = None,
     stream_url: Annotated[str | None, typer.Option(help="ws://host:port/sync")] = None,
@@ -187,10 +209,15 @@ def submit(
     except ValueError as exc:
         err.print(f"[red]--selection is not JSON: {exc}")
         raise typer.Exit(2) from None
+    try:
+        params = {**parse_params(param or []), "selection": parsed}
+    except ValueError as exc:
+        err.print(f"[red]--param: {exc}")
+        raise typer.Exit(2) from None
     user = _user(username)
     try:
         _require_project(user, project)
-        token = queue_job(project_gid=project, job=job, params={"selection": parsed},
+        token = queue_job(project_gid=project, job=job, params=params,
                           actor={"type": "user", "id": user.gid}, log=get_synclog(),
                           enqueue=enqueue)
     except BulkJobsError as exc:

@@ -178,3 +178,95 @@ def test_as_a_subprocess_seed_json_is_alone_on_stdout_and_errors_exit_non_zero(s
     listed = subprocess.run([str(BULKJOBS), "jobs", "list"], env=env, capture_output=True,
                             text=True, timeout=120)
     assert listed.returncode == 0 and "token" in listed.stdout
+
+
+@pytest.mark.parametrize(("pairs", "params"), [
+    ([], {}),
+    (["version=3"], {"version": 3}),
+    (["version_id=9b2c-not-json"], {"version_id": "9b2c-not-json"}),
+    (['version="3"'], {"version": "3"}),
+    (['opts={"a": [1, true]}', "flag=false"], {"opts": {"a": [1, True]}, "flag": False}),
+    (["note=a=b"], {"note": "a=b"}),
+    (["empty="], {"empty": ""}),
+])
+def test_parse_params_reads_json_values_and_falls_back_to_text(pairs, params):
+    """--param KEY=VALUE: the value is JSON when it parses, else the text."""
+    from bulkjobs.cli import parse_params
+
+    assert parse_params(pairs) == params
+
+
+@pytest.mark.parametrize("pair", ["no-equals", "=3", "selection=[]"])
+def test_parse_params_refuses_malformed_pairs_and_the_selection(pair):
+    """A pair without a key, or one naming the selection (that is --selection), is refused."""
+    from bulkjobs.cli import parse_params
+
+    with pytest.raises(ValueError):
+        parse_params([pair])
+
+
+def test_submit_with_a_bad_param_exits_2_and_queues_nothing(demo):
+    """A malformed --param is reported before anything is queued."""
+    result = cli("submit", "bulk_delete_records", "--project", demo["projects"][0]["gid"],
+                 "--selection", "[]", "--param", "oops")
+    assert result.exit_code == 2 and "--param" in result.stderr
+    assert jobs_count() == 0
+
+
+def _record_with_history(project_gid: str) -> tuple[str, list[Any]]:
+    """A live record of the seed with three versions (numbers 0, 1, 2) and those versions."""
+    from tests.worker.helpers import records, versions
+
+    rec = next(r for r in records(project_gid).values()
+               if r.status != "deleted" and len(versions(r.id)) == 3)
+    return rec.gid, versions(rec.id)
+
+
+@pytest.mark.parametrize(("job", "param", "comment"), [
+    ("restore_record_version", lambda v: f"version={v.id}", "Restored version 0"),
+    ("revert_record_version", lambda v: "version=0", "Reverted to revision 0"),
+])
+def test_submit_a_version_restore_with_its_version_param(seeded, job, param, comment):
+    """`submit restore_record_version|revert_record_version --param version=…` queues the job
+    with that parameter beside the selection, and the job (run here in-process) makes
+    version 0 the record's content again."""
+    from bulkjobs.connections import get_synclog
+    from tests.worker.helpers import cfg, job_row, records, run_to_end, versions
+
+    project = seeded.projects[0]
+    gid, history = _record_with_history(project.gid)
+    first = history[0]
+    assert records(project.gid)[gid].title != first.snapshot["title"]
+    result = cli("submit", job, "--project", project.gid, "--selection", json.dumps([gid]),
+                 "--param", param(first))
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    row = job_row(token)
+    expected = first.id if job == "restore_record_version" else 0
+    assert row.params == {"selection": [gid], "version": expected}
+    assert run_to_end(token, get_synclog(), cfg())[-1] == "done"
+    assert job_row(token).status == "done"
+    after = records(project.gid)[gid]
+    assert after.title == first.snapshot["title"]
+    latest = versions(after.id)[-1]
+    assert latest.number == 3 and latest.comment == comment
+
+
+def test_jobs_cancel_rejects_a_queued_job_and_refuses_an_unknown_one(demo):
+    """`jobs cancel <token>` ends a job nobody runs yet as rejected with error "cancelled"
+    (and says so); an unknown token exits 1."""
+    from tests.worker.helpers import job_row
+
+    project = demo["projects"][0]
+    submitted = cli("submit", "bulk_delete_records", "--project", project["gid"],
+                    "--selection", json.dumps([{"children": project["root"]}]))
+    token = submitted.stdout.strip()
+    result = cli("jobs", "cancel", token)
+    assert result.exit_code == 0, result.output
+    assert f"job {token}: rejected" in result.stderr
+    row = job_row(token)
+    assert row.status == "rejected" and row.info["error"] == "cancelled"
+    listing = cli("jobs", "list", "--status", "rejected")
+    assert token[:8] in listing.stdout
+    unknown = cli("jobs", "cancel", "no-such-job")
+    assert unknown.exit_code == 1 and "no job" in unknown.stderr
