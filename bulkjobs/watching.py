@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from models.engine import get_engine
@@ -29,12 +30,13 @@ async def watch(token: str, *, url: str, jwt: str, console: Console) -> JobState
         raise LookupError(token)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(f"{state.job} [{state.status}]", total=None)
+        # Escaped: "[done]" is rich markup for a style named "done" and would vanish.
+        task = bar.add_task(escape(f"{state.job} [{state.status}]"), total=None)
 
         def show(status: str, info: dict[str, Any]) -> None:
             total = info.get("total")
             done = (total or 0) - info.get("remaining", total or 0)
-            bar.update(task, description=f"{state.job} [{status}]", total=total or None,
+            bar.update(task, description=escape(f"{state.job} [{status}]"), total=total or None,
                        completed=done)
 
         show(state.status, state.info)

@@ -4,6 +4,8 @@ a real websocket stream server."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 
 import pytest
 from sqlalchemy import text
@@ -154,3 +156,42 @@ def test_cli_watch_follows_a_job_to_done(system: System, seeded: SeedResult):
     unknown = subprocess.run([str(cli), "watch", "no-such-job", "--stream-url",
                               system.stream_url], capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 1 and "no job" in unknown.stderr
+
+
+def test_cli_submit_watch_queues_and_follows_with_a_progress_bar(system: System,
+                                                                 seeded: SeedResult):
+    """`bulkjobs submit … --watch` prints the token, draws a rich progress bar up to total/total
+    while a real worker runs the job, and exits 0 at done; a version restore submitted with
+    `--param version=<id>` runs the same way and restores that version's content."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.worker.helpers import records, versions
+
+    project = seeded.projects[1]
+    cli = Path(sys.executable).parent / "bulkjobs"
+    env = {**os.environ, "COLUMNS": "120"}
+    heads = project.heads[:4]
+    run = subprocess.run(
+        [str(cli), "submit", "bulk_delete_records", "--project", project.gid, "--selection",
+         json.dumps(heads), "--watch", "--stream-url", system.stream_url],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr
+    token = run.stdout.strip()
+    assert token and "\n" not in token
+    assert f"job {token}: done" in run.stderr
+    bar = [line for line in run.stderr.splitlines() if "bulk_delete_records [done]" in line]
+    assert bar and "━" in bar[-1] and "4/4" in bar[-1], run.stderr
+    assert status_counts(project.gid)["deleted"] >= 400
+
+    rec = next(r for r in records(project.gid).values()
+               if r.status != "deleted" and len(versions(r.id)) == 3)
+    first = versions(rec.id)[0]
+    restore = subprocess.run(
+        [str(cli), "submit", "restore_record_version", "--project", project.gid, "--selection",
+         json.dumps([rec.gid]), "--param", f"version={first.id}", "--watch", "--stream-url",
+         system.stream_url], capture_output=True, text=True, timeout=120, env=env)
+    assert restore.returncode == 0, restore.stderr
+    assert "restore_record_version [done]" in restore.stderr and "1/1" in restore.stderr
+    assert records(project.gid)[rec.gid].title == first.snapshot["title"]
