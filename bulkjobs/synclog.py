@@ -280,7 +280,8 @@ class SyncLog:
 
     def read(self, space: str, after: int, *, count: int = PAGE) -> Page:
         """Events with cursor > ``after`` (at most ``count``).  When ``after`` is below the
-        floor the page starts at the oldest retained event and ``recovered`` is False."""
+        floor (or above the counter) the page starts at the floor and ``recovered`` is
+        False."""
         last, floor = self.cursors(space)
         recovered = is_recovered(after, floor, last)
         # Not recovered: start at the floor (entries below it may be left over from before a

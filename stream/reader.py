@@ -20,10 +20,10 @@ Contract
 * **Lost history.**  Cursors are dense within a space (the log's append script increments
   the counter once per entry), so a jump (``next != last + 1``), a counter that went
   backwards, or a floor above the last cursor read (checked on every reconnect) means events
-  were lost (Redis lost its data and reseeded the counter, or the log was trimmed past the
-  reader).  The reader then calls ``sink.gap(space)`` *before* delivering anything after the
-  hole; the server closes the affected connections with 4008 and, when they resume from their
-  last cursor (now below the floor), tells them ``recovered: false``.
+  were lost (Redis lost its data or restarted and reseeded the counter, or the log was
+  trimmed past the reader).  The reader then calls ``sink.gap(space)`` *before* delivering
+  anything after the hole; the server closes the affected connections with 4008 and, when
+  they resume from their last cursor (now below the floor), tells them ``recovered: false``.
 """
 
 from __future__ import annotations

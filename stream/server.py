@@ -37,9 +37,9 @@ Protocol choices the SPEC leaves open
   replayed and live events follow from the current cursors.
 * Re-subscribing a covered project keeps its dedupe cursors: only events after what was
   already sent come.  To replay again, unsubscribe first.
-* Lost history (Redis lost its data, or the log was trimmed past the reader or during a
-  replay): the affected connections are closed with 4008; resuming from their last cursor
-  they get ``recovered: false``.
+* Lost history (Redis lost its data or restarted, or the log was trimmed past the reader
+  or during a replay): the affected connections are closed with 4008; resuming from their
+  last cursor they get ``recovered: false``.
 * Membership is re-read every ``MEMBERSHIP_REFRESH`` seconds and on every subscribe; a
   revoked project is unsubscribed and announced with ``{"op": "error", "code": 403,
   "project": …, "message": "membership revoked; unsubscribed"}``.
