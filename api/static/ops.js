@@ -12,13 +12,14 @@
 //   keeps the JWT fresh).
 //
 // Rendering: events only update the in-memory job records and mark them dirty; one
-// requestAnimationFrame callback updates the dirty rows in place (no re-render of the
-// list), the status counts and the chart.  Rows are created once per job and kept ordered
-// newest first by binary search.
+// requestAnimationFrame callback, at most every 100 ms, updates the dirty rows in place (no
+// re-render of the list), the status counts and the chart.  Rows are created once per job
+// and kept ordered newest first by binary search.
 (() => {
   "use strict";
 
   const STATS_EVERY_MS = 5000;
+  const FLUSH_EVERY_MS = 100; // rows, counts and chart update at most 10 times a second
   const MAX_FINISHED_ROWS = 2000; // finished jobs kept on screen; the oldest go first
   const CHART_SECONDS = 120;
   const RANK = { queued: 0, processing: 1, done: 2, rejected: 2 };
@@ -44,7 +45,7 @@
     ws: null, wsTimer: null, retryMs: 500,
     statsTimer: null, chartTimer: null,
     filter: { project: "", status: "" },
-    dirty: new Set(), countsDirty: false, chartDirty: false, frame: 0,
+    dirty: new Set(), countsDirty: false, chartDirty: false, frame: 0, flushed: 0,
     series: new Map(),        // server second -> Map(project -> [items, jobs])
     skew: 0,                  // server clock - browser clock, seconds
     running: false,
@@ -365,14 +366,23 @@
     }
   }
 
-  // -- rendering (batched per animation frame) ----------------------------------------------
+  // -- rendering (batched per animation frame, at most 10 a second) --------------------------
 
   function schedule() {
-    if (!state.frame) state.frame = requestAnimationFrame(flush);
+    // At most one update every FLUSH_EVERY_MS: each frame that changes rows costs a style,
+    // layout and paint pass over the page (milliseconds with 1,000 rows), so a steady trickle
+    // of events would otherwise cost that pass on every frame.  Events in between only mark
+    // jobs dirty; the next update shows their latest state.
+    if (state.frame) return;
+    const wait = state.flushed + FLUSH_EVERY_MS - performance.now();
+    if (wait <= 0) { state.frame = requestAnimationFrame(flush); return; }
+    state.frame = -1;
+    setTimeout(() => { state.frame = requestAnimationFrame(flush); }, wait);
   }
 
   function flush() {
     state.frame = 0;
+    state.flushed = performance.now();
     for (const job of state.dirty) render(job);
     state.dirty.clear();
     if (state.countsDirty) { trim(); renderCounts(); }
