@@ -3,8 +3,9 @@ against real web, worker and stream processes: log in as the ops user, watch a b
 reach 100% and its status turn ``done`` without a reload — its progress over the websocket,
 with no HTTP request for job states once the page has loaded — filter, cancel a job nobody
 runs, follow a job that ran while the stream was down (resumed from the last cursor), show a
-failed item with its reason, and save a screenshot to ``test-artifacts/dashboard.png``
-(``UPDATE_DOCS_SCREENSHOT=1`` also copies it to ``docs/dashboard.png`` for the README).
+failed item with its reason, save a screenshot to ``test-artifacts/dashboard.png``
+(``UPDATE_DOCS_SCREENSHOT=1`` also copies it to ``docs/dashboard.png`` for the README), and
+then hold 1,000 more jobs on screen (a count; ``bench/dashboard.py`` measures the timing).
 
 Needs ``/usr/bin/chromium`` (``scripts/test.sh`` installs it as root) and the ``playwright``
 package; without them the test is skipped — except in CI (``CI=true``), where it fails.
@@ -17,6 +18,7 @@ import re
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -239,4 +241,32 @@ def test_dashboard_follows_jobs_live_cancels_and_resumes(
     if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
         (ROOT / "docs").mkdir(exist_ok=True)
         shutil.copyfile(shot, ROOT / "docs" / "dashboard.png")
+
+    # 1,000 jobs on screen: the events of 1,000 more jobs (queued, then done), appended to the
+    # sync log as fast as Redis takes them, each become a row that ends done.
+    prefix = f"many-{uuid.uuid4().hex[:8]}-"
+    append_job_events(first.gid, [f"{prefix}{i:04d}" for i in range(1000)])
+    many = page.locator(f'.job-row[data-token^="{prefix}"]')
+    expect(page.locator(f'.job-row[data-token^="{prefix}"][data-status="done"]')).to_have_count(
+        1000, timeout=WAIT_MS)
+    expect(many).to_have_count(1000)
+    assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
+    assert console_errors == []
     page.close()
+
+
+def append_job_events(project: str, tokens: list[str]) -> None:
+    """Append each job's ``queued`` INSERT and ``done`` UPDATE to the cc space, as a worker
+    would, in chunks of 100 events."""
+    from bulkjobs import keys
+    from bulkjobs.connections import get_synclog
+    from bulkjobs.synclog import job_event
+
+    log, now = get_synclog(), time.time()
+    done = {"total": 1, "remaining": 0, "failed": 0, "errors": []}
+    events = [job_event(token=t, project=project, job="bulk_delete_records", status="queued",
+                        info={}, created_on=now, updated_on=now, insert=True) for t in tokens]
+    events += [job_event(token=t, project=project, job="bulk_delete_records", status="done",
+                         info=done, created_on=now, updated_on=now) for t in tokens]
+    for i in range(0, len(events), 100):
+        log.append(keys.CC_SPACE, events[i : i + 100])
