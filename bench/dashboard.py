@@ -137,6 +137,10 @@ class Subscriber:
         return max(self.terminal[t] for t in tokens)
 
 
+#: The DevTools session of each open page (by ``id``), for :func:`main_thread`.
+CDP: dict[int, Any] = {}
+
+
 def open_dashboard(browser: Any, web: str, user: Any) -> Any:
     from playwright.sync_api import expect
 
@@ -150,7 +154,7 @@ def open_dashboard(browser: Any, web: str, user: Any) -> Any:
     page.wait_for_timeout(1500)  # the load-time jobs/list answers and first draw are in
     cdp = page.context.new_cdp_session(page)
     cdp.send("Performance.enable", {"timeDomain": "timeTicks"})
-    page.__dict__["_bench_cdp"] = cdp
+    CDP[id(page)] = cdp
     return page
 
 
@@ -161,7 +165,7 @@ METRICS = {"TaskDuration": "task_s", "ThreadTime": "cpu_s", "ScriptDuration": "s
 def main_thread(page: Any) -> dict[str, float]:
     """Chromium's cumulative main-thread figures for the page (seconds): time in tasks, CPU
     time of the thread, and script, layout and style recalculation within it."""
-    got = page.__dict__["_bench_cdp"].send("Performance.getMetrics")["metrics"]
+    got = CDP[id(page)].send("Performance.getMetrics")["metrics"]
     return {METRICS[m["name"]]: m["value"] for m in got if m["name"] in METRICS}
 
 
