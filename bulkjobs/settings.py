@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     sync_retention: int = Field(default=100_000, alias="SYNC_RETENTION")
     sync_retention_seconds: int = Field(default=86_400, alias="SYNC_RETENTION_SECONDS")
     batch_size: int = Field(default=1000, alias="BATCH_SIZE")
+    # SQLite: how long a statement waits for another process's write lock before it fails
+    # with "database is locked" (a job then waits and retries, see worker.runner).
+    db_busy_timeout: float = Field(default=60.0, alias="DB_BUSY_TIMEOUT", gt=0)
     # Seconds between progress events of one job: at most 1/interval events per second.
     progress_interval: float = Field(default=0.1, alias="PROGRESS_INTERVAL")
     # A running job whose heartbeat is older than this is taken to be dead and re-queued.

@@ -38,7 +38,8 @@ def make_engine(url: str) -> Engine:
         # LIFO: a thread takes back the connection it just returned.  Each SQLite connection
         # keeps a page cache of its own (cache_size below); FIFO would rotate a worker's
         # batches over every pooled connection and grow every one of those caches.
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
+        busy = get_settings().db_busy_timeout
+        engine = create_engine(url, connect_args={"timeout": busy, "check_same_thread": False},
                                pool_use_lifo=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -67,7 +68,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute(f"PRAGMA busy_timeout={int(get_settings().db_busy_timeout * 1000)}")
     cur.execute("PRAGMA foreign_keys=OFF")
     cur.execute(f"PRAGMA temp_store={_SQLITE_TEMP_STORE[0]}")
     cur.execute("PRAGMA cache_size=-65536")

@@ -22,6 +22,11 @@ Crash safety rests on the job row, not on the broker:
   the job's heartbeat is pushed past the back-off so that the reaper does not re-queue it
   meanwhile.  Beyond it the job is rejected with ``info.error``.  Deadlocks and serialisation
   failures of a batch are retried in place first (they are not the job's fault).
+* **The database away.** A database that cannot be reached, drops the connection, or stays
+  locked past its busy timeout (:func:`unavailable`) is not the job's fault either: the run
+  hands the job back without counting a failure and retries after a back-off, for as long
+  as it takes.  Should even the hand-back fail, the error goes to the task, which retries it
+  the same way; the lease is named after the task's message, so the retry takes it back.
 * **Results.** A batch may produce the job's result (:class:`~worker.jobs.base.Result`); it
   is committed on the job row with the batch.  A failed result (status >= 400) ends the job
   ``rejected`` with ``info.error``, the result kept for the dialects.
@@ -69,6 +74,8 @@ MAX_ERRORS = 20
 EVENT_CHUNK = 10_000
 #: Attempts at one batch that hit a deadlock or serialisation failure.
 TRANSIENT_TRIES = 4
+#: The longest wait (seconds) between runs of a job while its database is away.
+OUTAGE_RETRY_MAX = 30
 jobs = Job.__table__
 items = JobItem.__table__
 
@@ -79,11 +86,15 @@ class LeaseLost(Exception):
 
 class RetryLater(Exception):
     """The run raised unexpectedly; the job was handed back and should run again after
-    ``countdown`` seconds (it has failed ``failures`` times, fewer than the limit)."""
+    ``countdown`` seconds (it has failed ``failures`` times, fewer than the limit).  With
+    ``outage`` the database was away (no failure counted) and the caller, which knows how
+    many times in a row that happened, may wait longer."""
 
-    def __init__(self, token: str, failures: int, countdown: int) -> None:
+    def __init__(self, token: str, failures: int, countdown: int, *,
+                 outage: bool = False) -> None:
         super().__init__(f"job {token} failed {failures} time(s); retry in {countdown} s")
         self.token, self.failures, self.countdown = token, failures, countdown
+        self.outage = outage
 
 
 @dataclass
@@ -102,7 +113,7 @@ class RunConfig:
 
 def backoff(failures: int) -> int:
     """Seconds before the retry that follows the ``failures``-th failure: 1, 2, 4, … ≤ 30."""
-    return min(30, 2 ** max(0, failures - 1))
+    return min(OUTAGE_RETRY_MAX, 2 ** max(0, failures - 1))
 
 
 def state_of(row: Any) -> JobState:
@@ -236,6 +247,8 @@ def run(
         logger.warning("job %s: lease lost, stopping", token, extra={"job": token})
         return "lost"
     except Exception as exc:
+        if unavailable(exc):
+            return _wait_for_database(token, owner, exc)
         failures = _count_failure(token, owner)
         if failures is None:  # not ours any more (finished, or taken over): nothing to retry
             raise
@@ -257,6 +270,35 @@ def run(
             conn.execute(update(jobs).where(jobs.c.token == token, jobs.c.owner == owner)
                          .values(owner=None))
         raise
+
+
+def _wait_for_database(token: str, owner: str, exc: Exception) -> str:
+    """Hand the job back uncounted and ask for a retry (:class:`RetryLater` with ``outage``
+    set: the caller picks the back-off from its own count of attempts)."""
+    with get_write_engine().begin() as conn:  # raises while the database is still away
+        failures = conn.execute(update(jobs).where(jobs.c.token == token, jobs.c.owner == owner)
+                                .values(owner=None).returning(jobs.c.failures)).scalar()
+    if failures is None:  # not ours any more: nothing to retry
+        raise exc
+    logger.warning("job %s: database unavailable (%s), handed back for a retry", token, exc,
+                   extra={"job": token})
+    _push_heartbeat(token, OUTAGE_RETRY_MAX)
+    raise RetryLater(token, int(failures), 1, outage=True) from exc
+
+
+def unavailable(exc: BaseException) -> bool:
+    """The database could not be reached, lost the connection, or stayed locked past its
+    busy timeout: errors of the moment, not of the job."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc.orig, ConnectionError):
+        return True
+    state = str(getattr(exc.orig, "sqlstate", "") or "")
+    if state.startswith("08") or state in ("57P01", "57P02", "57P03", "53300"):
+        return True  # connection exceptions, server shutting down or starting, too many
+    message = str(exc.orig)
+    return any(text in message for text in ("database is locked", "unable to open database",
+                                            "server closed the connection"))
 
 
 def _count_failure(token: str, owner: str) -> int | None:

@@ -29,18 +29,28 @@ def run_job(self, token: str) -> str:  # type: ignore[no-untyped-def]
     ``max_retries`` retries; the count lives on the job row (:class:`runner.RetryLater`), so
     it holds across lost messages and dead workers.  Errors outside the job's own work (the
     database or Redis unreachable before the job could even be claimed) are retried by Celery
-    with the same back-off; should those retries run out, the reaper re-queues the job."""
+    with the same back-off (without end while the database is away); should those retries run
+    out, the reaper re-queues the job."""
+    # The lease is named after the message: a retry of this message (same task id) takes
+    # the job back even when the failed run could not hand it back (the database was away).
+    owner = f"task-{self.request.id}" if self.request.id else None
     try:
-        return runner.run(token, log=get_synclog(), cfg=run_config(), requeue=enqueue)
+        return runner.run(token, log=get_synclog(), cfg=run_config(), requeue=enqueue,
+                          owner=owner)
     except runner.RetryLater as later:
         # The limit is the job row's failure count (the runner rejects beyond it), not
-        # Celery's per-message count: always allow this retry.
-        raise self.retry(countdown=later.countdown,
-                         max_retries=self.request.retries + 1) from later
+        # Celery's per-message count: always allow this retry.  While the database is away
+        # the wait grows with the retries of this message.
+        countdown = (runner.backoff(self.request.retries + 1) if later.outage
+                     else later.countdown)
+        raise self.retry(countdown=countdown, max_retries=self.request.retries + 1) from later
     except Exception as exc:
         logger.warning("job %s: %r before it could run, retrying", token, exc,
                        extra={"job": token})
-        raise self.retry(exc=exc, countdown=runner.backoff(self.request.retries + 1)) from exc
+        # The database away: retry for as long as it takes (the job is not at fault).
+        limit = self.request.retries + 1 if runner.unavailable(exc) else self.max_retries
+        raise self.retry(exc=exc, countdown=runner.backoff(self.request.retries + 1),
+                         max_retries=limit) from exc
 
 
 @app.task(name="bulkjobs.reap")
