@@ -46,7 +46,7 @@ def history_record(project: SeededProject) -> Any:
             .where(RecordVersion.number == 2)).all())
         rows = conn.execute(select(Record.__table__).where(
             Record.project_gid == project.gid, Record.status != "deleted",
-            Record.id.in_(list(counts)))).all()
+            Record.id.in_(list(counts))).order_by(Record.id)).all()
     return rows[0]
 
 

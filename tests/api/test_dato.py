@@ -81,8 +81,13 @@ def test_item_is_a_json_api_item(client: TestClient, project: SeededProject) -> 
                                                           "id": rec.definition}
     meta = item["meta"]
     assert ISO.match(meta["created_at"]) and ISO.match(meta["updated_at"])
-    assert meta["current_version"] == versions_of(rec.id)[-1].id
-    assert meta["status"] == ("draft" if rec.status == "draft" else "updated")
+    current = versions_of(rec.id)[-1]
+    assert meta["current_version"] == current.id
+    # DatoCMS: "published" when the current version is the published one, "updated" when
+    # the record changed since it was published
+    expected = ("draft" if rec.status == "draft"
+                else "published" if current.is_published else "updated")
+    assert meta["status"] == expected
 
 
 def test_jwt_works_as_well_as_the_api_key(client: TestClient, project: SeededProject) -> None:
