@@ -7,7 +7,8 @@ Shape of each project's tree (``n`` records in all, the root included):
   (the head, 9 children, 9 × 10 grandchildren);
 * every tenth subtree is soft-deleted (deleted together, as one deletion of its head);
 * a few links under the root point at the first child of every hundredth subtree;
-* every ninth record's body carries one more word (``MARKER``: "lighthouse" / "vuurtoren"),
+* every ninth record's text (an article's body, a section's summary) carries one more word
+  (``MARKER``: "lighthouse" / "vuurtoren"),
   so that about a ninth of the records — some 100,000 live ones in a million — share a search
   term (``bench/selection.py`` resolves that search).
 
@@ -337,8 +338,16 @@ def _record_rows(
         body_en, body_nl = bodies["en"][k], bodies["nl"][k]
         if counter % MARKER_EVERY == 0:
             body_en, body_nl = f"{body_en} {MARKER['en']}", f"{body_nl} {MARKER['nl']}"
-        fields = (f'{{"en":{{"body":"{body_en}","price":{price},"summary":""}},'
-                  f'"nl":{{"body":"{body_nl}","price":{price},"summary":""}}}}')
+        # Each record has the fields of its definition's classes: articles body, price and
+        # summary; sections only a summary (which carries their text); the root none.
+        if definition == defs["article"]:
+            fields = (f'{{"en":{{"body":"{body_en}","price":{price},"summary":""}},'
+                      f'"nl":{{"body":"{body_nl}","price":{price},"summary":""}}}}')
+        elif definition == defs["section"]:
+            fields = f'{{"en":{{"summary":"{body_en}"}},"nl":{{"summary":"{body_nl}"}}}}'
+        else:
+            fields = '{"en":{},"nl":{}}'
+
         return (
             rid, gid, project.gid, parent, canonical, canonical is not None, level, mpath,
             childcount, definition, title, fields, "deleted" if deleted_root else status,
