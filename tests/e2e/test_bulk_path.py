@@ -138,6 +138,53 @@ def test_official_unicat_client_tracks_an_undelete_to_done(system: System, seede
     assert ok and client.data["records"][deleted_head]["status"] != "deleted"
 
 
+def test_official_unicat_client_walks_pages_runs_jobs_and_syncs(
+    system: System, seeded: SeedResult, tmp_path: object,
+):
+    """The official client walks the whole live tree reading every record's fields, pages
+    `records/bulk/get` to its end, follows a bulk delete, undelete and permanent delete to
+    `done` with `track_job`, and its `sync()` catches up with both cursor spaces."""
+    from unicat import Unicat
+
+    project = seeded.projects[0]
+    u = Unicat(system.web_url, project.gid, project.api_key, str(tmp_path))
+    assert u.connect()
+    with get_engine().connect() as conn:
+        live = conn.execute(text(
+            "SELECT COUNT(*) FROM record WHERE project_gid = :p AND status <> 'deleted'"),
+            {"p": project.gid}).scalar_one()
+    walked = [(r.gid, {lang: {k: f.value for k, f in fs.items()} for lang, fs in r.fields.items()})
+              for r in u.walk_record_tree()]
+    assert len(walked) == len({g for g, _ in walked}) == live
+    assert any(fields["en"].get("body") for _, fields in walked)
+    api = u.api
+    request: dict[str, object] = {"selection": [{"children": project.root}], "page.size": 4}
+    paged: list[str] = []
+    while True:
+        ok, result = api.call("/records/bulk/get", request)
+        assert ok, result
+        paged += result["records"]
+        if not result["page.cursor"]:
+            break
+        request["page.cursor"] = result["page.cursor"]
+    assert len(paged) == result["records.size"] == 9 and len(set(paged)) == 9
+    for endpoint, selection in (("/records/bulk/delete", [project.heads[0]]),
+                                ("/records/bulk/undelete", [project.heads[0]]),
+                                ("/records/bulk/delete", [project.heads[1]]),
+                                ("/records/bulk/permanent_delete", [project.heads[1]])):
+        cursor = api.prepare_for_job()
+        ok, result = api.call(endpoint, {"selection": selection})
+        assert ok, result
+        statuses = [p["status"] for p in api.track_job(
+            cursor, result["job.token"], timeout_in_seconds=60, poll_interval_in_seconds=0.2)]
+        assert (statuses[0], statuses[-1]) == ("queued", "done"), (endpoint, statuses)
+    assert u.sync()
+    api_web = Api(system.web_url, project.gid)
+    api_web.auth(project.api_key)
+    cursors = api_web.call("/sync/cursors", {"project": project.gid})["result"]
+    assert api.cc_cursor == cursors["cc.cursor"] and api.project_cursor == cursors["cursor"]
+
+
 def test_cli_watch_follows_a_job_to_done(system: System, seeded: SeedResult):
     """`bulkjobs watch <token>` follows a job over the stream and exits 0 when it is done."""
     import subprocess
