@@ -51,6 +51,33 @@ def _check_texts(project: Project, title: Any, fields: Any) -> None:
             raise ValidationError("unknown language", info={"languages": sorted(unknown)})
 
 
+def _check_field_names(conn: Connection, project: Project, definition: str | None,
+                       fields: Any) -> None:
+    """Every field named in ``fields`` must be a field of the definition (its own fields
+    and its classes' fields): clients build a record's fields from its definition."""
+    if not fields:
+        return
+    names = {name for values in fields.values() for name in values
+             if not name.endswith("/key")}
+    if not names:
+        return
+    allowed: set[str] = set()
+    item = conn.execute(select(SchemaItem.fields, SchemaItem.classes).where(
+        SchemaItem.gid == definition, SchemaItem.project_gid == project.gid)).first()
+    if item is not None:
+        field_gids = list(item.fields or [])
+        for class_fields in conn.execute(select(SchemaItem.fields).where(
+                SchemaItem.gid.in_(list(item.classes or [])),
+                SchemaItem.project_gid == project.gid)).scalars():
+            field_gids += list(class_fields or [])
+        allowed = set(conn.execute(select(SchemaItem.name).where(
+            SchemaItem.gid.in_(field_gids), SchemaItem.project_gid == project.gid)).scalars())
+    unknown = sorted(names - allowed)
+    if unknown:
+        raise ValidationError("no such field in the record's definition",
+                              info={"fields": unknown[:20]})
+
+
 def _check_channels(project: Project, channels: Any) -> list[str] | None:
     if channels is None:
         return None
@@ -92,6 +119,7 @@ def create(
             SchemaItem.gid == definition, SchemaItem.project_gid == project.gid,
             SchemaItem.type == "definition")).first() is None:
         raise ValidationError("unknown definition", info={"definition": definition})
+    _check_field_names(conn, project, definition, fields)
     now = time.time()
     gid = str(uuid.uuid4())
     rid = conn.execute(records.insert().values(
@@ -130,6 +158,7 @@ def update_content(
     version."""
     row = find(conn, project.gid, gid)
     _check_texts(project, title, fields)
+    _check_field_names(conn, project, row.definition, fields)
     chans = _check_channels(project, channels)
     ords = _check_orderings(project, orderings)
     values: dict[str, Any] = {"updated_on": time.time()}

@@ -47,9 +47,10 @@ def test_create_update_publish_write_history(client: TestClient, seeded: SeedRes
     assert rec["parent"] == seeded.projects[0].root and rec["treelevel"] == 1
     assert rec["path"] == [gid, seeded.projects[0].root] and rec["status"] == "draft"
     r = post(client, f"/api/p/{project}/records/update", jwt,
-             {"record": gid, "title": {"nl": "Nieuw"}, "fields": {"en": {"body": "text"}}})
+             {"record": gid, "title": {"nl": "Nieuw"}, "fields": {"en": {"summary": "text"}}})
     rec = r.json()["data"]["records"][gid]
-    assert rec["title"] == {"en": "Fresh", "nl": "Nieuw"} and rec["fields"]["en"]["body"] == "text"
+    assert rec["title"] == {"en": "Fresh", "nl": "Nieuw"}
+    assert rec["fields"]["en"]["summary"] == "text"
     post(client, f"/api/p/{project}/records/publish", jwt, {"record": gid})
     rows = versions(gid)
     assert [(n, cur, pub) for n, cur, pub, _ in rows] == [(0, False, False), (1, True, True)]
@@ -88,6 +89,7 @@ def test_single_delete_and_undelete(client: TestClient, seeded: SeedResult):
     ({"title": {"xx": "no such language"}}, 1001),
     ({"channels": ["no-such-channel"]}, 1001),
     ({"orderings": {"no-such-ordering": 1}}, 1001),
+    ({"fields": {"en": {"price": 3}}}, 1001),  # a field of articles, not of this section
     ({"title": "not an object"}, 400),
 ])
 def test_invalid_updates_are_rejected_and_change_nothing(client: TestClient,
