@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 
 from bulkjobs import keys
 from bulkjobs.errors import NotFound
@@ -206,18 +206,26 @@ def test_delete_wrong_state_fails_per_item(
     assert [w.record_id for w in workflow([after[bad].id, after[good].id])] == [after[good].id]
 
 
+@pytest.mark.parametrize("batch_size", [1000, 1], ids=["one-batch", "batch-each"])
+@pytest.mark.parametrize("inner_first", [True, False], ids=["inner-first", "outer-first"])
 def test_delete_nested_selection_is_one_generation(
-    log: HookedLog, project: SeededProject
+    log: HookedLog, project: SeededProject, batch_size: int, inner_first: bool,
 ) -> None:
-    """Selecting a record and something inside its subtree (in one batch) deletes the subtree
-    as one generation of the outer record, so undeleting the outer record restores all of it."""
+    """Selecting a record and something inside its subtree deletes the subtree as one
+    generation of the outer record, in whatever order and however the items fall into
+    batches, so undeleting the outer record restores all of it."""
     recs = records(project.gid)
     head = project.heads[3]
     inner = children(recs, head)[1]
-    _, row = do(log, project, DELETE, [inner, head])
-    assert row.info["failed"] == 0
+    selection = [inner, head] if inner_first else [head, inner]
+    token, row = do(log, project, DELETE, selection, batch_size=batch_size)
+    assert row.info["failed"] == 0 and row.info["errors"] == []
     after = records(project.gid)
     assert {after[g].deleted_root for g in subtree(recs, head)} == {recs[head].id}
+    with get_engine().connect() as conn:
+        assert conn.execute(text(
+            "SELECT COUNT(*) FROM workflow_entry WHERE action = 'delete' AND comment = :c"),
+            {"c": f"bulk job {token}"}).scalar_one() == 2
     do(log, project, UNDELETE, [head])
     assert {records(project.gid)[g].status for g in subtree(recs, head)} <= {"draft", "published"}
 

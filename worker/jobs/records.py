@@ -70,14 +70,28 @@ def _tombstone_failures(conn: Connection, tombstone_ids: list[int]) -> list[Fail
 
 
 def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
+    """Delete each item with its subtree (and links into it) as one delete generation.
+
+    Selected records nested in one another end the same whether they meet in one batch or
+    in several: the outermost starts the generation and the others go down with it.  Within
+    a batch that is decided below (``tops``); across batches, a record this job already
+    deleted with an ancestor counts as done, and an ancestor deleted after its descendant
+    takes the descendant's generation into its own.  This job's deletions are known by the
+    workflow entries it wrote (their comment names the job)."""
+    comment = f"bulk job {ctx.token}"
     rows = conn.execute(ids_param(
-        "SELECT id, gid, status, parent_id, mpath FROM record WHERE id IN :ids"
+        "SELECT id, gid, status, parent_id, mpath, deleted_root FROM record WHERE id IN :ids"
         + _for_update(conn)
     ), {"ids": list(ids)}).all()
     failures: list[Failure] = []
     ok: dict[int, str] = {}
-    for rid, gid, status, parent_id, mpath in rows:
-        if status == "deleted":
+    gone_with = _deleted_by_job(conn, comment, {r.deleted_root for r in rows
+                                                if r.status == "deleted" and r.deleted_root})
+    went_down: list[int] = []
+    for rid, gid, status, parent_id, mpath, deleted_root in rows:
+        if status == "deleted" and deleted_root in gone_with and deleted_root != rid:
+            went_down.append(rid)  # deleted with an ancestor selected in this job
+        elif status == "deleted":
             failures.append(Failure(gid, "already deleted"))
         elif parent_id is None:
             failures.append(Failure(gid, "the root record cannot be deleted"))
@@ -87,6 +101,8 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
     # outermost ones start a delete generation.
     tops = [rid for rid, mpath in ok.items()
             if not any(int(a) in ok for a in mpath.strip("/").split("/")[:-1])]
+    write_workflow(conn, went_down, action="delete", actor=ctx.actor, now=ctx.now,
+                   comment=comment, state_sql="'deleted'")
     if not tops:
         return failures
     roots = json.dumps([{"id": rid, "lo": ok[rid], "hi": subtree_upper(ok[rid])} for rid in tops])
@@ -95,6 +111,17 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
     else:
         source = ("(SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.lo') AS lo, "
                   "json_extract(value, '$.hi') AS hi FROM json_each(:roots)) AS b")
+    # Generations this job started inside a top's subtree (a selected descendant deleted in
+    # an earlier batch) become the top's, links included.
+    conn.execute(text(
+        "UPDATE record SET deleted_root = f.top FROM ("
+        f"SELECT b.id AS top, r.id AS gen FROM {source} "
+        "JOIN record r ON r.mpath >= b.lo AND r.mpath < b.hi "
+        "JOIN workflow_entry w ON w.record_id = r.id "
+        "WHERE r.project_gid = :proj AND r.status = 'deleted' AND r.deleted_root = r.id "
+        "AND w.action = 'delete' AND w.comment = :comment) AS f "
+        "WHERE record.deleted_root = f.gen"
+    ), {"roots": roots, "proj": ctx.project_gid, "comment": comment})
     effects = ctx.effects
     changed = conn.execute(text(
         "UPDATE record SET prev_status = record.status, status = 'deleted', "
@@ -115,8 +142,18 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
     if effects.collect_events:
         effects.changed("DELETE", changed.scalars())
     write_workflow(conn, list(ok), action="delete", actor=ctx.actor, now=ctx.now,
-                   comment=f"bulk job {ctx.token}", state_sql="'deleted'")
+                   comment=comment, state_sql="'deleted'")
     return failures
+
+
+def _deleted_by_job(conn: Connection, comment: str, roots: set[int]) -> set[int]:
+    """Those of the generation roots ``roots`` that the job with this workflow comment
+    deleted."""
+    if not roots:
+        return set()
+    return set(conn.execute(ids_param(
+        "SELECT record_id FROM workflow_entry WHERE record_id IN :ids AND action = 'delete' "
+        "AND comment = :comment"), {"ids": sorted(roots), "comment": comment}).scalars())
 
 
 def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
