@@ -56,7 +56,15 @@ class Publisher:
         self.interval = interval
         self.last_sent = 0.0
         self.last_remaining: int | None = None
+        self._closed = False
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Publish no more progress: the job is finished and its terminal event is next.
+        A progress event being appended meanwhile (the heartbeat's) is in the log before
+        this returns, so nothing can come after the terminal event."""
+        with self._lock:
+            self._closed = True
 
     def publish(self, state: JobState, *, force: bool = False) -> bool:
         """Append ``state`` unless rate-limited, or older than what was already sent.
@@ -66,6 +74,8 @@ class Publisher:
         stale state (more ``remaining`` than already announced) is dropped, so that
         ``remaining`` never goes up in the log."""
         with self._lock:
+            if self._closed and not state.terminal:
+                return False
             now = time.monotonic()
             if not force and not state.terminal and now - self.last_sent < self.interval:
                 return False

@@ -330,14 +330,16 @@ def _run_claimed(
         row = load(conn, token)
     spec = CATALOGUE.get(row.job)
     if spec is None:
-        return _reject(token, owner, log, dict(row.info or {}), f"unknown job {row.job!r}")
+        return _reject(token, owner, log, dict(row.info or {}), f"unknown job {row.job!r}",
+                       publisher=publisher)
     if row.cancel_requested:
-        return _reject(token, owner, log, dict(row.info or {}), "cancelled")
+        return _reject(token, owner, log, dict(row.info or {}), "cancelled", publisher=publisher)
     if not row.resolved:
         try:
             selection = parse_selection(row.params.get("selection"), kind=spec.kind)
         except SelectionError as exc:
-            return _reject(token, owner, log, dict(row.info or {}), exc.message)
+            return _reject(token, owner, log, dict(row.info or {}), exc.message,
+                           publisher=publisher)
         now = time.time()
         with get_write_engine().begin() as conn:
             conn.execute(delete(items).where(items.c.job_token == token))
@@ -376,19 +378,21 @@ def _run_claimed(
             return "sliced"
     record_events.flush()  # every record event before the job's terminal event
     if row.cancel_requested:
-        return _reject(token, owner, log, dict(row.info or {}), "cancelled")
+        return _reject(token, owner, log, dict(row.info or {}), "cancelled", publisher=publisher)
     info = dict(row.info or {})
     info["remaining"] = 0
     result = spec.no_item_result
     if row.result_status is not None:
         result = Result(int(row.result_status), dict(row.result_payload or {}))
     if result is not None and result.failed:
-        return _reject(token, owner, log, info, _result_error(result), result=result)
+        return _reject(token, owner, log, info, _result_error(result), result=result,
+                       publisher=publisher)
     with get_write_engine().begin() as conn:
         if not finish(conn, token, status=DONE, info=info, owner=owner,
                       result_status=result.status if result else None,
                       result_payload=result.payload if result else None):
             raise LeaseLost(token)
+    publisher.close()  # no heartbeat progress event may follow the terminal one
     announce(log, token)
     logger.info("job %s: done", token, extra={"job": token})
     return DONE
@@ -545,13 +549,15 @@ def _commit(conn: Connection, token: str, owner: str, values: dict[str, Any]) ->
 
 
 def _reject(token: str, owner: str | None, log: SyncLog, info: dict[str, Any], error: str,
-            *, result: Result | None = None) -> str:
+            *, result: Result | None = None, publisher: Publisher | None = None) -> str:
     info = {**info, "error": error}
     with get_write_engine().begin() as conn:
         if not finish(conn, token, status=REJECTED, info=info, owner=owner,
                       result_status=result.status if result else None,
                       result_payload=result.payload if result else None):
             raise LeaseLost(token)
+    if publisher is not None:
+        publisher.close()  # no heartbeat progress event may follow the terminal one
     announce(log, token)
     logger.info("job %s: rejected (%s)", token, error, extra={"job": token})
     return REJECTED
