@@ -2,9 +2,11 @@
 
 A job whose worker died (SIGKILL, lost machine) stops heart-beating.  The reaper hands such
 jobs back (``owner = NULL``) and re-queues them; the job resumes at its first uncommitted
-batch.  Queued jobs whose message was lost (a broker that lost its data) are re-queued after
-``queued_stale_after``.  Each re-queue bumps ``heartbeat_on``, so a job is re-queued at most
-once per staleness period however many reapers run.
+batch.  Jobs waiting for a message — queued, or processing but handed back (a slice re-queued
+itself, a retry is due) — are re-queued after ``queued_stale_after`` (their message was lost,
+say by a broker that lost its data): a backlog that keeps a sliced job waiting longer than
+``stale_after`` must not earn it a second message.  Each re-queue bumps ``heartbeat_on``, so
+a job is re-queued at most once per staleness period however many reapers run.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ def reap(
     requeue: Callable[[str], None], limit: int = 1000,
 ) -> list[str]:
     now = time.time()
+    waiting = or_(jobs.c.status == QUEUED,
+                  and_(jobs.c.status == PROCESSING, jobs.c.owner.is_(None)))
     stale = or_(
-        and_(jobs.c.status == PROCESSING, jobs.c.heartbeat_on < now - stale_after),
-        and_(jobs.c.status == QUEUED, jobs.c.heartbeat_on < now - queued_stale_after),
+        and_(jobs.c.status == PROCESSING, jobs.c.owner.is_not(None),
+             jobs.c.heartbeat_on < now - stale_after),
+        and_(waiting, jobs.c.heartbeat_on < now - queued_stale_after),
     )
     engine = get_engine()
     with engine.connect() as conn:

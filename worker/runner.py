@@ -371,8 +371,8 @@ def _run_claimed(
         publisher.publish(state_of(row))
         if time.monotonic() - started >= cfg.slice_seconds:
             record_events.flush()  # the next run's events come after this run's
-            with get_write_engine().begin() as conn:
-                _commit(conn, token, owner, dict(owner=None))
+            with get_write_engine().begin() as conn:  # waiting in the queue from now on
+                _commit(conn, token, owner, dict(owner=None, heartbeat_on=time.time()))
             logger.info("job %s: slice over, re-queued", token, extra={"job": token})
             requeue(token)
             return "sliced"

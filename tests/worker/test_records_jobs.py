@@ -540,6 +540,33 @@ def test_reaper_requeues_a_job_whose_worker_died(log: HookedLog, project: Seeded
     assert [e["data"]["status"] for e in job_events(log, token)].count("done") == 1
 
 
+def test_reaper_leaves_a_sliced_job_waiting_in_the_queue(
+    log: HookedLog, project: SeededProject
+) -> None:
+    """A job that gave its worker back after a slice waits in the queue without a lease: a
+    wait longer than ``stale_after`` (a backlog) does not make the reaper send it a second
+    message; only ``queued_stale_after`` (its message lost) does."""
+    recs = records(project.gid)
+    heads = [h for h in project.heads if recs[h].status != "deleted"][:5]
+    token = new_job(log, project, DELETE, heads)
+    assert run(token, log=log, cfg=cfg(batch_size=2, slice_seconds=0),
+               requeue=lambda t: None) == "sliced"
+    row = job_row(token)
+    assert (row.status, row.owner) == ("processing", None)
+    queued: list[str] = []
+    for waited in (10, 60):
+        with get_write_engine().begin() as conn:
+            conn.execute(update(jobs_t).where(jobs_t.c.token == token)
+                         .values(heartbeat_on=time.time() - waited))
+        assert reap(log=log, stale_after=5, queued_stale_after=120,
+                    requeue=queued.append) == []
+    with get_write_engine().begin() as conn:
+        conn.execute(update(jobs_t).where(jobs_t.c.token == token)
+                     .values(heartbeat_on=time.time() - 200))
+    assert reap(log=log, stale_after=5, queued_stale_after=120, requeue=queued.append) == [token]
+    assert run(queued[0], log=log, cfg=cfg(), requeue=lambda t: None) == "done"
+
+
 def test_reaper_requeues_a_queued_job_whose_message_was_lost(
     log: HookedLog, project: SeededProject
 ) -> None:
