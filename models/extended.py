@@ -25,7 +25,7 @@ from models.auth import Project
 from models.history import write_versions
 from models.records import Record
 from models.schema import SchemaItem
-from models.schema_editing import Change, EditResult, _check_refs, _insert
+from models.schema_editing import Change, EditResult, check_refs, copy_row
 
 items = SchemaItem.__table__
 records = Record.__table__
@@ -38,7 +38,7 @@ def change_classes(
     """Add committed classes to, or remove classes from, the record's definition, extending
     it first if it is not extended yet.  Returns the extended definition."""
     record = editing.find(conn, project.gid, record_gid)
-    add = _check_refs(conn, project.gid, "class", "class", list(add)) if add else []
+    add = check_refs(conn, project.gid, "class", "class", list(add)) if add else []
     definition, changes = _extended_for(conn, project, record)
     unknown = [c for c in remove if c not in (definition.classes or [])]
     if unknown:  # raised inside the caller's transaction: the copy made above is undone
@@ -88,15 +88,7 @@ def _extended_for(conn: Connection, project: Project, record: Any) -> tuple[Any,
         raise Unprocessable("The record has no definition", info={"record": record.gid})
     if current.is_extended:
         return current, []
-    now = time.time()
-    gid = _insert(conn, {
-        "project_gid": project.gid, "type": "definition", "name": current.name,
-        "label": current.label or {}, "is_new": False, "is_working_copy": True,
-        "is_extended": True, "original": current.gid, "is_base": current.is_base,
-        "classes": list(current.classes or []), "fields": list(current.fields or []),
-        "layout": current.layout, "body": dict(current.body or {}),
-        "created_on": now, "updated_on": now,
-    })
+    gid = copy_row(conn, current, time.time(), is_extended=True)
     conn.execute(update(records).where(records.c.id == record.id).values(definition=gid))
     made = conn.execute(select(items).where(items.c.gid == gid)).one()
     return made, [Change(gid, "definition", "INSERT")]

@@ -184,7 +184,7 @@ def _committed_gids(conn: Connection, project_gid: str, type_: str, gids: list[s
     return out
 
 
-def _check_refs(conn: Connection, project_gid: str, key: str, type_: str, value: Any
+def check_refs(conn: Connection, project_gid: str, key: str, type_: str, value: Any
                 ) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(g, str) for g in value) \
             or len(value) > MAX_REFS:
@@ -244,13 +244,13 @@ def _clean(conn: Connection, project: Project, type_: str, values: dict[str, Any
         elif key == "label":
             out["label"] = _check_label(project, value)
         elif key == "classes":
-            out["classes"] = _check_refs(conn, project.gid, key, "class", value)
+            out["classes"] = check_refs(conn, project.gid, key, "class", value)
         elif key == "fields":
-            out["fields"] = _check_refs(conn, project.gid, key, "field", value)
+            out["fields"] = check_refs(conn, project.gid, key, "field", value)
         elif key == "layout":
             out["layout"] = _check_ref(conn, project.gid, key, "layout", value)
         elif key == "childdefinitions":
-            body[key] = _check_refs(conn, project.gid, key, "definition", value)
+            body[key] = check_refs(conn, project.gid, key, "definition", value)
         elif key == "titlefield":
             body[key] = _check_ref(conn, project.gid, key, "field", value)
         else:
@@ -335,14 +335,15 @@ def working_copy_of(conn: Connection, project_gid: str, gid: str) -> Any:
     ).order_by(items.c.id).limit(1)).first()
 
 
-def _copy_row(conn: Connection, row: Any, now: float) -> str:
-    """Insert a working copy of the committed ``row`` (same content); returns its gid."""
+def copy_row(conn: Connection, row: Any, now: float, **extra: Any) -> str:
+    """Insert a working copy of the committed ``row`` (same content, ``extra`` set on top,
+    e.g. ``is_extended``); returns its gid."""
     return _insert(conn, {
         "project_gid": row.project_gid, "type": row.type, "name": row.name,
         "label": row.label or {}, "is_new": False, "is_working_copy": True,
         "original": row.gid, "is_base": row.is_base, "classes": row.classes or [],
         "fields": row.fields or [], "layout": row.layout, "body": row.body or {},
-        "created_on": now, "updated_on": now,
+        "created_on": now, "updated_on": now, **extra,
     })
 
 
@@ -351,7 +352,7 @@ def _make_working_copy(conn: Connection, row: Any, *, copy_layout: bool, now: fl
     """A working copy of the committed ``row``; for a definition or class also a working copy
     of its layout (or the layout's existing one), which the copy points at."""
     changes: list[Change] = []
-    gid = _copy_row(conn, row, now)
+    gid = copy_row(conn, row, now)
     changes.append(Change(gid, row.type, "INSERT"))
     if copy_layout and row.type in LAYOUT_OWNERS and row.layout:
         layout = conn.execute(select(items).where(items.c.gid == row.layout)).first()
@@ -360,7 +361,7 @@ def _make_working_copy(conn: Connection, row: Any, *, copy_layout: bool, now: fl
             if existing is not None:
                 layout_copy = existing.gid
             else:
-                layout_copy = _copy_row(conn, layout, now)
+                layout_copy = copy_row(conn, layout, now)
                 changes.append(Change(layout_copy, "layout", "INSERT"))
             conn.execute(update(items).where(items.c.gid == gid).values(layout=layout_copy))
     return gid, changes

@@ -347,7 +347,6 @@ def _record_rows(
             fields = f'{{"en":{{"summary":"{body_en}"}},"nl":{{"summary":"{body_nl}"}}}}'
         else:
             fields = '{"en":{},"nl":{}}'
-
         return (
             rid, gid, project.gid, parent, canonical, canonical is not None, level, mpath,
             childcount, definition, title, fields, "deleted" if deleted_root else status,
