@@ -27,6 +27,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from api.error_codes import http_status, is_application_error
 from bulkjobs.errors import BulkJobsError
 from models.history_reads import Marks, iso_utc
 from models.versions import RecordVersion
@@ -40,7 +41,7 @@ TRANSIENT = frozenset({503})
 
 
 def error_code(status: int, app_code: int | None = None) -> str:
-    if status == 422 and app_code is not None and 1000 <= app_code <= 1006:
+    if status == 422 and is_application_error(app_code):
         return "INVALID_FIELD"
     return CODES.get(status, "EXCEPTION")
 
@@ -56,13 +57,9 @@ def error_body(status: int, message: str, info: dict[str, Any] | None = None, *,
                       "attributes": attributes}]}
 
 
-def error_status(exc: BulkJobsError) -> int:
-    return 422 if 1000 <= exc.code <= 1006 else exc.status
-
-
 def error_response(exc: BulkJobsError) -> JSONResponse:
     """The renderer registered for ``/dato`` in :data:`api.errors.RENDERERS`."""
-    status = error_status(exc)
+    status = http_status(exc)
     return JSONResponse(error_body(status, exc.message, exc.info, app_code=exc.code),
                         status_code=status)
 

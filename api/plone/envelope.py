@@ -1,11 +1,11 @@
 """The Plone envelope: ``@history`` entries, historical versions, and errors.
 
 Errors are mapped here, and only here, to plone.restapi's JSON error ``{"type", "message"}``
-with the HTTP status of the core error (application codes 1000–1006 as 422).  ``type`` names
-the HTTP error as Zope does: ``BadRequest`` (400), ``Unauthorized`` (401), ``Forbidden``
-(403), ``NotFound`` (404), ``MethodNotAllowed`` (405), ``RequestEntityTooLarge`` (413),
-``UnprocessableEntity`` (422), ``TooManyRequests`` (429), ``ServiceUnavailable`` (503),
-``InternalServerError`` otherwise.
+with the HTTP status of the core error (:func:`api.error_codes.http_status`: application
+codes 1000–1006 as 422).  ``type`` names the HTTP error as Zope does: ``BadRequest`` (400),
+``Unauthorized`` (401), ``Forbidden`` (403), ``NotFound`` (404), ``MethodNotAllowed``
+(405), ``RequestEntityTooLarge`` (413), ``UnprocessableEntity`` (422), ``TooManyRequests``
+(429), ``ServiceUnavailable`` (503), ``InternalServerError`` otherwise.
 
 History entries follow plone.restapi: versioning entries (``@id``, ``action`` — ``"Create"``
 for version 0, ``"Edited"`` after —, ``actor``, ``comments``, ``may_revert``, ``time``,
@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from api.error_codes import http_status
 from bulkjobs.errors import BulkJobsError
 from models.auth import User
 from models.history_reads import HistoryEntry, iso_utc
@@ -37,7 +38,7 @@ STATE_TITLES = {"draft": "Draft", "published": "Published", "deleted": "Deleted"
 
 def error_response(exc: BulkJobsError) -> JSONResponse:
     """The renderer registered for ``/plone`` in :data:`api.errors.RENDERERS`."""
-    status = 422 if 1000 <= exc.code <= 1006 else exc.status
+    status = http_status(exc)
     return JSONResponse({"type": TYPES.get(status, "InternalServerError"),
                          "message": exc.message}, status_code=status)
 

@@ -2,7 +2,8 @@
 
 ``{"success": true, "result": {...}, "data": {...}}`` on success; errors are
 ``{"success": false, "result": {"code", "message", "info"}, "data": {}}`` with the HTTP status
-equal to the code, except application codes 1000–1006, which go out as HTTP 422.  A 401
+equal to the code, except application codes 1000–1006, which go out as HTTP 422
+(:func:`api.error_codes.http_status`).  A 401
 carries ``WWW-Authenticate``.
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from api.error_codes import http_status
 from bulkjobs.errors import BulkJobsError
 
 REALM = 'Bearer realm="JWT access to bulkjobs."'
@@ -27,7 +29,7 @@ def error_body(code: int, message: str, info: dict[str, Any] | None = None) -> d
 
 
 def error_response(exc: BulkJobsError) -> JSONResponse:
-    status = 422 if 1000 <= exc.code <= 1006 else exc.status
+    status = http_status(exc)
     headers = {"WWW-Authenticate": REALM} if status == 401 else None
     return JSONResponse(error_body(exc.code, exc.message, exc.info), status_code=status,
                         headers=headers)
