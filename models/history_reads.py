@@ -5,7 +5,8 @@
 * :func:`versions_page` — a record's versions, newest first, with their total;
 * :func:`version_by_id` / :func:`version_by_number` — one version, only ever of a live record
   of the given project;
-* :func:`version_marks` — each record's current and published version ids;
+* :func:`version_marks` — each record's current and published version ids and its
+  publication times;
 * :func:`history` — versions and workflow entries merged, newest first;
 * :func:`users_by_gid` — the users named by editors and actors;
 * :func:`iso_utc` — timestamps as these dialects write them.
@@ -17,7 +18,7 @@ deleted, or another project's), so nothing leaks across projects.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,25 +99,58 @@ def current_version(session: Session, record: Record) -> RecordVersion:
 
 @dataclass(frozen=True, slots=True)
 class Marks:
+    """A record's current and published version ids, and what its history shows of its
+    publications: the published version's creation time and the times of the first and the
+    last ``publish`` workflow entry."""
+
     current: str | None = None
     published: str | None = None
+    published_version_at: float | None = None
+    first_publish: float | None = None
+    last_publish: float | None = None
+
+    def publication_times(self, *, published: bool) -> tuple[float | None, float | None]:
+        """``(published_at, first_published_at)`` of a record that is ``published`` or not.
+
+        ``published_at`` (the last publication) is null unless the record is published: the
+        time of its last ``publish`` entry, or — for content that was published without one,
+        as the seeder writes it — the published version's creation time.
+        ``first_published_at`` is the earliest publication the history shows (a ``publish``
+        entry, or that fallback); null when it shows none."""
+        last = None
+        if published:
+            last = self.last_publish if self.last_publish is not None \
+                else self.published_version_at
+        known = [t for t in (self.first_publish, last) if t is not None]
+        return last, (min(known) if known else None)
 
 
 def version_marks(session: Session, record_ids: Sequence[int]) -> dict[int, Marks]:
-    """Record id → ids of its current and its published version (one query)."""
+    """Record id → its :class:`Marks` (two queries)."""
     out: dict[int, Marks] = {}
     if not record_ids:
         return out
+    ids = list(record_ids)
     rows = session.execute(
         select(col(RecordVersion.record_id), col(RecordVersion.id), col(RecordVersion.is_current),
-               col(RecordVersion.is_published))
-        .where(col(RecordVersion.record_id).in_(list(record_ids)),
+               col(RecordVersion.is_published), col(RecordVersion.created_at))
+        .where(col(RecordVersion.record_id).in_(ids),
                or_(col(RecordVersion.is_current), col(RecordVersion.is_published)))
     ).all()
-    for rid, vid, is_current, is_published in rows:
+    for rid, vid, is_current, is_published, created_at in rows:
         marks = out.get(rid, Marks())
-        out[rid] = Marks(current=vid if is_current else marks.current,
-                         published=vid if is_published else marks.published)
+        out[rid] = replace(marks, current=vid if is_current else marks.current,
+                           published=vid if is_published else marks.published,
+                           published_version_at=created_at if is_published
+                           else marks.published_version_at)
+    publishes = session.execute(
+        select(col(WorkflowEntry.record_id), func.min(col(WorkflowEntry.time)),
+               func.max(col(WorkflowEntry.time)))
+        .where(col(WorkflowEntry.record_id).in_(ids), col(WorkflowEntry.action) == "publish")
+        .group_by(col(WorkflowEntry.record_id))
+    ).all()
+    for rid, first, last in publishes:
+        out[rid] = replace(out.get(rid, Marks()), first_publish=first, last_publish=last)
     return out
 
 

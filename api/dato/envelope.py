@@ -15,9 +15,23 @@ client retries), anything else ``EXCEPTION``.  ``details`` holds the error's ``m
 its ``info``.
 
 Resources: an item's ``attributes`` are its fields in the project's first language plus
-``title``; ``meta.status`` is ``draft``, ``published`` (the published version is the current
-one) or ``updated`` (published, with newer changes).  Records without a definition have a
-null ``item_type``.  Timestamps are ISO 8601 UTC.
+``title``.  Records without a definition have a null ``item_type``.  Timestamps are ISO 8601
+UTC.  An item's ``meta``:
+
+* ``created_at``, ``updated_at``; ``current_version`` (the current version's id);
+* ``status``: ``draft``, ``published`` (the published version is the current one) or
+  ``updated`` (published, with newer changes);
+* ``published_at`` (last publication; null unless published) and ``first_published_at``
+  (null when the history shows no publication), from the record's ``publish`` workflow
+  entries (:meth:`models.history_reads.Marks.publication_times`);
+* ``publication_scheduled_at``, ``unpublishing_scheduled_at``: always null — there is no
+  scheduled publishing here;
+* ``stage``: always null — records go through no workflow stages (DatoCMS's null without a
+  workflow);
+* ``is_current_version_valid``: true — content is validated when it is written
+  (``records/create`` and ``records/update`` refuse what the definition does not allow)
+  and there are no other validators, so a stored version is valid;
+  ``is_published_version_valid`` likewise, null when no version is published.
 """
 
 from __future__ import annotations
@@ -94,13 +108,32 @@ def item(public: dict[str, Any], lang: str, marks: Marks) -> dict[str, Any]:
         "type": "item",
         "attributes": content(public.get("title"), public.get("fields"), lang),
         "relationships": {"item_type": ref("item_type", public.get("definition"))},
-        "meta": {
-            "created_at": iso_utc(public["created_on"]),
-            "updated_at": iso_utc(public["updated_on"]),
-            "status": item_status(public["status"], marks),
-            "current_version": marks.current,
-        },
+        "meta": item_meta(public, marks),
     }
+
+
+def item_meta(public: dict[str, Any], marks: Marks) -> dict[str, Any]:
+    """An item's ``meta``, every key DatoCMS gives (see the module docstring for what each
+    one means here)."""
+    published = public["status"] == "published"
+    published_at, first_published_at = marks.publication_times(published=published)
+    return {
+        "created_at": iso_utc(public["created_on"]),
+        "updated_at": iso_utc(public["updated_on"]),
+        "published_at": _iso_or_none(published_at),
+        "first_published_at": _iso_or_none(first_published_at),
+        "publication_scheduled_at": None,
+        "unpublishing_scheduled_at": None,
+        "status": item_status(public["status"], marks),
+        "is_current_version_valid": True,
+        "is_published_version_valid": True if marks.published else None,
+        "current_version": marks.current,
+        "stage": None,
+    }
+
+
+def _iso_or_none(ts: float | None) -> str | None:
+    return iso_utc(ts) if ts is not None else None
 
 
 def item_version(version: RecordVersion, record_gid: str, lang: str) -> dict[str, Any]:

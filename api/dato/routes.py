@@ -17,6 +17,7 @@ accepted and ignored (version 3 is what is served).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Query
@@ -135,5 +136,5 @@ def result_of(session: Session, job: Job, lang: str) -> tuple[int, dict[str, Any
                           ).scalar()
     marks = version_marks(session, [rid]).get(rid, Marks()) if rid is not None else Marks()
     version = as_dict(payload.get("version"))
-    marks = Marks(current=version.get("id") or marks.current, published=marks.published)
+    marks = replace(marks, current=version.get("id") or marks.current)
     return status, {"data": [envelope.item(record, lang, marks)]}

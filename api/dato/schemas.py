@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class Ref(BaseModel):
@@ -20,8 +20,15 @@ class Relationship(BaseModel):
 class ItemMeta(BaseModel):
     created_at: str
     updated_at: str
+    published_at: str | None
+    first_published_at: str | None
+    publication_scheduled_at: None = Field(description="always null: no scheduled publishing")
+    unpublishing_scheduled_at: None = Field(description="always null: no scheduled publishing")
     status: Literal["draft", "updated", "published"]
+    is_current_version_valid: bool
+    is_published_version_valid: bool | None
     current_version: str | None
+    stage: None = Field(description="always null: records go through no workflow stages")
 
 
 class Item(BaseModel):

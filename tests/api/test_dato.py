@@ -13,6 +13,7 @@ import jwt as pyjwt
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 import api.queueing
 from api.app import app
@@ -20,6 +21,8 @@ from api.dato import envelope
 from bulkjobs.errors import SelectionError, ValidationError
 from bulkjobs.settings import get_settings
 from bulkjobs.tokens import issue
+from models import Record, WorkflowEntry
+from models.engine import get_engine
 from models.seed import SeededProject, SeedResult
 from tests.api.dialects import (
     add_versions,
@@ -88,6 +91,94 @@ def test_item_is_a_json_api_item(client: TestClient, project: SeededProject) -> 
     expected = ("draft" if rec.status == "draft"
                 else "published" if current.is_published else "updated")
     assert meta["status"] == expected
+
+
+#: The keys of an item's ``meta`` in DatoCMS's own example (the item seed), in its order.
+ITEM_META_KEYS = ["created_at", "updated_at", "published_at", "first_published_at",
+                  "publication_scheduled_at", "unpublishing_scheduled_at", "status",
+                  "is_current_version_valid", "is_published_version_valid", "current_version",
+                  "stage"]
+
+
+def iso(ts: float) -> str:
+    return envelope.iso_utc(ts)
+
+
+def publish_times(record_id: int) -> list[float]:
+    with get_engine().connect() as conn:
+        return [t for (t,) in conn.execute(
+            select(WorkflowEntry.time).where(WorkflowEntry.record_id == record_id,
+                                             WorkflowEntry.action == "publish")
+            .order_by(WorkflowEntry.id))]
+
+
+def test_item_meta_has_every_key_of_datocms(client: TestClient, project: SeededProject) -> None:
+    """An item's meta has the keys of DatoCMS's item, in its order; scheduling and stage are
+    null (no such thing here) and the current version is valid."""
+    rec = history_record(project)
+    meta = get(client, project, f"/items/{rec.gid}").json()["data"]["meta"]
+    assert list(meta) == ITEM_META_KEYS
+    assert meta["publication_scheduled_at"] is None
+    assert meta["unpublishing_scheduled_at"] is None
+    assert meta["stage"] is None
+    assert meta["is_current_version_valid"] is True
+
+
+def test_seeded_item_meta_publication(client: TestClient, project: SeededProject) -> None:
+    """A seeded published record (no publish entry) was published when its published version
+    was written; a seeded draft was never published and has no published version."""
+    with get_engine().connect() as conn:
+        rows = {status: conn.execute(select(Record.__table__).where(
+            Record.project_gid == project.gid, Record.status == status)
+            .order_by(Record.id).limit(1)).one() for status in ("published", "draft")}
+    published = versions_of(rows["published"].id)
+    [version] = [v for v in published if v.is_published]
+    meta = get(client, project, f"/items/{rows['published'].gid}").json()["data"]["meta"]
+    assert meta["published_at"] == meta["first_published_at"] == iso(version.created_at)
+    assert meta["is_published_version_valid"] is True
+    draft = get(client, project, f"/items/{rows['draft'].gid}").json()["data"]["meta"]
+    assert draft["status"] == "draft"
+    assert draft["published_at"] is None and draft["first_published_at"] is None
+    assert draft["is_published_version_valid"] is None
+
+
+def test_item_meta_follows_publish_and_unpublish(client: TestClient,
+                                                 project: SeededProject) -> None:
+    """published_at is the last publication while published, null once unpublished;
+    first_published_at keeps the first one; an edit leaves both (status "updated")."""
+    with get_engine().connect() as conn:
+        rec = conn.execute(select(Record.__table__).where(
+            Record.project_gid == project.gid, Record.status == "draft",
+            Record.parent_id.is_not(None)).order_by(Record.id).limit(1)).one()
+    jwt = jwt_of(client, project)
+
+    def unicat(action: str, **body: Any) -> None:
+        r = client.post(f"/api/p/{project.gid}/records/{action}",
+                        json={"record": rec.gid, **body}, headers={"Authorization": jwt})
+        assert r.status_code == 200, r.text
+
+    def meta() -> dict[str, Any]:
+        return dict(get(client, project, f"/items/{rec.gid}").json()["data"]["meta"])
+
+    unicat("publish")
+    [first] = publish_times(rec.id)
+    assert meta()["published_at"] == meta()["first_published_at"] == iso(first)
+    assert meta()["status"] == "published" and meta()["is_published_version_valid"] is True
+    unicat("update", title={"en": "Edited after publishing"})
+    edited = meta()
+    assert edited["status"] == "updated"
+    assert edited["published_at"] == edited["first_published_at"] == iso(first)
+    unicat("unpublish")
+    gone = meta()
+    assert gone["status"] == "draft" and gone["published_at"] is None
+    assert gone["first_published_at"] == iso(first)
+    assert gone["is_published_version_valid"] is None
+    time.sleep(0.002)  # a later publication, in milliseconds too
+    unicat("publish")
+    again = meta()
+    last = publish_times(rec.id)[-1]
+    assert last > first
+    assert (again["published_at"], again["first_published_at"]) == (iso(last), iso(first))
 
 
 def test_jwt_works_as_well_as_the_api_key(client: TestClient, project: SeededProject) -> None:
