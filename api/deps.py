@@ -56,6 +56,12 @@ class Actor:
     def user(self) -> str:
         return self.claims.user
 
+    @property
+    def language(self) -> str:
+        """The project's default language (its first), which single-language dialects
+        (DatoCMS, Plone) read and write; ``en`` for a project without languages."""
+        return (self.project.languages or ["en"])[0]
+
     def as_editor(self) -> dict[str, Any]:
         return {"type": "user", "id": self.claims.user}
 

@@ -48,10 +48,6 @@ router = APIRouter(prefix="/dato/p/{project}", tags=["datocms"], responses=ERROR
 PAGE_DEFAULT, PAGE_MAX = 15, 50
 
 
-def language(actor: Any) -> str:
-    return (actor.project.languages or ["en"])[0]
-
-
 @router.get("/items/{item_id}", response_model=None, responses={200: {"model": ItemOut}})
 def get_item(project: str, item_id: str, actor: CredentialsMemberDep,
              session: SessionDep) -> Any:
@@ -59,7 +55,7 @@ def get_item(project: str, item_id: str, actor: CredentialsMemberDep,
     rec = live_record(session, actor.project.gid, item_id)
     marks = version_marks(session, [rec.id or 0]).get(rec.id or 0, Marks())
     public = records_public(session, [rec])[rec.gid]
-    return {"data": envelope.item(public, language(actor), marks)}
+    return {"data": envelope.item(public, actor.language, marks)}
 
 
 @router.get("/items/{item_id}/versions", response_model=None,
@@ -73,7 +69,7 @@ def list_versions(
     """A page of a record's versions, newest first (``meta.total_count`` for paging)."""
     rec = live_record(session, actor.project.gid, item_id)
     rows, total = versions_page(session, rec, offset=offset, limit=limit)
-    lang = language(actor)
+    lang = actor.language
     return {"data": [envelope.item_version(v, rec.gid, lang) for v in rows],
             "meta": {"total_count": total}}
 
@@ -85,7 +81,7 @@ def get_version(project: str, version_id: str, actor: CredentialsMemberDep,
                 nested: bool = Query(default=False, description="accepted; ignored")) -> Any:
     """One record version."""
     version, rec = version_by_id(session, actor.project.gid, version_id)
-    return {"data": envelope.item_version(version, rec.gid, language(actor))}
+    return {"data": envelope.item_version(version, rec.gid, actor.language)}
 
 
 @router.post("/versions/{version_id}/restore", status_code=202, response_model=None,
@@ -112,7 +108,7 @@ def job_result(project: str, job_id: str, actor: CredentialsMemberDep,
     if job.status not in TERMINAL:
         raise NotFound("The job has not finished yet", info={"job": job_id,
                                                               "status": job.status})
-    status, payload = result_of(session, job, language(actor))
+    status, payload = result_of(session, job, actor.language)
     return {"data": {"type": "job_result", "id": job.token,
                      "attributes": {"status": status, "payload": payload}}}
 

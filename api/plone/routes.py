@@ -62,10 +62,6 @@ def urls(request: Request, project: str, gid: str) -> tuple[str, str]:
     return site, f"{site}/{gid}"
 
 
-def language(actor: Any) -> str:
-    return (actor.project.languages or ["en"])[0]
-
-
 def title_of(title: Any, lang: str, gid: str) -> str:
     value = title.get(lang) if isinstance(title, dict) else None
     return value if isinstance(value, str) and value else gid
@@ -98,7 +94,7 @@ def get_version(project: str, record: str, version: str, request: Request,
     else:
         raise BadRequest("version must be an integer or 'current'", info={"version": version})
     _, obj_url = urls(request, actor.project.gid, rec.gid)
-    return envelope.historical(rec, found, obj_url=obj_url, lang=language(actor))
+    return envelope.historical(rec, found, obj_url=obj_url, lang=actor.language)
 
 
 @router.patch("/@history", response_model=None,
@@ -108,7 +104,7 @@ def revert(project: str, record: str, body: RevertBody, actor: CredentialsMember
     """Revert the record to a version (a job; waits up to 30 s for it, else 202)."""
     rec = live_record(session, actor.project.gid, record)
     version_by_number(session, rec, body.version)  # 404 now rather than from the job
-    lang = language(actor)
+    lang = actor.language
     log = get_synclog()
     after = log.cursor(keys.CC_SPACE)  # before queueing: the terminal event comes after it
     token = queue_job(actor, "revert_record_version",
