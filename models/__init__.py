@@ -2,11 +2,12 @@
 
 from models.auth import ALL_CHANNEL, ApiKey, Member, Project, User
 from models.jobs import Job, JobItem
+from models.outbox import SyncOutbox
 from models.records import Record, RecordTombstone
 from models.schema import SchemaItem
 from models.versions import RecordVersion, WorkflowEntry
 
 __all__ = [
     "ALL_CHANNEL", "ApiKey", "Job", "JobItem", "Member", "Project", "Record", "RecordTombstone",
-    "RecordVersion", "SchemaItem", "User", "WorkflowEntry",
+    "RecordVersion", "SchemaItem", "SyncOutbox", "User", "WorkflowEntry",
 ]

@@ -7,6 +7,10 @@ itself, a retry is due) — are re-queued after ``queued_stale_after`` (their me
 say by a broker that lost its data): a backlog that keeps a sliced job waiting longer than
 ``stale_after`` must not earn it a second message.  Each re-queue bumps ``heartbeat_on``, so
 a job is re-queued at most once per staleness period however many reapers run.
+
+Finished jobs whose terminal event is missing are announced; finished jobs that still have
+events in the sync outbox (their last run could not append them) get those appended.
+Unfinished jobs' outbox rows are left to the job's next run, which appends them first.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from sqlalchemy import and_, or_, select, update
 from bulkjobs.synclog import SyncLog
 from models.engine import get_engine, get_write_engine
 from models.jobs import DONE, PROCESSING, QUEUED, REJECTED, Job
-from worker.runner import announce
+from models.outbox import SyncOutbox
+from worker.runner import announce, drain_outbox
 
 logger = logging.getLogger(__name__)
 jobs = Job.__table__
+outbox = SyncOutbox.__table__
 
 
 def reap(
@@ -47,6 +53,11 @@ def reap(
                 jobs.c.finished_on < now - 5,
             ).limit(limit)
         )]
+        undrained = [r[0] for r in conn.execute(
+            select(outbox.c.job_token).distinct().join(jobs, jobs.c.token == outbox.c.job_token)
+            .where(jobs.c.status.in_((DONE, REJECTED)), jobs.c.announced.is_(True))
+            .limit(limit)
+        )]
     requeued = []
     for token in tokens:
         with get_write_engine().begin() as conn:
@@ -57,5 +68,7 @@ def reap(
             requeue(token)
             requeued.append(token)
     for token in unannounced:
-        announce(log, token)
+        announce(log, token)  # appends the job's outbox first
+    for token in undrained:
+        drain_outbox(log, token)
     return requeued

@@ -30,14 +30,17 @@ Crash safety rests on the job row, not on the broker:
 * **Results.** A batch may produce the job's result (:class:`~worker.jobs.base.Result`); it
   is committed on the job row with the batch.  A failed result (status >= 400) ends the job
   ``rejected`` with ``info.error``, the result kept for the dialects.
-* **Record events.** After each committed batch the records it changed are announced in the
-  project's sync space (``records`` UPDATE/DELETE, SPEC §7), in one append per batch (chunked
-  at :data:`EVENT_CHUNK`), unless ``record_events`` is off; a thread of their own appends them
-  (:class:`RecordEvents`) while the next batch runs, and all are in the log before the job's
-  terminal event.  They are appended after the commit, so a subscriber that reloads on an
-  event sees the change; a worker killed between the commit and the append loses the record
-  events of those (at most two) batches — the job's own events still tell subscribers that
-  the job ran.
+* **Record events.**  Each batch writes the project-space events it owes (``records``
+  UPDATE/DELETE, unless ``record_events`` is off, and schema events, SPEC §7) into the sync
+  outbox (:mod:`models.outbox`) in the same transaction as the batch.  After the commit a
+  thread of their own appends them (:class:`RecordEvents`, one append per
+  :data:`EVENT_CHUNK` events) while the next batch runs, and a later transaction of the run
+  deletes the appended rows.  They are appended after the commit, so a subscriber that
+  reloads on an event sees the change, and all are in the log before the job's terminal
+  event.  Rows left behind — the append failed (Redis away) or the worker died between the
+  commit and the append — are appended by the job's next run before it does anything else
+  (:func:`drain_outbox`), by :func:`announce` before a terminal event, and by the reaper: no
+  event of a committed batch is lost, though one may be appended twice.
 """
 
 from __future__ import annotations
@@ -48,12 +51,12 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from bulkjobs.errors import SelectionError
@@ -61,6 +64,7 @@ from bulkjobs.settings import get_settings
 from bulkjobs.synclog import SyncLog, record_event
 from models.engine import get_engine, get_write_engine, make_engine
 from models.jobs import DONE, PROCESSING, QUEUED, REJECTED, Job, JobItem
+from models.outbox import SyncOutbox
 from models.resolve import resolve_into
 from models.selection import parse_selection
 from worker.jobs import CATALOGUE, Context, JobSpec
@@ -78,6 +82,7 @@ TRANSIENT_TRIES = 4
 OUTAGE_RETRY_MAX = 30
 jobs = Job.__table__
 items = JobItem.__table__
+outbox = SyncOutbox.__table__
 
 
 class LeaseLost(Exception):
@@ -145,6 +150,7 @@ def announce(log: SyncLog, token: str) -> bool:
         row = load(conn, token)
     if row is None or row.status not in (DONE, REJECTED) or row.announced:
         return False
+    drain_outbox(log, token)  # the job's project-space events before its terminal event
     append_state(log, state_of(row))
     with get_write_engine().begin() as conn:
         conn.execute(update(jobs).where(jobs.c.token == token).values(announced=True))
@@ -325,6 +331,8 @@ def _run_claimed(
     token: str, owner: str, *, log: SyncLog, cfg: RunConfig, publisher: Publisher,
     requeue: Callable[[str], None], record_events: RecordEvents,
 ) -> str:
+    # Events an earlier run committed but could not append come first.
+    drain_outbox(log, token)
     engine = get_engine()
     with engine.connect() as conn:
         row = load(conn, token)
@@ -361,24 +369,27 @@ def _run_claimed(
     actor, params = dict(row.actor or {}), dict(row.params or {})
     started = time.monotonic()
     while True:
-        row, processed, effects = _retrying(token, lambda: _batch_step(
-            token, owner, spec, cfg, actor=actor, params=params))
+        row, processed, effects, outbox_id = _retrying(token, lambda: _batch_step(
+            token, owner, spec, cfg, actor=actor, params=params,
+            appended=record_events.appended()))
         if processed == 0:  # cancelled, or no item left
             break
         logger.debug("job %s: batch of %s committed, %s remaining", token, processed,
                      row.info["remaining"], extra={"job": token})
-        record_events.submit(row.project_gid, effects)
+        record_events.submit(row.project_gid, effects, outbox_id)
         publisher.publish(state_of(row))
         if time.monotonic() - started >= cfg.slice_seconds:
             record_events.flush()  # the next run's events come after this run's
             with get_write_engine().begin() as conn:  # waiting in the queue from now on
                 _commit(conn, token, owner, dict(owner=None, heartbeat_on=time.time()))
+                _clear_outbox(conn, token)
             logger.info("job %s: slice over, re-queued", token, extra={"job": token})
             requeue(token)
             return "sliced"
     record_events.flush()  # every record event before the job's terminal event
     if row.cancel_requested:
-        return _reject(token, owner, log, dict(row.info or {}), "cancelled", publisher=publisher)
+        return _reject(token, owner, log, dict(row.info or {}), "cancelled", publisher=publisher,
+                       clear_outbox=True)
     info = dict(row.info or {})
     info["remaining"] = 0
     result = spec.no_item_result
@@ -386,12 +397,13 @@ def _run_claimed(
         result = Result(int(row.result_status), dict(row.result_payload or {}))
     if result is not None and result.failed:
         return _reject(token, owner, log, info, _result_error(result), result=result,
-                       publisher=publisher)
+                       publisher=publisher, clear_outbox=True)
     with get_write_engine().begin() as conn:
         if not finish(conn, token, status=DONE, info=info, owner=owner,
                       result_status=result.status if result else None,
                       result_payload=result.payload if result else None):
             raise LeaseLost(token)
+        _clear_outbox(conn, token)
     publisher.close()  # no heartbeat progress event may follow the terminal one
     announce(log, token)
     logger.info("job %s: done", token, extra={"job": token})
@@ -418,35 +430,42 @@ def _result_error(result: Result) -> str:
 
 def _batch_step(
     token: str, owner: str, spec: JobSpec, cfg: RunConfig, *, actor: dict[str, Any],
-    params: dict[str, Any],
-) -> tuple[Any, int, Effects]:
+    params: dict[str, Any], appended: int | None = None,
+) -> tuple[Any, int, Effects, int | None]:
     """Apply the job's handler to its next batch and commit it with the job's progress (and
-    result) in one transaction.  Returns the job row after it, the number of items processed
-    (0: cancelled or nothing left) and the batch's effects."""
+    result) and its events (in the outbox) in one transaction; outbox rows of this job up to
+    ``appended`` (already in the log) go in the same transaction.  Returns the job row after
+    it, the number of items processed (0: cancelled or nothing left), the batch's effects
+    and the last outbox row it wrote (``None``: it owes no events)."""
     effects = Effects(collect_events=cfg.record_events)
     with get_write_engine().begin() as conn:
+        if appended is not None:
+            _clear_outbox(conn, token, up_to=appended)
         row = load(conn, token)
         if row.cancel_requested:
-            return row, 0, effects
+            return row, 0, effects, None
         batch = conn.execute(
             select(items.c.id, items.c.item_id)
             .where(items.c.job_token == token, items.c.id > row.position)
             .order_by(items.c.id).limit(cfg.batch_size)
         ).all()
         if not batch:
-            return row, 0, effects
+            return row, 0, effects, None
         ctx = Context(token=token, project_gid=row.project_gid, actor=actor, params=params,
                       now=time.time(), effects=effects)
         failures = spec.batch(conn, ctx, [b.item_id for b in batch])
+        # The heartbeat as of the commit, not the batch's start: a batch that ran longer
+        # than ``stale_after`` must not leave the lease looking stale behind it.
         values: dict[str, Any] = dict(
             position=batch[-1].id, info=_progress(dict(row.info or {}), len(batch), failures),
-            updated_on=ctx.now, heartbeat_on=ctx.now,
+            updated_on=ctx.now, heartbeat_on=time.time(),
         )
         if effects.result is not None:
             values.update(result_status=effects.result.status,
                           result_payload=effects.result.payload)
         _commit(conn, token, owner, values)
-        return load(conn, token), len(batch), effects
+        outbox_id = _write_outbox(conn, token, row.project_gid, effects, now=ctx.now)
+        return load(conn, token), len(batch), effects, outbox_id
 
 
 def _retrying(token: str, step: Callable[[], Any]) -> Any:
@@ -474,21 +493,24 @@ def _transient(exc: BaseException) -> bool:
 
 
 class RecordEvents:
-    """Appends each committed batch's record events from a thread of its own, so that the
-    Redis work for batch *n* overlaps the SQL of batch *n + 1*.
+    """Appends each committed batch's project-space events from a thread of its own, so that
+    the Redis work for batch *n* overlaps the SQL of batch *n + 1*.
 
     Batches are appended in commit order.  At most one batch waits while another is being
     appended (:meth:`submit` blocks meanwhile), so memory stays bounded.  :meth:`flush` waits
     until everything submitted is appended and re-raises an append's error (so does the next
     :meth:`submit`), which then counts as the job's failure, as a failed append in the batch
-    loop would.  A worker killed meanwhile loses the events of at most two committed batches.
+    loop would.  The events are in the outbox all the while: :meth:`appended` tells the run
+    which of its outbox rows it may delete; whatever was not appended stays there for the
+    next run (or the reaper) to append.
     """
 
     def __init__(self, log: SyncLog) -> None:
         self.log = log
-        self.queue: queue.Queue[tuple[str, Effects] | None] = queue.Queue(maxsize=1)
+        self.queue: queue.Queue[tuple[str, Effects, int | None] | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
+        self._appended: int | None = None  # the last outbox row appended
 
     def __enter__(self) -> RecordEvents:
         return self
@@ -498,19 +520,23 @@ class RecordEvents:
             self.queue.put(None)
             self.thread.join()
 
-    def submit(self, project_gid: str, effects: Effects) -> None:
+    def submit(self, project_gid: str, effects: Effects, outbox_id: int | None = None) -> None:
         self._raise()
         if not effects.events:
             return
         if self.thread is None:
             self.thread = threading.Thread(target=self._run, name="record-events", daemon=True)
             self.thread.start()
-        self.queue.put((project_gid, effects))
+        self.queue.put((project_gid, effects, outbox_id))
 
     def flush(self) -> None:
         if self.thread is not None:
             self.queue.join()
         self._raise()
+
+    def appended(self) -> int | None:
+        """The last outbox row whose events are in the log (rows are appended in order)."""
+        return self._appended
 
     def _raise(self) -> None:
         if self.error is not None:
@@ -524,20 +550,74 @@ class RecordEvents:
                 if item is None:
                     return
                 if self.error is None:
-                    _append_record_events(self.log, *item)
+                    project_gid, effects, outbox_id = item
+                    _append_events(self.log, project_gid, (
+                        (data_type, action, gid) for (data_type, action), gids
+                        in effects.events.items() for gid in gids))
+                    if outbox_id is not None:
+                        self._appended = outbox_id
             except Exception as exc:
                 self.error = exc
             finally:
                 self.queue.task_done()
 
 
-def _append_record_events(log: SyncLog, project_gid: str, effects: Effects) -> None:
-    """Announce the records a committed batch changed: one append (one Lua call, one round
-    trip) per :data:`EVENT_CHUNK` events, built chunk by chunk so that memory stays flat."""
-    pending = (record_event(project=project_gid, data_type="records", gid=gid, action=action)
-               for action, gids in effects.events.items() for gid in gids)
+def _append_events(log: SyncLog, project_gid: str,
+                   events: Iterable[tuple[str, str, str]]) -> None:
+    """Append ``(data type, action, gid)`` events to the project's space: one append (one Lua
+    call, one round trip) per :data:`EVENT_CHUNK` events, built chunk by chunk so that
+    memory stays flat."""
+    pending = (record_event(project=project_gid, data_type=data_type, gid=gid, action=action)
+               for data_type, action, gid in events)
     while chunk := list(itertools.islice(pending, EVENT_CHUNK)):
         log.append(project_gid, chunk)
+
+
+def _write_outbox(conn: Connection, token: str, project_gid: str, effects: Effects, *,
+                  now: float) -> int | None:
+    """Write a batch's events into the outbox (one row per data type and action); returns
+    the last row's id, or ``None`` when the batch owes no events."""
+    rows = [dict(job_token=token, project_gid=project_gid, data_type=data_type,
+                 action=action, gids=" ".join(gids), created_on=now)
+            for (data_type, action), gids in effects.events.items() if gids]
+    if not rows:
+        return None
+    ids = conn.execute(insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
+                       rows).scalars().all()
+    return max(ids)
+
+
+def _clear_outbox(conn: Connection, token: str, *, up_to: int | None = None) -> None:
+    """Delete the job's outbox rows (up to id ``up_to``): their events are in the log."""
+    cond = [outbox.c.job_token == token]
+    if up_to is not None:
+        cond.append(outbox.c.id <= up_to)
+    conn.execute(delete(outbox).where(*cond))
+
+
+def drain_outbox(log: SyncLog, token: str) -> int:
+    """Append the events a job's committed batches left in the outbox, oldest first, and
+    delete those rows; returns the number of events appended.  A failure leaves the rows
+    (and raises): the next drain appends them again, so delivery is at least once."""
+    with get_engine().connect() as conn:
+        ids = list(conn.execute(select(outbox.c.id).where(outbox.c.job_token == token)
+                                .order_by(outbox.c.id)).scalars())
+    if not ids:
+        return 0
+    appended = 0
+    for outbox_id in ids:  # one row at a time: a row may hold 100,000 gids
+        with get_engine().connect() as conn:
+            row = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).first()
+        if row is None:  # drained meanwhile by another run
+            continue
+        gids = row.gids.split()
+        _append_events(log, row.project_gid, ((row.data_type, row.action, g) for g in gids))
+        appended += len(gids)
+    with get_write_engine().begin() as conn:
+        conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+    logger.info("job %s: appended %s events left in the outbox", token, appended,
+                extra={"job": token})
+    return appended
 
 
 def _commit(conn: Connection, token: str, owner: str, values: dict[str, Any]) -> None:
@@ -549,13 +629,18 @@ def _commit(conn: Connection, token: str, owner: str, values: dict[str, Any]) ->
 
 
 def _reject(token: str, owner: str | None, log: SyncLog, info: dict[str, Any], error: str,
-            *, result: Result | None = None, publisher: Publisher | None = None) -> str:
+            *, result: Result | None = None, publisher: Publisher | None = None,
+            clear_outbox: bool = False) -> str:
+    """Commit the job ``rejected`` and announce it.  ``clear_outbox``: every event the job's
+    batches owe is in the log (the run flushed them), so its outbox rows go with it."""
     info = {**info, "error": error}
     with get_write_engine().begin() as conn:
         if not finish(conn, token, status=REJECTED, info=info, owner=owner,
                       result_status=result.status if result else None,
                       result_payload=result.payload if result else None):
             raise LeaseLost(token)
+        if clear_outbox:
+            _clear_outbox(conn, token)
     if publisher is not None:
         publisher.close()  # no heartbeat progress event may follow the terminal one
     announce(log, token)

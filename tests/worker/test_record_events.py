@@ -1,16 +1,24 @@
 """Record-level events (SPEC §7): after each committed batch, one append to the project's
 space with a ``records`` UPDATE/DELETE event per changed gid — subtree rows included — and
-none at all when record events are switched off."""
+none at all when record events are switched off.  The events of a committed batch survive
+Redis going away (the sync outbox): the retry, or the reaper, appends them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import pytest
 import redis
+from sqlalchemy import Connection, func, select
 
 from bulkjobs import keys
+from bulkjobs.settings import get_settings
 from bulkjobs.synclog import NewEvent, SyncLog
+from models import SyncOutbox
+from models.engine import get_engine
 from models.seed import SeededProject, SeedResult
 from tests.worker.helpers import (
     cfg,
@@ -23,7 +31,10 @@ from tests.worker.helpers import (
     space_events,
     subtree,
 )
+from tests.worker.proxy import RedisProxy
 from worker import runner
+from worker.jobs import CATALOGUE, Context, Failure
+from worker.reaper import reap
 
 pytestmark = pytest.mark.services
 
@@ -132,3 +143,104 @@ def test_failed_record_event_append_counts_as_the_jobs_failure(
     row = job_row(token)
     assert (row.status, row.failures, row.owner) == ("processing", 1, None)
     assert row.info["remaining"] == 0  # the batch itself committed
+
+
+# --- Redis away after a batch committed: the outbox keeps its events -----------------------
+
+
+@pytest.fixture
+def proxy() -> Iterator[RedisProxy]:
+    p = RedisProxy(get_settings().redis_url)
+    yield p
+    p.down()
+
+
+def redis_away_during_batch(monkeypatch: pytest.MonkeyPatch, proxy: RedisProxy, job: str,
+                            *, batch: int) -> None:
+    """Take Redis away (for the proxy's clients) while the job's ``batch``-th batch runs:
+    that batch still commits, and appending its events fails."""
+    spec = CATALOGUE[job]
+    calls = itertools.count(1)
+
+    def slow_to_fail(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
+        failures = spec.batch(conn, ctx, ids)
+        if next(calls) == batch:
+            proxy.down()
+        return failures
+
+    monkeypatch.setitem(CATALOGUE, job, replace(spec, batch=slow_to_fail))
+
+
+def outbox_rows(token: str) -> int:
+    with get_engine().connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(SyncOutbox.__table__).where(
+            SyncOutbox.__table__.c.job_token == token)).scalar_one())
+
+
+def test_events_of_a_batch_committed_while_redis_was_away_reach_the_log_on_retry(
+    redis_client: redis.Redis, project: SeededProject, proxy: RedisProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis goes away while the second of three batches runs: the batch commits, its events
+    cannot be appended and the run fails.  A retry while Redis is still away fails too;
+    once Redis is back the retry appends what the committed batches left in the outbox, then
+    runs the last batch: every changed record has its event, and the outbox is empty."""
+    redis_away_during_batch(monkeypatch, proxy, "bulk_delete_records", batch=2)
+    log = SyncLog(proxy.client(), dedupe_ttl=600)
+    reader = SyncLog(redis_client, dedupe_ttl=600)  # the test's own view, straight to Redis
+    recs = records(project.gid)
+    heads = [h for h in project.heads if recs[h].status != "deleted"][:6]
+    expected = {("DELETE", g) for h in heads for g in subtree(recs, h)}
+    token = new_job(log, project, "bulk_delete_records", heads)
+    config = cfg(record_events=True, batch_size=2)
+    with pytest.raises(runner.RetryLater):
+        runner.run(token, log=log, cfg=config, requeue=pytest.fail)
+    row = job_row(token)
+    assert (row.status, row.info["remaining"], row.failures) == ("processing", 2, 1)
+    with pytest.raises(runner.RetryLater):  # Redis still away
+        runner.run(token, log=log, cfg=config, requeue=pytest.fail)
+    proxy.up()
+    assert runner.run(token, log=log, cfg=config, requeue=pytest.fail) == "done"
+    row = job_row(token)
+    assert (row.status, row.failures, row.info["failed"]) == ("done", 2, 0)
+    assert set(actions(reader, project)) == expected  # each at least once, nothing else
+    assert outbox_rows(token) == 0
+
+
+def test_events_of_a_job_rejected_while_redis_was_away_are_appended_by_the_reaper(
+    redis_client: redis.Redis, project: SeededProject, proxy: RedisProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job whose retries are used up is rejected while Redis is away: neither its batch's
+    events nor its terminal event can be appended.  The reaper, once Redis is back, appends
+    both: the records the committed batch changed are announced, then the job ends."""
+    redis_away_during_batch(monkeypatch, proxy, "bulk_delete_records", batch=1)
+    log = SyncLog(proxy.client(), dedupe_ttl=600)
+    reader = SyncLog(redis_client, dedupe_ttl=600)
+    recs = records(project.gid)
+    heads = [h for h in project.heads if recs[h].status != "deleted"][:4]
+    token = new_job(log, project, "bulk_delete_records", heads)
+    with pytest.raises(redis.ConnectionError):  # rejected, but the rejection not announced
+        runner.run(token, log=log, cfg=cfg(record_events=True, batch_size=2, max_retries=0),
+                   requeue=pytest.fail)
+    row = job_row(token)
+    assert (row.status, row.announced) == ("rejected", False)
+    proxy.up()
+    monkeypatch.setattr(time, "time", lambda real=time.time: real() + 60)  # past the grace
+    reap(log=log, stale_after=30, queued_stale_after=120, requeue=pytest.fail)
+    assert set(actions(reader, project)) == {
+        ("DELETE", g) for h in heads[:2] for g in subtree(recs, h)}
+    statuses = [e["data"]["status"] for e in space_events(reader, keys.CC_SPACE, token)]
+    assert statuses[-1] == "rejected" and statuses.count("rejected") == 1
+    assert outbox_rows(token) == 0 and job_row(token).announced
+
+
+def test_switched_off_writes_nothing_to_the_outbox(
+    log: CountingLog, project: SeededProject
+) -> None:
+    """``record_events=False``: a record job owes no events, so no outbox row is written."""
+    token, _ = do(log, project, "bulk_delete_records", project.heads[:3], record_events=False)
+    with get_engine().connect() as conn:
+        assert conn.execute(select(func.count()).select_from(SyncOutbox.__table__)
+                            ).scalar_one() == 0
+    assert token

@@ -39,28 +39,39 @@ def error_result(status: int, code: str, message: str, **details: Any) -> Result
                                      "details": details}})
 
 
+#: The data type of record events; the only one ``RECORD_EVENTS`` switches off.
+RECORDS = "records"
+
+
 @dataclass(slots=True)
 class Effects:
     """What a batch did besides its failures, handed to the runner with the batch.
 
-    * ``changed(action, gids)`` notes records whose public state changed, for the project
-      space's ``records`` events (SPEC §7).  Handlers only ask the database for those gids
-      (``RETURNING gid``) when ``collect_events`` is true, so switching record events off
-      costs nothing per row.
+    * ``changed(action, gids, data_type)`` notes items whose public state changed, for the
+      project space's events (SPEC §7): ``records`` (the default) and the schema types
+      (``definitions``, ``classes``, ``fields``, ``layouts``).  Record events are collected
+      only when ``collect_events`` is true (``RECORD_EVENTS``, for very large jobs), and
+      handlers only ask the database for those gids (``RETURNING gid``) then, so switching
+      them off costs nothing per row.  Schema events are always collected: a schema job
+      changes a handful of items, and clients cannot do without them.
     * ``result`` is the job's result (single-item jobs); the runner commits it on the job row
       in the same transaction as the batch.
+
+    The runner writes the noted events into the sync outbox with the batch
+    (:mod:`models.outbox`) and appends them after the commit.
     """
 
     collect_events: bool = False
-    events: dict[str, list[str]] = field(default_factory=dict)
+    # (data type, action) -> gids, in the order noted
+    events: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     result: Result | None = None
 
-    def changed(self, action: str, gids: Iterable[str]) -> None:
-        if self.collect_events:
-            self.events.setdefault(action, []).extend(gids)
+    def changed(self, action: str, gids: Iterable[str], data_type: str = RECORDS) -> None:
+        if self.collect_events or data_type != RECORDS:
+            self.events.setdefault((data_type, action), []).extend(gids)
 
     def returning(self, column: str = "record.gid") -> str:
-        """`` RETURNING <column>`` when events are collected, else nothing."""
+        """`` RETURNING <column>`` when record events are collected, else nothing."""
         return f" RETURNING {column}" if self.collect_events else ""
 
 

@@ -1,0 +1,31 @@
+"""The sync outbox: project-space events of committed batches that are not yet in the log.
+
+A job's batch writes the events it owes (``records`` and schema ``UPDATE``/``DELETE``/
+``INSERT`` per changed gid, SPEC §7) into ``sync_outbox`` in the same transaction as the
+batch, so they commit together or not at all.  The runner appends them after the commit and
+deletes the rows once appended; rows left behind (Redis failed, the worker died) are appended
+by the job's next run, before its terminal event, or by the reaper.  Delivery is therefore at
+least once: an event may be appended twice (a crash between the append and the delete),
+never lost.
+
+One row per batch and (data type, action): the gids of that group as one space-separated
+text, so that a batch of 100,000 changed rows costs one insert of a few megabytes, not
+100,000 inserts.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Text
+from sqlmodel import Field, SQLModel
+
+
+class SyncOutbox(SQLModel, table=True):
+    __tablename__ = "sync_outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_token: str = Field(max_length=36, index=True)
+    project_gid: str = Field(max_length=36)
+    data_type: str = Field(max_length=32)  # records, definitions, classes, fields, layouts
+    action: str = Field(max_length=8)  # INSERT, UPDATE or DELETE
+    gids: str = Field(sa_column=Column(Text, nullable=False))  # space-separated
+    created_on: float = 0.0
