@@ -7,9 +7,11 @@ over the core.
   that is not an integer is 400, an unknown one 404;
 * ``PATCH @history {"version": n}``: queues the core job ``revert_record_version``, then
   waits for its terminal event on the sync log (``XREAD BLOCK``, no polling) for up to
-  :data:`REVERT_WAIT` seconds: 200 ``{"message": "<title> has been reverted to revision
-  n."}`` when it is done, the job's error (its result status and message) when it failed,
-  or 202 ``{"message", "job": <token>, "status"}`` while it is still queued or running.
+  :data:`REVERT_WAIT` seconds — asynchronously, holding no thread and no database
+  connection (:func:`api.waiting.wait_terminal`): 200 ``{"message": "<title> has been
+  reverted to revision n."}`` when it is done, the job's error (its result status and
+  message) when it failed, or 202 ``{"message", "job": <token>, "status"}`` while it is
+  still queued or running.
 
 Any JWT or an API key of the project is accepted as the bearer token.  ``<title>`` is the
 record's title in the project's first language (its gid when it has none there).
@@ -22,8 +24,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import CredentialsMemberDep, SessionDep
+from api.deps import Actor, CredentialsMemberDep, SessionDep
 from api.plone import envelope
 from api.plone.envelope import as_dict
 from api.plone.schemas import (
@@ -35,6 +39,7 @@ from api.plone.schemas import (
     RevertRunning,
 )
 from api.queueing import queue_job
+from api.waiting import wait_terminal
 from bulkjobs import keys
 from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, NotFound, error_for_status
@@ -46,7 +51,7 @@ from models.history_reads import (
     version_by_number,
 )
 from models.jobs import Job
-from models.records import LIVE_STATUSES
+from models.records import LIVE_STATUSES, Record
 
 router = APIRouter(prefix="/plone/p/{project}/{record}", tags=["plone"], responses=ERRORS)
 
@@ -99,21 +104,16 @@ def get_version(project: str, record: str, version: str, request: Request,
 
 @router.patch("/@history", response_model=None,
               responses={200: {"model": Reverted}, 202: {"model": RevertRunning}})
-def revert(project: str, record: str, body: RevertBody, actor: CredentialsMemberDep,
-           session: SessionDep) -> Any:
+async def revert(project: str, record: str, body: RevertBody, actor: CredentialsMemberDep,
+                 session: SessionDep) -> Any:
     """Revert the record to a version (a job; waits up to 30 s for it, else 202)."""
-    rec = live_record(session, actor.project.gid, record)
-    version_by_number(session, rec, body.version)  # 404 now rather than from the job
+    rec, token, after = await run_in_threadpool(_queue_revert, session, actor, record,
+                                                body.version)
+    # On the event loop, with no database connection held: the wait takes neither a thread
+    # nor a connection from their pools, however many reverts wait at once.
+    await wait_terminal(token, after=after, timeout=REVERT_WAIT)
+    job = await run_in_threadpool(_job_now, session, token)
     lang = actor.language
-    log = get_synclog()
-    after = log.cursor(keys.CC_SPACE)  # before queueing: the terminal event comes after it
-    token = queue_job(actor, "revert_record_version",
-                      {"selection": [rec.gid], "version": body.version})
-    log.wait_terminal(token, after=after, timeout=REVERT_WAIT)
-    session.commit()  # a fresh snapshot: see the job as it is now
-    job = session.get(Job, token)
-    if job is None:  # written by queue_job above; only a wiped database loses it
-        raise NotFound("The revert job is gone", info={"job": token})
     if job.status == "done":
         record_public = as_dict((job.result_payload or {}).get("record"))
         title = title_of(record_public.get("title"), lang, rec.gid)
@@ -126,3 +126,26 @@ def revert(project: str, record: str, body: RevertBody, actor: CredentialsMember
     title = title_of(rec.title, lang, rec.gid)
     return JSONResponse({"message": f"{title} is being reverted to revision {body.version}.",
                          "job": token, "status": job.status}, status_code=202)
+
+
+def _queue_revert(session: Session, actor: Actor, record: str, version: int
+                  ) -> tuple[Record, str, int]:
+    """Check the record and the version, queue the revert job: the record, the job's token
+    and the ``cc`` cursor its terminal event comes after.  The session's connection is
+    handed back before the job is queued (see :func:`api.deps._checked`)."""
+    rec = live_record(session, actor.project.gid, record)
+    version_by_number(session, rec, version)  # 404 now rather than from the job
+    session.commit()
+    after = get_synclog().cursor(keys.CC_SPACE)  # before queueing: the terminal event follows
+    token = queue_job(actor, "revert_record_version", {"selection": [rec.gid], "version": version})
+    return rec, token, after
+
+
+def _job_now(session: Session, token: str) -> Job:
+    """The job as it is now (a fresh snapshot); the connection is handed back after."""
+    session.commit()
+    job = session.get(Job, token)
+    session.commit()
+    if job is None:  # written by queue_job; only a wiped database loses it
+        raise NotFound("The revert job is gone", info={"job": token})
+    return job

@@ -15,7 +15,7 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-import api.queueing
+import api.dato.routes
 from api.app import app
 from api.dato import envelope
 from bulkjobs.errors import SelectionError, ValidationError
@@ -389,18 +389,18 @@ def test_unavailable_redis_is_transient_and_crashes_are_exceptions(
     rec = history_record(project)
     vid = versions_of(rec.id)[0].id
 
-    def down(**_: Any) -> str:
+    def down(*_: Any, **__: Any) -> str:
         raise redis.ConnectionError("down")
 
-    monkeypatch.setattr(api.queueing, "submit", down)
+    monkeypatch.setattr(api.dato.routes, "queue_job", down)
     r = client.post(f"{base(project)}/versions/{vid}/restore", headers=bearer(project.api_key))
     attributes = assert_api_error(r, 503, "SERVICE_UNAVAILABLE")
     assert attributes["transient"] is True
 
-    def crash(**_: Any) -> str:
+    def crash(*_: Any, **__: Any) -> str:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(api.queueing, "submit", crash)
+    monkeypatch.setattr(api.dato.routes, "queue_job", crash)
     r = client.post(f"{base(project)}/versions/{vid}/restore", headers=bearer(project.api_key))
     attributes = assert_api_error(r, 500, "EXCEPTION")
     assert "transient" not in attributes

@@ -4,6 +4,7 @@ every error in Plone's ``{"type", "message"}`` shape."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -17,7 +18,7 @@ import api.queueing
 from api.app import app
 from bulkjobs.tokens import issue
 from models import Job
-from models.engine import get_engine
+from models.engine import get_engine, get_write_engine
 from models.seed import SeededProject, SeedResult
 from tests.api.dialects import (
     ThreadWorker,
@@ -193,6 +194,30 @@ def test_revert_without_a_worker_answers_202_with_the_job(
     assert len(versions_of(rec.id)) == 3
 
 
+def test_revert_waits_without_a_thread_or_a_database_connection(
+    client: TestClient, project: SeededProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While PATCH waits for the job, it holds no database connection and runs on the event
+    loop (a coroutine, not a threadpool thread); its answer is unchanged (202 here)."""
+    seen: dict[str, Any] = {}
+    real_wait = api.plone.routes.wait_terminal
+
+    async def spy(token: str, *, after: int, timeout: float) -> bool:
+        seen["task"] = asyncio.current_task()
+        seen["connections"] = (get_engine().pool.checkedout(),
+                               get_write_engine().pool.checkedout())
+        return await real_wait(token, after=after, timeout=timeout)
+
+    monkeypatch.setattr(api.plone.routes, "wait_terminal", spy)
+    monkeypatch.setattr(api.plone.routes, "REVERT_WAIT", 0.2)
+    rec = history_record(project)
+    r = client.patch(url(project, rec.gid), json={"version": 0},
+                     headers=bearer(project.api_key))
+    assert r.status_code == 202, r.text
+    assert seen["task"] is not None
+    assert seen["connections"] == (0, 0)
+
+
 def test_failed_revert_answers_the_jobs_error(
     client: TestClient, project: SeededProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -273,16 +298,16 @@ def test_wrong_method_oversized_body_and_failures(
                        headers={**bearer(project.api_key), "Content-Type": "application/json"})
     assert_plone_error(big, 413, "RequestEntityTooLarge")
 
-    def down(**_: Any) -> str:
+    def down(*_: Any, **__: Any) -> str:
         raise redis.ConnectionError("down")
 
-    monkeypatch.setattr(api.queueing, "submit", down)
+    monkeypatch.setattr(api.plone.routes, "queue_job", down)
     r = client.patch(url(project, rec.gid), json={"version": 0}, headers=bearer(project.api_key))
     assert_plone_error(r, 503, "ServiceUnavailable")
 
-    def crash(**_: Any) -> str:
+    def crash(*_: Any, **__: Any) -> str:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(api.queueing, "submit", crash)
+    monkeypatch.setattr(api.plone.routes, "queue_job", crash)
     r = client.patch(url(project, rec.gid), json={"version": 0}, headers=bearer(project.api_key))
     assert_plone_error(r, 500, "InternalServerError")
