@@ -186,41 +186,62 @@ def side_engine() -> Engine:
     return make_engine(get_settings().effective_database_url)
 
 
+#: A running job's progress event goes out at least this often (SPEC §6: once a second).
+PROGRESS_AT_LEAST = 1.0
+#: How often the progress thread checks whether the job has been quiet too long.
+PROGRESS_TICK = 0.2
+
+
 class Heartbeat:
-    """Background thread: keeps the lease fresh and guarantees at least one progress event a
-    second while a batch runs long.  It uses :func:`side_engine`."""
+    """Background threads that keep the lease fresh and guarantee at least one progress
+    event a second while a batch runs long.  They use :func:`side_engine`.
+
+    Two threads, because the lease is a write and progress is a read: on SQLite a write
+    waits for the database's one write lock, which the batch in hand (or another process's)
+    may hold for as long as the batch runs, and progress must not wait with it.  The
+    progress thread only reads the job row (WAL readers never wait) and appends to Redis."""
 
     def __init__(self, token: str, owner: str, publisher: Publisher, cfg: RunConfig) -> None:
         self.token, self.owner, self.publisher, self.cfg = token, owner, publisher, cfg
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{token}", daemon=True)
+        self.threads = [
+            threading.Thread(target=self._beat, name=f"heartbeat-{token}", daemon=True),
+            threading.Thread(target=self._progress, name=f"progress-{token}", daemon=True),
+        ]
 
     def __enter__(self) -> Heartbeat:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join(timeout=5)
+        for thread in self.threads:
+            thread.join(timeout=5)
 
-    def _run(self) -> None:
-        tick = min(self.cfg.heartbeat_interval, 1.0)
-        last_beat = time.monotonic()
-        while not self.stop.wait(tick):
+    def _beat(self) -> None:
+        while not self.stop.wait(self.cfg.heartbeat_interval):
             try:
-                if time.monotonic() - last_beat >= self.cfg.heartbeat_interval:
-                    with side_engine().execution_options(writer=True).begin() as conn:
-                        conn.execute(update(jobs).where(
-                            jobs.c.token == self.token, jobs.c.owner == self.owner,
-                        ).values(heartbeat_on=time.time()))
-                    last_beat = time.monotonic()
-                if self.publisher.idle_for() >= 1.0:
+                with side_engine().execution_options(writer=True).begin() as conn:
+                    conn.execute(update(jobs).where(
+                        jobs.c.token == self.token, jobs.c.owner == self.owner,
+                    ).values(heartbeat_on=time.time()))
+            except Exception:  # a missed beat is not fatal; the next one tries again
+                logger.warning("heartbeat of job %s failed", self.token, exc_info=True,
+                               extra={"job": self.token})
+
+    def _progress(self) -> None:
+        # Quiet for PROGRESS_AT_LEAST - PROGRESS_TICK: the next tick would be too late.
+        quiet = PROGRESS_AT_LEAST - PROGRESS_TICK
+        while not self.stop.wait(PROGRESS_TICK):
+            try:
+                if self.publisher.idle_for() >= quiet:
                     with side_engine().connect() as conn:
                         row = load(conn, self.token)
                     if row is not None and row.status == PROCESSING and row.owner == self.owner:
                         self.publisher.publish(state_of(row), force=True)
-            except Exception:  # a missed beat is not fatal; the next tick tries again
-                logger.warning("heartbeat of job %s failed", self.token, exc_info=True,
+            except Exception:  # Redis or the database away a moment: the next tick tries
+                logger.warning("progress event of job %s failed", self.token, exc_info=True,
                                extra={"job": self.token})
 
 

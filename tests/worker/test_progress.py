@@ -1,17 +1,29 @@
-"""The progress publisher (``worker/progress.py``) against the real Redis sync log."""
+"""The progress publisher (``worker/progress.py``) against the real Redis sync log, and the
+cadence of SPEC §6 through the runner's heartbeat."""
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
+import redis
+from sqlalchemy import Connection
 
 from bulkjobs import keys
 from bulkjobs.synclog import SyncLog
-from tests.worker.helpers import space_events
+from models.seed import SeedResult
+from tests.worker.deployment import wait_for
+from tests.worker.helpers import cfg, new_job, space_events
+from worker.jobs import CATALOGUE, Context, Failure
 from worker.progress import JobState, Publisher
+from worker.runner import run
 
 pytestmark = pytest.mark.services
+
+DELETE = "bulk_delete_records"
 
 
 def state(token: str, status: str, remaining: int) -> JobState:
@@ -47,3 +59,48 @@ def test_progress_is_rate_limited_and_never_rises(redis_client) -> None:
     assert publisher.publish(state(token, "done", 0))
     remaining = [e["data"]["info"]["remaining"] for e in space_events(log, keys.CC_SPACE, token)]
     assert remaining == [10, 6, 0]
+
+
+def test_a_slow_batch_still_gets_a_progress_event_every_second(
+    redis_client: redis.Redis, seeded: SeedResult, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While one batch is held up inside its transaction (it holds the database's write
+    lock on SQLite), the heartbeat keeps publishing the job's progress: several
+    ``processing`` events with nothing done yet, one about every second, before the batch
+    commits.  Then the job finishes: ``remaining`` never rose, one terminal event, last."""
+    log = SyncLog(redis_client, dedupe_ttl=600)
+    project = seeded.projects[0]
+    spec = CATALOGUE[DELETE]
+    release = threading.Event()
+
+    def held(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
+        failures = spec.batch(conn, ctx, ids)
+        release.wait(120)  # a slow batch, for as long as the test wants
+        return failures
+
+    monkeypatch.setitem(CATALOGUE, DELETE, replace(spec, batch=held))
+    heads = project.heads[:2]
+    token = new_job(log, project, DELETE, heads)
+    outcome: list[str] = []
+    runner = threading.Thread(target=lambda: outcome.append(run(
+        token, log=log, cfg=cfg(batch_size=1), requeue=pytest.fail)))
+    runner.start()
+
+    def untouched() -> list[dict]:  # processing events from before the first commit
+        return [e for e in space_events(log, keys.CC_SPACE, token)
+                if e["data"]["status"] == "processing"
+                and e["data"]["info"]["remaining"] == len(heads)]
+
+    try:
+        # the start event, then three from the heartbeat while the batch is held
+        wait_for(lambda: len(untouched()) >= 4, "heartbeat progress during a slow batch",
+                 timeout=60)
+    finally:
+        release.set()
+        runner.join(60)
+    assert outcome == ["done"]
+    events = space_events(log, keys.CC_SPACE, token)
+    statuses = [e["data"]["status"] for e in events]
+    assert statuses[0] == "queued" and statuses[-1] == "done" and statuses.count("done") == 1
+    remaining = [e["data"]["info"]["remaining"] for e in events[1:]]
+    assert remaining == sorted(remaining, reverse=True)
