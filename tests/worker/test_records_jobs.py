@@ -206,6 +206,31 @@ def test_delete_wrong_state_fails_per_item(
     assert [w.record_id for w in workflow([after[bad].id, after[good].id])] == [after[good].id]
 
 
+def test_errors_keep_the_first_twenty_failures_and_failed_counts_them_all(
+    log: HookedLog, project: SeededProject
+) -> None:
+    """30 of 36 items fail, spread over batches of 7: ``failed`` counts all 30, ``errors``
+    holds the first 20 of them (``{gid, reason}``, in item order) and never more, in the
+    job row and in every event; the other items are processed."""
+    recs = records(project.gid)
+    deleted_heads = [h for h in project.heads if recs[h].status == "deleted"]
+    bad = [g for g, r in recs.items() if r.status == "deleted" and r.treelevel == 3
+           and any(recs[h].mpath in r.mpath for h in deleted_heads)][:30]
+    good = [g for g, r in recs.items() if r.status != "deleted" and r.treelevel == 3][:6]
+    assert len(bad) == 30 and len(good) == 6
+    selection = sorted(bad + good, key=lambda g: recs[g].id)  # batch order = id order
+    token, row = do(log, project, DELETE, selection, batch_size=7)
+    first = [g for g in selection if g in set(bad)][:20]
+    assert row.status == "done"
+    assert row.info == {"total": 36, "remaining": 0, "failed": 30,
+                        "errors": [{"gid": g, "reason": "already deleted"} for g in first]}
+    events = job_events(log, token)
+    assert events[-1]["data"]["info"] == row.info
+    assert all(len(e["data"]["info"].get("errors", [])) <= 20 for e in events)
+    after = records(project.gid)
+    assert all(after[g].status == "deleted" for g in good)
+
+
 @pytest.mark.parametrize("batch_size", [1000, 1], ids=["one-batch", "batch-each"])
 @pytest.mark.parametrize("inner_first", [True, False], ids=["inner-first", "outer-first"])
 def test_delete_nested_selection_is_one_generation(
