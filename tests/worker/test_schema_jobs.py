@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from models.resolve import resolve_into
 from models.seed import SeedResult, seed
 from models.selection import parse_selection
 from worker.jobs import CATALOGUE
-from worker.jobs.base import Context
+from worker.jobs.base import Context, Effects
 from worker.jobs.schema import COPY_SUFFIX, NOT_MODIFIED
 from worker.runner import RunConfig, run
 from worker.submit import submit
@@ -473,13 +474,122 @@ def test_copy_failures_per_item(project: Project) -> None:
     assert len(schema(project.gid)) == count + 1
 
 
+# --- sync events ---------------------------------------------------------------------------
+
+
+def events_of(project: Project, job: str, selection: list[Any], **kw: Any
+              ) -> list[tuple[str, str, str]]:
+    """Run a job; the project-space events it appended, as ``(data_type, action, gid)``."""
+    log = get_synclog()
+    after = log.cursor(project.gid)
+    assert do(project, job, selection, **kw).status == "done"
+    page = log.read(project.gid, after)
+    assert page.recovered and not page.more
+    events = [e.as_dict() for e in page.events]
+    assert all(e["type"] == project.gid and "data" not in e for e in events)
+    return [(e["data_type"], e["action"], e["data_key"]) for e in events]
+
+
+def test_commit_announces_originals_updated_and_copies_removed(project: Project) -> None:
+    """Committing a definition's working copy and a new field: the original definition and
+    its layout are announced UPDATEd, both copies DELETEd, the field UPDATEd, each once —
+    with record events switched off, which does not apply to schema events."""
+    article = named(project.gid, "definition", "article")
+    copy = modify(project, "definition", article.gid, label={"en": "Story"})
+    field = create(project, "field", name="isbn")
+    got = events_of(project, COMMIT, [article.gid, field.gid], record_events=False)
+    assert sorted(got) == sorted([
+        ("definitions", "UPDATE", article.gid), ("layouts", "UPDATE", article.layout),
+        ("definitions", "DELETE", copy.gid), ("layouts", "DELETE", copy.layout),
+        ("fields", "UPDATE", field.gid)])
+
+
+def test_commit_of_a_shared_layout_copy_announces_the_repointed_owner(project: Project) -> None:
+    """The other owner's working copy, pointed at the committed layout, is UPDATEd too."""
+    article = named(project.gid, "definition", "article")
+    cls = create(project, "class", name="aside", layout=article.layout).gid
+    do(project, COMMIT, [cls])
+    layout_copy = modify(project, "layout", article.layout, root="r").gid
+    d_copy = modify(project, "definition", article.gid, label={"en": "D"})
+    c_copy = modify(project, "class", cls, label={"en": "C"})
+    got = events_of(project, COMMIT, [d_copy.gid])
+    assert sorted(got) == sorted([
+        ("definitions", "UPDATE", article.gid), ("layouts", "UPDATE", article.layout),
+        ("classes", "UPDATE", c_copy.gid),
+        ("definitions", "DELETE", d_copy.gid), ("layouts", "DELETE", layout_copy)])
+
+
+def test_revert_announces_what_it_removed(project: Project) -> None:
+    """Reverting a new class (with its new layout) and a field's working copy DELETEs the
+    three; the untouched original is not announced."""
+    cls = create(project, "class", name="temp")
+    price = named(project.gid, "field", "price")
+    copy = modify(project, "field", price.gid, unit="EUR").gid
+    got = events_of(project, REVERT, [cls.gid, price.gid])
+    assert sorted(got) == sorted([
+        ("classes", "DELETE", cls.gid), ("layouts", "DELETE", cls.layout),
+        ("fields", "DELETE", copy)])
+
+
+def test_save_as_new_announces_the_saved_items_and_a_duplicated_layout(
+    project: Project
+) -> None:
+    """Saving one of two owners' copies that share a layout copy: the saved copy is UPDATEd
+    (it is new now) and the layout duplicated for it INSERTed; the shared copy stays."""
+    article = named(project.gid, "definition", "article")
+    cls = create(project, "class", name="aside", layout=article.layout).gid
+    do(project, COMMIT, [cls])
+    modify(project, "layout", article.layout, root="shared")
+    d_copy = modify(project, "definition", article.gid, label={"en": "D"})
+    modify(project, "class", cls, label={"en": "C"})
+    got = events_of(project, SAVE_AS_NEW, [d_copy.gid])
+    dup = schema(project.gid)[d_copy.gid].layout
+    assert sorted(got) == sorted([("definitions", "UPDATE", d_copy.gid),
+                                  ("layouts", "INSERT", dup)])
+
+
+def test_copy_announces_the_copies(project: Project) -> None:
+    """Copying a definition and a field INSERTs the two copies and the definition's new
+    layout; items that fail are not announced."""
+    article = named(project.gid, "definition", "article")
+    body = named(project.gid, "field", "body")
+    new = create(project, "field", name="fresh").gid
+    before = schema(project.gid)
+    got = events_of(project, COPY, [article.gid, body.gid, new])
+    added = {g: r for g, r in schema(project.gid).items() if g not in before}
+    keys = {"definition": "definitions", "field": "fields", "layout": "layouts"}
+    assert len(added) == 3
+    assert sorted(got) == sorted((keys[r.type], "INSERT", g)
+                                 for g, r in added.items())
+
+
+def test_records_moved_off_a_removed_definition_copy_are_announced(
+    small: SeedResult, project: Project
+) -> None:
+    """With record events on, records that used a definition working copy the revert
+    removes are UPDATEd (they use the original now); with them off, only schema events."""
+    article = named(project.gid, "definition", "article")
+    for record_events in (True, False):
+        copy = modify(project, "definition", article.gid, label={"en": "M"})
+        with get_write_engine().begin() as conn:
+            gids = list(conn.execute(text(
+                "UPDATE record SET definition = :copy WHERE project_gid = :p AND parent_id "
+                "IS NOT NULL AND definition = :orig RETURNING gid"
+            ), {"copy": copy.gid, "p": project.gid, "orig": article.gid}).scalars())
+        assert gids
+        got = events_of(project, REVERT, [copy.gid], record_events=record_events)
+        records_events = sorted(g for t, a, g in got if t == "records" and a == "UPDATE")
+        assert records_events == (sorted(gids) if record_events else [])
+        assert ("definitions", "DELETE", copy.gid) in got
+
+
 # --- idempotence ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("job", [COMMIT, REVERT, SAVE_AS_NEW, COPY])
 def test_batch_run_twice_is_a_no_op(project: Project, job: str) -> None:
-    """Running a batch a second time in the same transaction changes nothing more (the
-    first run did change something)."""
+    """Running a batch a second time in the same transaction changes nothing more and
+    announces nothing (the first run did change something, and noted it)."""
     article = named(project.gid, "definition", "article")
     price = named(project.gid, "field", "price")
     if job == COPY:
@@ -492,11 +602,13 @@ def test_batch_run_twice_is_a_no_op(project: Project, job: str) -> None:
     ctx = Context(token=str(uuid.uuid4()), project_gid=project.gid, actor={}, params={},
                   now=time.time())
     batch = CATALOGUE[job].batch
+    first, second = replace(ctx, effects=Effects()), replace(ctx, effects=Effects())
     with get_write_engine().connect() as conn, conn.begin() as tx:
         before = conn.execute(select(items_t).order_by(items_t.c.id)).all()
-        batch(conn, ctx, ids)
+        batch(conn, first, ids)
         once = conn.execute(select(items_t).order_by(items_t.c.id)).all()
-        batch(conn, ctx, ids)
+        batch(conn, second, ids)
         twice = conn.execute(select(items_t).order_by(items_t.c.id)).all()
         tx.rollback()
     assert once != before and once == twice
+    assert first.effects.events and not second.effects.events  # nothing more to announce

@@ -20,13 +20,17 @@ shared), and copying an owner copies its layout.  Whenever a layout working copy
 every item pointing at it is pointed at its original (and records using a definition working
 copy that goes away use the original).
 
-Sync notifications (``definitions``/``classes``/``fields``/``layouts`` events in the project
-space) are not appended by these jobs yet: they must go out *after* the batch commits (a
-client refetches on a notification and must not read the pre-commit state), and the runner's
-after-commit channel (``ctx.effects.changed``) only carries ``records`` events so far.  Once
-it takes a data type, each batch notes its UPDATEs (originals, committed or saved items),
-DELETEs (removed copies and new items) and INSERTs (copies); see
-:func:`models.schema_editing.events` for the event shape.
+Sync notifications: each batch notes what it changed (``ctx.effects.changed``) and the
+runner appends the events to the project space after the batch commits (SPEC §7; a client
+refetches on a notification and must not read the pre-commit state): ``definitions``,
+``classes``, ``fields`` and ``layouts`` events, ``UPDATE`` for originals that took a working
+copy, items that were committed, saved as new or pointed at another layout, ``DELETE`` for
+removed working copies and new items, ``INSERT`` for copies and duplicated layouts — only
+for rows a statement actually wrote (``RETURNING``, or the gids found before and after an
+insert), so a batch run twice notes nothing the second time.  Schema events go out whatever
+``RECORD_EVENTS`` says (it is for very large record jobs; schema jobs change a handful of
+items); records moved off a removed definition copy get ``records`` ``UPDATE`` events when
+record events are on.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
 
+from models.queries import SCHEMA_DATA_KEYS
 from models.schema_editing import LAYOUT_OWNERS, NAMED_TYPES, is_committed
 from worker.jobs.base import Context, Failure, ids_param
 
@@ -83,6 +88,38 @@ def _expanding(name: str) -> Any:
     return bindparam(name, expanding=True)
 
 
+class _Changes:
+    """A batch's schema changes, noted on ``ctx.effects`` once the batch has decided them:
+    an item both updated and removed in one batch is announced removed only."""
+
+    def __init__(self) -> None:
+        self.updated: dict[str, str] = {}  # gid -> type, in the order written
+        self.deleted: dict[str, str] = {}
+        self.inserted: dict[str, str] = {}
+
+    def add(self, into: dict[str, str], rows: Iterable[Any]) -> None:
+        for gid, type_ in rows:
+            into.setdefault(gid, type_)
+
+    def note(self, ctx: Context) -> None:
+        for action, found in (("INSERT", self.inserted), ("UPDATE", {
+                g: t for g, t in self.updated.items() if g not in self.deleted}),
+                              ("DELETE", self.deleted)):
+            by_type: dict[str, list[str]] = {}
+            for gid, type_ in found.items():
+                by_type.setdefault(type_, []).append(gid)
+            for type_, gids in by_type.items():
+                ctx.effects.changed(action, gids, data_type=SCHEMA_DATA_KEYS[type_])
+
+
+def _existing(conn: Connection, gids: Iterable[str]) -> set[str]:
+    wanted = sorted(set(gids))
+    if not wanted:
+        return set()
+    return set(conn.execute(text("SELECT gid FROM schema_item WHERE gid IN :gids")
+                            .bindparams(_expanding("gids")), {"gids": wanted}).scalars())
+
+
 def derived_gid(token: str, *parts: str) -> str:
     """A gid derived from the job token and what it is made from: a re-run of a batch finds
     the rows it made instead of making them again.  (UUID4-shaped, from a UUID5 hash.)"""
@@ -98,22 +135,28 @@ def _records_to_originals(conn: Connection, ctx: Context, copies: dict[int, Any]
     definition_copies = [i for i, r in copies.items()
                          if r.type == "definition" and r.is_working_copy]
     if definition_copies:
-        conn.execute(ids_param(
+        moved = conn.execute(ids_param(
             "UPDATE record SET definition = c.original FROM schema_item AS c "
             "WHERE c.id IN :ids AND c.is_working_copy = true AND c.original IS NOT NULL "
             "AND record.definition = c.gid AND record.project_gid = :proj"
+            + ctx.effects.returning()
         ), {"ids": definition_copies, "proj": ctx.project_gid})
+        if ctx.effects.collect_events:
+            ctx.effects.changed("UPDATE", moved.scalars())
 
 
-def _repoint_to_originals(conn: Connection, ctx: Context, layout_copy_ids: list[int]) -> None:
-    """Items pointing at these layout working copies point at their originals instead."""
-    if layout_copy_ids:
-        conn.execute(ids_param(
-            "UPDATE schema_item SET layout = c.original FROM schema_item AS c "
-            "WHERE c.id IN :ids AND c.type = 'layout' AND c.is_working_copy = true "
-            "AND c.original IS NOT NULL AND schema_item.layout = c.gid "
-            "AND schema_item.project_gid = :proj"
-        ), {"ids": layout_copy_ids, "proj": ctx.project_gid})
+def _repoint_to_originals(conn: Connection, ctx: Context, layout_copy_ids: list[int]
+                          ) -> list[Any]:
+    """Items pointing at these layout working copies point at their originals instead;
+    returns their ``(gid, type)``."""
+    if not layout_copy_ids:
+        return []
+    return conn.execute(ids_param(
+        "UPDATE schema_item SET layout = c.original FROM schema_item AS c "
+        "WHERE c.id IN :ids AND c.type = 'layout' AND c.is_working_copy = true "
+        "AND c.original IS NOT NULL AND schema_item.layout = c.gid "
+        "AND schema_item.project_gid = :proj RETURNING schema_item.gid, schema_item.type"
+    ), {"ids": layout_copy_ids, "proj": ctx.project_gid}).all()
 
 
 # --- commit --------------------------------------------------------------------------------
@@ -161,26 +204,31 @@ def commit_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
                 copies[layout.id] = layout
             elif layout.is_new:
                 news[layout.id] = layout
+    changes = _Changes()
     if copies:
         # Originals take the copies' content; ``is_base`` and ``created_on`` stay theirs.
-        conn.execute(ids_param(
+        changes.add(changes.updated, conn.execute(ids_param(
             "UPDATE schema_item SET name = c.name, label = c.label, classes = c.classes, "
             "fields = c.fields, layout = c.layout, body = c.body, updated_on = :now "
             "FROM schema_item AS c WHERE c.id IN :ids AND c.is_working_copy = true "
-            "AND schema_item.gid = c.original AND schema_item.project_gid = :proj"
-        ), {"ids": list(copies), "now": ctx.now, "proj": ctx.project_gid})
+            "AND schema_item.gid = c.original AND schema_item.project_gid = :proj "
+            "RETURNING schema_item.gid, schema_item.type"
+        ), {"ids": list(copies), "now": ctx.now, "proj": ctx.project_gid}))
         # Originals that just took a layout copy's gid, and other owners' copies sharing
         # it, now point at the committed layout.
-        _repoint_to_originals(conn, ctx, [i for i, r in copies.items() if r.type == "layout"])
+        changes.add(changes.updated, _repoint_to_originals(
+            conn, ctx, [i for i, r in copies.items() if r.type == "layout"]))
         _records_to_originals(conn, ctx, copies)
-        conn.execute(ids_param(
-            "DELETE FROM schema_item WHERE id IN :ids AND is_working_copy = true"
-        ), {"ids": list(copies)})
+        changes.add(changes.deleted, conn.execute(ids_param(
+            "DELETE FROM schema_item WHERE id IN :ids AND is_working_copy = true "
+            "RETURNING gid, type"
+        ), {"ids": list(copies)}))
     if news:
-        conn.execute(ids_param(
+        changes.add(changes.updated, conn.execute(ids_param(
             "UPDATE schema_item SET is_new = false, updated_on = :now "
-            "WHERE id IN :ids AND is_new = true"
-        ), {"ids": list(news), "now": ctx.now})
+            "WHERE id IN :ids AND is_new = true RETURNING gid, type"
+        ), {"ids": list(news), "now": ctx.now}))
+    changes.note(ctx)
     return failures
 
 
@@ -237,14 +285,16 @@ def revert_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
     for layout in owned.values():
         if not is_committed(layout) and not layout.is_extended and refs[layout.gid] <= set(remove):
             remove[layout.id] = layout
+    changes = _Changes()
     if remove:
-        _repoint_to_originals(conn, ctx, [i for i, r in remove.items()
-                                          if r.type == "layout" and r.is_working_copy])
+        changes.add(changes.updated, _repoint_to_originals(
+            conn, ctx, [i for i, r in remove.items() if r.type == "layout" and r.is_working_copy]))
         _records_to_originals(conn, ctx, remove)
-        conn.execute(ids_param(
+        changes.add(changes.deleted, conn.execute(ids_param(
             "DELETE FROM schema_item WHERE id IN :ids AND is_extended = false "
-            "AND (is_new = true OR is_working_copy = true)"
-        ), {"ids": list(remove)})
+            "AND (is_new = true OR is_working_copy = true) RETURNING gid, type"
+        ), {"ids": list(remove)}))
+    changes.note(ctx)
     return failures
 
 
@@ -306,16 +356,30 @@ def save_as_new_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> lis
             duplicates.append({"gid": dup, "src": layout.gid, "suffix": "", "layout": None,
                                "now": ctx.now, "proj": ctx.project_gid})
             repoint += [{"id": i, "layout": dup} for i in sorted(savers)]
+    changes = _Changes()
     if duplicates:
-        conn.execute(text(_DUPLICATE), duplicates)
+        changes.add(changes.inserted, _insert_copies(conn, duplicates, ["layout"] * len(
+            duplicates)))
         conn.execute(text("UPDATE schema_item SET layout = :layout WHERE id = :id "
                           "AND is_working_copy = true"), repoint)
     if convert:
-        conn.execute(ids_param(
+        changes.add(changes.updated, conn.execute(ids_param(
             "UPDATE schema_item SET is_new = true, is_working_copy = false, original = NULL, "
-            "updated_on = :now WHERE id IN :ids AND is_working_copy = true"
-        ), {"ids": list(convert), "now": ctx.now})
+            "updated_on = :now WHERE id IN :ids AND is_working_copy = true RETURNING gid, type"
+        ), {"ids": list(convert), "now": ctx.now}))
+    changes.note(ctx)
     return failures
+
+
+def _insert_copies(conn: Connection, params: list[dict[str, Any]], types: list[str]
+                   ) -> list[tuple[str, str]]:
+    """Run :data:`_DUPLICATE` for each of ``params``; returns ``(gid, type)`` of the rows it
+    inserted (not those a re-run found already there, nor copies of a missing source)."""
+    gids = [p["gid"] for p in params]
+    before = _existing(conn, gids)
+    conn.execute(text(_DUPLICATE), params)
+    made = _existing(conn, gids) - before
+    return [(g, t) for g, t in zip(gids, types, strict=True) if g in made]
 
 
 # --- copy ----------------------------------------------------------------------------------
@@ -327,6 +391,7 @@ def copy_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failu
     item: extended definitions, modified items (working copies) and new items."""
     failures: list[Failure] = []
     params: list[dict[str, Any]] = []
+    types: list[str] = []
     for row in _rows(conn, ctx, ids):
         if row.is_extended:
             failures.append(Failure(row.gid, EXTENDED.format("copied")))
@@ -341,9 +406,13 @@ def copy_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failu
                 layout = derived_gid(ctx.token, "copy", row.gid, "layout")
                 params.append({"gid": layout, "src": row.layout, "suffix": COPY_SUFFIX,
                                "layout": None, "now": ctx.now, "proj": ctx.project_gid})
+                types.append("layout")
             params.append({"gid": derived_gid(ctx.token, "copy", row.gid), "src": row.gid,
                            "suffix": COPY_SUFFIX, "layout": layout, "now": ctx.now,
                            "proj": ctx.project_gid})
+            types.append(row.type)
     if params:
-        conn.execute(text(_DUPLICATE), params)
+        changes = _Changes()
+        changes.add(changes.inserted, _insert_copies(conn, params, types))
+        changes.note(ctx)
     return failures
