@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
-from api import errors, health, metrics, ops
+from api import errors, health, metrics, openapi, ops
 from api.dato import routes as dato
 from api.plone import routes as plone
 from api.ratelimit import RateLimitHeaders
@@ -27,6 +27,7 @@ def create_app() -> FastAPI:
         description="Bulk content jobs with a live, resumable event stream. Unicat, DatoCMS "
                     "and Plone dialects over one core.",
     )
+    openapi.install(app)  # security schemes and response headers in /openapi.json
     logs.setup()
     errors.install(app)
 

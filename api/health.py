@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from api.metrics import CLUSTER
@@ -15,8 +16,18 @@ from models.engine import get_engine
 
 router = APIRouter(tags=["ops"])
 
+#: OpenAPI: no credentials needed.
+PUBLIC: dict[str, Any] = {"security": []}
 
-@router.get("/healthz", responses={503: {"description": "the database or Redis does not answer"}})
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+
+
+@router.get("/healthz", response_model=None, openapi_extra=PUBLIC, responses={
+    200: {"model": Health},
+    503: {"model": Health, "description": "the database or Redis does not answer"}})
 def healthz() -> Any:
     """Liveness and readiness: 200 when the database and Redis answer, else 503."""
     checks: dict[str, str] = {}
@@ -36,7 +47,7 @@ def healthz() -> Any:
                         status_code=200 if healthy else 503)
 
 
-@router.get("/metrics", response_class=Response, responses={200: {
+@router.get("/metrics", response_class=Response, openapi_extra=PUBLIC, responses={200: {
     "description": "Prometheus text exposition format",
     "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def metrics() -> Response:

@@ -25,6 +25,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from api.deps import ClaimsDep, SessionDep
 from bulkjobs import ops
@@ -36,6 +37,37 @@ STATIC = Path(__file__).parent / "static"
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d+)?$")
 
 router = APIRouter(prefix="/ops", tags=["ops"])
+
+#: OpenAPI: no credentials needed.
+PUBLIC: dict[str, Any] = {"security": []}
+
+
+class StreamConfig(BaseModel):
+    stream_url: str
+
+
+class Workers(BaseModel):
+    alive: int
+    hostnames: list[str]
+    busy: int
+
+
+class Throughput(BaseModel):
+    window: float
+    items_per_s: float
+    jobs_per_s: float
+
+
+class Stats(BaseModel):
+    """:meth:`bulkjobs.ops.Stats.as_json`; ``queue_depth`` is null when the broker is not
+    Redis."""
+
+    now: float
+    queue_depth: int | None
+    workers: Workers
+    jobs: dict[str, int]
+    throughput: Throughput
+    projects: dict[str, str]
 
 
 def static_files() -> StaticFiles:
@@ -52,7 +84,7 @@ def _page() -> str:
     return (STATIC / "ops.html").read_text().replace("{{version}}", digest.hexdigest()[:12])
 
 
-@router.get("", response_class=HTMLResponse)
+@router.get("", response_class=HTMLResponse, openapi_extra=PUBLIC)
 def page() -> HTMLResponse:
     """The ops dashboard page."""
     return HTMLResponse(_page(), headers={"Cache-Control": "no-cache"})
@@ -72,13 +104,14 @@ def stream_url(request: Request) -> str:
     return f"{scheme}://{hostname}:{settings.stream_port}/sync"
 
 
-@router.get("/api/config")
+@router.get("/api/config", response_model=None, responses={200: {"model": StreamConfig}},
+            openapi_extra=PUBLIC)
 def config(request: Request) -> Any:
     """Where the dashboard finds the websocket stream."""
     return {"stream_url": stream_url(request)}
 
 
-@router.get("/api/stats")
+@router.get("/api/stats", response_model=None, responses={200: {"model": Stats}})
 def stats(c: ClaimsDep, session: SessionDep) -> Any:
     """Queue depth, live workers, jobs by status and recent throughput."""
     projects = None if c.ops else visible_projects(session, user_gid=c.user)

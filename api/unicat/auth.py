@@ -11,11 +11,15 @@ from api.deps import ClaimsDep, MemberDep, SessionDep
 from api.unicat.bodies import ApiKeyBody, InitBody, LoginBody
 from api.unicat.envelope import ok
 from api.unicat.init import init_payload
+from api.unicat.responses import GlobalLoginOut, InitOut, UserOut, answers
 from bulkjobs.accounts import require_member, require_user, user_for_api_key, user_for_password
 from bulkjobs.tokens import Claims, issue
 from models.auth import User
 
 router = APIRouter(prefix="/api", tags=["unicat: auth"])
+
+#: OpenAPI: no credentials needed (the answer carries the JWT).
+PUBLIC: dict[str, Any] = {"security": []}
 
 
 def _answer(session: Session, response: Response, user: User, project: str, *,
@@ -27,7 +31,7 @@ def _answer(session: Session, response: Response, user: User, project: str, *,
     return ok(result, data)
 
 
-@router.post("/p/{project}/auth")
+@router.post("/p/{project}/auth", **answers(InitOut), openapi_extra=PUBLIC)
 def auth(project: str, body: ApiKeyBody, session: SessionDep, response: Response) -> Any:
     """Exchange an API key for a JWT and the project's init data."""
     user = user_for_api_key(session, project_gid=project, api_key=body.api_key)
@@ -35,14 +39,14 @@ def auth(project: str, body: ApiKeyBody, session: SessionDep, response: Response
                    omit_extended=body.omit_extended_definitions)
 
 
-@router.post("/p/{project}/login")
+@router.post("/p/{project}/login", **answers(InitOut), openapi_extra=PUBLIC)
 def login(project: str, body: LoginBody, session: SessionDep, response: Response) -> Any:
     """Log in with username and password for a project."""
     user = user_for_password(session, username=body.username, password=body.password)
     return _answer(session, response, user, project)
 
 
-@router.post("/login")
+@router.post("/login", **answers(GlobalLoginOut), openapi_extra=PUBLIC)
 def global_login(body: LoginBody, session: SessionDep, response: Response) -> Any:
     """Log in with username and password (no project): a JWT and the user's projects."""
     user = user_for_password(session, username=body.username, password=body.password)
@@ -54,7 +58,7 @@ def global_login(body: LoginBody, session: SessionDep, response: Response) -> An
                "JWT": response.headers["Authorization"]}, {"cc.users": {user.gid: user.public()}})
 
 
-@router.post("/p/{project}/init")
+@router.post("/p/{project}/init", **answers(InitOut))
 def init(project: str, actor: MemberDep, session: SessionDep, body: InitBody | None = None) -> Any:
     """The project's init data for the JWT's user."""
     return ok(*init_payload(session, user=require_user(session, actor.claims),
@@ -68,7 +72,7 @@ def init_get(project: str, actor: MemberDep, session: SessionDep) -> Any:
                             project=actor.project))
 
 
-@router.post("/init")
+@router.post("/init", **answers(UserOut))
 def global_init(c: ClaimsDep, session: SessionDep) -> Any:
     """The user's own data."""
     user = require_user(session, c)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from api.deps import Actor, MemberDep, SessionDep
 from api.unicat.bodies import RecordBody, RecordClassBody
 from api.unicat.envelope import ok
+from api.unicat.responses import RecordDefinitionOut, answers
 from bulkjobs.connections import get_synclog
 from bulkjobs.synclog import record_event
 from models import extended, schema_editing
@@ -42,7 +43,7 @@ def _changed(actor: Actor, session: SessionDep, record: str,
                **schema_editing.public_data(rows)})
 
 
-@router.post("/classes/add")
+@router.post("/classes/add", **answers(RecordDefinitionOut))
 def classes_add(project: str, body: RecordClassBody, actor: MemberDep,
                 session: SessionDep) -> Any:
     """Add a committed class to the record's definition (extending it for this record)."""
@@ -51,7 +52,7 @@ def classes_add(project: str, body: RecordClassBody, actor: MemberDep,
         add=[body.class_]))
 
 
-@router.post("/classes/remove")
+@router.post("/classes/remove", **answers(RecordDefinitionOut))
 def classes_remove(project: str, body: RecordClassBody, actor: MemberDep,
                    session: SessionDep) -> Any:
     """Remove a class from the record's definition (extending it for this record)."""
@@ -60,7 +61,7 @@ def classes_remove(project: str, body: RecordClassBody, actor: MemberDep,
         remove=[body.class_]))
 
 
-@router.post("/revert")
+@router.post("/revert", **answers(RecordDefinitionOut))
 def revert(project: str, body: RecordBody, actor: MemberDep, session: SessionDep) -> Any:
     """Put the record back on the definition it extended; the extended one is removed."""
     return _changed(actor, session, body.record, lambda conn: extended.revert(

@@ -21,6 +21,15 @@ from api.unicat.bodies import (
     RecordUpdateBody,
 )
 from api.unicat.envelope import ok
+from api.unicat.responses import (
+    ChildrenOut,
+    RecordOut,
+    RecordsBulkOut,
+    RecordsGetOut,
+    RecordsPageOut,
+    RootOut,
+    answers,
+)
 from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, Unprocessable
 from bulkjobs.synclog import record_event
@@ -36,7 +45,7 @@ from worker.jobs.records import delete_batch, undelete_batch
 router = APIRouter(prefix="/api/p/{project}/records", tags=["unicat: records"])
 
 
-@router.post("/root")
+@router.post("/root", **answers(RootOut))
 def root(project: str, actor: MemberDep, session: SessionDep) -> Any:
     """The project's root record."""
     rec = session.execute(select(Record).where(
@@ -46,7 +55,7 @@ def root(project: str, actor: MemberDep, session: SessionDep) -> Any:
     return ok({"root": rec.gid}, {"records": records_public(session, [rec])})
 
 
-@router.post("/get")
+@router.post("/get", **answers(RecordsGetOut))
 def get(project: str, body: RecordsGetBody, actor: MemberDep, session: SessionDep) -> Any:
     """One record (``record``) or several (``records``); unknown gids are left out."""
     if body.record is None and body.records is None:
@@ -65,7 +74,7 @@ def get(project: str, body: RecordsGetBody, actor: MemberDep, session: SessionDe
     return ok(result, {"records": records_public(session, [by_gid[g] for g in found])})
 
 
-@router.post("/children")
+@router.post("/children", **answers(ChildrenOut))
 def children(project: str, body: ChildrenBody, actor: MemberDep, session: SessionDep) -> Any:
     """A page of a record's live children, optionally in a channel and an ordering."""
     parent = session.execute(select(Record).where(
@@ -90,7 +99,7 @@ def _answer(session: SessionDep, actor: Actor, gid: str, action: str = "UPDATE")
     return ok({"record": gid}, {"records": records_public(session, [rec])})
 
 
-@router.post("/create")
+@router.post("/create", **answers(RecordOut))
 def create(project: str, body: RecordCreateBody, actor: MemberDep, session: SessionDep) -> Any:
     """Create a record as the last child of `parent` (version 0)."""
     with get_write_engine().begin() as conn:
@@ -100,7 +109,7 @@ def create(project: str, body: RecordCreateBody, actor: MemberDep, session: Sess
     return _answer(session, actor, gid, "INSERT")
 
 
-@router.post("/update")
+@router.post("/update", **answers(RecordOut))
 def update(project: str, body: RecordUpdateBody, actor: MemberDep, session: SessionDep) -> Any:
     """Change title, fields, channels or orderings of a record (a new version)."""
     with get_write_engine().begin() as conn:
@@ -110,7 +119,7 @@ def update(project: str, body: RecordUpdateBody, actor: MemberDep, session: Sess
     return _answer(session, actor, body.record)
 
 
-@router.post("/publish")
+@router.post("/publish", **answers(RecordOut))
 def publish(project: str, body: RecordBody, actor: MemberDep, session: SessionDep) -> Any:
     """Publish a record: its current version becomes the published one."""
     with get_write_engine().begin() as conn:
@@ -119,7 +128,7 @@ def publish(project: str, body: RecordBody, actor: MemberDep, session: SessionDe
     return _answer(session, actor, body.record)
 
 
-@router.post("/unpublish")
+@router.post("/unpublish", **answers(RecordOut))
 def unpublish(project: str, body: RecordBody, actor: MemberDep, session: SessionDep) -> Any:
     """Unpublish a record (back to draft)."""
     with get_write_engine().begin() as conn:
@@ -140,14 +149,14 @@ def _single(actor: Actor, gid: str, batch: Any, message: str) -> None:
             raise Unprocessable(message, info={"record": gid, "reason": failures[0].reason})
 
 
-@router.post("/delete")
+@router.post("/delete", **answers(RecordOut))
 def delete(project: str, body: RecordBody, actor: MemberDep, session: SessionDep) -> Any:
     """Soft-delete a record with its subtree and the links pointing into it."""
     _single(actor, body.record, delete_batch, "Deletion failed")
     return _answer(session, actor, body.record, "DELETE")
 
 
-@router.post("/undelete")
+@router.post("/undelete", **answers(RecordOut))
 def undelete(project: str, body: RecordBody, actor: MemberDep, session: SessionDep) -> Any:
     """Undelete a record with everything its deletion took along."""
     _single(actor, body.record, undelete_batch, "Undeletion failed")
@@ -161,7 +170,7 @@ def _in_order(session: SessionDep, ids: list[int]) -> list[Record]:
     return [by_id[i] for i in ids if i in by_id]
 
 
-@router.post("/search")
+@router.post("/search", **answers(RecordsPageOut))
 def search(project: str, body: RecordsSearchBody, actor: MemberDep, session: SessionDep) -> Any:
     """A page of the records a search finds, in relevance order."""
     query = {"language": body.language, "q": body.q, "filter": body.filter}
@@ -175,7 +184,7 @@ def search(project: str, body: RecordsSearchBody, actor: MemberDep, session: Ses
               {"records": records_public(session, recs)})
 
 
-@router.post("/bulk/get")
+@router.post("/bulk/get", **answers(RecordsBulkOut))
 def bulk_get(project: str, body: RecordsBulkGetBody, actor: MemberDep,
              session: SessionDep) -> Any:
     """A page of the selection's records; follow `page.cursor` until it is null."""

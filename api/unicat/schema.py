@@ -34,6 +34,7 @@ from api.unicat.bodies import (
 )
 from api.unicat.envelope import ok
 from api.unicat.jobs import queue
+from api.unicat.responses import JobQueuedOut, SchemaBulkOut, SchemaItemsOut, SchemaOut, answers
 from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, Unprocessable
 from models import schema_editing
@@ -96,20 +97,20 @@ def _get(actor: Actor, session: SessionDep, type_: str, one: str | None,
 # --- definitions ---------------------------------------------------------------------------
 
 
-@router.post("/definitions/get")
+@router.post("/definitions/get", **answers(SchemaOut))
 def definitions_get(project: str, body: DefinitionsGetBody, actor: MemberDep,
                     session: SessionDep) -> Any:
     """One definition (`definition`) or several (`definitions`); unknown gids are left out."""
     return _get(actor, session, "definition", body.definition, body.definitions)
 
 
-@router.post("/definitions/create")
+@router.post("/definitions/create", **answers(SchemaOut))
 def definitions_create(project: str, body: DefinitionCreateBody, actor: MemberDep) -> Any:
     """Create a new definition (with a new layout unless one is given); commit it to use it."""
     return _create(actor, "definition", body)
 
 
-@router.post("/definitions/modify")
+@router.post("/definitions/modify", **answers(SchemaOut))
 def definitions_modify(project: str, body: DefinitionModifyBody, actor: MemberDep) -> Any:
     """Modify a definition; a committed one gets a working copy (layout included)."""
     return _modify(actor, "definition", body.definition, body)
@@ -118,20 +119,20 @@ def definitions_modify(project: str, body: DefinitionModifyBody, actor: MemberDe
 # --- classes -------------------------------------------------------------------------------
 
 
-@router.post("/classes/get")
+@router.post("/classes/get", **answers(SchemaOut))
 def classes_get(project: str, body: ClassesGetBody, actor: MemberDep,
                 session: SessionDep) -> Any:
     """One class (`class`) or several (`classes`); unknown gids are left out."""
     return _get(actor, session, "class", body.class_, body.classes)
 
 
-@router.post("/classes/create")
+@router.post("/classes/create", **answers(SchemaOut))
 def classes_create(project: str, body: ClassCreateBody, actor: MemberDep) -> Any:
     """Create a new class (with a new layout unless one is given); commit it to use it."""
     return _create(actor, "class", body)
 
 
-@router.post("/classes/modify")
+@router.post("/classes/modify", **answers(SchemaOut))
 def classes_modify(project: str, body: ClassModifyBody, actor: MemberDep) -> Any:
     """Modify a class; a committed one gets a working copy (layout included)."""
     return _modify(actor, "class", body.class_, body)
@@ -140,20 +141,20 @@ def classes_modify(project: str, body: ClassModifyBody, actor: MemberDep) -> Any
 # --- fields --------------------------------------------------------------------------------
 
 
-@router.post("/fields/get")
+@router.post("/fields/get", **answers(SchemaOut))
 def fields_get(project: str, body: FieldsGetBody, actor: MemberDep,
                session: SessionDep) -> Any:
     """One field (`field`) or several (`fields`); unknown gids are left out."""
     return _get(actor, session, "field", body.field, body.fields)
 
 
-@router.post("/fields/create")
+@router.post("/fields/create", **answers(SchemaOut))
 def fields_create(project: str, body: FieldCreateBody, actor: MemberDep) -> Any:
     """Create a new field; commit it to use it."""
     return _create(actor, "field", body)
 
 
-@router.post("/fields/modify")
+@router.post("/fields/modify", **answers(SchemaOut))
 def fields_modify(project: str, body: FieldModifyBody, actor: MemberDep) -> Any:
     """Modify a field; a committed one gets a working copy."""
     return _modify(actor, "field", body.field, body)
@@ -162,20 +163,20 @@ def fields_modify(project: str, body: FieldModifyBody, actor: MemberDep) -> Any:
 # --- layouts -------------------------------------------------------------------------------
 
 
-@router.post("/layouts/get")
+@router.post("/layouts/get", **answers(SchemaOut))
 def layouts_get(project: str, body: LayoutsGetBody, actor: MemberDep,
                 session: SessionDep) -> Any:
     """One layout (`layout`) or several (`layouts`); unknown gids are left out."""
     return _get(actor, session, "layout", body.layout, body.layouts)
 
 
-@router.post("/layouts/create")
+@router.post("/layouts/create", **answers(SchemaOut))
 def layouts_create(project: str, body: LayoutCreateBody, actor: MemberDep) -> Any:
     """Create a new layout; commit it to use it."""
     return _create(actor, "layout", body)
 
 
-@router.post("/layouts/modify")
+@router.post("/layouts/modify", **answers(SchemaOut))
 def layouts_modify(project: str, body: LayoutModifyBody, actor: MemberDep) -> Any:
     """Modify a layout; a committed one gets a working copy."""
     return _modify(actor, "layout", body.layout, body)
@@ -191,7 +192,7 @@ def _items_answer(rows: list[Any], size: int, **extra: Any) -> Any:
                "schema_items.size": size, **extra}, data)
 
 
-@router.post("/schema/search")
+@router.post("/schema/search", **answers(SchemaItemsOut))
 def search(project: str, body: SchemaSearchBody, actor: MemberDep, session: SessionDep) -> Any:
     """Search schema items (`q`, `filter`; `page.top`, `page.size` default 10,000)."""
     query = {"language": body.language, "q": body.q, "filter": body.filter}
@@ -201,7 +202,7 @@ def search(project: str, body: SchemaSearchBody, actor: MemberDep, session: Sess
     return _items_answer(rows, total)
 
 
-@router.post("/schema/bulk/get")
+@router.post("/schema/bulk/get", **answers(SchemaBulkOut))
 def bulk_get(project: str, body: SchemaBulkGetBody, actor: MemberDep,
              session: SessionDep) -> Any:
     """A page of the selected schema items (`page.cursor`, `page.size`); unknown gids skipped."""
@@ -211,25 +212,25 @@ def bulk_get(project: str, body: SchemaBulkGetBody, actor: MemberDep,
     return _items_answer(page.rows, page.total, **{"page.cursor": page.cursor})
 
 
-@router.post("/schema/bulk/commit")
+@router.post("/schema/bulk/commit", **answers(JobQueuedOut))
 def bulk_commit(project: str, body: SelectionBody, actor: MemberDep) -> Any:
     """Commit the selected working copies into their originals and new items (a job)."""
     return queue(actor, "bulk_commit_schema_items", {"selection": body.selection})
 
 
-@router.post("/schema/bulk/revert")
+@router.post("/schema/bulk/revert", **answers(JobQueuedOut))
 def bulk_revert(project: str, body: SelectionBody, actor: MemberDep) -> Any:
     """Drop the selected working copies (layouts too) and remove new items (a job)."""
     return queue(actor, "bulk_revert_schema_items", {"selection": body.selection})
 
 
-@router.post("/schema/bulk/save_as_new")
+@router.post("/schema/bulk/save_as_new", **answers(JobQueuedOut))
 def bulk_save_as_new(project: str, body: SelectionBody, actor: MemberDep) -> Any:
     """Turn the selected working copies into new items of their own (a job)."""
     return queue(actor, "bulk_save_as_new_schema_items", {"selection": body.selection})
 
 
-@router.post("/schema/bulk/copy")
+@router.post("/schema/bulk/copy", **answers(JobQueuedOut))
 def bulk_copy(project: str, body: SelectionBody, actor: MemberDep) -> Any:
     """Copy the selected committed items as new items (a job)."""
     return queue(actor, "bulk_copy_schema_items", {"selection": body.selection})

@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from api.deps import ClaimsDep, SessionDep
 from api.unicat.bodies import SyncCursorsBody, SyncGetBody
 from api.unicat.envelope import ok
+from api.unicat.responses import CursorsOut, SyncGetOut, answers
 from bulkjobs import keys
 from bulkjobs.accounts import require_member
 from bulkjobs.connections import get_synclog
@@ -27,7 +28,7 @@ router = APIRouter(prefix="/sync", tags=["unicat: sync"])
 MAX_SCANNED_PAGES = 10
 
 
-@router.post("/cursors")
+@router.post("/cursors", **answers(CursorsOut))
 def cursors(body: SyncCursorsBody, c: ClaimsDep, session: SessionDep) -> Any:
     """The current cursors: ``cc.cursor`` and, for a project, its ``cursor``."""
     log = get_synclog()
@@ -38,7 +39,7 @@ def cursors(body: SyncCursorsBody, c: ClaimsDep, session: SessionDep) -> Any:
     return ok(result)
 
 
-@router.post("/get")
+@router.post("/get", **answers(SyncGetOut))
 def get(body: SyncGetBody, c: ClaimsDep, session: SessionDep) -> Any:
     """Sync events after the given cursors, in cursor order."""
     log = get_synclog()

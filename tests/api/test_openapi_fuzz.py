@@ -5,6 +5,7 @@ document (status code, content type, body)."""
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -15,9 +16,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.failures import FailureGroup
 from sqlalchemy import Engine, select, text
 from sqlmodel import SQLModel
 
@@ -35,6 +38,7 @@ pytestmark = pytest.mark.services
 api_schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 api_schema.config.phases.coverage.enabled = False
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance,
+          response_headers_conformance,
           content_type_conformance]
 
 
@@ -103,3 +107,47 @@ def test_api(case: Any, world: dict[str, Any], quiet: None) -> None:
     """No operation answers 5xx or anything its schema does not document."""
     aim(case, world)
     case.call_and_validate(headers=world["headers"], checks=CHECKS)
+
+
+def _doctor_root_result(spec: dict[str, Any]) -> None:
+    spec["components"]["schemas"]["RootResult"]["properties"]["root"] = {"type": "integer"}
+
+
+def _doctor_root_status(spec: dict[str, Any]) -> None:
+    spec["paths"][ROOT]["post"]["responses"].pop("200")
+
+
+def _doctor_root_header(spec: dict[str, Any]) -> None:
+    spec["paths"][ROOT]["post"]["responses"]["200"]["headers"]["X-Never-Sent"] = {
+        "required": True, "schema": {"type": "string"}}
+
+
+def _doctor_root_content_type(spec: dict[str, Any]) -> None:
+    response = spec["paths"][ROOT]["post"]["responses"]["200"]
+    response["content"] = {"text/plain": response["content"]["application/json"]}
+
+
+ROOT = "/api/p/{project}/records/root"
+
+
+@pytest.mark.parametrize(("doctor", "check"), [
+    (_doctor_root_result, response_schema_conformance),
+    (_doctor_root_status, status_code_conformance),
+    (_doctor_root_header, response_headers_conformance),
+    (_doctor_root_content_type, content_type_conformance),
+])
+def test_the_checks_catch_a_wrong_document(world: dict[str, Any], quiet: None,
+                                           monkeypatch: pytest.MonkeyPatch, doctor: Any,
+                                           check: Any) -> None:
+    """The fuzz test can fail: the same answer that passes against the real document fails
+    each check against a document doctored to be wrong in that check's respect."""
+    real = schemathesis.openapi.from_asgi("/openapi.json", app)
+    case = real[ROOT]["POST"].Case(path_parameters={"project": world["project"]})
+    case.call_and_validate(headers=world["headers"], checks=[check])
+    doctored = copy.deepcopy(app.openapi())
+    doctor(doctored)
+    monkeypatch.setattr(app, "openapi_schema", doctored)
+    wrong = schemathesis.openapi.from_asgi("/openapi.json", app)
+    case = wrong[ROOT]["POST"].Case(path_parameters={"project": world["project"]})
+    with pytest.raises(FailureGroup):
+        case.call_and_validate(headers=world["headers"], checks=[check])
