@@ -56,7 +56,11 @@ def world(schema: Engine) -> Iterator[dict[str, Any]]:
         records = [r[0] for r in conn.execute(select(Record.gid).where(
             Record.project_gid == project.gid).limit(20))]
         versions = [r[0] for r in conn.execute(select(RecordVersion.id).limit(20))]
+        root_version = conn.execute(select(RecordVersion.id).join(
+            Record, Record.id == RecordVersion.record_id).where(Record.gid == project.root)
+        ).scalars().first()
     yield {"project": project.gid, "records": records, "versions": versions,
+           "root": project.root, "root_version": root_version, "api_key": project.api_key,
            "headers": {"Authorization": f"Bearer {issue(seeded.users[0].gid)}"}}
 
 
@@ -97,6 +101,33 @@ def test_every_route_is_documented() -> None:
                 continue
             assert {"400", "401", "403", "404", "429"} <= set(operation["responses"]), (
                 method, path)
+
+
+PUBLIC = {("post", "/api/p/{project}/auth"), ("post", "/api/p/{project}/login"),
+          ("post", "/api/login"), ("get", "/healthz"), ("get", "/metrics"), ("get", "/ops"),
+          ("get", "/ops/api/config")}
+
+
+def test_security_and_headers_are_documented() -> None:
+    """Each operation names its dialect's security scheme (none for the public ones); the
+    secured ones document the rate-limit headers, Unicat's successes the renewed JWT and its
+    401 WWW-Authenticate."""
+    spec = app.openapi()
+    assert set(spec["components"]["securitySchemes"]) == {"UnicatJWT", "DatoCMSToken",
+                                                          "PloneToken"}
+    for path, operations in spec["paths"].items():
+        scheme = ("DatoCMSToken" if path.startswith("/dato/") else
+                  "PloneToken" if path.startswith("/plone/") else "UnicatJWT")
+        for method, operation in operations.items():
+            public = (method, path) in PUBLIC
+            assert operation["security"] == ([] if public else [{scheme: []}]), (method, path)
+            for status, response in operation["responses"].items():
+                headers = response.get("headers", {})
+                assert public or "X-RateLimit-Remaining" in headers, (method, path, status)
+                if scheme == "UnicatJWT" and status == "401":
+                    assert headers["WWW-Authenticate"]["required"], (method, path)
+                if scheme == "UnicatJWT" and status == "200" and path.startswith("/api/"):
+                    assert headers["Authorization"]["required"], (method, path)
 
 
 @api_schema.parametrize()
@@ -151,3 +182,61 @@ def test_the_checks_catch_a_wrong_document(world: dict[str, Any], quiet: None,
     case = wrong[ROOT]["POST"].Case(path_parameters={"project": world["project"]})
     with pytest.raises(FailureGroup):
         case.call_and_validate(headers=world["headers"], checks=[check])
+
+
+#: Requests that succeed, one or more per kind of answer: generated requests mostly fail
+#: validation, so these make sure every success body is checked against its model.
+#: (method, path, path parameters from the world, body)
+SUCCESSES: list[tuple[str, str, dict[str, str], Any]] = [
+    ("POST", "/api/p/{project}/auth", {}, {"api_key": "$api_key"}),
+    ("POST", "/api/p/{project}/init", {}, {}),
+    ("POST", "/api/init", {}, {}),
+    ("POST", "/api/p/{project}/records/root", {}, None),
+    ("POST", "/api/p/{project}/records/get", {}, {"record": "$root"}),
+    ("POST", "/api/p/{project}/records/get", {}, {"records": ["$root", "unknown"]}),
+    ("POST", "/api/p/{project}/records/children", {}, {"record": "$root"}),
+    ("POST", "/api/p/{project}/records/search", {}, {"language": "en"}),
+    ("POST", "/api/p/{project}/records/bulk/get", {}, {"selection": ["$root"]}),
+    ("POST", "/api/p/{project}/definitions/get", {}, {"definitions": []}),
+    ("POST", "/api/p/{project}/schema/search", {}, {"language": "en"}),
+    ("POST", "/api/p/{project}/schema/bulk/get", {}, {"selection": []}),
+    ("POST", "/api/p/{project}/jobs/list", {}, {}),
+    ("POST", "/sync/cursors", {}, {"project": "$project"}),
+    ("POST", "/sync/get", {}, {"cc_cursor": 0, "project": "$project"}),
+    ("GET", "/ops/api/stats", {}, None),
+    ("GET", "/ops/api/config", {}, None),
+    ("GET", "/healthz", {}, None),
+    ("GET", "/dato/p/{project}/items/{item_id}", {"item_id": "$root"}, None),
+    ("GET", "/dato/p/{project}/items/{item_id}/versions", {"item_id": "$root"}, None),
+    ("GET", "/dato/p/{project}/versions/{version_id}", {"version_id": "$root_version"}, None),
+    ("GET", "/plone/p/{project}/{record}/@history", {"record": "$root"}, None),
+    ("GET", "/plone/p/{project}/{record}/@history/{version}",
+     {"record": "$root", "version": "0"}, None),
+]
+
+
+def _fill(value: Any, world: dict[str, Any]) -> Any:
+    if isinstance(value, str) and value.startswith("$"):
+        return world[value[1:]]
+    if isinstance(value, list):
+        return [_fill(v, world) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, world) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize(("method", "path", "params", "body"), SUCCESSES,
+                         ids=[f"{m} {p}" for m, p, _, _ in SUCCESSES])
+def test_successes_conform(world: dict[str, Any], quiet: None, method: str, path: str,
+                           params: dict[str, str], body: Any) -> None:
+    """A request that succeeds answers 2xx with the body, content type and headers its
+    schema documents."""
+    operation = api_schema[path][method]
+    kwargs: dict[str, Any] = {"path_parameters": {
+        **({"project": world["project"]} if "{project}" in path else {}),
+        **_fill(params, world)}}
+    if body is not None:
+        kwargs.update(body=_fill(body, world), media_type="application/json")
+    case = operation.Case(**kwargs)
+    response = case.call_and_validate(headers=world["headers"], checks=CHECKS)
+    assert 200 <= response.status_code < 300, response.text
