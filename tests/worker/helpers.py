@@ -13,7 +13,7 @@ from bulkjobs import keys
 from bulkjobs.synclog import SyncLog
 from models import Job, Record, RecordTombstone, RecordVersion, WorkflowEntry
 from models.engine import get_engine, get_write_engine
-from models.seed import SeededProject
+from models.seed import SeededProject, SeedResult, seed
 from worker.runner import RunConfig, run
 from worker.submit import submit
 
@@ -144,3 +144,35 @@ def assert_consistent(project_gid: str) -> None:
             assert r.deleted_root is None and r.prev_status is None, gid
             if r.parent_id is not None:
                 assert by_id[r.parent_id].status != "deleted", gid
+
+
+def seed_deleted_subtrees(subtrees: int, *, projects: int = 1,
+                          deleted_every: int = 1) -> SeedResult:
+    """Projects of ``subtrees`` subtrees of 100 records, every ``deleted_every``-th deleted."""
+    # the seeder budgets one link per 10,000 records (made only to live subtrees)
+    with get_write_engine().begin() as conn:
+        return seed(conn, records=subtrees * 100 + 1 + subtrees // 100, projects=projects,
+                    seed_value=11, deleted_every=deleted_every)
+
+
+def entries(token: str, action: str) -> list[int]:
+    """Record ids of the workflow entries a job wrote (its token is in their comment)."""
+    with get_engine().connect() as conn:
+        return list(conn.execute(select(workflow_t.c.record_id).where(
+            workflow_t.c.action == action, workflow_t.c.comment.contains(token))).scalars())
+
+
+def assert_event_stream(events: list[dict[str, Any]], *, total: int, terminal: str) -> None:
+    """One job's events across all its runs: INSERT queued first, the same ``total`` in every
+    later event, ``remaining`` never rising, and exactly one terminal event, last."""
+    statuses = [e["data"]["status"] for e in events]
+    assert (events[0]["action"], statuses[0]) == ("INSERT", "queued")
+    assert statuses[1] == "processing"
+    assert [s for s in statuses if s in ("done", "rejected")] == [terminal]
+    assert statuses[-1] == terminal
+    assert all(s == "processing" for s in statuses[1:-1])
+    assert {e["data"]["info"]["total"] for e in events[1:]} == {total}
+    remaining = [e["data"]["info"]["remaining"] for e in events[1:]]
+    assert remaining == sorted(remaining, reverse=True)
+    cursors = [e["cursor"] for e in events]
+    assert cursors == sorted(set(cursors))

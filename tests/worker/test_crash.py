@@ -7,7 +7,6 @@ Workers run with small batches and ``STALE_AFTER=2``; the test plays the reaper
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 import redis
@@ -16,18 +15,19 @@ from sqlalchemy import func, select, update
 from bulkjobs import keys
 from bulkjobs.synclog import SyncLog
 from models.engine import get_engine, get_write_engine
-from models.seed import SeededProject, SeedResult, seed
+from models.seed import SeededProject, SeedResult
 from tests.worker.deployment import Deployment, wait_for
 from tests.worker.helpers import (
     assert_consistent,
+    assert_event_stream,
     cfg,
-    children,
+    entries,
     job_row,
     new_job,
     records,
     records_t,
+    seed_deleted_subtrees,
     space_events,
-    workflow_t,
 )
 from worker import runner
 from worker.reaper import reap
@@ -41,15 +41,6 @@ DELETE, UNDELETE = "bulk_delete_records", "bulk_undelete_records"
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def seed_deleted_subtrees(subtrees: int, *, projects: int = 1,
-                          deleted_every: int = 1) -> SeedResult:
-    """Projects of ``subtrees`` subtrees of 100 records, every ``deleted_every``-th deleted."""
-    # the seeder budgets one link per 10,000 records (made only to live subtrees)
-    with get_write_engine().begin() as conn:
-        return seed(conn, records=subtrees * 100 + 1 + subtrees // 100, projects=projects,
-                    seed_value=11, deleted_every=deleted_every)
-
-
 def leaves(project: SeededProject) -> list[str]:
     """The live records at the bottom of the tree (deleting each is independent)."""
     recs = records(project.gid)
@@ -57,33 +48,10 @@ def leaves(project: SeededProject) -> list[str]:
                   key=lambda g: recs[g].id)
 
 
-def entries(token: str, action: str) -> list[int]:
-    """Record ids of the workflow entries a job wrote (its token is in their comment)."""
-    with get_engine().connect() as conn:
-        return list(conn.execute(select(workflow_t.c.record_id).where(
-            workflow_t.c.action == action, workflow_t.c.comment.contains(token))).scalars())
-
-
 def count_status(project_gid: str, status: str) -> int:
     with get_engine().connect() as conn:
         return int(conn.execute(select(func.count()).select_from(records_t).where(
             records_t.c.project_gid == project_gid, records_t.c.status == status)).scalar_one())
-
-
-def assert_event_stream(events: list[dict[str, Any]], *, total: int, terminal: str) -> None:
-    """One job's events across all its runs: INSERT queued first, the same ``total`` in every
-    later event, ``remaining`` never rising, and exactly one terminal event, last."""
-    statuses = [e["data"]["status"] for e in events]
-    assert (events[0]["action"], statuses[0]) == ("INSERT", "queued")
-    assert statuses[1] == "processing"
-    assert [s for s in statuses if s in ("done", "rejected")] == [terminal]
-    assert statuses[-1] == terminal
-    assert all(s == "processing" for s in statuses[1:-1])
-    assert {e["data"]["info"]["total"] for e in events[1:]} == {total}
-    remaining = [e["data"]["info"]["remaining"] for e in events[1:]]
-    assert remaining == sorted(remaining, reverse=True)
-    cursors = [e["cursor"] for e in events]
-    assert cursors == sorted(set(cursors))
 
 
 def wait_progress(dep: Deployment, token: str, *, below: int, timeout: float = 120) -> int:
@@ -298,38 +266,3 @@ def test_small_jobs_finish_before_large_ones_that_hold_every_worker(
     for token in large:
         assert last_small < rows[token].finished_on
         assert rows[token].attempts > 1  # it was sliced and re-queued
-
-
-# --- (f) overlapping jobs -----------------------------------------------------------------------
-
-
-def test_overlapping_delete_and_undelete_at_once_leave_every_record_well_defined(
-    deployment: Deployment,
-) -> None:
-    """A bulk delete and a bulk undelete over overlapping subtrees run at the same time on
-    two workers: both end ``done`` (per-item failures only), each item counted exactly once,
-    and every record ends in one well-defined state (deleted rows carry a generation and a
-    previous status, live rows neither, no live record under a deleted parent)."""
-    project = seed_deleted_subtrees(60, deleted_every=2).projects[0]
-    recs = records(project.gid)
-    deleted_heads = [h for h in project.heads if recs[h].status == "deleted"]
-    live_heads = [h for h in project.heads if recs[h].status != "deleted"]
-    kids = [c for h in project.heads for c in children(recs, h)]
-    # delete: every second-level record, live or not; undelete: the deleted heads, then the
-    # second-level records under live heads (which the delete may have just deleted).
-    delete_sel = kids
-    undelete_sel = deleted_heads + [c for h in live_heads for c in children(recs, h)]
-    for n in range(2):
-        deployment.worker(f"overlap-{n}", BATCH_SIZE="5")
-    tokens = [deployment.submit(project.gid, DELETE, delete_sel),
-              deployment.submit(project.gid, UNDELETE, undelete_sel)]
-    rows = deployment.wait_finished(tokens)
-    for token, action, selection in zip(tokens, ("delete", "undelete"),
-                                        (delete_sel, undelete_sel), strict=True):
-        row = rows[token]
-        assert row.status == "done", row.info
-        assert row.info["total"] == len(selection) and row.info["remaining"] == 0
-        assert "error" not in row.info
-        assert len(entries(token, action)) == row.info["total"] - row.info["failed"]
-        assert row.failures == 0
-    assert_consistent(project.gid)

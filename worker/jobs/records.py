@@ -19,7 +19,9 @@ does for undelete — the generation is the unit the user deleted and can restor
 taken deepest first (:func:`deepest_first`), so a generation root selected together with an
 enclosing one is removed by its own item, wherever the batches fall.  A gid that
 was permanently deleted before fails per item with "permanently deleted" in undelete and
-permanent delete alike (its tombstone is resolved as a job item with a negative id).
+permanent delete alike (its tombstone is resolved as a job item with a negative id), and so
+does, in delete, undelete and permanent delete, an item whose record a concurrent job removed
+after this job resolved its selection.
 
 Concurrency (PostgreSQL; SQLite serialises writers): every batch first locks the records it
 was given (``FOR UPDATE``, in id order), and undelete also locks the ancestors it checks
@@ -69,6 +71,19 @@ def _tombstone_failures(conn: Connection, tombstone_ids: list[int]) -> list[Fail
     return [Failure(g, PERMANENTLY_DELETED) for g in gids]
 
 
+def _vanished_failures(conn: Connection, record_ids: Sequence[int], rows: Sequence[Any]
+                       ) -> list[Failure]:
+    """Items whose record vanished since resolution: a concurrent job (or an ancestor's
+    removal) permanently deleted it.  They fail as "permanently deleted" — the record is in
+    that state, but not by this item."""
+    vanished = sorted(set(record_ids) - {r.id for r in rows})
+    if not vanished:
+        return []
+    return [Failure(g, PERMANENTLY_DELETED) for g in conn.execute(ids_param(
+        "SELECT gid FROM record_tombstone WHERE record_id IN :ids ORDER BY id"
+    ), {"ids": vanished}).scalars()]
+
+
 def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
     """Delete each item with its subtree (and links into it) as one delete generation.
 
@@ -83,7 +98,7 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
         "SELECT id, gid, status, parent_id, mpath, deleted_root FROM record WHERE id IN :ids"
         + _for_update(conn)
     ), {"ids": list(ids)}).all()
-    failures: list[Failure] = []
+    failures = _vanished_failures(conn, ids, rows)
     ok: dict[int, str] = {}
     gone_with = _deleted_by_job(conn, comment, {r.deleted_root for r in rows
                                                 if r.status == "deleted" and r.deleted_root})
@@ -159,6 +174,7 @@ def _deleted_by_job(conn: Connection, comment: str, roots: set[int]) -> set[int]
 def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
     record_ids, tombstone_ids = _split(ids)
     failures: dict[int, Failure] = {}
+    vanished: list[Failure] = []
     done: list[int] = []
     pending = record_ids
     # Undeleting a record can make a later item's parent live again, so items that failed only
@@ -168,6 +184,8 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
             "SELECT id, gid, status, deleted_root, parent_id, mpath FROM record "
             "WHERE id IN :ids" + _for_update(conn)
         ), {"ids": pending}).all()
+        if pending is record_ids:  # the first round; the rows are locked from now on
+            vanished = _vanished_failures(conn, record_ids, rows)
         parent_status = _ancestor_status(conn, rows)
         ok: list[int] = []
         retry: list[int] = []
@@ -198,7 +216,7 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
         pending = retry
     write_workflow(conn, done, action="undelete", actor=ctx.actor, now=ctx.now,
                    comment=f"bulk job {ctx.token}")
-    return list(failures.values()) + _tombstone_failures(conn, tombstone_ids)
+    return vanished + list(failures.values()) + _tombstone_failures(conn, tombstone_ids)
 
 
 def _ancestor_status(conn: Connection, rows: Sequence[Any]) -> dict[int, str]:
@@ -295,13 +313,7 @@ def permanent_delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -
         "SELECT id, gid, status, deleted_root, mpath FROM record WHERE id IN :ids"
         + _for_update(conn)
     ), {"ids": record_ids}).all() if record_ids else []
-    # An item whose record vanished since resolution was removed by a concurrent job (or
-    # with an ancestor): it is permanently deleted all the same, but not by this item.
-    vanished = sorted(set(record_ids) - {r.id for r in rows})
-    if vanished:
-        failures += [Failure(g, PERMANENTLY_DELETED) for g in conn.execute(ids_param(
-            "SELECT gid FROM record_tombstone WHERE record_id IN :ids ORDER BY id"
-        ), {"ids": vanished}).scalars()]
+    failures += _vanished_failures(conn, record_ids, rows)
     heads: dict[int, str] = {}
     for rid, gid, status, deleted_root, mpath in rows:
         if status != "deleted":
