@@ -44,7 +44,18 @@ def claims(request: Request, response: Response) -> Claims:
     return c
 
 
+async def jwt_claims(request: Request, response: Response) -> Claims:
+    """:func:`claims` for async routes that queue a job: verified and renewed on the event
+    loop, no thread taken; the rate limit and membership are checked where the job is
+    queued (:func:`api.queueing.queue_for`), together with the other requests queued at
+    the same time."""
+    c = verify(bearer(request))
+    response.headers["Authorization"] = issue(c.user, ops=c.ops)
+    return c
+
+
 ClaimsDep = Annotated[Claims, Depends(claims)]
+JwtDep = Annotated[Claims, Depends(jwt_claims)]
 
 
 @dataclass(frozen=True, slots=True)

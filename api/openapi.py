@@ -11,8 +11,7 @@ routes, completed with what they cannot say themselves.
 * the **response headers**: ``X-RateLimit-Limit``/``-Remaining``/``-Reset`` on every answer of
   an operation that takes credentials (:mod:`api.ratelimit`; absent while no limit is set),
   the renewed JWT in ``Authorization`` on every success of a Unicat operation, and
-  ``WWW-Authenticate`` on a Unicat 401;
-* the **success bodies** of routes that do not declare them yet (:data:`LATE_RESPONSES`).
+  ``WWW-Authenticate`` on a Unicat 401.
 
 The error bodies of each dialect are declared where its routers are (``responses=`` of the
 routers, :data:`api.unicat.openapi.ERRORS` and the dato and plone ``schemas.ERRORS``).
@@ -23,12 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
-
-from api.unicat import responses as unicat
-
-REF = "#/components/schemas/{model}"
 
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     "UnicatJWT": {
@@ -69,17 +62,6 @@ WWW_AUTHENTICATE: dict[str, Any] = {
     "schema": {"type": "string"},
 }
 
-#: (method, path) -> success body, for routes that do not declare theirs in their decorator.
-LATE_RESPONSES: dict[tuple[str, str], type[BaseModel]] = {
-    ("post", "/api/p/{project}/records/bulk/delete"): unicat.JobQueuedOut,
-    ("post", "/api/p/{project}/records/bulk/undelete"): unicat.JobQueuedOut,
-    ("post", "/api/p/{project}/records/bulk/permanent_delete"): unicat.JobQueuedOut,
-    ("post", "/api/p/{project}/records/permanent_delete"): unicat.PermanentDeleteOut,
-    ("post", "/api/p/{project}/jobs/get"): unicat.JobStateOut,
-    ("post", "/api/p/{project}/jobs/list"): unicat.JobsListOut,
-    ("post", "/api/p/{project}/jobs/cancel"): unicat.JobStateOut,
-}
-
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
@@ -105,7 +87,6 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
     """``spec`` completed in place (see the module docstring); returned for convenience."""
     components = spec.setdefault("components", {})
     components["securitySchemes"] = SECURITY_SCHEMES
-    _late_responses(spec)
     for path, operations in spec.get("paths", {}).items():
         scheme = scheme_of(path)
         for method, operation in operations.items():
@@ -125,23 +106,3 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
                 if not headers:
                     del response["headers"]
     return spec
-
-
-def _late_responses(spec: dict[str, Any]) -> None:
-    """Document :data:`LATE_RESPONSES` as their operations' 200 bodies."""
-    models = sorted(set(LATE_RESPONSES.values()), key=lambda m: m.__name__)
-    refs, defs = models_json_schema([(m, "serialization") for m in models], ref_template=REF)
-    schemas = spec["components"].setdefault("schemas", {})
-    for name, schema in defs.get("$defs", {}).items():
-        if name in schemas and schemas[name] != schema:
-            raise ValueError(f"two OpenAPI schemas named {name}")
-        schemas[name] = schema
-    for (method, path), model in LATE_RESPONSES.items():
-        operation = spec.get("paths", {}).get(path, {}).get(method)
-        if operation is None:
-            continue
-        ref = refs[(model, "serialization")]
-        operation["responses"]["200"] = {
-            "description": "Successful Response",
-            "content": {"application/json": {"schema": ref}},
-        }

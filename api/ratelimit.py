@@ -15,6 +15,7 @@ request through (fail open) and logs a warning.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -23,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulkjobs.connections import get_redis
 from bulkjobs.errors import RateLimited
-from bulkjobs.ratelimit import RateState, hit
+from bulkjobs.ratelimit import RateState, hit_many
 from bulkjobs.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -33,17 +34,39 @@ STATE_KEY = "ratelimit"
 
 def check(request: Request, user_gid: str) -> None:
     """Count this request for ``user_gid``; :class:`RateLimited` past the limit."""
+    if getattr(request.state, STATE_KEY, None) is not None:
+        return  # this request was counted already
+    admit(request, count([user_gid])[0])
+
+
+def count(user_gids: Sequence[str]) -> list[RateState | None]:
+    """Count one request for each of ``user_gids`` in one round trip; ``None`` for each when
+    there is no limit or Redis is unavailable (fail open)."""
     settings = get_settings()
-    if settings.rate_limit <= 0 or getattr(request.state, STATE_KEY, None) is not None:
-        return  # no limit, or this request was counted already
+    if settings.rate_limit <= 0:
+        return [None] * len(user_gids)
     try:
-        state = hit(get_redis(), user_gid, limit=settings.rate_limit,
-                    window=settings.rate_limit_window)
+        return list(hit_many(get_redis(), user_gids, limit=settings.rate_limit,
+                             window=settings.rate_limit_window))
     except redis.RedisError as exc:
         logger.warning("rate limit not checked, Redis unavailable: %s", exc)
-        return
-    setattr(request.state, STATE_KEY, state)
-    if state.exceeded:
+        return [None] * len(user_gids)
+
+
+def admit(request: Request, state: RateState | None) -> None:
+    """:func:`remember` a counted request's state; :class:`RateLimited` past the limit."""
+    remember(request, state)
+    raise_if_exceeded(state)
+
+
+def remember(request: Request, state: RateState | None) -> None:
+    """Keep a counted request's state for its answer's headers."""
+    if state is not None:
+        setattr(request.state, STATE_KEY, state)
+
+
+def raise_if_exceeded(state: RateState | None) -> None:
+    if state is not None and state.exceeded:
         raise RateLimited("Rate limit exceeded: too many requests",
                           info={"limit": state.limit, "reset": state.reset})
 

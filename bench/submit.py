@@ -5,9 +5,12 @@ Measures, in one run:
 * **baseline** — raw Celery: ``send_task`` (what ``apply_async`` does) of a task carrying one
   token, from ``--concurrency`` threads, into a queue nobody consumes;
 * **api** — ``POST /api/p/<project>/records/bulk/delete`` with a one-gid selection against a
-  real uvicorn web process (``--web-workers``), from ``--concurrency`` concurrent clients:
-  each request authenticates the JWT, checks membership, validates the selection, writes the
-  job row, appends the ``queued`` event and sends the Celery task;
+  real uvicorn web process (``--web-workers``), over ``--concurrency`` keep-alive connections
+  of :func:`bench.loadgen.hammer` (a lean client: ``httpx`` would spend as much CPU per
+  request as the server): each request authenticates the JWT, is counted against the rate
+  limit, checks membership, validates the selection, writes the job row, appends the
+  ``queued`` event and sends the Celery task (:mod:`api.queueing` batches concurrent ones);
+  the web processes' CPU per request is reported beside the baseline's CPU per send;
 * **latency** — submit → ``queued`` event seen by a Redis stream reader (XREAD BLOCK), one
   request at a time, p50/p99.
 
@@ -38,6 +41,7 @@ from bench.common import (  # noqa: E402
     profiled,
     reset_postgres,
 )
+from bench.loadgen import hammer, post_bytes, tree_cpu_seconds  # noqa: E402
 
 
 def main() -> None:
@@ -79,12 +83,13 @@ def main() -> None:
 
     celery.send_task("bench.noop", args=["warm-up"], queue=scratch)
     threads = [threading.Thread(target=producer) for _ in range(args.concurrency)]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     baseline_rate = per_thread * args.concurrency / (time.perf_counter() - t0)
+    baseline_cpu_us = (time.process_time() - cpu0) * 1e6 / (per_thread * args.concurrency)
 
     # -- the API ---------------------------------------------------------------------------
     port = free_port()
@@ -97,31 +102,19 @@ def main() -> None:
         r = httpx.post(f"{base}/api/p/{project.gid}/auth", json={"api_key": project.api_key})
         jwt = r.headers["authorization"]
         headers = {"Authorization": f"Bearer {jwt}"}
-        url = f"{base}/api/p/{project.gid}/records/bulk/delete"
+        path = f"/api/p/{project.gid}/records/bulk/delete"
+        url = base + path
         body = {"selection": [gid]}
-
-        async def load() -> tuple[float, int]:
-            limits = httpx.Limits(max_connections=args.concurrency)
-            async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-                await client.post(url, json=body, headers=headers)  # warm-up
-                failures = 0
-                queue: asyncio.Queue[int] = asyncio.Queue()
-                for i in range(args.requests):
-                    queue.put_nowait(i)
-
-                async def worker() -> None:
-                    nonlocal failures
-                    while not queue.empty():
-                        queue.get_nowait()
-                        resp = await client.post(url, json=body, headers=headers)
-                        failures += resp.status_code != 200
-
-                start = time.perf_counter()
-                await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-                return args.requests / (time.perf_counter() - start), failures
-
+        request = post_bytes("127.0.0.1", port, path, body, headers)
+        asyncio.run(hammer("127.0.0.1", port, request, requests=50,
+                           concurrency=args.concurrency))  # warm-up
         with profiled(args.py_spy, web.pid, "api"):
-            api_rate, failures = asyncio.run(load())
+            cpu0 = tree_cpu_seconds(web.pid)
+            api_rate, statuses = asyncio.run(hammer(
+                "127.0.0.1", port, request, requests=args.requests,
+                concurrency=args.concurrency))
+            web_cpu_us = (tree_cpu_seconds(web.pid) - cpu0) * 1e6 / args.requests
+        failures = args.requests - statuses.get(200, 0)
 
         # -- latency: submit -> queued event ----------------------------------------------
         seen: dict[str, float] = {}
@@ -159,14 +152,18 @@ def main() -> None:
         "bench": "submit", "database": db, "requests": args.requests,
         "concurrency": args.concurrency, "web_workers": args.web_workers,
         "baseline_celery_send_per_s": round(baseline_rate, 1),
+        "baseline_cpu_us_per_send": round(baseline_cpu_us),
         "api_requests_per_s": round(api_rate, 1), "api_failures": failures,
+        "web_cpu_us_per_request": round(web_cpu_us),
         "ratio_api_to_baseline": round(api_rate / baseline_rate, 3),
         "queued_event_latency_ms_p50": round(median(latencies), 2),
         "queued_event_latency_ms_p99": round(percentile(latencies, 99), 2),
     }
     print(f"{'database':<28}{db}")
-    print(f"{'raw Celery send_task':<28}{baseline_rate:10.1f} /s")
-    print(f"{'API bulk requests':<28}{api_rate:10.1f} /s  ({failures} failed)")
+    print(f"{'raw Celery send_task':<28}{baseline_rate:10.1f} /s  "
+          f"({baseline_cpu_us:.0f} µs CPU per send)")
+    print(f"{'API bulk requests':<28}{api_rate:10.1f} /s  ({failures} failed; "
+          f"{web_cpu_us:.0f} µs web CPU per request)")
     print(f"{'ratio':<28}{api_rate / baseline_rate:10.3f}   (target >= 0.5)")
     print(f"{'submit -> queued p50 / p99':<28}{result['queued_event_latency_ms_p50']:10.2f} /"
           f" {result['queued_event_latency_ms_p99']:.2f} ms   (target p50 <= 5 ms)")

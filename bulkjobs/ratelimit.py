@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
@@ -38,13 +39,21 @@ def hit(client: redis.Redis, user_gid: str, *, limit: int, window: int,
         now: float | None = None) -> RateState:
     """Count one request of ``user_gid`` (INCR + EXPIRE, one round trip) and say whether it
     is within ``limit`` requests per ``window`` seconds."""
+    return hit_many(client, [user_gid], limit=limit, window=window, now=now)[0]
+
+
+def hit_many(client: redis.Redis, user_gids: Sequence[str], *, limit: int, window: int,
+             now: float | None = None) -> list[RateState]:
+    """:func:`hit` for several requests (a user may occur more than once: each occurrence is
+    one more request, counted in order), in one pipelined round trip."""
     now = time.time() if now is None else now
     number = int(now // window)
-    key = keys.rate_limit(user_gid, number)
     pipe = client.pipeline(transaction=False)
-    pipe.incr(key)
-    pipe.expire(key, window + 1)
-    count = int(pipe.execute()[0])
+    for user_gid in user_gids:
+        key = keys.rate_limit(user_gid, number)
+        pipe.incr(key)
+        pipe.expire(key, window + 1)
+    counts = [int(c) for c in pipe.execute()[0::2]]
     reset = max(1, math.ceil((number + 1) * window - now))
-    return RateState(limit=limit, remaining=max(0, limit - count), reset=reset,
-                     exceeded=count > limit)
+    return [RateState(limit=limit, remaining=max(0, limit - count), reset=reset,
+                      exceeded=count > limit) for count in counts]

@@ -15,6 +15,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import jwt
 
@@ -34,17 +35,34 @@ class Claims:
 
 def issue(user_gid: str, *, ops: bool = False, ttl: int | None = None) -> str:
     settings = get_settings()
-    now = int(time.time())
-    payload = {"sub": user_gid, "iat": now, "exp": now + (ttl or settings.jwt_ttl), "ops": ops}
-    return jwt.encode(payload, settings.effective_jwt_secret, algorithm=ALGORITHM)
+    return _issue(user_gid, ops, ttl or settings.jwt_ttl, int(time.time()),
+                  settings.effective_jwt_secret)
+
+
+@lru_cache(maxsize=1024)
+def _issue(user_gid: str, ops: bool, ttl: int, now: int, secret: str) -> str:
+    # Tokens of one user issued within the same second are the same token: every answer
+    # carries a renewed JWT, and a busy client gets one signature a second, not one per call.
+    payload = {"sub": user_gid, "iat": now, "exp": now + ttl, "ops": ops}
+    return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
 def verify(token: str) -> Claims:
-    """Decode a JWT or raise :class:`Unauthorized` (forged, expired, ``alg: none`` …)."""
+    """Decode a JWT or raise :class:`Unauthorized` (forged, expired, ``alg: none`` …).
+
+    A token that verified once is remembered (its signature and claims do not change), so a
+    client sending the same JWT again costs a lookup and the expiry check."""
+    claims = _verified(token, get_settings().effective_jwt_secret)
+    if claims.exp <= time.time():
+        raise Unauthorized("JWT expired")
+    return claims
+
+
+@lru_cache(maxsize=4096)
+def _verified(token: str, secret: str) -> Claims:
     try:
         payload = jwt.decode(
-            token, get_settings().effective_jwt_secret, algorithms=[ALGORITHM],
-            options={"require": ["sub", "exp"]},
+            token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]},
         )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("JWT expired") from exc

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bulkjobs import keys, metrics
-from bulkjobs.synclog import SyncLog, job_event
+from bulkjobs.synclog import NewEvent, SyncLog, job_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +36,36 @@ class JobState:
 
 def append_state(log: SyncLog, state: JobState, *, insert: bool = False) -> list[int]:
     """Append one job state event (terminal ones at most once per job)."""
-    event = job_event(
+    once = keys.job_terminal(state.token) if state.terminal else None
+    cursors = log.append(keys.CC_SPACE, [_event(state, insert)], once_key=once)
+    if cursors:  # counted once per appended state, so the terminal state exactly once
+        _count(log, state)
+    return cursors
+
+
+def append_states(log: SyncLog, states: Sequence[JobState], *, insert: bool = False
+                  ) -> list[int]:
+    """Append the events of several jobs' non-terminal states in one call (a terminal state
+    goes through :func:`append_state`, which appends it at most once)."""
+    if any(state.terminal for state in states):
+        raise ValueError("terminal states are appended one by one, at most once each")
+    cursors = log.append(keys.CC_SPACE, [_event(state, insert) for state in states])
+    for state in states:
+        _count(log, state)
+    return cursors
+
+
+def _event(state: JobState, insert: bool) -> NewEvent:
+    return job_event(
         token=state.token, project=state.project_gid, job=state.job, status=state.status,
         info=state.info, created_on=state.created_on, updated_on=state.updated_on, insert=insert,
     )
-    once = keys.job_terminal(state.token) if state.terminal else None
-    cursors = log.append(keys.CC_SPACE, [event], once_key=once)
-    if cursors:  # counted once per appended state, so the terminal state exactly once
-        metrics.job_state(log.r, token=state.token, job=state.job, status=state.status,
-                          info=state.info, duration=state.updated_on - state.created_on,
-                          terminal=state.terminal)
-    return cursors
+
+
+def _count(log: SyncLog, state: JobState) -> None:
+    metrics.job_state(log.r, token=state.token, job=state.job, status=state.status,
+                      info=state.info, duration=state.updated_on - state.created_on,
+                      terminal=state.terminal)
 
 
 class Publisher:

@@ -1,7 +1,8 @@
-"""Queueing a job: validate, write the job row, announce it, send the task.
+"""Queueing jobs: validate, write the job rows, announce them, send the tasks.
 
-The selection is parsed here, before anything is written, so a malformed one is rejected
-with :class:`~bulkjobs.errors.SelectionError` and nothing is queued.
+The selection is parsed (:func:`check`) before anything is written, so a malformed one is
+rejected with :class:`~bulkjobs.errors.SelectionError` and nothing is queued.  Jobs queued
+together (:func:`submit_many`) share one transaction and one sync-log append.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, update
@@ -20,11 +22,31 @@ from models.engine import get_engine, get_write_engine
 from models.jobs import PROCESSING, QUEUED, Job
 from models.selection import parse_selection
 from worker.jobs import CATALOGUE
-from worker.progress import JobState, append_state
+from worker.progress import JobState, append_states
 from worker.runner import load, reject
 
 jobs = Job.__table__
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One job to queue: ``job`` over ``params['selection']`` in a project, for ``actor``."""
+
+    project_gid: str
+    job: str
+    params: dict[str, Any]
+    actor: dict[str, Any]
+
+
+def check(job: str, params: dict[str, Any]) -> None:
+    """Raise the client error a submission of ``job`` with ``params`` gets, before anything
+    is written: an unknown job (:class:`BadRequest`) or a malformed selection
+    (:class:`~bulkjobs.errors.SelectionError`)."""
+    spec = CATALOGUE.get(job)
+    if spec is None:
+        raise BadRequest(f"unknown job {job!r}")
+    parse_selection(params.get("selection"), kind=spec.kind)
 
 
 def submit(
@@ -32,36 +54,57 @@ def submit(
     log: SyncLog, enqueue: Callable[[str], None],
 ) -> str:
     """Queue ``job`` over ``params['selection']``; returns the job token."""
-    spec = CATALOGUE.get(job)
-    if spec is None:
-        raise BadRequest(f"unknown job {job!r}")
-    parse_selection(params.get("selection"), kind=spec.kind)
-    token = str(uuid.uuid4())
+    check(job, params)
+    return submit_many([Submission(project_gid, job, params, actor)], log=log,
+                       enqueue=enqueue)[0]
+
+
+def submit_many(
+    submissions: Sequence[Submission], *, log: SyncLog, enqueue: Callable[[str], None],
+) -> list[str]:
+    """Queue already :func:`check`\ ed submissions together; their tokens, in order.
+
+    One transaction writes every job row, one sync-log append announces them all (each its
+    own ``queued`` event), then each is handed to ``enqueue`` for its Celery message
+    (:func:`send`).  The commit and the round trip are shared, so a web process that
+    gathers concurrent requests into one call (:mod:`api.queueing`) pays them once for all
+    of them."""
+    if not submissions:
+        return []
     now = time.time()
+    tokens = [str(uuid.uuid4()) for _ in submissions]
     with get_write_engine().begin() as conn:
-        conn.execute(insert(jobs).values(
-            token=token, project_gid=project_gid, job=job, status=QUEUED, info={},
-            params=params, actor=actor, created_on=now, updated_on=now, heartbeat_on=now,
-        ))
+        conn.execute(insert(jobs), [
+            {"token": token, "project_gid": s.project_gid, "job": s.job, "status": QUEUED,
+             "info": {}, "params": s.params, "actor": s.actor, "created_on": now,
+             "updated_on": now, "heartbeat_on": now}
+            for token, s in zip(tokens, submissions, strict=True)])
     try:
-        append_state(log, JobState(token, project_gid, job, QUEUED, {}, now, now), insert=True)
+        append_states(log, [JobState(token, s.project_gid, s.job, QUEUED, {}, now, now)
+                            for token, s in zip(tokens, submissions, strict=True)], insert=True)
     except Exception:
-        # The sync log (Redis) is down: the caller answers 503, so the job must not run later
-        # (the reaper would re-queue a queued row).  Nobody has seen its token yet.
+        # The sync log (Redis) is down: the caller answers 503, so the jobs must not run later
+        # (the reaper would re-queue a queued row).  Nobody has seen their tokens yet.
         with get_write_engine().begin() as conn:
-            conn.execute(delete(jobs).where(jobs.c.token == token))
+            conn.execute(delete(jobs).where(jobs.c.token.in_(tokens)))
         raise
+    for token, s in zip(tokens, submissions, strict=True):
+        logger.info("job %s: queued (%s in project %s)", token, s.job, s.project_gid,
+                    extra={"job": token})
+        send(token, enqueue)
+    return tokens
+
+
+def send(token: str, enqueue: Callable[[str], None]) -> None:
+    """Send a queued job's Celery message.  A refusal is logged, not raised: the job is
+    queued and announced, so it stands, and the reaper sends queued jobs whose message never
+    arrived (after QUEUED_STALE_AFTER); answering an error would make the client queue it
+    twice."""
     try:
         enqueue(token)
     except Exception:
-        # Queued and announced, so the job stands; the reaper sends queued jobs whose message
-        # never arrived (after QUEUED_STALE_AFTER).  Answering an error here would make the
-        # client queue it twice.
         logger.warning("job %s: the broker refused its message; the reaper will re-send it",
                        token, exc_info=True, extra={"job": token})
-    logger.info("job %s: queued (%s in project %s)", token, job, project_gid,
-                extra={"job": token})
-    return token
 
 
 def cancel(*, project_gid: str, token: str, log: SyncLog) -> dict[str, Any]:

@@ -6,48 +6,86 @@ import base64
 import json
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 
-from api.deps import Actor, MemberDep, SessionDep
+from api.deps import Actor, JwtDep, MemberDep, SessionDep
+from api.queueing import queue_for, queue_job
 from api.unicat.bodies import JobBody, JobsListBody, RecordBody, SelectionBody
 from api.unicat.envelope import ok
+from api.unicat.responses import (
+    JobQueuedOut,
+    JobsListOut,
+    JobStateOut,
+    PermanentDeleteOut,
+    answers,
+)
 from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, NotFound, Unprocessable
+from bulkjobs.tokens import Claims
 from models.jobs import Job
 from models.queries import records_public
 from models.records import Record
-from worker.app import enqueue
-from worker.submit import cancel, submit
+from worker.submit import cancel
 
 router = APIRouter(prefix="/api/p/{project}", tags=["unicat: jobs"])
 
 
 def queue(actor: Actor, job: str, params: dict[str, Any]) -> dict[str, Any]:
-    token = submit(project_gid=actor.project.gid, job=job, params=params,
-                   actor=actor.as_editor(), log=get_synclog(), enqueue=enqueue)
+    """Queue a job for a member checked by the route's dependency; the Unicat answer."""
+    return ok({"job.token": queue_job(actor, job, params)})
+
+
+#: The bulk routes read their body themselves (:func:`queued`); this documents it.
+SELECTION_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/SelectionBody"}}}}}
+
+
+async def queued(request: Request, c: Claims, project: str, job: str) -> dict[str, Any]:
+    """Queue ``job`` over the body's selection; the Unicat answer.
+
+    The request is counted against the rate limit, its user's membership checked and the
+    job queued in one batch with the other requests of the moment (:mod:`api.queueing`).
+    The body is parsed here rather than by FastAPI so that all of that is one hand-over;
+    a body that does not parse still has the access checked first (a stranger gets 403,
+    whatever the body), then gets the same 400 as FastAPI's own validation gives."""
+    try:
+        body = await request.body()
+        params: dict[str, Any] | None = {
+            "selection": SelectionBody.model_validate_json(body or b"null").selection}
+    except ValidationError as exc:
+        params, invalid = None, exc
+    token = await queue_for(request, c, project, job, params)
+    if params is None:
+        raise RequestValidationError([
+            {**e, "loc": ("body", *e["loc"])} if body else
+            {"type": "missing", "loc": ("body",), "msg": "Field required"}
+            for e in invalid.errors()])
     return ok({"job.token": token})
 
 
-@router.post("/records/bulk/delete")
-def bulk_delete(project: str, body: SelectionBody, actor: MemberDep) -> Any:
+@router.post("/records/bulk/delete", openapi_extra=SELECTION_BODY, **answers(JobQueuedOut))
+async def bulk_delete(project: str, request: Request, c: JwtDep) -> Any:
     """Soft-delete the selected live records with their subtrees (a job)."""
-    return queue(actor, "bulk_delete_records", {"selection": body.selection})
+    return await queued(request, c, project, "bulk_delete_records")
 
 
-@router.post("/records/bulk/undelete")
-def bulk_undelete(project: str, body: SelectionBody, actor: MemberDep) -> Any:
+@router.post("/records/bulk/undelete", openapi_extra=SELECTION_BODY, **answers(JobQueuedOut))
+async def bulk_undelete(project: str, request: Request, c: JwtDep) -> Any:
     """Undelete the selected deleted records with their subtrees and links (a job)."""
-    return queue(actor, "bulk_undelete_records", {"selection": body.selection})
+    return await queued(request, c, project, "bulk_undelete_records")
 
 
-@router.post("/records/bulk/permanent_delete")
-def bulk_permanent_delete(project: str, body: SelectionBody, actor: MemberDep) -> Any:
+@router.post("/records/bulk/permanent_delete", openapi_extra=SELECTION_BODY,
+             **answers(JobQueuedOut))
+async def bulk_permanent_delete(project: str, request: Request, c: JwtDep) -> Any:
     """Remove the selected deleted records for good, with subtrees, links and history (a job)."""
-    return queue(actor, "bulk_permanent_delete_records", {"selection": body.selection})
+    return await queued(request, c, project, "bulk_permanent_delete_records")
 
 
-@router.post("/records/permanent_delete")
+@router.post("/records/permanent_delete", **answers(PermanentDeleteOut))
 def permanent_delete(project: str, body: RecordBody, actor: MemberDep,
                      session: SessionDep) -> Any:
     """Remove one deleted record for good (a job); answers with its parent."""
@@ -67,7 +105,7 @@ def job_public(job: Job) -> dict[str, Any]:
     return {"token": job.token, **job.public()}
 
 
-@router.post("/jobs/get")
+@router.post("/jobs/get", **answers(JobStateOut))
 def jobs_get(project: str, body: JobBody, actor: MemberDep, session: SessionDep) -> Any:
     """The current state of one job."""
     job = session.get(Job, body.job)
@@ -76,7 +114,7 @@ def jobs_get(project: str, body: JobBody, actor: MemberDep, session: SessionDep)
     return ok({"job": job_public(job)})
 
 
-@router.post("/jobs/list")
+@router.post("/jobs/list", **answers(JobsListOut))
 def jobs_list(project: str, body: JobsListBody, actor: MemberDep, session: SessionDep) -> Any:
     """The project's jobs, newest first, paged with ``page.cursor``."""
     query = select(Job).where(Job.project_gid == actor.project.gid)
@@ -102,7 +140,7 @@ def jobs_list(project: str, body: JobsListBody, actor: MemberDep, session: Sessi
                "page.cursor": cursor.decode() if cursor else None})
 
 
-@router.post("/jobs/cancel")
+@router.post("/jobs/cancel", **answers(JobStateOut))
 def jobs_cancel(project: str, body: JobBody, actor: MemberDep) -> Any:
     """Stop a job after its current batch; it ends `rejected` with `info.error` "cancelled"."""
     row = cancel(project_gid=actor.project.gid, token=body.job, log=get_synclog())

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import MAX_BODY
+from api.bodylimit import MAX_BODY
 from bulkjobs.settings import get_settings
 from models.seed import SeedResult
 from tests.security.conftest import bad_tokens, call, checksum, jwt_of
