@@ -32,12 +32,21 @@ Contract
   instead of queued, then released through the same dedupe: register first, replay, then drop
   live events at or below what the replay sent.  This makes the replay/live handoff gap-free
   and duplicate-free.
+* **Direct delivery.**  :meth:`Hub.route` is :meth:`Hub.publish` with a fast path for the
+  common case, a read batch of one project's (or one space's) events: a connection that wants
+  every event of the batch and has nothing queued, held or congested is not given an outbox
+  entry per event; it is *direct*: its dedupe cursor moves past the batch and the caller
+  writes the batch to it as it stands.  Which connections want every event of a project is
+  kept per project (:meth:`Hub.group`), so routing costs one check per connection per
+  batch, not one per event.  :meth:`Hub.publish` is :meth:`Hub.route` with the direct
+  connections' batches put in their outboxes, so both make the same decisions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
+from typing import NamedTuple
 
 from bulkjobs.keys import CC_SPACE
 from bulkjobs.synclog import Event
@@ -120,6 +129,15 @@ class Subscriber:
             self.star and self.star_jobs is None
         )
 
+    def wants_all_cc(self, project: str) -> bool:
+        """Does this connection want every ``cc`` event of ``project`` (no ``jobs`` filter
+        narrows the subscription that covers it)?"""
+        if project not in self.allowed:
+            return False
+        return (project in self.projects and self.projects[project] is None) or (
+            self.star and self.star_jobs is None
+        )
+
     def covered_cc(self) -> set[str]:
         """Projects whose cc events this connection receives."""
         covered = set(self.projects)
@@ -184,6 +202,13 @@ class Subscriber:
         sent[key] = ev.cursor
         return True
 
+    def requeue(self, events: list[Event]) -> None:
+        """Queue a batch that was routed to this connection directly (already past its
+        dedupe) but could not be written at once; the outbox was empty."""
+        box = self.outbox
+        for ev in events:
+            box[id(ev)] = ev
+
     def take(self) -> list[Event]:
         """Everything queued, in order; the outbox is left empty."""
         if not self.outbox:
@@ -209,6 +234,20 @@ class Subscriber:
             self.held = [e for e in self.held if self.wants(e)]
 
 
+class Routed(NamedTuple):
+    """What :meth:`Hub.route` decided for one read batch."""
+
+    #: The batch, in order: what every ``direct`` connection is to be sent now.
+    events: list[Event]
+    #: Connections that get exactly ``events``; their dedupe cursors are already past them,
+    #: and nothing is queued for them.
+    direct: list[Subscriber]
+    #: Connections whose outbox just became non-empty (flush them).
+    woken: list[Subscriber]
+    #: Connections that just became too slow (close them; they are out of the hub).
+    slow: list[Subscriber]
+
+
 class Hub:
     """Routes events to subscribers through two indexes (project -> subscribers of its cc
     events, project -> subscribers of its own space), so an event costs only its matches.
@@ -221,6 +260,21 @@ class Hub:
         self.cc_index: dict[str, set[Subscriber]] = {}
         self.space_index: dict[str, set[Subscriber]] = {}
         self.coalesced = 0
+        #: project -> (connections wanting every cc event of it, the others of cc_index),
+        #: built on demand and dropped whenever a subscription covering the project changes.
+        self._groups: dict[str, tuple[list[Subscriber], list[Subscriber]]] = {}
+
+    def group(self, project: str) -> tuple[list[Subscriber], list[Subscriber]]:
+        """The connections receiving ``cc`` events of ``project``, split into those that
+        want all of them and those whose ``jobs`` filter narrows them."""
+        group = self._groups.get(project)
+        if group is None:
+            every: list[Subscriber] = []
+            some: list[Subscriber] = []
+            for sub in self.cc_index.get(project, ()):
+                (every if sub.wants_all_cc(project) else some).append(sub)
+            group = self._groups[project] = (every, some)
+        return group
 
     # -- membership of the hub ------------------------------------------------------------
 
@@ -230,7 +284,9 @@ class Hub:
     def remove(self, sub: Subscriber) -> None:
         """Forget a connection entirely (closed, or being closed)."""
         self.subscribers.discard(sub)
-        self._unindex(sub, sub.covered_cc(), sub.covered_spaces())
+        covered = sub.covered_cc()
+        self._unindex(sub, covered, sub.covered_spaces())
+        self._regroup(covered)
 
     def __contains__(self, sub: Subscriber) -> bool:
         return sub in self.subscribers
@@ -305,17 +361,73 @@ class Hub:
     # -- delivery -------------------------------------------------------------------------
 
     def publish(self, events: Iterable[Event]) -> tuple[list[Subscriber], list[Subscriber]]:
-        """Route live events (in cursor order per space).  Returns ``(woken, slow)``:
-        connections whose outbox just became non-empty (flush them), and connections that
-        just became too slow (close them with 4008; they are already out of the hub)."""
+        """Route live events (in cursor order per space) into outboxes.  Returns ``(woken,
+        slow)``: connections whose outbox just became non-empty (flush them), and connections
+        that just became too slow (close them with 4008; they are already out of the hub)."""
+        routed = self.route(list(events))
+        for sub in routed.direct:
+            sub.requeue(routed.events)
+        return routed.direct + routed.woken, routed.slow
+
+    def route(self, events: list[Event]) -> Routed:
+        """Route one read batch of live events (one space, in cursor order).  Same decisions
+        as :meth:`publish`, but connections that get the whole batch as it stands are
+        returned as ``direct`` instead of having it queued (see the module docstring)."""
+        direct: list[Subscriber] = []
         woken: list[Subscriber] = []
         slow: list[Subscriber] = []
-        cc_index, space_index = self.cc_index, self.space_index
-        for ev in events:
-            subs = cc_index.get(ev.project) if ev.space == CC_SPACE else space_index.get(ev.space)
-            if not subs:
-                continue
-            for sub in subs:
+        if not events:
+            return Routed(events, direct, woken, slow)
+        first = events[0]
+        cc = first.space == CC_SPACE
+        key = first.project if cc else first.space
+        if not _uniform(events, cc):
+            # Several projects' events in one batch: the general path, event by event.
+            for ev in events:
+                if ev.space == CC_SPACE:
+                    subs = self.cc_index.get(ev.project)
+                else:
+                    subs = self.space_index.get(ev.space)
+                if subs:
+                    self._offer([ev], subs, woken, slow)
+            every, some = [], []
+        elif cc:
+            every, some = self.group(key)
+        else:
+            every, some = list(self.space_index.get(key, ())), []
+        if every:
+            low, high = first.cursor, events[-1].cursor
+            rest: list[Subscriber] = []
+            for sub in every:
+                # Nothing queued, held or congested, and the whole batch is new to it: its
+                # dedupe cursor jumps to the batch's last (the batch is in cursor order).
+                if sub.held is None and not sub.congested and not sub.slow and not sub.outbox:
+                    if cc:
+                        sent = sub.sent_cc
+                        if sent.get(key, sub.star_base) < low:
+                            sent[key] = high
+                            direct.append(sub)
+                            continue
+                    else:
+                        sent = sub.sent_space
+                        if sent.get(key, -1) < low:
+                            sent[key] = high
+                            direct.append(sub)
+                            continue
+                rest.append(sub)
+            some = rest + some if some else rest
+        if some:
+            self._offer(events, some, woken, slow)
+        for sub in slow:
+            self.remove(sub)
+        return Routed(events, direct, woken, slow)
+
+    def _offer(
+        self, events: list[Event], subs: Iterable[Subscriber],
+        woken: list[Subscriber], slow: list[Subscriber],
+    ) -> None:
+        for sub in subs:
+            for ev in events:
                 result = sub.offer(ev)
                 if result == WOKE:
                     woken.append(sub)
@@ -323,9 +435,7 @@ class Hub:
                     self.coalesced += 1
                 if sub.slow and result != DROPPED:
                     slow.append(sub)
-        for sub in slow:
-            self.remove(sub)
-        return woken, slow
+                    break
 
     def replay(self, sub: Subscriber, events: Iterable[Event]) -> int:
         """Queue replayed events (read from the log, in cursor order) for one connection.
@@ -383,10 +493,29 @@ class Hub:
         after_cc, after_space = sub.covered_cc(), sub.covered_spaces()
         _move(self.cc_index, sub, before_cc - after_cc, after_cc - before_cc)
         _move(self.space_index, sub, before_space - after_space, after_space - before_space)
+        # A jobs filter may have changed without the covered projects changing.
+        self._regroup(before_cc | after_cc)
+
+    def _regroup(self, projects: Iterable[str]) -> None:
+        groups = self._groups
+        if groups:
+            for p in projects:
+                groups.pop(p, None)
 
     def _unindex(self, sub: Subscriber, cc: set[str], spaces: set[str]) -> None:
         _move(self.cc_index, sub, cc, ())
         _move(self.space_index, sub, spaces, ())
+
+
+def _uniform(events: list[Event], cc: bool) -> bool:
+    """Are ``events`` all of one space (and, in ``cc``, one project), in cursor order?"""
+    first = events[0]
+    space, project, last = first.space, first.project, first.cursor - 1
+    for ev in events:
+        if ev.space != space or (cc and ev.project != project) or ev.cursor <= last:
+            return False
+        last = ev.cursor
+    return True
 
 
 def _move(

@@ -96,13 +96,16 @@ COMMAND_CONNECTIONS = 32
 
 
 class Peer(Subscriber):
-    """A :class:`Subscriber` bound to its websocket."""
+    """A :class:`Subscriber` bound to its websocket (its transport and protocol kept at hand
+    for the write loop: they do not change during a connection's life)."""
 
-    __slots__ = ("ws", "writer", "drained")
+    __slots__ = ("ws", "transport", "protocol", "writer", "drained")
 
     def __init__(self, ws: ServerConnection, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ws = ws
+        self.transport = ws.transport
+        self.protocol = ws.protocol
         self.writer: asyncio.Task[None] | None = None
         self.drained: asyncio.Event | None = None
 
@@ -217,12 +220,14 @@ class StreamServer:
         return self.hub.spaces()
 
     def deliver(self, events: list[Event]) -> None:
-        woken, slow = self.hub.publish(events)
-        for peer in slow:
+        routed = self.hub.route(events)
+        if routed.direct:
+            self._write_direct(routed.events, cast(list[Peer], routed.direct))
+        for peer in routed.slow:
             self.slow_closed += 1
             self._close(cast(Peer, peer), TOO_SLOW, "too slow; resume from your last cursor")
-        if woken:
-            self._flush(woken)
+        if routed.woken:
+            self._flush(routed.woken)
 
     def gap(self, space: str) -> None:
         for peer in self.hub.gap(space):
@@ -230,6 +235,27 @@ class StreamServer:
             self._close(cast(Peer, peer), TOO_SLOW, "sync log lost events; resume from last cursor")
 
     # -- writing --------------------------------------------------------------------------
+
+    def _write_direct(self, events: list[Event], peers: list[Peer]) -> None:
+        """Write one batch to connections that all get exactly it and have nothing queued
+        (the hub's direct connections): the frame is built once and written to each transport
+        in turn.  A connection whose transport is over ``write_limit`` gets the batch queued
+        and a writer task instead, as :meth:`_flush` would."""
+        data = _encode(events)
+        limit = self.write_limit
+        open_ = State.OPEN
+        queued = 0
+        for peer in peers:
+            transport = peer.transport
+            if transport.get_write_buffer_size() > limit:
+                peer.congested = True
+                peer.requeue(events)
+                peer.writer = asyncio.create_task(self._write(peer))
+                queued += 1  # counted by the writer when it sends them
+            elif peer.protocol.state is open_:  # closing connections are skipped
+                for chunk in data:
+                    transport.write(chunk)
+        self.deliveries += len(events) * (len(peers) - queued)
 
     def _flush(self, peers: list[Any]) -> None:
         """Write what the peers have queued, without waiting (see the module docstring)."""
@@ -252,17 +278,10 @@ class StreamServer:
             key = tuple(map(id, events))
             shared = encoded.get(key)
             if shared is None:
-                # Server frames are unmasked and we negotiate no extension, so the bytes on
-                # the wire are the same for every connection: serialise once, write to each
-                # transport.  (websockets.broadcast would rebuild the frame per connection;
-                # this is the fan-out's hot loop.)  Never fragmented, so the protocol's
-                # state machine has nothing to track; connections that are closing are
-                # skipped as broadcast() would.  The events are kept with their bytes so
-                # that their ids, the key, stay theirs for the whole flush.
-                shared = encoded[key] = (events, [
-                    Frame(Opcode.TEXT, frame.encode()).serialize(mask=False)
-                    for frame in frames(events)
-                ])
+                # Connections that are closing are skipped as broadcast() would.  The events
+                # are kept with their bytes so that their ids, the key, stay theirs for the
+                # whole flush.
+                shared = encoded[key] = (events, _encode(events))
             if ws.protocol.state is State.OPEN:
                 for data in shared[1]:
                     transport.write(data)
@@ -562,6 +581,15 @@ def close_reason(text: str) -> str:
     may echo client input (``unknown op: …``); 100 *characters* of CJK text would be 300 bytes,
     and websockets would fail the handler (1011) instead of closing with our code."""
     return text.encode(errors="replace")[:MAX_CLOSE_REASON].decode(errors="ignore")
+
+
+def _encode(events: list[Event]) -> list[bytes]:
+    """The websocket frames carrying ``events``, as bytes on the wire.  Server frames are
+    unmasked and we negotiate no extension, so the bytes are the same for every connection:
+    serialise once, write to each transport (``websockets.broadcast`` would rebuild the frame
+    per connection).  Never fragmented, so the protocol's state machine has nothing to
+    track."""
+    return [Frame(Opcode.TEXT, frame.encode()).serialize(mask=False) for frame in frames(events)]
 
 
 def _command_client(url: str) -> redis.asyncio.Redis:

@@ -262,6 +262,135 @@ def test_gap_in_cc_removes_every_subscribed_connection():
     assert idle in hub
 
 
+# -- direct delivery (Hub.route) -------------------------------------------------------------
+
+
+def test_route_gives_a_plain_subscriber_the_batch_directly_and_queues_nothing():
+    """One project's batch reaches an unfiltered, idle connection as ``direct``: its dedupe
+    cursor moves past the batch, its outbox stays empty; a filtered one is queued as usual."""
+    hub, plain = subscriber((A, None))
+    _, filtered = subscriber((A, ["t2"]), hub=hub)
+    batch = [job(1), job(2, "t2"), job(3)]
+    routed = hub.route(batch)
+    assert routed.direct == [plain] and routed.events == batch
+    assert routed.woken == [filtered] and routed.slow == []
+    assert plain.outbox == {} and plain.sent_cc == {A: 3}
+    assert cursors(filtered) == [2]
+    assert hub.route([job(3)]).direct == []  # already sent: dedupe still applies
+
+
+@pytest.mark.parametrize("state", ["held", "congested", "queued", "behind"])
+def test_route_takes_the_queued_path_for_a_connection_that_is_not_idle(state):
+    """Held, congested, non-empty outboxes, and batches partly at or below the dedupe cursor
+    go through the per-event path, so hold, coalescing and dedupe work as before."""
+    hub, sub = subscriber((A, None), start=0)
+    if state == "held":
+        sub.hold()
+    elif state == "congested":
+        sub.congested = True
+    elif state == "queued":
+        sub.outbox[object()] = job(1)
+    else:
+        hub.start(sub, A, cc=2)
+    routed = hub.route([job(2), job(3)])
+    assert routed.direct == []
+    expected = {"held": [], "congested": [3], "queued": [1, 2, 3], "behind": [3]}[state]
+    assert cursors(sub) == expected
+
+
+def _reference_publish(hub: Hub, events: list[Event]) -> tuple[set[int], set[int]]:
+    """The per-event, per-connection routing that Hub.route must agree with."""
+    woken: set[int] = set()
+    slow: set[int] = set()
+    for ev in events:
+        index = hub.cc_index if ev.space == "cc" else hub.space_index
+        for sub in list(index.get(ev.project if ev.space == "cc" else ev.space, ())):
+            result = sub.offer(ev)
+            if result == 2:  # WOKE
+                woken.add(id(sub))
+            if sub.slow and result != 0:
+                slow.add(id(sub))
+    for sub in [s for s in hub.subscribers if id(s) in slow]:
+        hub.remove(sub)
+    return woken, slow
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_route_agrees_with_per_event_routing(seed):
+    """Random subscriptions (filters, "*", visibility, held, congested, start cursors), random
+    batches (one project, several, out of order) and changes in between: publishing through
+    Hub.route queues exactly what offering every event to every indexed connection would."""
+    import random
+
+    rnd = random.Random(seed)
+
+    def build() -> tuple[Hub, list[Subscriber]]:
+        r = random.Random(seed)
+        hub = Hub()
+        subs = []
+        for _ in range(r.randint(1, 8)):
+            sub = Subscriber(user="u", allowed=r.sample([A, B, C], r.randint(1, 3)),
+                             limit=r.choice([2, 5, 1000]))
+            hub.add(sub)
+            for project in r.sample([A, B, "*"], r.randint(1, 2)):
+                jobs = r.choice([None, None, ["t1"], ["t2", "t3"]])
+                hub.subscribe(sub, project, jobs=jobs)
+                hub.start(sub, project, cc=r.randint(0, 3),
+                          space=None if project == "*" else r.randint(0, 3))
+            sub.congested = r.random() < 0.2
+            if r.random() < 0.2:
+                sub.hold()
+            subs.append(sub)
+        return hub, subs
+
+    hub, subs = build()
+    ref_hub, ref_subs = build()
+    cursor = {"cc": 0, A: 0, B: 0}
+    for _ in range(12):
+        space = rnd.choice(["cc", "cc", A, B])
+        batch = []
+        for _ in range(rnd.randint(1, 5)):
+            cursor[space] += 1
+            c = cursor[space] - rnd.choice([0, 0, 0, 2])  # sometimes a replayed cursor
+            if space == "cc":
+                ev = job(c, token=rnd.choice(["t1", "t2", "t3"]),
+                         status=rnd.choice([P, P, Q, D]),
+                         project=rnd.choice([A, A, B]) if rnd.random() < 0.3 else A)
+            else:
+                ev = rec(c, space)
+            batch.append(ev)
+        woken, slow = hub.publish(batch)
+        ref_woken, ref_slow = _reference_publish(ref_hub, batch)
+        index = {id(s): i for i, s in enumerate(subs)}
+        ref_index = {id(s): i for i, s in enumerate(ref_subs)}
+        assert {index[id(s)] for s in woken} == {ref_index[i] for i in ref_woken}
+        assert {index[id(s)] for s in slow} == {ref_index[i] for i in ref_slow}
+        for sub, ref in zip(subs, ref_subs, strict=True):
+            assert [e.cursor for e in sub.outbox.values()] == [
+                e.cursor for e in ref.outbox.values()]
+            assert sub.sent_cc == ref.sent_cc and sub.sent_space == ref.sent_space
+            assert sub.slow == ref.slow
+            assert [e.cursor for e in sub.held or ()] == [e.cursor for e in ref.held or ()]
+        if rnd.random() < 0.3:  # subscriptions and memberships change between batches
+            i = rnd.randrange(len(subs))
+            change = rnd.choice(["allowed", "filter", "unsubscribe"])
+            project = rnd.choice([A, B, "*"])
+            allowed = rnd.sample([A, B, C], rnd.randint(0, 3))
+            jobs = rnd.choice([None, ["t1"]])
+            for h, sub in ((hub, subs[i]), (ref_hub, ref_subs[i])):
+                if change == "allowed":
+                    h.set_allowed(sub, allowed)
+                elif change == "filter":
+                    h.subscribe(sub, project, jobs=jobs)
+                else:
+                    h.unsubscribe(sub, project)
+        if rnd.random() < 0.4:  # the server flushes what it can
+            for sub, ref in zip(subs, ref_subs, strict=True):
+                if not sub.congested:
+                    sub.take()
+                    ref.take()
+
+
 # -- frames -------------------------------------------------------------------------------
 
 
