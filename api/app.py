@@ -23,6 +23,9 @@ def create_app() -> FastAPI:
         title="bulkjobs", version=__version__,
         description="Bulk content jobs with a live, resumable event stream. Unicat, DatoCMS "
                     "and Plone dialects over one core.",
+        # Metrics are Prometheus's (api.metrics); FastAPI's OpenTelemetry hooks would look
+        # for a provider on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     openapi.install(app)  # security schemes and response headers in /openapi.json
     logs.setup()

@@ -20,8 +20,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -52,15 +54,22 @@ LATENCY = Histogram(
 UNMATCHED = "<unmatched>"
 
 
-def route_of(request: Request) -> str:
+def route_of(scope: Scope) -> str:
     """The matched route's path template (``/api/p/{project}/jobs/list``), or :data:`UNMATCHED`."""
-    route = request.scope.get("route")
+    route = scope.get("route")
     path = getattr(route, "path", None)
     if isinstance(path, str):
         return path
-    if request.url.path.startswith("/ops/static/"):
+    if scope.get("path", "").startswith("/ops/static/"):
         return "/ops/static"
     return UNMATCHED
+
+
+@lru_cache(maxsize=1024)
+def _children(method: str, route: str, status: int) -> tuple[Any, Any]:
+    # labels() takes a lock and builds a key per call; the label sets are few (routes are
+    # templates, unmatched paths one value), so each pair of children is looked up once.
+    return REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route)
 
 
 def install(app: FastAPI) -> None:
@@ -91,9 +100,9 @@ class CountRequests:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = route_of(Request(scope))
-            REQUESTS.labels(scope["method"], route, str(status)).inc()
-            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
+            requests, latency = _children(scope["method"], route_of(scope), status)
+            requests.inc()
+            latency.observe(time.perf_counter() - start)
 
 
 class ClusterCollector(Collector):

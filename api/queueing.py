@@ -161,7 +161,9 @@ class Sender:
     the message follows at once, but the answer does not wait for it (nor does the next
     batch).  A message not sent (the broker refused it, or the process died first) is sent
     again by the reaper after QUEUED_STALE_AFTER, as for any queued job whose message never
-    arrived.  On a clean exit the messages still waiting are sent first."""
+    arrived.  The messages waiting when the thread comes round are sent together
+    (:func:`worker.app.enqueue_many`: one broker round trip).  On a clean exit the messages
+    still waiting are sent first."""
 
     def __init__(self) -> None:
         self.inbox: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -169,8 +171,9 @@ class Sender:
         self._pid = 0
         self._lock = threading.Lock()
 
-    def put(self, token: str) -> None:
-        self.inbox.put(token)
+    def put(self, tokens: Sequence[str]) -> None:
+        for token in tokens:
+            self.inbox.put(token)
         if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
             with self._lock:
                 if self._pid != os.getpid() or self._thread is None \
@@ -182,16 +185,23 @@ class Sender:
 
     def _run(self) -> None:
         while True:
-            send(self.inbox.get(), lambda token: worker_app.enqueue(token))
+            self._send([self.inbox.get()])
 
     def drain(self) -> None:
         """Send what is still waiting (at exit)."""
-        while True:
+        while not self.inbox.empty():
+            self._send([])
+
+    def _send(self, tokens: list[str]) -> None:
+        """Send ``tokens`` and whatever else is waiting (at most :data:`MAX_BATCH`) as one
+        publish batch."""
+        while len(tokens) < MAX_BATCH:
             try:
-                token = self.inbox.get_nowait()
+                tokens.append(self.inbox.get_nowait())
             except queue.Empty:
-                return
-            send(token, lambda token: worker_app.enqueue(token))
+                break
+        if tokens:
+            send(tokens, lambda tokens: worker_app.enqueue_many(tokens))
 
 
 SENDER = Sender()

@@ -56,17 +56,18 @@ def submit(
     """Queue ``job`` over ``params['selection']``; returns the job token."""
     check(job, params)
     return submit_many([Submission(project_gid, job, params, actor)], log=log,
-                       enqueue=enqueue)[0]
+                       enqueue=lambda tokens: enqueue(tokens[0]))[0]
 
 
 def submit_many(
-    submissions: Sequence[Submission], *, log: SyncLog, enqueue: Callable[[str], None],
+    submissions: Sequence[Submission], *, log: SyncLog,
+    enqueue: Callable[[Sequence[str]], None],
 ) -> list[str]:
     """Queue already :func:`check`\ ed submissions together; their tokens, in order.
 
     One transaction writes every job row, one sync-log append announces them all (each its
-    own ``queued`` event), then each is handed to ``enqueue`` for its Celery message
-    (:func:`send`).  The commit and the round trip are shared, so a web process that
+    own ``queued`` event), then their tokens are handed to ``enqueue`` for their Celery
+    messages (:func:`send`).  The commit and the round trip are shared, so a web process that
     gathers concurrent requests into one call (:mod:`api.queueing`) pays them once for all
     of them."""
     if not submissions:
@@ -91,20 +92,21 @@ def submit_many(
     for token, s in zip(tokens, submissions, strict=True):
         logger.info("job %s: queued (%s in project %s)", token, s.job, s.project_gid,
                     extra={"job": token})
-        send(token, enqueue)
+    send(tokens, enqueue)
     return tokens
 
 
-def send(token: str, enqueue: Callable[[str], None]) -> None:
-    """Send a queued job's Celery message.  A refusal is logged, not raised: the job is
-    queued and announced, so it stands, and the reaper sends queued jobs whose message never
-    arrived (after QUEUED_STALE_AFTER); answering an error would make the client queue it
+def send(tokens: Sequence[str], enqueue: Callable[[Sequence[str]], None]) -> None:
+    """Send queued jobs' Celery messages.  A refusal is logged, not raised: the jobs are
+    queued and announced, so they stand, and the reaper sends queued jobs whose message never
+    arrived (after QUEUED_STALE_AFTER); answering an error would make the client queue them
     twice."""
     try:
-        enqueue(token)
+        enqueue(tokens)
     except Exception:
-        logger.warning("job %s: the broker refused its message; the reaper will re-send it",
-                       token, exc_info=True, extra={"job": token})
+        for token in tokens:
+            logger.warning("job %s: the broker refused its message; the reaper will re-send "
+                           "it", token, exc_info=True, extra={"job": token})
 
 
 def cancel(*, project_gid: str, token: str, log: SyncLog) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 
@@ -24,7 +25,7 @@ from api.unicat.responses import (
 )
 from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, NotFound, Unprocessable
-from bulkjobs.tokens import Claims
+from bulkjobs.tokens import Claims, issue
 from models.jobs import Job
 from models.queries import records_public
 from models.records import Record
@@ -43,7 +44,7 @@ SELECTION_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/SelectionBody"}}}}}
 
 
-async def queued(request: Request, c: Claims, project: str, job: str) -> dict[str, Any]:
+async def queued(request: Request, c: Claims, project: str, job: str) -> JSONResponse:
     """Queue ``job`` over the body's selection; the Unicat answer.
 
     The request is counted against the rate limit, its user's membership checked and the
@@ -63,7 +64,9 @@ async def queued(request: Request, c: Claims, project: str, job: str) -> dict[st
             {**e, "loc": ("body", *e["loc"])} if body else
             {"type": "missing", "loc": ("body",), "msg": "Field required"}
             for e in invalid.errors()])
-    return ok({"job.token": token})
+    # Answered whole here (FastAPI's encoding of a returned dict is not needed for a token).
+    return JSONResponse(ok({"job.token": token}),
+                        headers={"Authorization": issue(c.user, ops=c.ops)})
 
 
 @router.post("/records/bulk/delete", openapi_extra=SELECTION_BODY, **answers(JobQueuedOut))

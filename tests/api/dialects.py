@@ -4,6 +4,7 @@ Redis): credentials, a record with history, and running a queued job to its end.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -89,6 +90,11 @@ class ThreadWorker:
         thread = threading.Thread(target=work, daemon=True)
         self.threads.append(thread)
         thread.start()
+
+    def many(self, tokens: Sequence[str]) -> None:
+        """Stands in for :func:`worker.app.enqueue_many`."""
+        for token in tokens:
+            self(token)
 
     def join(self) -> None:
         for thread in self.threads:

@@ -159,7 +159,7 @@ def test_revert_waits_for_the_job_and_says_so(
     """With a worker running, PATCH waits for the revert job and answers 200 with Plone's
     message; the record has a new current version with version 1's content."""
     worker = ThreadWorker()
-    monkeypatch.setattr(api.queueing.worker_app, "enqueue", worker)
+    monkeypatch.setattr(api.queueing.worker_app, "enqueue_many", worker.many)
     rec = history_record(project)
     old = versions_of(rec.id)
     r = client.patch(url(project, rec.gid), json={"version": 1},
@@ -229,7 +229,7 @@ def test_failed_revert_answers_the_jobs_error(
         unicat(client, project, "records/delete", {"record": rec.gid})
 
     worker = ThreadWorker(before=delete_first)
-    monkeypatch.setattr(api.queueing.worker_app, "enqueue", worker)
+    monkeypatch.setattr(api.queueing.worker_app, "enqueue_many", worker.many)
     r = client.patch(url(project, rec.gid), json={"version": 1},
                      headers=bearer(project.api_key))
     worker.join()
