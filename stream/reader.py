@@ -138,13 +138,20 @@ class Reader:
             if not self.connected:
                 logger.info("reading the sync log (spaces: %s)", ", ".join(sorted(self.positions)))
             self.connected = True
+            # XREAD goes straight to the client's one connection: the client-level command
+            # path (retries, locks, response callbacks) costs about as much CPU per read as
+            # fanning an event out to dozens of connections, and one read is done per event
+            # at a steady rate.  Errors surface the same way (connection errors are
+            # TRANSIENT, anything else propagates).
+            conn = client.connection
+            assert conn is not None
+            head = ("XREAD", "COUNT", self.count, "BLOCK", self.block_ms, "STREAMS")
             while not self.stopping:
                 self._sync_spaces()
-                streams: dict[Any, Any] = {
-                    keys.sync_stream(s): f"{c}-0" for s, c in self.positions.items()
-                }
-                response = await client.xread(streams, count=self.count, block=self.block_ms)
-                self._dispatch(response)
+                names = [keys.sync_stream(s) for s in self.positions]
+                ids = [f"{c}-0" for c in self.positions.values()]
+                await conn.send_command(*head, *names, *ids)
+                self._dispatch(await conn.read_response())
         finally:
             self._client_id = None
             await client.aclose()
@@ -185,7 +192,7 @@ class Reader:
             pos = self.positions.get(space)
             if pos is None or not entries:
                 continue
-            events = decode(space, entries)
+            events = decode(space, [(eid, _fields(f)) for eid, f in entries])
             start = 0
             for i, ev in enumerate(events):
                 if ev.cursor != pos + 1:
@@ -202,7 +209,8 @@ class Reader:
             self._measure_lag(entries[-1][1])
             self.sink.deliver(events[start:])
 
-    def _measure_lag(self, fields: dict[Any, Any]) -> None:
+    def _measure_lag(self, fields: Any) -> None:
+        fields = _fields(fields)
         appended = fields.get(b"t", fields.get("t"))
         if appended is not None:
             self.lag = max(0.0, time.time() - int(appended) / 1_000_000)
@@ -224,3 +232,11 @@ class Reader:
             logger.debug("CLIENT UNBLOCK failed: %s", exc)
         finally:
             self._waking = False
+
+
+def _fields(raw: Any) -> dict[Any, Any]:
+    """An entry's fields as a dict: a raw XREAD reply has them as a flat list."""
+    if isinstance(raw, dict):
+        return raw
+    it = iter(raw)
+    return dict(zip(it, it, strict=False))
