@@ -146,7 +146,7 @@ def _records_to_originals(conn: Connection, ctx: Context, copies: dict[int, Any]
 
 
 def _repoint_to_originals(conn: Connection, ctx: Context, layout_copy_ids: list[int]
-                          ) -> list[Any]:
+                          ) -> Sequence[Any]:
     """Items pointing at these layout working copies point at their originals instead;
     returns their ``(gid, type)``."""
     if not layout_copy_ids:
