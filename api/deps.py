@@ -44,16 +44,7 @@ def claims(request: Request, response: Response) -> Claims:
     return c
 
 
-async def jwt_claims(request: Request) -> Claims:
-    """:func:`claims` for async routes that queue a job: verified on the event loop, no thread
-    taken.  The rate limit and membership are checked where the job is queued
-    (:func:`api.queueing.queue_for`), together with the other requests queued at the same
-    time, and the route renews the JWT in its answer."""
-    return verify(bearer(request))
-
-
 ClaimsDep = Annotated[Claims, Depends(claims)]
-JwtDep = Annotated[Claims, Depends(jwt_claims)]
 
 
 @dataclass(frozen=True, slots=True)
