@@ -3,8 +3,8 @@
 * :func:`live_record` — a live record of a project by gid (deleted records have no readable
   history in these dialects: DatoCMS and Plone have no soft-deleted content);
 * :func:`versions_page` — a record's versions, newest first, with their total;
-* :func:`version_by_id` / :func:`version_by_number` — one version, only ever of a live record
-  of the given project;
+* :func:`find_version` — one version of a project's record, by number or by id: the one
+  rule of "version not found", the version jobs' too;
 * :func:`version_marks` — each record's current and published version ids and its
   publication times;
 * :func:`history` — versions and workflow entries merged, newest first;
@@ -61,29 +61,36 @@ def versions_page(session: Session, record: Record, *, offset: int, limit: int
     return list(rows), int(total)
 
 
-def version_by_id(session: Session, project_gid: str, version_id: str
-                  ) -> tuple[RecordVersion, Record]:
-    """The version ``version_id`` with its record, if that record is a live one of the
-    project; else :class:`NotFound`."""
-    row = session.execute(
-        select(RecordVersion, Record).join(Record, col(Record.id) == col(RecordVersion.record_id))
-        .where(col(RecordVersion.id) == version_id, col(Record.project_gid) == project_gid)
-    ).first()
-    if row is None or row[1].status not in LIVE_STATUSES:
-        raise NotFound("Version not found", info={"version": version_id})
+def find_version(session: Session, project_gid: str, *, record_id: int | None = None,
+                 number: int | None = None, version_id: str | None = None,
+                 live: bool = False) -> tuple[RecordVersion, Record]:
+    """The version numbered ``number`` or with id ``version_id`` (give one of them) of a
+    record of the project — of record ``record_id`` when given, of a live record only when
+    ``live`` — with its record; else :class:`NotFound`.
+
+    This is the one rule of "version not found", for the dialects and the version jobs.  A
+    number outside ``0 … MAX_NUMBER`` cannot exist and is not found without asking the
+    database, which would refuse it (SQLite has no integer that large, PostgreSQL's column
+    is 32-bit)."""
+    if (number is None) == (version_id is None):
+        raise TypeError("find_version takes a number or a version_id")
+    if number is not None:
+        which = col(RecordVersion.number) == number
+        missing = NotFound(f"Version {number} not found", info={"version": number})
+    else:
+        which = col(RecordVersion.id) == version_id
+        missing = NotFound("Version not found", info={"version": version_id})
+    if number is not None and not 0 <= number <= MAX_NUMBER:
+        raise missing
+    query = (select(RecordVersion, Record)
+             .join(Record, col(Record.id) == col(RecordVersion.record_id))
+             .where(which, col(Record.project_gid) == project_gid))
+    if record_id is not None:
+        query = query.where(col(RecordVersion.record_id) == record_id)
+    row = session.execute(query).first()
+    if row is None or (live and row[1].status not in LIVE_STATUSES):
+        raise missing
     return row[0], row[1]
-
-
-def version_by_number(session: Session, record: Record, number: int) -> RecordVersion:
-    """The record's version ``number``, or :class:`NotFound`."""
-    version = None
-    if 0 <= number <= MAX_NUMBER:
-        version = session.execute(select(RecordVersion).where(
-            col(RecordVersion.record_id) == record.id, col(RecordVersion.number) == number)
-        ).scalars().first()
-    if version is None:
-        raise NotFound(f"Version {number} not found", info={"version": number})
-    return version
 
 
 def current_version(session: Session, record: Record) -> RecordVersion:

@@ -2,9 +2,10 @@
 as an asynchronous job, and job results — a thin façade over the core.
 
 * reads go through :mod:`models.history_reads` and :func:`models.queries.records_public`;
-* a restore is the core job ``restore_record_version`` (:mod:`worker.jobs.versions`),
-  queued through :func:`api.queueing.queue_job` over :func:`~worker.jobs.versions.
-  version_selection`; it answers 202 with the job's token as the ``job`` id;
+* a version is looked up with :func:`models.history_reads.find_version` (a live record's);
+* a restore is the core job ``restore_record_version`` (:mod:`worker.jobs.versions`) of the
+  version's record, queued through :func:`api.queueing.queue_job`; it answers 202 with the
+  job's token as the ``job`` id;
 * ``GET /job-results/<token>`` is 404 (``NOT_FOUND``) until the job ends, then 200 with the
   job's result: ``status`` is the HTTP status the restore itself would have answered and
   ``payload`` its body — ``{"data": [item]}``, or an ``api_error`` body for a failure.
@@ -31,17 +32,10 @@ from api.dato.schemas import ERRORS, ItemOut, JobOut, JobResultOut, VersionOut, 
 from api.deps import CredentialsMemberDep, SessionDep
 from api.queueing import queue_job
 from bulkjobs.errors import NotFound
-from models.history_reads import (
-    Marks,
-    live_record,
-    version_by_id,
-    version_marks,
-    versions_page,
-)
+from models.history_reads import Marks, find_version, live_record, version_marks, versions_page
 from models.jobs import TERMINAL, Job
 from models.queries import records_public
 from models.records import Record
-from worker.jobs.versions import version_selection
 
 router = APIRouter(prefix="/dato/p/{project}", tags=["datocms"], responses=ERRORS)
 
@@ -80,7 +74,7 @@ def get_version(project: str, version_id: str, actor: CredentialsMemberDep,
                 session: SessionDep,
                 nested: bool = Query(default=False, description="accepted; ignored")) -> Any:
     """One record version."""
-    version, rec = version_by_id(session, actor.project.gid, version_id)
+    version, rec = find_version(session, actor.project.gid, version_id=version_id, live=True)
     return {"data": envelope.item_version(version, rec.gid, actor.language)}
 
 
@@ -89,11 +83,10 @@ def get_version(project: str, version_id: str, actor: CredentialsMemberDep,
 def restore_version(project: str, version_id: str, actor: CredentialsMemberDep,
                     session: SessionDep) -> Any:
     """Restore a record version (a job): 202 with the job id to poll in job-results."""
-    version_by_id(session, actor.project.gid, version_id)  # 404 now, not in the job result
-    selection = version_selection(session.connection(), project_gid=actor.project.gid,
-                                  version_id=version_id)
+    # 404 now, not in the job result
+    _, rec = find_version(session, actor.project.gid, version_id=version_id, live=True)
     token = queue_job(actor, "restore_record_version",
-                      {"selection": selection, "version": version_id})
+                      {"selection": [rec.gid], "version": version_id})
     return JSONResponse({"data": {"type": "job", "id": token}}, status_code=202)
 
 

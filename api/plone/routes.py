@@ -43,13 +43,7 @@ from api.waiting import wait_terminal
 from bulkjobs import keys
 from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, NotFound, error_for_status
-from models.history_reads import (
-    current_version,
-    history,
-    live_record,
-    users_by_gid,
-    version_by_number,
-)
+from models.history_reads import current_version, find_version, history, live_record, users_by_gid
 from models.jobs import Job
 from models.records import LIVE_STATUSES, Record
 
@@ -95,7 +89,8 @@ def get_version(project: str, record: str, version: str, request: Request,
     if version == "current":
         found = current_version(session, rec)
     elif _INTEGER.fullmatch(version):
-        found = version_by_number(session, rec, int(version))
+        found, _ = find_version(session, rec.project_gid, record_id=rec.id,
+                                number=int(version))
     else:
         raise BadRequest("version must be an integer or 'current'", info={"version": version})
     _, obj_url = urls(request, actor.project.gid, rec.gid)
@@ -134,7 +129,8 @@ def _queue_revert(session: Session, actor: Actor, record: str, version: int
     and the ``cc`` cursor its terminal event comes after.  The session's connection is
     handed back before the job is queued (see :func:`api.deps._checked`)."""
     rec = live_record(session, actor.project.gid, record)
-    version_by_number(session, rec, version)  # 404 now rather than from the job
+    # 404 now rather than from the job
+    find_version(session, rec.project_gid, record_id=rec.id, number=version)
     session.commit()
     after = get_synclog().cursor(keys.CC_SPACE)  # before queueing: the terminal event follows
     token = queue_job(actor, "revert_record_version", {"selection": [rec.gid], "version": version})

@@ -21,7 +21,7 @@ from api.dato import envelope
 from bulkjobs.errors import SelectionError, ValidationError
 from bulkjobs.settings import get_settings
 from bulkjobs.tokens import issue
-from models import Record, WorkflowEntry
+from models import Job, Record, WorkflowEntry
 from models.engine import get_engine
 from models.seed import SeededProject, SeedResult
 from tests.api.dialects import (
@@ -328,6 +328,19 @@ def test_unknown_foreign_and_deleted_things_are_not_found(client: TestClient,
     assert_api_error(r, 404, "NOT_FOUND")
     deleted = next(h for h in a.heads if get(client, a, f"/items/{h}").status_code == 404)
     assert deleted
+
+
+@pytest.mark.parametrize("version_id", ["2147483648", "9223372036854775808", "9" * 40])
+def test_number_like_version_ids_are_not_found(client: TestClient, project: SeededProject,
+                                               version_id: str) -> None:
+    """A version id that is a number too large for any integer column is an unknown version:
+    404 ``NOT_FOUND`` on read and on restore (never a database error); nothing is queued."""
+    assert_api_error(get(client, project, f"/versions/{version_id}"), 404, "NOT_FOUND")
+    r = client.post(f"{base(project)}/versions/{version_id}/restore",
+                    headers=bearer(project.api_key))
+    assert_api_error(r, 404, "NOT_FOUND")
+    with get_engine().connect() as conn:
+        assert list(conn.execute(select(Job.__table__))) == []
 
 
 def _forged(user: str) -> dict[str, str]:

@@ -133,10 +133,12 @@ def test_historical_version_is_the_snapshot(client: TestClient, project: SeededP
     assert current["version"] == 2 and current["title"] == rec.title["en"]
 
 
-@pytest.mark.parametrize("version", ["99", "-1", "100000000000000000000"])
+@pytest.mark.parametrize("version", ["99", "-1", "2147483648", "9223372036854775808",
+                                     "100000000000000000000"])
 def test_unknown_version_is_not_found(client: TestClient, project: SeededProject,
                                       version: str) -> None:
-    """A version the record does not have is 404 ``NotFound``, never a 500."""
+    """A version the record does not have is 404 ``NotFound``, never a 500 — numbers too
+    large for the version column (32-bit) included."""
     rec = history_record(project)
     r = client.get(url(project, rec.gid, f"@history/{version}"),
                    headers=bearer(project.api_key))
@@ -243,6 +245,19 @@ def test_revert_to_an_unknown_version_queues_nothing(client: TestClient,
     r = client.patch(url(project, rec.gid), json={"version": 7},
                      headers=bearer(project.api_key))
     assert_plone_error(r, 404, "NotFound")
+    assert jobs() == []
+
+
+@pytest.mark.parametrize("version", [2**31, 2**63, 10**30])
+def test_revert_to_a_number_beyond_the_column_queues_nothing(
+    client: TestClient, project: SeededProject, version: int
+) -> None:
+    """A revision number too large for the version column is 404 at once (not a database
+    error); no job is queued."""
+    rec = history_record(project)
+    r = client.patch(url(project, rec.gid), json={"version": version},
+                     headers=bearer(project.api_key))
+    assert assert_plone_error(r, 404, "NotFound") == f"Version {version} not found"
     assert jobs() == []
 
 

@@ -7,13 +7,10 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import select
 
 from bulkjobs.synclog import SyncLog
-from models.engine import get_engine, get_write_engine
 from models.seed import SeededProject, SeedResult
-from tests.worker.helpers import ACTOR, do, records, space_events, versions, versions_t
-from worker.jobs.versions import version_selection
+from tests.worker.helpers import ACTOR, do, records, space_events, versions
 
 pytestmark = pytest.mark.services
 
@@ -46,10 +43,7 @@ def test_restore_makes_the_snapshot_current_and_stores_the_record(
     rec = with_history(project)
     old = versions(rec.id)
     assert old[0].snapshot["title"] != rec.title
-    with get_engine().connect() as conn:
-        selection = version_selection(conn, project_gid=project.gid, version_id=old[0].id)
-    assert selection == [rec.gid]
-    token, row = do(log, project, RESTORE, selection, {"version": old[0].id})
+    token, row = do(log, project, RESTORE, [rec.gid], {"version": old[0].id})
     assert row.status == "done" and row.info["failed"] == 0
     after = records(project.gid)[rec.gid]
     assert after.title == old[0].snapshot["title"] and after.fields == old[0].snapshot["fields"]
@@ -124,10 +118,30 @@ def test_failed_restore_is_rejected_with_an_error_result(
     assert records(project.gid)[target.gid] == recs[target.gid]
 
 
-def test_version_selection_is_scoped_to_the_project(seeded: SeedResult) -> None:
-    """A version of another project's record selects nothing."""
+def test_restore_of_another_projects_version_is_rejected(
+    log: SyncLog, seeded: SeedResult
+) -> None:
+    """A version id of another project's record is not found in this project's restore (404);
+    neither record changes."""
     a, b = seeded.projects
-    with get_write_engine().begin() as conn:
-        vid = conn.execute(select(versions_t.c.id).limit(1)).scalar_one()
-        owners = [version_selection(conn, project_gid=p.gid, version_id=vid) for p in (a, b)]
-    assert sorted(len(o) for o in owners) == [0, 1]
+    rec_a, rec_b = with_history(a), with_history(b)
+    before = versions(rec_a.id), versions(rec_b.id)
+    _, row = do(log, b, RESTORE, [rec_b.gid], {"version": versions(rec_a.id)[0].id})
+    assert (row.status, row.result_status) == ("rejected", 404)
+    assert (versions(rec_a.id), versions(rec_b.id)) == before
+
+
+@pytest.mark.parametrize("number", [-1, 2**31, 2**63, 10**30],
+                         ids=["negative", "above-int32", "above-int64", "huge"])
+def test_revert_to_a_number_beyond_the_column_is_not_found(
+    log: SyncLog, project: SeededProject, number: int
+) -> None:
+    """A revision number no version can have (the column is 32-bit) rejects the job with
+    404 "Version n not found" — on SQLite and PostgreSQL alike, never a database error."""
+    rec = with_history(project)
+    before = versions(rec.id)
+    _, row = do(log, project, REVERT, [rec.gid], {"version": number})
+    message = f"Version {number} not found"
+    assert (row.status, row.info["error"], row.result_status) == ("rejected", message, 404)
+    assert row.result_payload["error"]["code"] == "not_found"
+    assert versions(rec.id) == before

@@ -5,8 +5,7 @@ content and write a new current version (:func:`models.history.write_versions`),
 only ever grows.  The record's status is left alone: restoring content neither publishes
 nor unpublishes (the published version, if any, stays the published one).
 
-Parameters (``job.params`` beside the selection, whose single item is the version's record —
-see :func:`version_selection`):
+Parameters (``job.params`` beside the selection, whose single item is the version's record):
 
 * ``restore_record_version``: ``{"version": <version id>}``;
 * ``revert_record_version``: ``{"version": <version number>}`` (of the selected record), or
@@ -16,7 +15,8 @@ Each job returns a result, committed on the job row with its batch: ``200`` and
 ``{"record": <the record in its public shape>, "version": {"id", "number"}}`` — the public
 shape is :func:`models.queries.records_public`'s, which the dialects map to their own — or a
 failed result that rejects the job: ``404`` for an unknown version (or one of another record
-or project), ``422`` for a deleted record or malformed parameters.
+or project: :func:`models.history_reads.find_version` decides, as for the dialects), ``422``
+for a deleted record or malformed parameters.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlmodel import Session
 
+from bulkjobs.errors import NotFound
 from models.history import write_versions
+from models.history_reads import find_version
 from models.queries import records_public
 from models.records import Record
 from models.search.index import reindex
@@ -43,20 +45,10 @@ CONTENT = ("title", "fields", "definition", "channels")
 NOT_FOUND = error_result(404, "not_found", "Record not found")
 
 
-def version_selection(conn: Connection, *, project_gid: str, version_id: str) -> list[str]:
-    """The selection of a restore job: the version's record, or nothing when the version is
-    not one of this project's (the job then ends rejected with 404)."""
-    gid = conn.execute(
-        select(records_t.c.gid).join(versions_t, versions_t.c.record_id == records_t.c.id)
-        .where(versions_t.c.id == version_id, records_t.c.project_gid == project_gid)
-    ).scalar()
-    return [gid] if gid else []
-
-
 def restore_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
     """``restore_record_version``: the version given by id becomes the new current one."""
     vid = ctx.params.get("version")
-    which = versions_t.c.id == vid if isinstance(vid, str) else None
+    which = {"version_id": vid} if isinstance(vid, str) else None
     return _restore(conn, ctx, ids, which, invalid="version must be a version id",
                     comment="Restored version {n}")
 
@@ -65,20 +57,20 @@ def revert_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
     """``revert_record_version``: the selected record's version ``n`` (or the version given by
     ``version_id``) becomes the new current one, commented "Reverted to revision n"."""
     number, vid = ctx.params.get("version"), ctx.params.get("version_id")
+    which: dict[str, Any] | None = None
     if isinstance(vid, str):
-        which = versions_t.c.id == vid
+        which = {"version_id": vid}
     elif isinstance(number, int) and not isinstance(number, bool):
-        which = versions_t.c.number == number
-    else:
-        which = None
+        which = {"number": number}
     return _restore(conn, ctx, ids, which, invalid="version must be a version number",
                     comment="Reverted to revision {n}")
 
 
-def _restore(conn: Connection, ctx: Context, ids: Sequence[int], which: Any, *,
-             invalid: str, comment: str) -> list[Failure]:
-    """Restore the version ``which`` picks among the first item's versions; extra items (a
-    selection of more than the version's record) fail, they are not this job's."""
+def _restore(conn: Connection, ctx: Context, ids: Sequence[int],
+             which: dict[str, Any] | None, *, invalid: str, comment: str) -> list[Failure]:
+    """Restore the first item's version that ``which`` (:func:`find_version`'s ``number`` or
+    ``version_id``) picks; extra items (a selection of more than the version's record) fail,
+    they are not this job's."""
     rows = conn.execute(select(records_t.c.id, records_t.c.gid, records_t.c.status)
                         .where(records_t.c.id.in_(list(ids))).with_for_update()).all()
     by_id = {r.id: r for r in rows}
@@ -89,10 +81,11 @@ def _restore(conn: Connection, ctx: Context, ids: Sequence[int], which: Any, *,
         return extra
     if which is None:
         return [_fail(ctx, rec.gid, 422, "invalid", invalid)] + extra
-    version = conn.execute(select(versions_t.c.id, versions_t.c.number, versions_t.c.snapshot)
-                           .where(which, versions_t.c.record_id == rec.id)).first()
-    if version is None:
-        return [_fail(ctx, rec.gid, 404, "not_found", "Version not found")] + extra
+    with Session(bind=conn) as session:
+        try:
+            version, _ = find_version(session, ctx.project_gid, record_id=rec.id, **which)
+        except NotFound as missing:
+            return [_fail(ctx, rec.gid, 404, "not_found", missing.message)] + extra
     if rec.status == "deleted":
         return [_fail(ctx, rec.gid, 422, "deleted", "The record is deleted")] + extra
     snapshot = dict(version.snapshot or {})
