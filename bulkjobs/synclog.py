@@ -123,8 +123,9 @@ return string.format('%.0f', cutoff)
 
 #: Events a single read returns at most (one ``/sync/get`` page).
 PAGE = 1000
-#: Longest single XREAD BLOCK of :meth:`SyncLog.wait_terminal`: well below the clients'
-#: socket timeout (``bulkjobs.connections.SOCKET_TIMEOUT``, 3 s), or the wait would time out.
+#: Longest single XREAD BLOCK of a wait for a job's end (:class:`TerminalWait`): well below
+#: the clients' socket timeout (``bulkjobs.connections.SOCKET_TIMEOUT``, 3 s), or the wait
+#: would time out.
 WAIT_SLICE = 1.0
 
 
@@ -318,17 +319,42 @@ class SyncLog:
         True when it was seen.  Take ``after`` before queueing the job, so that its terminal
         event cannot slip in between.  Blocks in slices shorter than the client's socket
         timeout."""
-        stream = keys.sync_stream(keys.CC_SPACE)
-        last = f"{after}-0"
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            block_ms = max(1, int(min(remaining, WAIT_SLICE) * 1000))
-            reply: Any = self.r.xread({stream: last}, count=PAGE, block=block_ms)
-            for _, entries in reply or []:
-                for event in decode(keys.CC_SPACE, entries):
-                    last = f"{event.cursor}-0"
-                    if event.key == token and event.terminal:
-                        return True
+        wait = TerminalWait(token, after=after, timeout=timeout)
+        while (block_ms := wait.block_ms()) is not None:
+            if wait.seen(self.r.xread(wait.streams(), count=PAGE, block=block_ms)):
+                return True
+        return False
+
+
+class TerminalWait:
+    """The state of one wait for a job's terminal event on the ``cc`` stream, without I/O:
+    what to read next and whether a reply holds the event.  :meth:`SyncLog.wait_terminal`
+    and :meth:`AsyncSyncLog.wait_terminal` drive it, each with its own client."""
+
+    def __init__(self, token: str, *, after: int, timeout: float) -> None:
+        self.token = token
+        self.last = f"{after}-0"
+        self.deadline = time.monotonic() + timeout
+
+    def block_ms(self) -> int | None:
+        """How long the next ``XREAD`` may block (one slice at most, see
+        :data:`WAIT_SLICE`); ``None`` once the time is up."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        return max(1, int(min(remaining, WAIT_SLICE) * 1000))
+
+    def streams(self) -> dict[Any, Any]:
+        """The ``XREAD`` argument: the ``cc`` stream, after the last entry seen."""
+        return {keys.sync_stream(keys.CC_SPACE): self.last}
+
+    def seen(self, reply: Any) -> bool:
+        """Take in one ``XREAD`` reply: True when it holds the job's terminal event."""
+        for _, entries in reply or []:
+            for event in decode(keys.CC_SPACE, entries):
+                self.last = f"{event.cursor}-0"
+                if event.key == self.token and event.terminal:
+                    return True
         return False
 
 
@@ -348,7 +374,7 @@ def _minute_marks(marks: dict[Any, Any]) -> list[tuple[Any, int]]:
 
 
 class AsyncSyncLog:
-    """The same log over an asyncio Redis client (stream server)."""
+    """The same log over an asyncio Redis client (stream server, async routes)."""
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.r = client
@@ -383,3 +409,11 @@ class AsyncSyncLog:
         raw = await self.r.xrange(keys.sync_stream(space), start, "+", count=count + 1)
         events = decode(space, cast(list[Any], raw))
         return Page(events[:count], floor, last, recovered, len(events) > count)
+
+    async def wait_terminal(self, token: str, *, after: int, timeout: float) -> bool:
+        """:meth:`SyncLog.wait_terminal` awaited: holds no thread while it waits."""
+        wait = TerminalWait(token, after=after, timeout=timeout)
+        while (block_ms := wait.block_ms()) is not None:
+            if wait.seen(await self.r.xread(wait.streams(), count=PAGE, block=block_ms)):
+                return True
+        return False

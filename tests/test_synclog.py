@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -10,7 +11,8 @@ import pytest
 import redis
 
 from bulkjobs import keys, synclog
-from bulkjobs.synclog import NewEvent, SyncLog, job_event, record_event
+from bulkjobs.connections import make_async_redis
+from bulkjobs.synclog import AsyncSyncLog, NewEvent, SyncLog, job_event, record_event
 from tests.e2e.redis_server import private_redis_server
 
 pytestmark = pytest.mark.services
@@ -282,6 +284,67 @@ def test_spaces_lists_every_written_space(log: SyncLog) -> None:
     log.append("cc", [job()])
     log.append(PROJECT, [rec(1)])
     assert log.spaces() == sorted(["cc", PROJECT])
+
+
+async def async_wait(token: str, *, after: int, timeout: float,
+                     meanwhile: list[NewEvent] | None = None, log: SyncLog | None = None
+                     ) -> tuple[bool, float]:
+    """:meth:`AsyncSyncLog.wait_terminal` on a client of its own; ``meanwhile`` is appended
+    (with ``log``) one event at a time once the wait has begun.  Its answer and how long it
+    took."""
+    client = make_async_redis()
+    try:
+        started = time.monotonic()
+        waiting = asyncio.create_task(
+            AsyncSyncLog(client).wait_terminal(token, after=after, timeout=timeout))
+        for event in meanwhile or []:
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            assert log is not None
+            log.append("cc", [event])
+        return await waiting, time.monotonic() - started
+    finally:
+        await client.aclose()
+
+
+def test_async_wait_sees_a_terminal_event_appended_before_the_call(log: SyncLog) -> None:
+    """A job that ended after the cursor was taken but before the wait began is seen at
+    once."""
+    after = log.cursor("cc")
+    log.append("cc", [job(token="job-a", status="rejected")])
+    seen, took = asyncio.run(async_wait("job-a", after=after, timeout=5))
+    assert seen and took < 1
+
+
+def test_async_wait_ends_at_the_jobs_terminal_event(log: SyncLog) -> None:
+    """While the wait runs, another job's end and the job's own non-terminal events do not
+    end it; the job's ``done`` does, well before the timeout."""
+    after = log.cursor("cc")
+    meanwhile = [job(token="job-b", status="done"), job(token="job-a", status="processing"),
+                 job(token="job-a", status="done")]
+    seen, took = asyncio.run(async_wait("job-a", after=after, timeout=10,
+                                        meanwhile=meanwhile, log=log))
+    assert seen and took < 5
+
+
+def test_async_wait_times_out_without_the_jobs_terminal_event(log: SyncLog) -> None:
+    """A terminal event at or before the cursor, or another job's, does not count: the wait
+    answers False at its timeout."""
+    log.append("cc", [job(token="job-a", status="done")])
+    after = log.cursor("cc")
+    log.append("cc", [job(token="job-b", status="rejected")])
+    seen, took = asyncio.run(async_wait("job-a", after=after, timeout=0.3))
+    assert not seen and 0.25 < took < 3
+
+
+def test_sync_wait_sees_the_terminal_event_after_the_cursor_only(log: SyncLog) -> None:
+    """:meth:`SyncLog.wait_terminal` (the same wait, blocking): the job's terminal event
+    after the cursor is seen; without one it times out."""
+    log.append("cc", [job(token="job-a", status="done")])
+    after = log.cursor("cc")
+    assert log.wait_terminal("job-a", after=after, timeout=0.3) is False
+    log.append("cc", [job(token="job-a", status="processing"), job(token="job-a", status="done")])
+    assert log.wait_terminal("job-a", after=after, timeout=5) is True
 
 
 def _lose_everything(client) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ over the core.
 * ``PATCH @history {"version": n}``: queues the core job ``revert_record_version``, then
   waits for its terminal event on the sync log (``XREAD BLOCK``, no polling) for up to
   :data:`REVERT_WAIT` seconds — asynchronously, holding no thread and no database
-  connection (:func:`api.waiting.wait_terminal`): 200 ``{"message": "<title> has been
+  connection (:func:`wait_terminal`): 200 ``{"message": "<title> has been
   reverted to revision n."}`` when it is done, the job's error (its result status and
   message) when it failed, or 202 ``{"message", "job": <token>, "status"}`` while it is
   still queued or running.
@@ -39,9 +39,8 @@ from api.plone.schemas import (
     RevertRunning,
 )
 from api.queueing import queue_job
-from api.waiting import wait_terminal
 from bulkjobs import keys
-from bulkjobs.connections import get_synclog
+from bulkjobs.connections import get_synclog, make_async_redis, make_async_synclog
 from bulkjobs.errors import BadRequest, NotFound, error_for_status
 from models.history_reads import current_version, find_version, history, live_record, users_by_gid
 from models.jobs import Job
@@ -121,6 +120,18 @@ async def revert(project: str, record: str, body: RevertBody, actor: Credentials
     title = title_of(rec.title, lang, rec.gid)
     return JSONResponse({"message": f"{title} is being reverted to revision {body.version}.",
                          "job": token, "status": job.status}, status_code=202)
+
+
+async def wait_terminal(token: str, *, after: int, timeout: float) -> bool:
+    """:meth:`bulkjobs.synclog.AsyncSyncLog.wait_terminal` on a Redis connection of its own,
+    closed when the wait ends: an asyncio client belongs to the event loop it was made on,
+    and a wait is long next to making a connection."""
+    client = make_async_redis()
+    try:
+        return await make_async_synclog(client).wait_terminal(token, after=after,
+                                                              timeout=timeout)
+    finally:
+        await client.aclose()
 
 
 def _queue_revert(session: Session, actor: Actor, record: str, version: int
