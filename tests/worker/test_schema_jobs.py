@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from sqlalchemy import Engine, insert, select, text, update
@@ -126,6 +126,26 @@ def extended_reason(verb: str) -> str:
 # --- selection -----------------------------------------------------------------------------
 
 
+def shared_layout(project: Project, root: str | None = None) -> SharedLayout:
+    """The article definition and a committed class sharing its layout, both with working
+    copies that share one layout copy (modified first with ``root``, when given)."""
+    article = named(project.gid, "definition", "article")
+    cls = create(project, "class", name="aside", layout=article.layout).gid
+    do(project, COMMIT, [cls])
+    layout_copy = (modify(project, "layout", article.layout, root=root).gid
+                   if root is not None else None)
+    d_copy = modify(project, "definition", article.gid, label={"en": "D"})
+    c_copy = modify(project, "class", cls, label={"en": "C"})
+    return SharedLayout(article, layout_copy, d_copy, c_copy)
+
+
+class SharedLayout(NamedTuple):
+    article: Any
+    layout_copy: str | None
+    d_copy: se.EditResult
+    c_copy: se.EditResult
+
+
 def test_schema_selection_resolves_originals_to_their_working_copies(
     small: SeedResult, project: Project
 ) -> None:
@@ -221,12 +241,7 @@ def test_commit_layout_copy_selected_with_its_owner_is_committed_once(
 def test_commit_shared_layout_copy_repoints_other_owners(project: Project) -> None:
     """When two owners' copies share a layout copy, committing one commits the layout and
     the other copy then points at the committed layout."""
-    article = named(project.gid, "definition", "article")
-    cls = create(project, "class", name="aside", layout=article.layout).gid
-    do(project, COMMIT, [cls])
-    layout_copy = modify(project, "layout", article.layout, root="r").gid
-    d_copy = modify(project, "definition", article.gid, label={"en": "D"})
-    c_copy = modify(project, "class", cls, label={"en": "C"})
+    article, layout_copy, d_copy, c_copy = shared_layout(project, root="r")
     assert d_copy.layout == c_copy.layout == layout_copy
     row = do(project, COMMIT, [d_copy.gid])
     rows = schema(project.gid)
@@ -317,11 +332,7 @@ def test_revert_removes_new_items_with_their_new_layouts(project: Project) -> No
 
 def test_revert_shared_layout_copy_stays_for_the_other_owner(project: Project) -> None:
     """Reverting one owner's copy keeps the layout copy another owner's copy points at."""
-    article = named(project.gid, "definition", "article")
-    cls = create(project, "class", name="aside", layout=article.layout).gid
-    do(project, COMMIT, [cls])
-    d_copy = modify(project, "definition", article.gid, label={"en": "D"})
-    c_copy = modify(project, "class", cls, label={"en": "C"})
+    _, _, d_copy, c_copy = shared_layout(project)
     assert d_copy.layout == c_copy.layout
     row = do(project, REVERT, [d_copy.gid])
     rows = schema(project.gid)
@@ -401,12 +412,7 @@ def test_save_as_new_turns_working_copy_into_new_item(project: Project) -> None:
 def test_save_as_new_shared_layout_copy_is_duplicated(project: Project) -> None:
     """When another owner's copy shares the layout copy, the saved item gets a new duplicate
     of it and the other copy keeps the working copy."""
-    article = named(project.gid, "definition", "article")
-    cls = create(project, "class", name="aside", layout=article.layout).gid
-    do(project, COMMIT, [cls])
-    layout_copy = modify(project, "layout", article.layout, root="shared").gid
-    d_copy = modify(project, "definition", article.gid, label={"en": "D"})
-    c_copy = modify(project, "class", cls, label={"en": "C"})
+    article, layout_copy, d_copy, c_copy = shared_layout(project, root="shared")
     row = do(project, SAVE_AS_NEW, [d_copy.gid])
     rows = schema(project.gid)
     assert row.info == info(1)
@@ -506,12 +512,7 @@ def test_commit_announces_originals_updated_and_copies_removed(project: Project)
 
 def test_commit_of_a_shared_layout_copy_announces_the_repointed_owner(project: Project) -> None:
     """The other owner's working copy, pointed at the committed layout, is UPDATEd too."""
-    article = named(project.gid, "definition", "article")
-    cls = create(project, "class", name="aside", layout=article.layout).gid
-    do(project, COMMIT, [cls])
-    layout_copy = modify(project, "layout", article.layout, root="r").gid
-    d_copy = modify(project, "definition", article.gid, label={"en": "D"})
-    c_copy = modify(project, "class", cls, label={"en": "C"})
+    article, layout_copy, d_copy, c_copy = shared_layout(project, root="r")
     got = events_of(project, COMMIT, [d_copy.gid])
     assert sorted(got) == sorted([
         ("definitions", "UPDATE", article.gid), ("layouts", "UPDATE", article.layout),
@@ -536,12 +537,7 @@ def test_save_as_new_announces_the_saved_items_and_a_duplicated_layout(
 ) -> None:
     """Saving one of two owners' copies that share a layout copy: the saved copy is UPDATEd
     (it is new now) and the layout duplicated for it INSERTed; the shared copy stays."""
-    article = named(project.gid, "definition", "article")
-    cls = create(project, "class", name="aside", layout=article.layout).gid
-    do(project, COMMIT, [cls])
-    modify(project, "layout", article.layout, root="shared")
-    d_copy = modify(project, "definition", article.gid, label={"en": "D"})
-    modify(project, "class", cls, label={"en": "C"})
+    _, _, d_copy, _ = shared_layout(project, root="shared")
     got = events_of(project, SAVE_AS_NEW, [d_copy.gid])
     dup = schema(project.gid)[d_copy.gid].layout
     assert sorted(got) == sorted([("definitions", "UPDATE", d_copy.gid),
