@@ -1,31 +1,30 @@
 """Queueing jobs from every dialect: one path into :func:`worker.submit.submit_many`.
 
-Requests that queue jobs arrive concurrently, and each used to commit its own job row and
-make its own Redis round trips from a thread of its own.  :class:`Queuer` gathers them
-instead (group commit): a request hands its submission to the process's one queueing
-thread and waits; the thread takes everything that has gathered meanwhile (at most
-:data:`MAX_BATCH`) and, for all of it at once,
+Job requests arrive concurrently.  Instead of each committing its own job row and making
+its own Redis round trips from a thread of its own, they are gathered (group commit): the
+requests an event loop has read together are one batch (:class:`Queuer`), which the
+process's queueing thread handles at once:
 
 1. counts the requests against their users' rate limits (one pipelined round trip),
 2. checks that each user may act on the project (two queries),
 3. checks each job name and selection (:func:`worker.submit.check`),
 4. writes the job rows (one transaction) and appends their ``queued`` events (one script
-   call), then sends each job's Celery message.
+   call), and hands the tokens to :class:`Sender` for their Celery messages.
 
 A request of an async route is one ask (:func:`queue_for`): its access is checked, then its
-job queued, in the same batch.
+job queued, in the same batch.  Sync routes, whose dependency has checked the access, queue
+through :func:`queue_job`: steps 3 and 4 in their own thread, a batch of one.
 
 Each request gets its own outcome: its token, or the error it alone caused (429, 403, a bad
 selection), or the error that stopped the whole batch (the database or Redis away: 503) —
 a refused request queues nothing.  There is no timer: a lone request is a batch of one and
 waits for nothing; under load, the requests that arrive while a batch is being written form
 the next one, so the commit and the round trips are shared by as many requests as arrive in
-their time.
+their time (``bulkjobs_queueing_batch_size`` in ``/metrics``).
 
-Async routes await :meth:`Queuer.queue` without holding a thread; sync routes (their
-membership already checked by their dependency) call :func:`queue_job`.  ``enqueue`` is
-looked up when a batch is sent (not bound at import), so tests can stand in for the Celery
-worker.  Should the thread ever die, the next request starts another.
+The Celery messages are sent by the sending thread after the answer; ``enqueue_many`` is
+looked up when they are sent (not bound at import), so tests can stand in for the Celery
+worker.  Should that thread ever die, the next job queued starts another.
 """
 
 from __future__ import annotations
