@@ -293,7 +293,11 @@ def appender_role(args: argparse.Namespace) -> None:
 
 
 def raw_server_role(args: argparse.Namespace) -> None:
-    asyncio.run(_raw_server(args))
+    # On the stream's own event loop (uvloop when installed), so the baseline differs from
+    # it by the relay's work only.
+    from stream.__main__ import run
+
+    run(_raw_server(args))
 
 
 async def _raw_server(args: argparse.Namespace) -> None:
