@@ -67,9 +67,10 @@ BATCH_SIZE = Histogram("bulkjobs_queueing_batch_size",
 
 @dataclass(slots=True)
 class Ask:
-    """One request's part of a batch: an access check (``claims`` on ``project_gid``:
-    counted against the rate limit, membership checked) or a submission (its access checked
-    before, by such an ask or by the route's dependency)."""
+    """One request's part of a batch.  With ``claims``: an access check on ``project_gid``
+    (counted against the rate limit, membership checked).  With a ``submission``: a job to
+    queue — after that check when both are given; without ``claims``, the route's dependency
+    has checked the access."""
 
     submission: Submission | None = None
     claims: Claims | None = None

@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 import api.dato.routes
-from api.app import app
 from api.dato import envelope
 from bulkjobs.errors import SelectionError, ValidationError
 from bulkjobs.settings import get_settings
@@ -37,16 +36,6 @@ from tests.api.dialects import (
 pytestmark = pytest.mark.services
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-@pytest.fixture
-def client() -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
-
-
-@pytest.fixture
-def project(seeded: SeedResult) -> SeededProject:
-    return seeded.projects[0]
 
 
 def base(project: SeededProject) -> str:

@@ -8,7 +8,6 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.app import app
 from bulkjobs import keys, ops
 from bulkjobs.connections import get_redis, get_synclog
 from models.seed import SeedResult
@@ -18,11 +17,6 @@ from worker.submit import submit
 pytestmark = pytest.mark.services
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@pytest.fixture
-def client() -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
 
 
 def scrape(client: TestClient) -> Samples:

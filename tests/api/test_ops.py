@@ -4,10 +4,8 @@ to the projects a user may watch."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from api.app import app
 from bulkjobs import ops
 from bulkjobs.accounts import add_member, create_user
 from bulkjobs.connections import get_redis, get_synclog
@@ -18,11 +16,6 @@ from models.seed import SeedResult
 from worker.submit import submit
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def client() -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
 
 
 def test_page_and_its_files_are_served(client):

@@ -9,7 +9,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.app import app
 from bulkjobs.connections import get_synclog
 from models import Job, Record
 from models.engine import get_engine
@@ -17,11 +16,6 @@ from models.seed import SeedResult
 from worker.runner import RunConfig, run
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def client() -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
 
 
 def call(client: TestClient, seeded: SeedResult, endpoint: str, body: dict[str, Any]) -> Any:

@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 import api.plone.routes
 import api.queueing
-from api.app import app
 from bulkjobs.tokens import issue
 from models import Job
 from models.engine import get_engine, get_write_engine
@@ -33,16 +32,6 @@ from tests.worker.helpers import make_link
 pytestmark = pytest.mark.services
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-@pytest.fixture
-def client() -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
-
-
-@pytest.fixture
-def project(seeded: SeedResult) -> SeededProject:
-    return seeded.projects[0]
 
 
 def url(project: SeededProject, gid: str, rest: str = "@history") -> str:

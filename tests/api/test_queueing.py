@@ -27,23 +27,13 @@ from bulkjobs.tokens import Claims, issue
 from models.auth import Member
 from models.engine import get_engine
 from models.jobs import Job
-from models.seed import SeededProject, SeedResult
+from models.seed import SeededProject
 from tests.api.dialects import jwt_of
 from worker.submit import Submission
 
 pytestmark = pytest.mark.services
 
 BULK_DELETE = "bulk_delete_records"
-
-
-@pytest.fixture
-def client() -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
-
-
-@pytest.fixture
-def project(seeded: SeedResult) -> SeededProject:
-    return seeded.projects[0]
 
 
 @pytest.fixture

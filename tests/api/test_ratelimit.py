@@ -11,7 +11,6 @@ import redis
 from fastapi.testclient import TestClient
 
 import api.ratelimit
-from api.app import app
 from bulkjobs import keys
 from bulkjobs.ratelimit import hit
 from bulkjobs.settings import get_settings
@@ -21,16 +20,6 @@ from tests.api.dialects import bearer, history_record, jwt_of
 pytestmark = pytest.mark.services
 
 HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
-
-
-@pytest.fixture
-def client() -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
-
-
-@pytest.fixture
-def project(seeded: SeedResult) -> SeededProject:
-    return seeded.projects[0]
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from api.app import app
 from bulkjobs.connections import get_synclog
 from models.engine import get_engine
 from models.seed import SeedResult
@@ -18,11 +17,6 @@ from tests.api.test_records_edit import versions
 from tests.api.test_unicat import auth, post
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def client() -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
 
 
 def schema_rows(project: str) -> dict[str, Any]:

@@ -7,16 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from api.app import app
 from bulkjobs.connections import get_synclog
 from models.engine import get_engine, get_write_engine
 from models.seed import SeedResult, seed
 from tests.api.test_unicat import auth, post
-
-
-@pytest.fixture
-def client() -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
 
 
 def versions(gid: str) -> list[tuple]:

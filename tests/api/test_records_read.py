@@ -3,20 +3,13 @@ and `records/search` (relevance order, page.top/page.size)."""
 
 from __future__ import annotations
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.app import app
 from models import Record
 from models.engine import get_engine
 from models.seed import SeedResult
 from tests.api.test_unicat import auth, post
-
-
-@pytest.fixture
-def client() -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
 
 
 def test_bulk_get_pages_through_the_whole_selection(client: TestClient, seeded: SeedResult):

@@ -11,7 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from api.app import app
 from bulkjobs import keys
 from bulkjobs.connections import get_synclog
 from models import Job, SchemaItem
@@ -25,11 +24,6 @@ JOB_ENDPOINTS = {
     "commit": "bulk_commit_schema_items", "revert": "bulk_revert_schema_items",
     "save_as_new": "bulk_save_as_new_schema_items", "copy": "bulk_copy_schema_items",
 }
-
-
-@pytest.fixture
-def client() -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
 
 
 @pytest.fixture

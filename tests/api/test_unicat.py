@@ -11,7 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
-from api.app import app
 from bulkjobs import keys
 from bulkjobs.connections import get_synclog
 from bulkjobs.settings import get_settings
@@ -21,11 +20,6 @@ from models.engine import get_engine, get_write_engine
 from models.seed import SeedResult
 
 REALM = 'Bearer realm="JWT access to bulkjobs."'
-
-
-@pytest.fixture
-def client() -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
 
 
 def auth(client: TestClient, seeded: SeedResult, index: int = 0) -> tuple[str, str]:
