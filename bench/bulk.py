@@ -5,8 +5,9 @@ What is measured, in one run on one machine:
 * **job** — from ``worker.submit.submit`` (the job row, the ``queued`` event, the Celery
   message) to the moment the job's ``done`` event is read from the sync log, with a real
   ``celery -A worker.app worker`` process (prefork, concurrency 1) doing the work;
-* **raw** — one set-based ``UPDATE … WHERE deleted_root IS NOT NULL`` of the same rows,
-  committed, in this process: the floor the job is compared with;
+* **raw** — one set-based ``DELETE FROM record_deletion WHERE deleted_root IN (<the heads>)``
+  of the same rows (the deletion state lives in that narrow table, see
+  :mod:`models.records`), committed, in this process: the floor the job is compared with;
 * **RSS** — the peak RSS (``VmHWM``) of the worker's pool child process after the job, and of
   the seeding process (a subprocess of its own) after seeding 1,000,000 records.
 
@@ -161,10 +162,10 @@ def _raw_undelete(engine: Any, project: str) -> dict[str, Any]:
     start = time.perf_counter()
     with engine.execution_options(writer=True).begin() as conn:
         rows = conn.execute(text(
-            "UPDATE record SET status = COALESCE(prev_status, 'draft'), prev_status = NULL, "
-            "deleted_root = NULL, updated_on = :now "
-            "WHERE project_gid = :p AND deleted_root IS NOT NULL AND status = 'deleted'"
-        ), {"p": project, "now": time.time()}).rowcount
+            "DELETE FROM record_deletion WHERE deleted_root IN (SELECT r.id FROM record r "
+            "JOIN record p ON p.id = r.parent_id WHERE p.parent_id IS NULL "
+            "AND r.project_gid = :p)"
+        ), {"p": project}).rowcount
     return {"rows": rows, "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -214,8 +215,9 @@ def _job_undelete(engine: Any, project: str, env: dict[str, str], *,
         worker.wait(60)
     with engine.connect() as conn:
         rows = conn.execute(text(
-            "SELECT COUNT(*) FROM record WHERE project_gid = :p AND status <> 'deleted' "
-            "AND parent_id IS NOT NULL"), {"p": project}).scalar_one()
+            "SELECT COUNT(*) FROM record r WHERE r.project_gid = :p AND r.parent_id IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM record_deletion d WHERE d.record_id = r.id)"
+        ), {"p": project}).scalar_one()
     return {"rows": rows, "seconds": round(seconds, 3), "rss_mib": rss,
             "progress_events": progress}
 
@@ -253,7 +255,7 @@ def _pool_child(pid: int) -> int:
 
 def _redelete(engine: Any, project: str, n: int) -> None:
     """Put the rows back as the seeder left them: each subtree deleted as one generation
-    of its head (the second id in the materialised path), previous status kept."""
+    of its head (the second id in the materialised path)."""
     from sqlalchemy import text
 
     with engine.execution_options(writer=True).begin() as conn:
@@ -266,9 +268,9 @@ def _redelete(engine: Any, project: str, n: int) -> None:
             head = (f"CAST(substr(mpath, {skip}, instr(substr(mpath, {skip}), '/') - 1) "
                     "AS INTEGER)")
         rows = conn.execute(text(
-            "UPDATE record SET prev_status = status, status = 'deleted', "
-            f"deleted_root = {head} WHERE project_gid = :p AND parent_id IS NOT NULL "
-            "AND status <> 'deleted'"), {"p": project}).rowcount
+            f"INSERT INTO record_deletion (record_id, deleted_root) SELECT id, {head} "
+            "FROM record WHERE project_gid = :p AND parent_id IS NOT NULL "
+            "ON CONFLICT (record_id) DO NOTHING"), {"p": project}).rowcount
         conn.execute(text("DELETE FROM workflow_entry"))
         conn.execute(text("DELETE FROM job_item"))
     assert rows == n, (rows, n)
@@ -282,6 +284,7 @@ def _settle(engine: Any) -> None:
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE record"))
+            conn.execute(text("VACUUM ANALYZE record_deletion"))
             conn.execute(text("CHECKPOINT"))
     else:
         with engine.connect() as conn:

@@ -250,7 +250,8 @@ def main() -> None:
     ops_user = next(u for u in demo.users if u.ops)
     with get_engine().connect() as conn:  # live leaves: one-record deletes, none inside another
         leaves = conn.execute(text(
-            "SELECT r.gid FROM record r WHERE r.project_gid = :p AND r.status <> 'deleted' "
+            "SELECT r.gid FROM record r WHERE r.project_gid = :p "
+            "AND NOT EXISTS (SELECT 1 FROM record_deletion d WHERE d.record_id = r.id) "
             "AND r.parent_id IS NOT NULL AND NOT EXISTS "
             "(SELECT 1 FROM record c WHERE c.parent_id = r.id) ORDER BY r.id LIMIT :n"),
             {"p": project.gid, "n": args.jobs}).scalars().all()

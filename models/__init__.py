@@ -3,11 +3,11 @@
 from models.auth import ALL_CHANNEL, ApiKey, Member, Project, User
 from models.jobs import Job, JobItem
 from models.outbox import SyncOutbox
-from models.records import Record, RecordTombstone
+from models.records import Record, RecordDeletion, RecordTombstone
 from models.schema import SchemaItem
 from models.versions import RecordVersion, WorkflowEntry
 
 __all__ = [
-    "ALL_CHANNEL", "ApiKey", "Job", "JobItem", "Member", "Project", "Record", "RecordTombstone",
-    "RecordVersion", "SchemaItem", "SyncOutbox", "User", "WorkflowEntry",
+    "ALL_CHANNEL", "ApiKey", "Job", "JobItem", "Member", "Project", "Record", "RecordDeletion",
+    "RecordTombstone", "RecordVersion", "SchemaItem", "SyncOutbox", "User", "WorkflowEntry",
 ]

@@ -6,7 +6,10 @@ named parameters; JSON parameters are passed as JSON text.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, text
 
 
 def is_pg(conn: Connection) -> bool:
@@ -41,3 +44,27 @@ def json_int(conn: Connection, column: str, param: str) -> str:
 def json_key_arg(conn: Connection, key: str) -> str:
     """The parameter value :func:`json_int` expects for ``key``."""
     return key if is_pg(conn) else '$."' + key.replace('"', "") + '"'
+
+
+def id_rows(conn: Connection, param: str, alias: str = "j") -> str:
+    """A JSON array of integers (see :func:`json_ids`) as rows ``<alias>.value`` (integer):
+    any number of ids as one parameter, where an expanding ``IN`` would hit SQLite's
+    variable limit."""
+    if is_pg(conn):
+        return (f"(SELECT CAST(value AS INTEGER) AS value "
+                f"FROM jsonb_array_elements_text(CAST(:{param} AS jsonb))) AS {alias}")
+    return f"json_each(:{param}) AS {alias}"
+
+
+def json_ids(ids: Iterable[int]) -> str:
+    """The parameter value :func:`id_rows` expects."""
+    return "[" + ",".join(str(int(i)) for i in ids) + "]"
+
+
+def ids_param(conn: Connection, sql: str) -> Any:
+    """``text(sql)`` whose ``IN :ids`` takes a list of ids.  On PostgreSQL the list goes as
+    one array parameter (``= ANY(:ids)``): a short statement that psycopg converts once and
+    caches, whatever the number of ids.  On SQLite it is expanded, one placeholder per id."""
+    if is_pg(conn):
+        return text(sql.replace(" IN :ids", " = ANY(:ids)"))
+    return text(sql).bindparams(bindparam("ids", expanding=True))

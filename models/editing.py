@@ -7,12 +7,12 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, select, text, update
 
 from bulkjobs.errors import Unprocessable, ValidationError
 from models.auth import ALL_CHANNEL, Project
 from models.history import clear_published, mark_published, write_versions, write_workflow
-from models.records import LIVE_STATUSES, Record
+from models.records import Record, is_deleted, live_sql
 from models.schema import SchemaItem
 from models.search.index import reindex
 
@@ -25,7 +25,7 @@ def find(conn: Connection, project_gid: str, gid: str, *, live: bool = True) -> 
     """The record row, or :class:`Unprocessable` (Unicat's 422 for unknown entities)."""
     row = conn.execute(select(records).where(records.c.gid == gid,
                                              records.c.project_gid == project_gid)).first()
-    if row is None or (live and row.status not in LIVE_STATUSES):
+    if row is None or (live and is_deleted(conn, row.id)):
         raise Unprocessable("Record not found", info={"record": gid})
     return row
 
@@ -193,5 +193,6 @@ def set_published(conn: Connection, project: Project, *, gid: str, editor: dict[
 
 
 def children_count(conn: Connection, parent_id: int) -> int:
-    return int(conn.execute(select(func.count()).where(
-        records.c.parent_id == parent_id, records.c.status.in_(LIVE_STATUSES))).scalar_one())
+    return int(conn.execute(text(
+        f"SELECT COUNT(*) FROM record r WHERE r.parent_id = :p AND {live_sql('r')}"
+    ), {"p": parent_id}).scalar_one())

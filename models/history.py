@@ -14,12 +14,12 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, text
 
-from models.dialect import is_pg
+from models.dialect import ids_param, is_pg
 
 
 def version_id() -> str:
@@ -27,14 +27,12 @@ def version_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
-def _ids(sql: str) -> Any:
-    return text(sql).bindparams(bindparam("ids", expanding=True))
-
 
 def snapshot_sql(conn: Connection, alias: str = "r") -> str:
     """SQL building a version snapshot (title, fields, definition, channels, status) from a
-    record row; a deleted record's snapshot keeps the status it had before deletion."""
-    status = f"COALESCE({alias}.prev_status, {alias}.status)"
+    record row; a deleted record's snapshot has the status it returns to (deletion is kept
+    out of the row, see :mod:`models.records`)."""
+    status = f"{alias}.status"
     if is_pg(conn):
         return (f"json_build_object('title', {alias}.title, 'fields', {alias}.fields, "
                 f"'definition', {alias}.definition, 'channels', {alias}.channels, "
@@ -51,7 +49,7 @@ def write_versions(
     if not ids:
         return {}
     pairs = {rid: version_id() for rid in ids}
-    conn.execute(_ids(
+    conn.execute(ids_param(conn,
         "UPDATE record_version SET is_current = false WHERE record_id IN :ids AND is_current"
     ), {"ids": list(pairs)})
     conn.execute(text(
@@ -66,12 +64,13 @@ def write_versions(
     return pairs
 
 
-def _pairs(conn: Connection) -> str:
-    """``[[record id, version id], …]`` as rows ``json_extract_pair(rid, vid)``."""
+def _pairs(conn: Connection, second: str = "vid") -> str:
+    """The parameter ``:pairs``, ``[[record id, text], …]``, as rows
+    ``json_extract_pair(rid, <second>)``."""
     if is_pg(conn):
-        return ("(SELECT CAST(p->>0 AS INTEGER) AS rid, p->>1 AS vid "
+        return (f"(SELECT CAST(p->>0 AS INTEGER) AS rid, p->>1 AS {second} "
                 "FROM jsonb_array_elements(CAST(:pairs AS jsonb)) AS p) AS json_extract_pair")
-    return ("(SELECT json_extract(value, '$[0]') AS rid, json_extract(value, '$[1]') AS vid "
+    return (f"(SELECT json_extract(value, '$[0]') AS rid, json_extract(value, '$[1]') AS {second} "
             "FROM json_each(:pairs)) AS json_extract_pair")
 
 
@@ -79,7 +78,7 @@ def mark_published(conn: Connection, ids: Sequence[int]) -> None:
     """The current version of each record becomes its (only) published version."""
     if not ids:
         return
-    conn.execute(_ids(
+    conn.execute(ids_param(conn,
         "UPDATE record_version SET is_published = is_current WHERE record_id IN :ids "
         "AND (is_published OR is_current)"
     ), {"ids": list(ids)})
@@ -88,7 +87,7 @@ def mark_published(conn: Connection, ids: Sequence[int]) -> None:
 def clear_published(conn: Connection, ids: Sequence[int]) -> None:
     if not ids:
         return
-    conn.execute(_ids(
+    conn.execute(ids_param(conn,
         "UPDATE record_version SET is_published = false WHERE record_id IN :ids AND is_published"
     ), {"ids": list(ids)})
 
@@ -96,11 +95,21 @@ def clear_published(conn: Connection, ids: Sequence[int]) -> None:
 def write_workflow(
     conn: Connection, ids: Sequence[int], *, action: str, actor: dict[str, Any], now: float,
     comment: str = "", state_sql: str = "record.status",
+    states: Mapping[int, str] | None = None,
 ) -> None:
-    """One workflow entry per record; ``state_sql`` gives its ``review_state``."""
+    """One workflow entry per record; ``state_sql`` gives its ``review_state``, or
+    ``states`` (record id → review state) when the caller has them already, and the record
+    rows are then not read again."""
     if not ids:
         return
-    conn.execute(_ids(
+    if states is not None:
+        conn.execute(text(
+            "INSERT INTO workflow_entry (record_id, action, review_state, actor, time, comment) "
+            f"SELECT rid, :action, state, :actor, :now, :comment FROM {_pairs(conn, 'state')}"
+        ), {"pairs": json.dumps([[i, states[i]] for i in ids]), "action": action,
+            "actor": json.dumps(actor), "now": now, "comment": comment})
+        return
+    conn.execute(ids_param(conn,
         "INSERT INTO workflow_entry (record_id, action, review_state, actor, time, comment) "
         f"SELECT record.id, :action, {state_sql}, :actor, :now, :comment FROM record "
         "WHERE record.id IN :ids"

@@ -27,7 +27,7 @@ from sqlmodel import Session, col
 
 from bulkjobs.errors import NotFound
 from models.auth import User
-from models.records import LIVE_STATUSES, Record
+from models.records import Record, is_deleted
 from models.versions import RecordVersion, WorkflowEntry
 
 #: Version numbers beyond this are not looked up (they cannot exist; the column is 32-bit).
@@ -44,7 +44,7 @@ def live_record(session: Session, project_gid: str, gid: str) -> Record:
     """The project's live record ``gid``, or :class:`NotFound`."""
     rec = session.execute(select(Record).where(
         col(Record.gid) == gid, col(Record.project_gid) == project_gid)).scalars().first()
-    if rec is None or rec.status not in LIVE_STATUSES:
+    if rec is None or is_deleted(session.connection(), rec.id):
         raise NotFound("Record not found", info={"record": gid})
     return rec
 
@@ -88,7 +88,7 @@ def find_version(session: Session, project_gid: str, *, record_id: int | None = 
     if record_id is not None:
         query = query.where(col(RecordVersion.record_id) == record_id)
     row = session.execute(query).first()
-    if row is None or (live and row[1].status not in LIVE_STATUSES):
+    if row is None or (live and is_deleted(session.connection(), row[1].id)):
         raise missing
     return row[0], row[1]
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from models.auth import Member, Project, User
-from models.records import Record
+from models.records import Record, deleted_ids, public_status
 
 
 def visible_projects(session: Session, *, user_gid: str, ops: bool = False) -> set[str]:
@@ -44,7 +44,9 @@ def records_public(session: Session, records: Sequence[Record]) -> dict[str, dic
         if rec.canonical_id:
             ids.add(rec.canonical_id)
     gid_of = _gids(session, ids)
-    backlinks = _backlinks(session, [r.id for r in records if r.id is not None], gid_of)
+    own_ids = [r.id for r in records if r.id is not None]
+    backlinks = _backlinks(session, own_ids, gid_of)
+    deleted = deleted_ids(session.connection(), own_ids)
     out = {}
     for rec in records:
         path_ids = _path_ids(rec.mpath)
@@ -59,7 +61,7 @@ def records_public(session: Session, records: Sequence[Record]) -> dict[str, dic
             "childcount": rec.childcount,
             "definition": rec.definition,
             "title": rec.title,
-            "status": rec.status,
+            "status": public_status(rec, rec.id in deleted),
             "channels": rec.channels,
             "orderings": rec.orderings,
             "fields": rec.fields,

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, text
 
 from bulkjobs.errors import SelectionError
 from models import dialect
+from models.records import live_sql
 from models.resolve import resolve_into
 from models.selection import Selection
 
@@ -89,7 +90,7 @@ def children_page(
     """Ids of one page of a record's live children, and how many there are: enabled in
     ``channel`` if given, in ``ordering``'s positions if the project has that ordering
     (children without a position last), else in creation order — all in SQL."""
-    where = ["r.parent_id = :pid", "r.status IN ('draft', 'published')"]
+    where = ["r.parent_id = :pid", live_sql("r")]
     params: dict[str, object] = {"pid": parent_id, "n": size, "top": top}
     if channel:
         where.append(dialect.json_array_has(conn, "r.channels", "channel"))

@@ -8,19 +8,25 @@ columns exist to make subtree and selection queries set-based:
 * ``mpath`` — materialised path of internal ids, ``/<root id>/…/<own id>/``.  A subtree is
   the range ``mpath >= p AND mpath < p[:-1] + '0'`` (``'0'`` sorts right after ``'/'``), which
   an index answers on SQLite and, with ``COLLATE "C"``, on PostgreSQL.
-* ``deleted_root`` — the delete-generation marker: the id of the record whose deletion
-  deleted this one.  Undeleting a record restores exactly the rows carrying its id (its
-  subtree and the links that went with it), and nothing that had been deleted on its own
-  before.
-* ``prev_status`` — the status to return to on undelete.
+
+Soft deletion is kept out of the record row, in :class:`RecordDeletion`: a deleted record
+has a row there, a live one has none.  ``record.status`` stays ``draft`` or ``published``
+(what the record returns to when undeleted), and the public status is ``deleted`` while a
+deletion row exists (:func:`status_sql`, :func:`deleted_ids`).  Deleting or undeleting a
+subtree therefore writes one narrow row per record (or removes it) instead of rewriting the
+wide record rows and all their indexes, and ``updated_on`` keeps the time of the last
+change to the record's content: deletion and undeletion are in its workflow history.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, Connection, Index, text
 from sqlmodel import Field, SQLModel
+
+from models import dialect
 
 LIVE_STATUSES = ("draft", "published")
 DELETED = "deleted"
@@ -44,9 +50,7 @@ class Record(SQLModel, table=True):
     definition: str | None = Field(default=None, max_length=36)
     title: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
     fields: dict[str, dict[str, Any]] = Field(default_factory=dict, sa_column=Column(JSON))
-    status: str = "draft"
-    prev_status: str | None = None
-    deleted_root: int | None = Field(default=None, index=True)
+    status: str = "draft"  # draft | published; deletion is a RecordDeletion row
     channels: list[str] = Field(default_factory=lambda: ["__all__"], sa_column=Column(JSON))
     orderings: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON))
     created_on: float = 0.0
@@ -56,6 +60,54 @@ class Record(SQLModel, table=True):
 def subtree_upper(mpath: str) -> str:
     """Exclusive upper bound of the subtree range that starts at ``mpath``."""
     return mpath[:-1] + "0"
+
+
+class RecordDeletion(SQLModel, table=True):
+    """A soft-deleted record.  ``deleted_root`` is its delete generation: the id of the
+    record whose deletion deleted this one.  Undeleting a record removes exactly the rows of
+    its generation (its subtree and the links that went with it, one index range), and
+    nothing that had been deleted on its own before."""
+
+    __tablename__ = "record_deletion"
+
+    record_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    deleted_root: int = Field(index=True)
+
+
+def deleted_sql(alias: str = "r") -> str:
+    """SQL that is true when the record ``alias`` is deleted."""
+    return f"EXISTS (SELECT 1 FROM record_deletion dd WHERE dd.record_id = {alias}.id)"
+
+
+def live_sql(alias: str = "r") -> str:
+    """SQL that is true when the record ``alias`` is live."""
+    return "NOT " + deleted_sql(alias)
+
+
+def status_sql(alias: str = "r") -> str:
+    """The record's public status in SQL: ``deleted``, or its own ``draft``/``published``."""
+    return f"CASE WHEN {deleted_sql(alias)} THEN '{DELETED}' ELSE {alias}.status END"
+
+
+def deleted_ids(conn: Connection, ids: Iterable[int]) -> set[int]:
+    """Those of the record ids ``ids`` that are deleted (one query, whatever their number)."""
+    ids = sorted(set(ids))
+    if not ids:
+        return set()
+    return set(conn.execute(text(
+        f"SELECT d.record_id FROM {dialect.id_rows(conn, 'ids')} "
+        "JOIN record_deletion d ON d.record_id = j.value"
+    ), {"ids": dialect.json_ids(ids)}).scalars())
+
+
+def is_deleted(conn: Connection, record_id: int | None) -> bool:
+    return record_id is not None and conn.execute(text(
+        "SELECT 1 FROM record_deletion WHERE record_id = :id"), {"id": record_id}
+    ).first() is not None
+
+
+def public_status(record: Any, deleted: bool) -> str:
+    return DELETED if deleted else str(record.status)
 
 
 class RecordTombstone(SQLModel, table=True):

@@ -25,12 +25,13 @@ from typing import Literal
 from sqlalchemy import Connection, text
 
 from models import dialect
+from models.records import deleted_sql, live_sql
 from models.search.sql import resolve_search
 from models.selection import Children, Entry, Gids, Search, Selection
 
 Mode = Literal["live", "deleted"]
 
-_STATUS = {"live": "r.status IN ('draft', 'published')", "deleted": "r.status = 'deleted'"}
+_STATUS = {"live": live_sql("r"), "deleted": deleted_sql("r")}
 
 
 def resolve_into(

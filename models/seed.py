@@ -217,9 +217,10 @@ def _seed_schema(conn: Connection, project_gid: str, now: float) -> dict[str, st
 
 RECORD_COLUMNS = (
     "id", "gid", "project_gid", "parent_id", "canonical_id", "is_link", "treelevel", "mpath",
-    "childcount", "definition", "title", "fields", "status", "prev_status", "deleted_root",
-    "channels", "orderings", "created_on", "updated_on",
+    "childcount", "definition", "title", "fields", "status", "channels", "orderings",
+    "created_on", "updated_on",
 )
+DELETION_COLUMNS = ("record_id", "deleted_root")
 VERSION_COLUMNS = (
     "id", "record_id", "number", "created_at", "editor", "comment", "snapshot", "is_published",
     "is_current",
@@ -262,8 +263,12 @@ def _seed_records(
 
 def _flush(conn: Connection, batch: list[tuple[Any, ...]], versions: list[tuple[Any, ...]]) -> None:
     """Write rows straight through the driver: COPY on PostgreSQL, executemany on SQLite;
-    then index the chunk's records (their ids are consecutive) in one set-based statement."""
-    for table, columns, rows in (("record", RECORD_COLUMNS, batch),
+    then index the chunk's records (their ids are consecutive) in one set-based statement.
+    A record row is ``RECORD_COLUMNS`` followed by its delete generation (or ``None``)."""
+    records = [row[:-1] for row in batch]
+    deletions = [(row[0], row[-1]) for row in batch if row[-1] is not None]
+    for table, columns, rows in (("record", RECORD_COLUMNS, records),
+                                 ("record_deletion", DELETION_COLUMNS, deletions),
                                  ("record_version", VERSION_COLUMNS, versions)):
         if not rows:
             continue
@@ -282,8 +287,8 @@ def _flush(conn: Connection, batch: list[tuple[Any, ...]], versions: list[tuple[
 
 
 def _versions_for(row: tuple[Any, ...], now: float) -> list[tuple[Any, ...]]:
-    rid, title, fields, definition, channels = row[0], row[10], row[11], row[9], row[15]
-    status = row[13] or row[12]
+    rid, title, fields, definition, channels = row[0], row[10], row[11], row[9], row[13]
+    status = row[12]
     count = 3 if rid % 50 == 0 else 1
     out = []
     for number in range(count):
@@ -304,8 +309,8 @@ def _record_rows(
     project: SeededProject, n: int, start: int, defs: dict[str, str], rng: random.Random,
     now: float, channel_keys: list[str], ordering_keys: list[str], deleted_every: int,
 ) -> Iterator[tuple[Any, ...]]:
-    """Yield record rows (in ``RECORD_COLUMNS`` order, JSON pre-serialised) in id order:
-    root, then subtrees of up to 100, then links."""
+    """Yield record rows (in ``RECORD_COLUMNS`` order, JSON pre-serialised, then the delete
+    generation) in id order: root, then subtrees of up to 100, then links."""
     next_id = start
     root_gid = new_gid()
     project.root = root_gid
@@ -349,9 +354,8 @@ def _record_rows(
             fields = '{"en":{},"nl":{}}'
         return (
             rid, gid, project.gid, parent, canonical, canonical is not None, level, mpath,
-            childcount, definition, title, fields, "deleted" if deleted_root else status,
-            status if deleted_root else None, deleted_root, chans,
-            f'{{"{alpha}":{position},"{newest}":{-position}}}', now, now,
+            childcount, definition, title, fields, status, chans,
+            f'{{"{alpha}":{position},"{newest}":{-position}}}', now, now, deleted_root,
         )
 
     yield row(root_gid, root_id, None, f"/{root_id}/", 0, heads + links, defs["base"], 0)

@@ -177,8 +177,9 @@ def finish(
 
 
 @lru_cache(maxsize=1)
+@lru_cache(maxsize=1)
 def side_engine() -> Engine:
-    """An engine (a connection pool) of its own for the heartbeat thread.
+    """An engine (a connection pool) of its own for the heartbeat threads, one per process.
 
     Sharing the main pool, the heartbeat would check connections out between the batches
     and hand them back to the batch loop in turn; on SQLite every connection keeps its own

@@ -2,6 +2,9 @@
 
 * ``after_setup_logger`` / ``after_setup_task_logger``: ``LOG_FORMAT=json`` switches Celery's
   handlers to :class:`bulkjobs.logs.JsonFormatter`.
+* ``worker_process_init`` opens a pool process's database connections (the job engines and
+  the heartbeat's) and its Redis connection as it starts, in a thread, so that its first
+  job does not wait for them; a database or Redis that is away then is only logged.
 * ``worker_ready`` starts a daemon thread in the main worker process that renews the worker's
   hostname in the Redis set of live workers every ``WORKER_HEARTBEAT`` seconds
   (:func:`bulkjobs.ops.beat_worker`); ``worker_shutdown`` stops it and removes the hostname,
@@ -17,12 +20,13 @@ from typing import Any
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    worker_process_init,
     worker_ready,
     worker_shutdown,
 )
 
-from bulkjobs import logs, ops
-from bulkjobs.connections import get_redis
+from bulkjobs import keys, logs, ops
+from bulkjobs.connections import get_redis, get_synclog
 from bulkjobs.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -84,3 +88,24 @@ def _stop_beacon(**_: Any) -> None:
     if _beacon is not None:
         _beacon.close()
         _beacon = None
+
+
+@worker_process_init.connect
+def _start_opening_connections(**_: Any) -> None:
+    # In a thread: a database that is slow to answer must not hold up the pool's start.
+    threading.Thread(target=_open_connections, name="open-connections", daemon=True).start()
+
+
+def _open_connections() -> None:
+    from sqlalchemy import text
+
+    from models.engine import get_engine, get_write_engine
+    from worker.runner import side_engine
+
+    try:
+        for engine in (get_engine(), get_write_engine(), side_engine()):
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        get_synclog().cursor(keys.CC_SPACE)
+    except Exception as exc:
+        logger.warning("pool process: connections not opened at start: %s", exc)

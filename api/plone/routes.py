@@ -44,7 +44,7 @@ from bulkjobs.connections import get_synclog, make_async_redis, make_async_syncl
 from bulkjobs.errors import BadRequest, NotFound, error_for_status
 from models.history_reads import current_version, find_version, history, live_record, users_by_gid
 from models.jobs import Job
-from models.records import LIVE_STATUSES, Record
+from models.records import Record
 
 router = APIRouter(prefix="/plone/p/{project}/{record}", tags=["plone"], responses=ERRORS)
 
@@ -74,7 +74,7 @@ def get_history(project: str, record: str, request: Request, actor: CredentialsM
     entries = history(session, rec)
     users = users_by_gid(session, [e.actor.get("id") for e in entries])
     site, obj_url = urls(request, actor.project.gid, rec.gid)
-    may_revert = rec.status in LIVE_STATUSES
+    may_revert = True  # live_record finds live records only, and a live record may revert
     return [envelope.history_entry(e, obj_url=obj_url, site=site, users=users,
                                    may_revert=may_revert) for e in entries]
 

@@ -25,6 +25,7 @@ from functools import lru_cache
 from sqlalchemy import Connection, text
 
 from models import dialect
+from models.records import DELETED, deleted_sql, live_sql
 from models.search.filter import (
     Age,
     AncestorIs,
@@ -158,7 +159,9 @@ class FilterSQL:
         return dialect.json_array_has(self.conn, "r.channels", self.p.name(node.key))
 
     def _statusis(self, node: StatusIs) -> str:
-        return f"r.status = {self.p(node.status)}"
+        if node.status == DELETED:
+            return deleted_sql("r")
+        return f"(r.status = {self.p(node.status)} AND {live_sql('r')})"
 
     def _parentis(self, node: ParentIs) -> str:
         return (f"r.parent_id = (SELECT pa.id FROM record pa WHERE pa.gid = {self.p(node.gid)} "

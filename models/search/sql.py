@@ -36,7 +36,7 @@ from typing import Literal
 from sqlalchemy import Connection, text
 
 from models import dialect
-from models.records import DELETED, LIVE_STATUSES
+from models.records import deleted_sql, live_sql
 from models.search.filter import AncestorIs, And, Filter, Kind, has_status
 from models.search.index import TextMatch
 from models.search.predicates import FilterSQL, Params, sqlite_functions
@@ -44,10 +44,7 @@ from models.selection import Search
 
 Mode = Literal["live", "deleted"]
 
-_STATUS = {
-    "live": "r.status IN (" + ", ".join(f"'{s}'" for s in LIVE_STATUSES) + ")",
-    "deleted": f"r.status = '{DELETED}'",
-}
+_STATUS = {"live": live_sql("r"), "deleted": deleted_sql("r")}
 MATERIALIZED = frozenset({"deffield"})  # evaluated once, then probed per record
 
 

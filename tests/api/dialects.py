@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
 from bulkjobs.connections import get_synclog
-from models import Record, RecordVersion, User
+from models import Record, RecordDeletion, RecordVersion, User
 from models.engine import get_engine, get_write_engine
 from models.history import write_versions
 from models.seed import SeededProject
@@ -46,7 +46,8 @@ def history_record(project: SeededProject) -> Any:
             select(RecordVersion.record_id, RecordVersion.number)
             .where(RecordVersion.number == 2)).all())
         rows = conn.execute(select(Record.__table__).where(
-            Record.project_gid == project.gid, Record.status != "deleted",
+            Record.project_gid == project.gid,
+            ~exists().where(RecordDeletion.record_id == Record.id),
             Record.id.in_(list(counts))).order_by(Record.id)).all()
     return rows[0]
 

@@ -13,14 +13,14 @@ import jwt as pyjwt
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
 import api.dato.routes
 from api.dato import envelope
 from bulkjobs.errors import SelectionError, ValidationError
 from bulkjobs.settings import get_settings
 from bulkjobs.tokens import issue
-from models import Job, Record, WorkflowEntry
+from models import Job, Record, RecordDeletion, WorkflowEntry
 from models.engine import get_engine
 from models.seed import SeededProject, SeedResult
 from tests.api.dialects import (
@@ -118,7 +118,8 @@ def test_seeded_item_meta_publication(client: TestClient, project: SeededProject
     was written; a seeded draft was never published and has no published version."""
     with get_engine().connect() as conn:
         rows = {status: conn.execute(select(Record.__table__).where(
-            Record.project_gid == project.gid, Record.status == status)
+            Record.project_gid == project.gid, Record.status == status,
+            ~exists().where(RecordDeletion.record_id == Record.id))
             .order_by(Record.id).limit(1)).one() for status in ("published", "draft")}
     published = versions_of(rows["published"].id)
     [version] = [v for v in published if v.is_published]
@@ -138,6 +139,7 @@ def test_item_meta_follows_publish_and_unpublish(client: TestClient,
     with get_engine().connect() as conn:
         rec = conn.execute(select(Record.__table__).where(
             Record.project_gid == project.gid, Record.status == "draft",
+            ~exists().where(RecordDeletion.record_id == Record.id),
             Record.parent_id.is_not(None)).order_by(Record.id).limit(1)).one()
     jwt = jwt_of(client, project)
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import case, select
 
 from bulkjobs.connections import get_synclog
-from models import Job, Record
+from models import Job, Record, RecordDeletion
 from models.engine import get_engine
 from models.seed import SeedResult
 from worker.runner import RunConfig, run
@@ -33,8 +33,14 @@ def run_job(token: str) -> Any:
 
 
 def status(gid: str) -> str | None:
+    """The record's public status (``deleted`` while it has a deletion row); ``None`` once
+    it is gone."""
     with get_engine().connect() as conn:
-        return conn.execute(select(Record.status).where(Record.gid == gid)).scalar()
+        return conn.execute(
+            select(case((RecordDeletion.record_id.is_not(None), "deleted"),
+                        else_=Record.status))
+            .outerjoin(RecordDeletion, RecordDeletion.record_id == Record.id)
+            .where(Record.gid == gid)).scalar()
 
 
 def test_single_permanent_delete_answers_parent_and_job_token(

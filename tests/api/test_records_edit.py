@@ -65,7 +65,7 @@ def test_single_delete_and_undelete(client: TestClient, seeded: SeedResult):
         == 200
     with get_engine().connect() as conn:
         deleted = conn.execute(text(
-            "SELECT COUNT(*) FROM record WHERE deleted_root = (SELECT id FROM record "
+            "SELECT COUNT(*) FROM record_deletion WHERE deleted_root = (SELECT id FROM record "
             "WHERE gid = :g)"), {"g": head}).scalar_one()
     assert deleted == 100
     again = post(client, f"/api/p/{project}/records/delete", jwt, {"record": head})
@@ -73,6 +73,11 @@ def test_single_delete_and_undelete(client: TestClient, seeded: SeedResult):
     ok = post(client, f"/api/p/{project}/records/undelete", jwt, {"record": head})
     assert ok.status_code == 200
     assert ok.json()["data"]["records"][head]["status"] != "deleted"
+    with get_engine().connect() as conn:
+        still = conn.execute(text(
+            "SELECT COUNT(*) FROM record_deletion WHERE deleted_root = (SELECT id FROM record "
+            "WHERE gid = :g)"), {"g": head}).scalar_one()
+    assert still == 0
     assert workflow(head) == ["delete", "undelete"]
     root = post(client, f"/api/p/{project}/records/delete", jwt,
                 {"record": seeded.projects[0].root})

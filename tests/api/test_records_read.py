@@ -4,9 +4,9 @@ and `records/search` (relevance order, page.top/page.size)."""
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import case, select
 
-from models import Record
+from models import Record, RecordDeletion
 from models.engine import get_engine
 from models.seed import SeedResult
 from tests.api.test_unicat import auth, post
@@ -45,8 +45,11 @@ def test_bulk_get_reads_live_records_only(client: TestClient, seeded: SeedResult
     project, jwt = auth(client, seeded)
     p = seeded.projects[0]
     with get_engine().connect() as conn:
-        status = dict(conn.execute(select(Record.gid, Record.status)
-                                   .where(Record.gid.in_(p.heads))).all())
+        status = dict(conn.execute(
+            select(Record.gid, case((RecordDeletion.record_id.is_not(None), "deleted"),
+                                    else_=Record.status))
+            .outerjoin(RecordDeletion, RecordDeletion.record_id == Record.id)
+            .where(Record.gid.in_(p.heads))).all())
     deleted = [h for h in p.heads if status[h] == "deleted"]
     live = [h for h in p.heads if status[h] != "deleted"]
     assert deleted and live

@@ -18,10 +18,18 @@ from tests.e2e.helpers import Api, Subscriber, assert_lifecycle, job_events, ter
 pytestmark = pytest.mark.e2e
 
 
+# A record is deleted while it has a ``record_deletion`` row; ``record.status`` is then the
+# draft/published it returns to when undeleted.
+LIVE_SQL = "NOT EXISTS (SELECT 1 FROM record_deletion d WHERE d.record_id = r.id)"
+
+
 def status_counts(project: str) -> dict[str, int]:
+    """Records of a project by public status (``deleted`` while a deletion row exists)."""
     with get_engine().connect() as conn:
         rows = conn.execute(text(
-            "SELECT status, COUNT(*) FROM record WHERE project_gid = :p GROUP BY status"
+            "SELECT CASE WHEN d.record_id IS NULL THEN r.status ELSE 'deleted' END AS s, "
+            "COUNT(*) FROM record r LEFT JOIN record_deletion d ON d.record_id = r.id "
+            "WHERE r.project_gid = :p GROUP BY 1"
         ), {"p": project})
         return {status: count for status, count in rows}
 
@@ -74,8 +82,9 @@ def test_state_after_delete_is_whole_subtrees(system: System, seeded: SeedResult
             "SELECT id FROM record WHERE gid IN (:a, :b)"), dict(
                 a=project.heads[0], b=project.heads[1])).scalars().all()
         stamped = conn.execute(text(
-            "SELECT deleted_root, COUNT(*) FROM record WHERE status = 'deleted' "
-            "AND project_gid = :p GROUP BY deleted_root"), {"p": project.gid}).all()
+            "SELECT d.deleted_root, COUNT(*) FROM record_deletion d "
+            "JOIN record r ON r.id = d.record_id "
+            "WHERE r.project_gid = :p GROUP BY d.deleted_root"), {"p": project.gid}).all()
     counts = dict(stamped)
     assert counts[heads[0]] == 100 and counts[heads[1]] == 100
     assert sum(counts.values()) == 300  # plus the subtree the seed had deleted
@@ -91,8 +100,8 @@ def test_resume_after_disconnect_gets_every_missed_event_once(system: System,
     start = api.cc_cursor()
     with get_engine().connect() as conn:
         gids = conn.execute(text(
-            "SELECT gid FROM record WHERE project_gid = :p AND parent_id IS NOT NULL "
-            "AND status <> 'deleted' ORDER BY id DESC"), {"p": project.gid}).scalars().all()
+            "SELECT r.gid FROM record r WHERE r.project_gid = :p AND r.parent_id IS NOT NULL "
+            f"AND {LIVE_SQL} ORDER BY r.id DESC"), {"p": project.gid}).scalars().all()
 
     async def scenario() -> tuple[str, list]:
         async with Subscriber(system.stream_url, api.jwt) as first:
@@ -151,7 +160,7 @@ def test_official_unicat_client_walks_pages_runs_jobs_and_syncs(
     assert u.connect()
     with get_engine().connect() as conn:
         live = conn.execute(text(
-            "SELECT COUNT(*) FROM record WHERE project_gid = :p AND status <> 'deleted'"),
+            f"SELECT COUNT(*) FROM record r WHERE r.project_gid = :p AND {LIVE_SQL}"),
             {"p": project.gid}).scalar_one()
     walked = [(r.gid, {lang: {k: f.value for k, f in fs.items()} for lang, fs in r.fields.items()})
               for r in u.walk_record_tree()]

@@ -217,6 +217,7 @@ def test_jobs_wait_out_a_locked_database_and_end_done(system: System, seeded: Se
         assert "error" not in info
     with get_engine().connect() as conn:
         deleted = conn.execute(text(
-            "SELECT COUNT(*) FROM record WHERE project_gid = :p AND status = 'deleted'"),
+            "SELECT COUNT(*) FROM record r JOIN record_deletion d ON d.record_id = r.id "
+            "WHERE r.project_gid = :p"),
             {"p": project.gid}).scalar_one()
     assert deleted == 99 * len(heads) + 100  # the seed had deleted one subtree already

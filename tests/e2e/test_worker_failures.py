@@ -49,8 +49,9 @@ def own_workers(system: System) -> Iterator[System]:
 def leaves(project_gid: str) -> list[str]:
     with get_engine().connect() as conn:
         return list(conn.execute(text(
-            "SELECT gid FROM record WHERE project_gid = :p AND treelevel = 3 "
-            "AND status <> 'deleted' ORDER BY id"), {"p": project_gid}).scalars())
+            "SELECT r.gid FROM record r WHERE r.project_gid = :p AND r.treelevel = 3 "
+            "AND NOT EXISTS (SELECT 1 FROM record_deletion d WHERE d.record_id = r.id) "
+            "ORDER BY r.id"), {"p": project_gid}).scalars())
 
 
 def remaining(token: str) -> int | None:
@@ -125,8 +126,9 @@ def test_sigkilled_workers_mid_job_subscriber_sees_one_clean_lifecycle(
     assert events[-1]["data"]["info"]["failed"] == 0
     with get_engine().connect() as conn:
         deleted = conn.execute(text(
-            "SELECT COUNT(*) FROM record WHERE project_gid = :p AND treelevel = 3 "
-            "AND deleted_root = id"), {"p": project.gid}).scalar_one()
+            "SELECT COUNT(*) FROM record r JOIN record_deletion d ON d.record_id = r.id "
+            "WHERE r.project_gid = :p AND r.treelevel = 3 AND d.deleted_root = r.id"),
+            {"p": project.gid}).scalar_one()
         entries = conn.execute(text(
             "SELECT COUNT(*), COUNT(DISTINCT record_id) FROM workflow_entry "
             "WHERE action = 'delete' AND comment LIKE :c"), {"c": f"%{token}%"}).one()
@@ -163,6 +165,7 @@ def test_cancel_over_http_stops_the_running_job(own_workers: System,
     assert 3 <= processed < len(targets)
     with get_engine().connect() as conn:
         deleted = conn.execute(text(
-            "SELECT COUNT(*) FROM record WHERE project_gid = :p AND treelevel = 3 "
-            "AND deleted_root = id"), {"p": project.gid}).scalar_one()
+            "SELECT COUNT(*) FROM record r JOIN record_deletion d ON d.record_id = r.id "
+            "WHERE r.project_gid = :p AND r.treelevel = 3 AND d.deleted_root = r.id"),
+            {"p": project.gid}).scalar_one()
     assert deleted == processed

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, insert, text
 
 from bulkjobs.errors import SelectionError
-from models import Project, Record, SchemaItem
+from models import Project, Record, RecordDeletion, SchemaItem
 from models.engine import get_engine, get_write_engine
 from models.resolve import resolve_into
 from models.search.index import clear, rebuild, reindex
@@ -121,10 +121,11 @@ def _build(conn: Connection) -> World:
             parent_id=w.ids[parent] if parent else None, canonical_id=None, is_link=False,
             treelevel=mpath.count("/") - 2, mpath=mpath, childcount=0,
             definition=w.gids[definition] if definition else None, title=title, fields=fields,
-            status=status, prev_status="published" if status == "deleted" else None,
-            deleted_root=rid if status == "deleted" else None,
+            status="published" if status == "deleted" else status,
             channels=["__all__", *channels], orderings={}, created_on=created, updated_on=updated,
         ))
+        if status == "deleted":
+            conn.execute(insert(RecordDeletion).values(record_id=rid, deleted_root=rid))
 
     record("root", a, None, "d_page", {"en": "Root"}, {"nl": {"body": "wortel"}})
     record("alpha", a, "root", "d_product", {"en": "Apple garden", "nl": "Appel tuin"},
@@ -522,8 +523,9 @@ def test_seeder_indexes_what_it_writes(db: Engine) -> None:
         project = seed(conn, records=300, projects=1, seed_value=1).projects[0]
     with get_engine().connect() as conn:
         expected = conn.execute(text(
-            "SELECT COUNT(*) FROM record WHERE project_gid = :p AND status <> 'deleted' "
-            "AND CAST(fields AS TEXT) LIKE '%lighthouse%'"), {"p": project.gid}).scalar_one()
+            "SELECT COUNT(*) FROM record r WHERE r.project_gid = :p AND NOT EXISTS "
+            "(SELECT 1 FROM record_deletion d WHERE d.record_id = r.id) "
+            "AND CAST(r.fields AS TEXT) LIKE '%lighthouse%'"), {"p": project.gid}).scalar_one()
         found = search_count(conn, project_gid=project.gid,
                              search=parse_search({"language": "en", "q": "lighthouse"}))
     assert found == expected > 20

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from models import Record, RecordVersion
+from models import Record, RecordDeletion, RecordVersion
 from models.engine import get_write_engine
 from models.queries import records_public
 from models.seed import SeededProject, seed
@@ -28,7 +28,7 @@ def test_demo_tree_has_a_link_to_a_live_record(db: Engine, demo: SeededProject) 
                                                   Record.is_link.is_(True))).scalars().all()
         assert len(links) == 1
         target = session.get(Record, links[0].canonical_id)
-        assert target is not None and target.status != "deleted"
+        assert target is not None and session.get(RecordDeletion, target.id) is None
         shaped = records_public(session, [links[0], target])
     link, canonical = shaped[links[0].gid], shaped[target.gid]
     assert link["is_link"] is True and link["canonical"] == target.gid
@@ -44,17 +44,18 @@ def test_published_records_have_their_latest_version_published(
     record has none."""
     with Session(db) as session:
         rows = session.execute(
-            select(Record.id, Record.status, Record.prev_status, RecordVersion.is_published,
-                   RecordVersion.is_current)
+            select(Record.id, Record.status, RecordVersion.is_published, RecordVersion.is_current)
             .join(RecordVersion, RecordVersion.record_id == Record.id)
             .where(Record.project_gid == demo.gid)
         ).all()
     published: dict[int, list[bool]] = {}
     states = {}
-    for rid, status, prev, is_published, is_current in rows:
-        states[rid] = prev if status == "deleted" else status
+    # ``record.status`` is the record's own draft/published state, deleted records included
+    for rid, status, is_published, is_current in rows:
+        states[rid] = status
         if is_published:
             published.setdefault(rid, []).append(is_current)
     assert set(published) == {rid for rid, state in states.items() if state == "published"}
     assert all(flags == [True] for flags in published.values())
     assert "draft" in states.values()
+    assert set(states.values()) == {"draft", "published"}

@@ -7,11 +7,11 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, select, update
 
 from bulkjobs import keys
 from bulkjobs.synclog import SyncLog
-from models import Job, Record, RecordTombstone, RecordVersion, WorkflowEntry
+from models import Job, Record, RecordDeletion, RecordTombstone, RecordVersion, WorkflowEntry
 from models.engine import get_engine, get_write_engine
 from models.seed import SeededProject, SeedResult, seed
 from worker.runner import RunConfig, run
@@ -22,13 +22,23 @@ jobs_t = Job.__table__
 versions_t = RecordVersion.__table__
 workflow_t = WorkflowEntry.__table__
 tombstones_t = RecordTombstone.__table__
+deletions_t = RecordDeletion.__table__
 ACTOR = {"type": "user", "id": "tester"}
 
 
 def records(project_gid: str) -> dict[str, Any]:
-    """Every record of a project by gid."""
+    """Every record of a project by gid, in its public state: ``status`` is ``deleted`` while
+    the record has a deletion row, ``own_status`` the ``draft``/``published`` of the row
+    (what an undelete returns it to), ``deleted_root`` its delete generation or ``None``."""
+    columns = [c for c in records_t.c if c.name != "status"]
     with get_engine().connect() as conn:
-        rows = conn.execute(select(records_t).where(records_t.c.project_gid == project_gid))
+        rows = conn.execute(
+            select(*columns, records_t.c.status.label("own_status"),
+                   case((deletions_t.c.record_id.is_not(None), "deleted"),
+                        else_=records_t.c.status).label("status"),
+                   deletions_t.c.deleted_root)
+            .outerjoin(deletions_t, deletions_t.c.record_id == records_t.c.id)
+            .where(records_t.c.project_gid == project_gid))
         return {r.gid: r for r in rows}
 
 
@@ -131,17 +141,16 @@ def versions(record_id: int) -> list[Any]:
 
 def assert_consistent(project_gid: str) -> None:
     """Every record is in one well-defined state: deleted rows carry a generation
-    (``deleted_root``, itself a deleted root of its own generation) and ``prev_status``; live
-    rows carry neither and have a live parent."""
+    (``deleted_root``, itself a deleted root of its own generation); live rows have a live
+    parent; every row's own status is ``draft`` or ``published``."""
     recs = records(project_gid)
     by_id = {r.id: r for r in recs.values()}
     for gid, r in recs.items():
+        assert r.own_status in ("draft", "published"), gid
         if r.status == "deleted":
-            assert r.deleted_root is not None and r.prev_status is not None, gid
             root = by_id[r.deleted_root]
             assert (root.status, root.deleted_root) == ("deleted", root.id), gid
         else:
-            assert r.deleted_root is None and r.prev_status is None, gid
             if r.parent_id is not None:
                 assert by_id[r.parent_id].status != "deleted", gid
 

@@ -21,6 +21,7 @@ from tests.worker.helpers import (
     assert_consistent,
     assert_event_stream,
     cfg,
+    deletions_t,
     entries,
     job_row,
     new_job,
@@ -49,9 +50,15 @@ def leaves(project: SeededProject) -> list[str]:
 
 
 def count_status(project_gid: str, status: str) -> int:
+    """Records of a project in a public status (``deleted`` while a deletion row exists)."""
+    deleted = select(deletions_t.c.record_id).where(deletions_t.c.record_id == records_t.c.id)
+    if status == "deleted":
+        state = deleted.exists()
+    else:
+        state = ~deleted.exists() & (records_t.c.status == status)
     with get_engine().connect() as conn:
         return int(conn.execute(select(func.count()).select_from(records_t).where(
-            records_t.c.project_gid == project_gid, records_t.c.status == status)).scalar_one())
+            records_t.c.project_gid == project_gid, state)).scalar_one())
 
 
 def wait_progress(dep: Deployment, token: str, *, below: int, timeout: float = 120) -> int:

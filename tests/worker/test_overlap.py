@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bulkjobs import keys
 from models.engine import get_engine
@@ -17,10 +17,12 @@ from tests.worker.helpers import (
     assert_consistent,
     assert_event_stream,
     children,
+    deletions_t,
     do,
     entries,
     make_link,
     records,
+    records_t,
     seed_deleted_subtrees,
     space_events,
     subtree,
@@ -54,7 +56,8 @@ def run_at_once(deployment: Deployment, project_gid: str,
 
 def assert_tree_intact(project_gid: str) -> None:
     """No record lost its parent or a link its target, every ``childcount`` is the number
-    of children left, and no permanently deleted gid is still a record."""
+    of children left, no permanently deleted gid is still a record, and no deletion row
+    outlives its record."""
     recs = records(project_gid)
     by_id = {r.id: r for r in recs.values()}
     counts: dict[int, int] = {}
@@ -68,7 +71,11 @@ def assert_tree_intact(project_gid: str) -> None:
     with get_engine().connect() as conn:
         purged = set(conn.execute(select(tombstones_t.c.gid).where(
             tombstones_t.c.project_gid == project_gid)).scalars())
+        orphans = conn.execute(select(func.count()).select_from(deletions_t).where(
+            ~select(records_t.c.id).where(records_t.c.id == deletions_t.c.record_id).exists())
+        ).scalar_one()
     assert not purged & set(recs)
+    assert orphans == 0
 
 
 def test_overlapping_delete_and_undelete_at_once_leave_every_record_well_defined(
@@ -76,8 +83,9 @@ def test_overlapping_delete_and_undelete_at_once_leave_every_record_well_defined
 ) -> None:
     """A bulk delete and a bulk undelete over overlapping subtrees run at the same time on
     two workers: both end ``done`` (per-item failures only), each item counted exactly once,
-    and every record ends in one well-defined state (deleted rows carry a generation and a
-    previous status, live rows neither, no live record under a deleted parent)."""
+    and every record ends in one well-defined state (deleted rows carry a generation, every
+    row keeps a draft or published status of its own, no live record under a deleted
+    parent)."""
     project = seed_deleted_subtrees(60, deleted_every=2).projects[0]
     recs = records(project.gid)
     deleted_heads = [h for h in project.heads if recs[h].status == "deleted"]

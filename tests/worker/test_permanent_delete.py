@@ -15,9 +15,11 @@ from models.seed import SeededProject, SeedResult
 from tests.worker.helpers import (
     assert_consistent,
     children,
+    deletions_t,
     do,
     make_link,
     records,
+    records_t,
     subtree,
     tombstones_t,
     versions,
@@ -55,6 +57,13 @@ def search_entries(ids: list[int]) -> int:
         return int(conn.execute(text(sql.format(",".join(map(str, ids))))).scalar_one())
 
 
+def deletion_rows(ids: list[int]) -> int:
+    """Deletion rows left of these record ids (a removed record must leave none)."""
+    with get_engine().connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(deletions_t).where(
+            deletions_t.c.record_id.in_(ids))).scalar_one())
+
+
 def test_removes_subtree_links_history_and_leaves_tombstones(
     log: SyncLog, project: SeededProject
 ) -> None:
@@ -89,6 +98,7 @@ def test_removes_subtree_links_history_and_leaves_tombstones(
     assert after[project.root].childcount == before[project.root].childcount - 4
     assert all(not versions(i) for i in ids) and not workflow(ids)
     assert search_entries(ids) == 0
+    assert deletion_rows(ids) == 0
     stones = tombstones()
     assert set(stones) == set(doomed)
     assert stones[head].parent_gid == project.root
@@ -182,9 +192,11 @@ def test_children_entry_selects_deleted_children(log: SyncLog, project: SeededPr
     after = records(project.gid)
     assert not set(deleted) & set(after)
     with get_engine().connect() as conn:
-        left = conn.execute(select(func.count()).select_from(text("record")).where(
-            text("status = 'deleted' AND project_gid = :p")), {"p": project.gid}).scalar_one()
+        left = conn.execute(select(func.count()).select_from(records_t).join(
+            deletions_t, deletions_t.c.record_id == records_t.c.id).where(
+            records_t.c.project_gid == project.gid)).scalar_one()
     assert left == 0
+    assert deletion_rows([recs[g].id for h in deleted for g in subtree(recs, h)]) == 0
 
 
 def test_single_record_job_answers_with_the_parent(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection
 
 from models.resolve import Mode
 from models.selection import Kind
@@ -112,8 +112,3 @@ class JobSpec:
     # Single-item jobs that return a result (restore, revert, permanent_delete_record): the
     # result stored when the selection matched nothing (e.g. an unknown record).
     no_item_result: Result | None = None
-
-
-def ids_param(sql: str) -> Any:
-    """``text(sql)`` with ``:ids`` expanded from a list (one placeholder per id)."""
-    return text(sql).bindparams(bindparam("ids", expanding=True))

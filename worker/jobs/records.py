@@ -1,10 +1,12 @@
 """Record jobs: bulk delete, bulk undelete and permanent delete, with subtree semantics.
 
-Deletion marks a record and its live subtree ``deleted`` and stamps them with the
-record's id in ``deleted_root`` (the delete generation); links pointing into the subtree go
-with it under the same stamp.  Undeletion restores exactly the rows carrying the stamp, so
-records that had been deleted on their own before stay deleted.  Both are written as a
-handful of set-based statements per batch, whatever the subtree sizes.
+Deletion gives a record and every live record of its subtree a
+:class:`~models.records.RecordDeletion` row stamped with the record's id in ``deleted_root``
+(the delete generation); links pointing into the subtree go with it under the same stamp.
+Undeletion removes exactly the rows carrying the stamp (one range of the ``deleted_root``
+index), so records that had been deleted on their own before stay deleted.  The record rows
+themselves are not written: their ``status`` is what they return to.  Both are a handful of
+set-based statements per batch, whatever the subtree sizes.
 
 Each successfully processed item gets one workflow entry (on the selected record; it stands
 for the whole subtree change).
@@ -23,10 +25,19 @@ permanent delete alike (its tombstone is resolved as a job item with a negative 
 does, in delete, undelete and permanent delete, an item whose record a concurrent job removed
 after this job resolved its selection.
 
-Concurrency (PostgreSQL; SQLite serialises writers): every batch first locks the records it
-was given (``FOR UPDATE``, in id order), and undelete also locks the ancestors it checks
-(``FOR SHARE``), so the set statements that follow take their snapshot after a concurrent
-job's conflicting batch has committed, and each record ends in one well-defined state.
+Concurrency (PostgreSQL; SQLite serialises writers): every batch first locks what decides
+its items' outcome, in id order, and reads their state after that, so the set statements
+that follow take their snapshot after a concurrent job's conflicting batch has committed,
+and each record ends in one well-defined state:
+
+* delete and permanent delete lock the records they were given (``FOR UPDATE``), and
+  permanent delete also their deletion rows;
+* undelete locks its items' deletion rows (``FOR UPDATE``; an undelete or a permanent delete
+  that got there first has removed them, and the item then reads as not deleted or gone),
+  and the ancestors it checks (``FOR SHARE``), which a delete or permanent delete of an
+  ancestor locks ``FOR UPDATE``.  It leaves the wide record rows unwritten, locks included;
+* two deletions reaching the same descendant meet on the ``record_deletion`` primary key:
+  the second waits for the first and keeps its stamp (``ON CONFLICT DO NOTHING``).
 
 Changed gids are noted for record events (``ctx.effects``): soft and permanent deletes as
 ``DELETE``, undeletes and parents whose ``childcount`` changed as ``UPDATE``.
@@ -42,12 +53,12 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from models import dialect
-from models.dialect import is_pg
+from models.dialect import ids_param, is_pg
 from models.history import write_workflow
-from models.records import subtree_upper
+from models.records import live_sql, subtree_upper
 from models.search.index import reindex
 from models.selection import Gids, parse_selection
-from worker.jobs.base import Context, Failure, Result, error_result, ids_param
+from worker.jobs.base import Context, Failure, Result, error_result
 
 PERMANENTLY_DELETED = "permanently deleted"
 
@@ -55,7 +66,43 @@ PERMANENTLY_DELETED = "permanently deleted"
 def _for_update(conn: Connection) -> str:
     """Row locks for the records a batch was given (PostgreSQL; SQLite writers are already
     serialised by ``BEGIN IMMEDIATE``)."""
-    return " ORDER BY id FOR UPDATE" if is_pg(conn) else ""
+    return " ORDER BY r.id FOR UPDATE OF r" if is_pg(conn) else ""
+
+
+def _lock_deletions(conn: Connection, ids: Sequence[int]) -> None:
+    """Lock the deletion rows of the given records (PostgreSQL), waiting for a concurrent
+    batch that holds them; rows it removed are then simply gone."""
+    if is_pg(conn):
+        conn.execute(ids_param(conn, "SELECT record_id FROM record_deletion "
+                               "WHERE record_id IN :ids ORDER BY record_id FOR UPDATE"),
+                     {"ids": list(ids)})
+
+
+def _deleted_rows(conn: Connection, ids: Sequence[int]) -> Sequence[Any]:
+    """:data:`_DELETED_ROWS`, their deletion rows locked (PostgreSQL) as
+    :func:`_lock_deletions` does, in one statement."""
+    lock = " ORDER BY d.record_id FOR UPDATE OF d" if is_pg(conn) else ""
+    return conn.execute(ids_param(conn, _DELETED_ROWS + lock), {"ids": list(ids)}).all()
+
+
+#: A batch's records with their delete generation (``NULL`` when live).
+_ROWS = ("SELECT r.id, r.gid, r.parent_id, r.mpath, d.deleted_root FROM record r "
+         "LEFT JOIN record_deletion d ON d.record_id = r.id WHERE r.id IN :ids")
+#: The deleted ones of a batch's records, with their delete generation and own status.
+_DELETED_ROWS = ("SELECT d.record_id AS id, r.gid, r.parent_id, r.mpath, d.deleted_root, "
+                 "r.status FROM record_deletion d JOIN record r ON r.id = d.record_id "
+                 "WHERE d.record_id IN :ids")
+
+
+def _note(conn: Connection, ctx: Context, action: str, changed: Any) -> None:
+    """Note the records of a ``RETURNING record_id`` result for record events."""
+    if not ctx.effects.collect_events:
+        return
+    ids = changed.scalars().all()
+    if ids:
+        ctx.effects.changed(action, conn.execute(text(
+            f"SELECT r.gid FROM {dialect.id_rows(conn, 'ids')} JOIN record r ON r.id = j.value"
+        ), {"ids": dialect.json_ids(ids)}).scalars())
 
 
 def _split(ids: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -66,8 +113,9 @@ def _split(ids: Sequence[int]) -> tuple[list[int], list[int]]:
 def _tombstone_failures(conn: Connection, tombstone_ids: list[int]) -> list[Failure]:
     if not tombstone_ids:
         return []
-    gids = conn.execute(ids_param("SELECT gid FROM record_tombstone WHERE id IN :ids ORDER BY id"),
-                        {"ids": tombstone_ids}).scalars()
+    gids = conn.execute(ids_param(
+        conn, "SELECT gid FROM record_tombstone WHERE id IN :ids ORDER BY id"
+    ), {"ids": tombstone_ids}).scalars()
     return [Failure(g, PERMANENTLY_DELETED) for g in gids]
 
 
@@ -79,7 +127,7 @@ def _vanished_failures(conn: Connection, record_ids: Sequence[int], rows: Sequen
     vanished = sorted(set(record_ids) - {r.id for r in rows})
     if not vanished:
         return []
-    return [Failure(g, PERMANENTLY_DELETED) for g in conn.execute(ids_param(
+    return [Failure(g, PERMANENTLY_DELETED) for g in conn.execute(ids_param(conn,
         "SELECT gid FROM record_tombstone WHERE record_id IN :ids ORDER BY id"
     ), {"ids": vanished}).scalars()]
 
@@ -94,19 +142,15 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
     takes the descendant's generation into its own.  This job's deletions are known by the
     workflow entries it wrote (their comment names the job)."""
     comment = f"bulk job {ctx.token}"
-    rows = conn.execute(ids_param(
-        "SELECT id, gid, status, parent_id, mpath, deleted_root FROM record WHERE id IN :ids"
-        + _for_update(conn)
-    ), {"ids": list(ids)}).all()
+    rows = conn.execute(ids_param(conn, _ROWS + _for_update(conn)), {"ids": list(ids)}).all()
     failures = _vanished_failures(conn, ids, rows)
     ok: dict[int, str] = {}
-    gone_with = _deleted_by_job(conn, comment, {r.deleted_root for r in rows
-                                                if r.status == "deleted" and r.deleted_root})
+    gone_with = _deleted_by_job(conn, comment, {r.deleted_root for r in rows if r.deleted_root})
     went_down: list[int] = []
-    for rid, gid, status, parent_id, mpath, deleted_root in rows:
-        if status == "deleted" and deleted_root in gone_with and deleted_root != rid:
+    for rid, gid, parent_id, mpath, deleted_root in rows:
+        if deleted_root in gone_with and deleted_root != rid:
             went_down.append(rid)  # deleted with an ancestor selected in this job
-        elif status == "deleted":
+        elif deleted_root is not None:
             failures.append(Failure(gid, "already deleted"))
         elif parent_id is None:
             failures.append(Failure(gid, "the root record cannot be deleted"))
@@ -118,6 +162,7 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
             if not any(int(a) in ok for a in mpath.strip("/").split("/")[:-1])]
     write_workflow(conn, went_down, action="delete", actor=ctx.actor, now=ctx.now,
                    comment=comment, state_sql="'deleted'")
+    tops = _claim(conn, ctx, tops, ok, rows, failures)
     if not tops:
         return failures
     roots = json.dumps([{"id": rid, "lo": ok[rid], "hi": subtree_upper(ok[rid])} for rid in tops])
@@ -129,36 +174,58 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
     # Generations this job started inside a top's subtree (a selected descendant deleted in
     # an earlier batch) become the top's, links included.
     conn.execute(text(
-        "UPDATE record SET deleted_root = f.top FROM ("
+        "UPDATE record_deletion SET deleted_root = f.top FROM ("
         f"SELECT b.id AS top, r.id AS gen FROM {source} "
         "JOIN record r ON r.mpath >= b.lo AND r.mpath < b.hi "
+        "JOIN record_deletion g ON g.record_id = r.id AND g.deleted_root = r.id "
         "JOIN workflow_entry w ON w.record_id = r.id "
-        "WHERE r.project_gid = :proj AND r.status = 'deleted' AND r.deleted_root = r.id "
-        "AND w.action = 'delete' AND w.comment = :comment) AS f "
-        "WHERE record.deleted_root = f.gen"
+        "WHERE r.project_gid = :proj AND w.action = 'delete' AND w.comment = :comment) AS f "
+        "WHERE record_deletion.deleted_root = f.gen"
     ), {"roots": roots, "proj": ctx.project_gid, "comment": comment})
-    effects = ctx.effects
-    changed = conn.execute(text(
-        "UPDATE record SET prev_status = record.status, status = 'deleted', "
-        f"deleted_root = b.id, updated_on = :now FROM {source} "
-        "WHERE record.mpath >= b.lo AND record.mpath < b.hi AND record.status <> 'deleted' "
-        "AND record.project_gid = :proj" + effects.returning()
-    ), {"roots": roots, "now": ctx.now, "proj": ctx.project_gid})
-    if effects.collect_events:
-        effects.changed("DELETE", changed.scalars())
+    returning = ctx.effects.returning("record_id")
+    _note(conn, ctx, "DELETE", conn.execute(text(
+        "INSERT INTO record_deletion (record_id, deleted_root) "
+        f"SELECT r.id, b.id FROM {source} JOIN record r ON r.mpath >= b.lo AND r.mpath < b.hi "
+        f"WHERE r.project_gid = :proj AND {live_sql('r')} "
+        "ON CONFLICT (record_id) DO NOTHING" + returning
+    ), {"roots": roots, "proj": ctx.project_gid}))
     # Links pointing at anything just deleted are deleted in the same generation.
-    changed = conn.execute(ids_param(
-        "UPDATE record SET prev_status = record.status, status = 'deleted', "
-        "deleted_root = t.deleted_root, updated_on = :now FROM record AS t "
-        "WHERE record.canonical_id = t.id AND record.is_link = true "
-        "AND record.status <> 'deleted' AND t.status = 'deleted' AND t.deleted_root IN :ids"
-        + effects.returning()
-    ), {"ids": tops, "now": ctx.now})
-    if effects.collect_events:
-        effects.changed("DELETE", changed.scalars())
+    _note(conn, ctx, "DELETE", conn.execute(ids_param(conn,
+        "INSERT INTO record_deletion (record_id, deleted_root) "
+        "SELECT l.id, t.deleted_root FROM record_deletion t "
+        "JOIN record l ON l.canonical_id = t.record_id "
+        f"WHERE t.deleted_root IN :ids AND l.is_link = true AND {live_sql('l')} "
+        "ON CONFLICT (record_id) DO NOTHING" + returning
+    ), {"ids": tops}))
     write_workflow(conn, list(ok), action="delete", actor=ctx.actor, now=ctx.now,
                    comment=comment, state_sql="'deleted'")
     return failures
+
+
+def _claim(conn: Connection, ctx: Context, tops: list[int], ok: dict[int, str],
+           rows: Sequence[Any], failures: list[Failure]) -> list[int]:
+    """Give each top its own deletion row first; returns the tops that got one.
+
+    A top that a concurrent job's deletion reached in the meantime (its subtree statement
+    took the row first; this statement waits for that job's commit) is already deleted, and
+    so are the items nested in it: they fail, and ``ok`` loses them.  Claiming the tops
+    before anything else is what keeps a generation whole when two jobs delete nested
+    records at once: whichever job holds the top's row, the other one's subtree statement
+    waits for it and then leaves that whole subtree to it."""
+    claimed = set(conn.execute(ids_param(conn,
+        "INSERT INTO record_deletion (record_id, deleted_root) SELECT r.id, r.id FROM record r "
+        "WHERE r.id IN :ids ON CONFLICT (record_id) DO NOTHING RETURNING record_id"
+    ), {"ids": tops}).scalars())
+    lost = set(tops) - claimed
+    if lost:
+        gid_of = {r.id: r.gid for r in rows}
+        for rid, mpath in list(ok.items()):
+            if rid in lost or any(int(a) in lost for a in mpath.strip("/").split("/")[:-1]):
+                failures.append(Failure(gid_of[rid], "already deleted"))
+                del ok[rid]
+    if ctx.effects.collect_events:
+        ctx.effects.changed("DELETE", [r.gid for r in rows if r.id in claimed])
+    return [rid for rid in tops if rid in claimed]
 
 
 def _deleted_by_job(conn: Connection, comment: str, roots: set[int]) -> set[int]:
@@ -166,7 +233,7 @@ def _deleted_by_job(conn: Connection, comment: str, roots: set[int]) -> set[int]
     deleted."""
     if not roots:
         return set()
-    return set(conn.execute(ids_param(
+    return set(conn.execute(ids_param(conn,
         "SELECT record_id FROM workflow_entry WHERE record_id IN :ids AND action = 'delete' "
         "AND comment = :comment"), {"ids": sorted(roots), "comment": comment}).scalars())
 
@@ -176,25 +243,27 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
     failures: dict[int, Failure] = {}
     vanished: list[Failure] = []
     done: list[int] = []
+    states: dict[int, str] = {}  # the review state each undeleted record returns to
     pending = record_ids
     # Undeleting a record can make a later item's parent live again, so items that failed only
     # because their parent was deleted are tried again until a round makes no progress.
     while pending:
-        rows = conn.execute(ids_param(
-            "SELECT id, gid, status, deleted_root, parent_id, mpath FROM record "
-            "WHERE id IN :ids" + _for_update(conn)
-        ), {"ids": pending}).all()
-        if pending is record_ids:  # the first round; the rows are locked from now on
-            vanished = _vanished_failures(conn, record_ids, rows)
-        parent_status = _ancestor_status(conn, rows)
+        rows = _deleted_rows(conn, pending)  # locked from now on
+        found = {r.id for r in rows}
+        others = [i for i in pending if i not in found]
+        if others:  # live, or gone
+            live = conn.execute(ids_param(conn, "SELECT id, gid FROM record WHERE id IN :ids"),
+                                {"ids": others}).all()
+            failures.update((rid, Failure(gid, "not deleted")) for rid, gid in live)
+            vanished += _vanished_failures(conn, others, live)
+        deleted_ancestors = _deleted_ancestors(conn, rows)
         ok: list[int] = []
         retry: list[int] = []
-        for rid, gid, status, deleted_root, parent_id, _ in rows:
-            if status != "deleted":
-                failures[rid] = Failure(gid, "not deleted")
-            elif deleted_root != rid:
+        for rid, gid, parent_id, _, deleted_root, status in rows:
+            states[rid] = status
+            if deleted_root != rid:
                 failures[rid] = Failure(gid, "deleted with an ancestor; undelete that ancestor")
-            elif parent_status.get(parent_id) == "deleted":
+            elif parent_id in deleted_ancestors:
                 failures[rid] = Failure(gid, "the parent is deleted")
                 retry.append(rid)
             else:
@@ -202,36 +271,36 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
         if not ok:
             break
         # One statement for the whole batch: the generation index (deleted_root) finds each
-        # item's rows; the status guard makes a repeated batch a no-op.
-        changed = conn.execute(ids_param(
-            "UPDATE record SET status = COALESCE(prev_status, 'draft'), prev_status = NULL, "
-            "deleted_root = NULL, updated_on = :now WHERE deleted_root IN :ids "
-            "AND status = 'deleted'" + ctx.effects.returning()
-        ), {"ids": ok, "now": ctx.now})
-        if ctx.effects.collect_events:
-            ctx.effects.changed("UPDATE", changed.scalars())
+        # item's deletion rows, and removing them is the undelete.
+        _note(conn, ctx, "UPDATE", conn.execute(ids_param(conn,
+            "DELETE FROM record_deletion WHERE deleted_root IN :ids"
+            + ctx.effects.returning("record_id")
+        ), {"ids": ok}))
         done += ok
         for rid in retry:
             failures.pop(rid, None)
         pending = retry
     write_workflow(conn, done, action="undelete", actor=ctx.actor, now=ctx.now,
-                   comment=f"bulk job {ctx.token}")
+                   comment=f"bulk job {ctx.token}", states=states)
     return vanished + list(failures.values()) + _tombstone_failures(conn, tombstone_ids)
 
 
-def _ancestor_status(conn: Connection, rows: Sequence[Any]) -> dict[int, str]:
-    """Status of every ancestor of the given records (``mpath`` is the last column).
+def _deleted_ancestors(conn: Connection, rows: Sequence[Any]) -> set[int]:
+    """The deleted ones among the ancestors of the given records (``mpath`` is the fourth
+    column).
 
     On PostgreSQL the ancestors are locked ``FOR SHARE``: a concurrent delete of one of them
     (which locks it ``FOR UPDATE`` first) then either commits before this read, and the
     record is not undeleted under a deleted parent, or waits for this batch to commit, and its
-    subtree update sees the undeleted rows and takes them along."""
-    ancestors = sorted({int(a) for row in rows for a in row[-1].strip("/").split("/")[:-1]})
+    subtree statement sees the undeleted rows and takes them along."""
+    ancestors = sorted({int(a) for row in rows for a in row[3].strip("/").split("/")[:-1]})
     if not ancestors:
-        return {}
-    lock = " ORDER BY id FOR SHARE" if is_pg(conn) else ""
-    return dict(conn.execute(ids_param(  # type: ignore[arg-type]
-        "SELECT id, status FROM record WHERE id IN :ids" + lock), {"ids": ancestors}).all())
+        return set()
+    lock = " ORDER BY r.id FOR SHARE OF r" if is_pg(conn) else ""
+    return {rid for rid, deleted_root in conn.execute(ids_param(conn,
+        "SELECT r.id, d.deleted_root FROM record r LEFT JOIN record_deletion d "
+        "ON d.record_id = r.id WHERE r.id IN :ids" + lock), {"ids": ancestors})
+        if deleted_root is not None}
 
 
 def parents_first(conn: Connection, token: str) -> None:
@@ -243,15 +312,7 @@ def parents_first(conn: Connection, token: str) -> None:
     without it the outcome would depend on where the batch boundaries fall.  (Order carries
     no meaning for undelete: it returns no list.)
     """
-    tmp = str(uuid.uuid4())
-    conn.execute(text(
-        "INSERT INTO job_item (job_token, item_id) "
-        "SELECT :tmp, j.item_id FROM job_item j JOIN record r ON r.id = j.item_id "
-        "WHERE j.job_token = :tok ORDER BY r.treelevel, j.id"
-    ), {"tmp": tmp, "tok": token})
-    conn.execute(text("DELETE FROM job_item WHERE job_token = :tok"), {"tok": token})
-    conn.execute(text("UPDATE job_item SET job_token = :tok WHERE job_token = :tmp"),
-                 {"tok": token, "tmp": tmp})
+    _by_treelevel(conn, token, descending=False)
 
 
 def deepest_first(conn: Connection, token: str) -> None:
@@ -260,11 +321,25 @@ def deepest_first(conn: Connection, token: str) -> None:
     A selected record inside another selected record's subtree (each the root of a delete
     generation of its own) is then removed by its own item before the ancestor's removal
     takes it along, so its outcome does not depend on where the batch boundaries fall."""
+    _by_treelevel(conn, token, descending=True)
+
+
+def _by_treelevel(conn: Connection, token: str, *, descending: bool) -> None:
+    """Renumber the job's items by tree level (then by their order so far).  Items already
+    in that order — the usual case: siblings, or the heads of many subtrees — are left as
+    they are, after one read."""
+    out_of_order = "step > 0" if descending else "step < 0"
+    if not conn.execute(text(
+        "SELECT 1 FROM (SELECT r.treelevel - LAG(r.treelevel) OVER (ORDER BY j.id) AS step "
+        "FROM job_item j JOIN record r ON r.id = j.item_id WHERE j.job_token = :tok) AS s "
+        f"WHERE {out_of_order} LIMIT 1"
+    ), {"tok": token}).first():
+        return
     tmp = str(uuid.uuid4())
     conn.execute(text(
         "INSERT INTO job_item (job_token, item_id) "
         "SELECT :tmp, j.item_id FROM job_item j JOIN record r ON r.id = j.item_id "
-        "WHERE j.job_token = :tok ORDER BY r.treelevel DESC, j.id"
+        f"WHERE j.job_token = :tok ORDER BY r.treelevel{' DESC' if descending else ''}, j.id"
     ), {"tmp": tmp, "tok": token})
     conn.execute(text("DELETE FROM job_item WHERE job_token = :tok"), {"tok": token})
     conn.execute(text("UPDATE job_item SET job_token = :tok WHERE job_token = :tmp"),
@@ -309,14 +384,18 @@ def permanent_delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -
     """Remove the given deleted records (roots of their delete generation) for good."""
     record_ids, tombstone_ids = _split(ids)
     failures = _tombstone_failures(conn, tombstone_ids)
-    rows = conn.execute(ids_param(
-        "SELECT id, gid, status, deleted_root, mpath FROM record WHERE id IN :ids"
-        + _for_update(conn)
-    ), {"ids": record_ids}).all() if record_ids else []
+    rows = []
+    if record_ids:
+        # Locks first, then the state: an undelete holding a deletion row may remove it.
+        if is_pg(conn):
+            conn.execute(ids_param(conn, "SELECT r.id FROM record r WHERE r.id IN :ids"
+                                   + _for_update(conn)), {"ids": record_ids})
+        _lock_deletions(conn, record_ids)
+        rows = conn.execute(ids_param(conn, _ROWS), {"ids": record_ids}).all()
     failures += _vanished_failures(conn, record_ids, rows)
     heads: dict[int, str] = {}
-    for rid, gid, status, deleted_root, mpath in rows:
-        if status != "deleted":
+    for rid, gid, _, mpath, deleted_root in rows:
+        if deleted_root is None:
             failures.append(Failure(gid, "not deleted"))
         elif deleted_root != rid:
             failures.append(Failure(gid, "deleted with an ancestor; permanently delete that "
@@ -360,7 +439,7 @@ def _remove_subtrees(conn: Connection, ctx: Context, heads: dict[int, str]) -> N
         "WHERE record.id IN (SELECT parent_id FROM record WHERE id IN (SELECT id FROM gone)) "
         "AND record.id NOT IN (SELECT id FROM gone) RETURNING record.gid"
     ), args).scalars().all()
-    for table in ("record_version", "workflow_entry"):
+    for table in ("record_version", "workflow_entry", "record_deletion"):
         conn.execute(text(
             gone + f"DELETE FROM {table} WHERE record_id IN (SELECT id FROM gone)"), args)
     removed = conn.execute(text(
@@ -378,7 +457,7 @@ def permanent_delete_one(conn: Connection, ctx: Context, ids: Sequence[int]) -> 
     parent = None
     record_ids, _ = _split(ids)
     if record_ids:
-        parent = conn.execute(ids_param(
+        parent = conn.execute(ids_param(conn,
             "SELECT p.gid FROM record r LEFT JOIN record p ON p.id = r.parent_id "
             "WHERE r.id IN :ids"), {"ids": record_ids[:1]}).scalar()
     failures = permanent_delete_batch(conn, ctx, ids[:1])
@@ -386,7 +465,7 @@ def permanent_delete_one(conn: Connection, ctx: Context, ids: Sequence[int]) -> 
         ctx.effects.result = error_result(422, "unprocessable", failures[0].reason,
                                           record=failures[0].gid)
     else:
-        gid = conn.execute(ids_param(
+        gid = conn.execute(ids_param(conn,
             "SELECT gid FROM record_tombstone WHERE record_id IN :ids ORDER BY id DESC"
         ), {"ids": record_ids[:1]}).scalar()
         ctx.effects.result = Result(200, {"record": gid, "parent": parent})

@@ -41,9 +41,10 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
 
+from models.dialect import ids_param
 from models.queries import SCHEMA_DATA_KEYS
 from models.schema_editing import LAYOUT_OWNERS, NAMED_TYPES, is_committed
-from worker.jobs.base import Context, Failure, ids_param
+from worker.jobs.base import Context, Failure
 
 EXTENDED = "extended definitions cannot be {}; use the records/definition api"
 NOT_MODIFIED = "not modified: the item has no working copy"
@@ -54,7 +55,7 @@ _COLUMNS = ("id, gid, type, name, is_new, is_working_copy, original, is_extended
 
 def _rows(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Any]:
     """The batch's items that still exist, in batch order."""
-    rows = conn.execute(ids_param(
+    rows = conn.execute(ids_param(conn,
         f"SELECT {_COLUMNS} FROM schema_item WHERE id IN :ids AND project_gid = :proj"
     ), {"ids": list(ids), "proj": ctx.project_gid}).all()
     order = {item_id: n for n, item_id in enumerate(ids)}
@@ -135,7 +136,7 @@ def _records_to_originals(conn: Connection, ctx: Context, copies: dict[int, Any]
     definition_copies = [i for i, r in copies.items()
                          if r.type == "definition" and r.is_working_copy]
     if definition_copies:
-        moved = conn.execute(ids_param(
+        moved = conn.execute(ids_param(conn,
             "UPDATE record SET definition = c.original FROM schema_item AS c "
             "WHERE c.id IN :ids AND c.is_working_copy = true AND c.original IS NOT NULL "
             "AND record.definition = c.gid AND record.project_gid = :proj"
@@ -151,7 +152,7 @@ def _repoint_to_originals(conn: Connection, ctx: Context, layout_copy_ids: list[
     returns their ``(gid, type)``."""
     if not layout_copy_ids:
         return []
-    return conn.execute(ids_param(
+    return conn.execute(ids_param(conn,
         "UPDATE schema_item SET layout = c.original FROM schema_item AS c "
         "WHERE c.id IN :ids AND c.type = 'layout' AND c.is_working_copy = true "
         "AND c.original IS NOT NULL AND schema_item.layout = c.gid "
@@ -207,7 +208,7 @@ def commit_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
     changes = _Changes()
     if copies:
         # Originals take the copies' content; ``is_base`` and ``created_on`` stay theirs.
-        changes.add(changes.updated, conn.execute(ids_param(
+        changes.add(changes.updated, conn.execute(ids_param(conn,
             "UPDATE schema_item SET name = c.name, label = c.label, classes = c.classes, "
             "fields = c.fields, layout = c.layout, body = c.body, updated_on = :now "
             "FROM schema_item AS c WHERE c.id IN :ids AND c.is_working_copy = true "
@@ -219,12 +220,12 @@ def commit_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
         changes.add(changes.updated, _repoint_to_originals(
             conn, ctx, [i for i, r in copies.items() if r.type == "layout"]))
         _records_to_originals(conn, ctx, copies)
-        changes.add(changes.deleted, conn.execute(ids_param(
+        changes.add(changes.deleted, conn.execute(ids_param(conn,
             "DELETE FROM schema_item WHERE id IN :ids AND is_working_copy = true "
             "RETURNING gid, type"
         ), {"ids": list(copies)}))
     if news:
-        changes.add(changes.updated, conn.execute(ids_param(
+        changes.add(changes.updated, conn.execute(ids_param(conn,
             "UPDATE schema_item SET is_new = false, updated_on = :now "
             "WHERE id IN :ids AND is_new = true RETURNING gid, type"
         ), {"ids": list(news), "now": ctx.now}))
@@ -290,7 +291,7 @@ def revert_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
         changes.add(changes.updated, _repoint_to_originals(
             conn, ctx, [i for i, r in remove.items() if r.type == "layout" and r.is_working_copy]))
         _records_to_originals(conn, ctx, remove)
-        changes.add(changes.deleted, conn.execute(ids_param(
+        changes.add(changes.deleted, conn.execute(ids_param(conn,
             "DELETE FROM schema_item WHERE id IN :ids AND is_extended = false "
             "AND (is_new = true OR is_working_copy = true) RETURNING gid, type"
         ), {"ids": list(remove)}))
@@ -363,7 +364,7 @@ def save_as_new_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> lis
         conn.execute(text("UPDATE schema_item SET layout = :layout WHERE id = :id "
                           "AND is_working_copy = true"), repoint)
     if convert:
-        changes.add(changes.updated, conn.execute(ids_param(
+        changes.add(changes.updated, conn.execute(ids_param(conn,
             "UPDATE schema_item SET is_new = true, is_working_copy = false, original = NULL, "
             "updated_on = :now WHERE id IN :ids AND is_working_copy = true RETURNING gid, type"
         ), {"ids": list(convert), "now": ctx.now}))

@@ -31,7 +31,7 @@ from bulkjobs.errors import NotFound
 from models.history import write_versions
 from models.history_reads import find_version
 from models.queries import records_public
-from models.records import Record
+from models.records import Record, is_deleted
 from models.search.index import reindex
 from models.versions import RecordVersion
 from worker.jobs.base import Context, Failure, Result, error_result
@@ -71,7 +71,7 @@ def _restore(conn: Connection, ctx: Context, ids: Sequence[int],
     """Restore the first item's version that ``which`` (:func:`find_version`'s ``number`` or
     ``version_id``) picks; extra items (a selection of more than the version's record) fail,
     they are not this job's."""
-    rows = conn.execute(select(records_t.c.id, records_t.c.gid, records_t.c.status)
+    rows = conn.execute(select(records_t.c.id, records_t.c.gid)
                         .where(records_t.c.id.in_(list(ids))).with_for_update()).all()
     by_id = {r.id: r for r in rows}
     extra = [Failure(by_id[i].gid, "one record per restore") for i in ids[1:] if i in by_id]
@@ -86,7 +86,7 @@ def _restore(conn: Connection, ctx: Context, ids: Sequence[int],
             version, _ = find_version(session, ctx.project_gid, record_id=rec.id, **which)
         except NotFound as missing:
             return [_fail(ctx, rec.gid, 404, "not_found", missing.message)] + extra
-    if rec.status == "deleted":
+    if is_deleted(conn, rec.id):
         return [_fail(ctx, rec.gid, 422, "deleted", "The record is deleted")] + extra
     snapshot = dict(version.snapshot or {})
     content = {k: snapshot[k] for k in CONTENT if k in snapshot}
