@@ -54,7 +54,9 @@ class Job(SQLModel, table=True):
 
 class JobItem(SQLModel, table=True):
     __tablename__ = "job_item"
-    __table_args__ = (UniqueConstraint("job_token", "item_id"),)
+    # (job_token, id): a job's next batch is one range of this index.
+    __table_args__ = (UniqueConstraint("job_token", "item_id"),
+                      Index("ix_job_item_job_token_id", "job_token", "id"))
 
     id: int | None = Field(default=None, primary_key=True)
     job_token: str = Field(max_length=36)

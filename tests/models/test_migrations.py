@@ -1,0 +1,105 @@
+"""Migrations on a database of their own: the newest schema matches the tables, and moving
+deletion out of the record row (0005) keeps every record's state, both ways."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, text
+from sqlmodel import SQLModel
+
+from bulkjobs.settings import get_settings
+from models.engine import MIGRATIONS, make_engine, normalise_url
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """An empty database: a SQLite file, or a PostgreSQL schema of its own."""
+    url = get_settings().effective_database_url
+    if not url.startswith("postgres"):
+        yield make_engine(f"sqlite:///{tmp_path}/migrations.db")
+        return
+    schema = f"migrations_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(normalise_url(url))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    engine = create_engine(normalise_url(url), connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def _to(engine: Engine, revision: str, *, down: bool = False) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(cfg, revision)
+        conn.commit()
+
+
+def test_newest_schema_matches_the_tables(engine: Engine) -> None:
+    """Every table, column and index of the models is what the migrations create."""
+    _to(engine, "head")
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    # The search index's tables (FTS5 and its shadow tables, or tsvector tables) are the
+    # migrations' own, not models.
+    search = ("record_fts", "record_search", "search_language")
+    diff = [d for d in diff if not (
+        (d[0] == "remove_table" and d[1].name.startswith(search))
+        or (d[0] == "remove_index" and d[1].table.name.startswith(search)))]
+    assert diff == []
+
+
+OLD_RECORDS = [
+    # gid, id, parent, mpath, status, prev_status, deleted_root
+    ("root", 1, None, "/1/", "draft", None, None),
+    ("head", 2, 1, "/1/2/", "deleted", "published", 2),
+    ("kid", 3, 2, "/1/2/3/", "deleted", "draft", 2),
+    ("own", 4, 2, "/1/2/4/", "deleted", "published", 4),
+    ("live", 5, 1, "/1/5/", "published", None, None),
+]
+
+
+def test_0005_moves_deletions_out_of_the_record_row_and_back(engine: Engine) -> None:
+    _to(engine, "0004")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO project (gid, name, status, languages, channels, orderings, created_on)"
+            " VALUES ('p', 'P', 'active', '[\"en\"]', '{}', '{}', 0)"))
+        for gid, rid, parent, mpath, status, prev, root in OLD_RECORDS:
+            conn.execute(text(
+                "INSERT INTO record (id, gid, project_gid, parent_id, is_link, treelevel, mpath, "
+                "childcount, title, fields, status, prev_status, deleted_root, channels, "
+                "orderings, created_on, updated_on) VALUES (:id, :gid, 'p', :parent, false, 0, "
+                ":mpath, 0, '{}', '{}', :status, :prev, :root, '[]', '{}', 0, 0)"
+            ), {"id": rid, "gid": gid, "parent": parent, "mpath": mpath, "status": status,
+                "prev": prev, "root": root})
+    _to(engine, "0005")
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(text("SELECT gid, status FROM record")).all())
+        deletions = dict(conn.execute(text(
+            "SELECT r.gid, d.deleted_root FROM record_deletion d "
+            "JOIN record r ON r.id = d.record_id")).all())
+    assert statuses == {"root": "draft", "head": "published", "kid": "draft",
+                        "own": "published", "live": "published"}
+    assert deletions == {"head": 2, "kid": 2, "own": 4}
+
+    _to(engine, "0004", down=True)
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT gid, id, parent_id, mpath, status, prev_status, deleted_root FROM record"
+        )).all()
+    assert sorted(tuple(r) for r in rows) == sorted(OLD_RECORDS)
