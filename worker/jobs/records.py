@@ -354,6 +354,9 @@ def add_tombstoned(conn: Connection, token: str) -> None:
     Runs after any renumbering (which keeps only items that are records)."""
     job = conn.execute(text("SELECT project_gid, params FROM job WHERE token = :t"),
                        {"t": token}).one()
+    if conn.execute(text("SELECT 1 FROM record_tombstone WHERE project_gid = :proj LIMIT 1"),
+                    {"proj": job.project_gid}).first() is None:
+        return  # nothing of this project was ever permanently deleted
     # JSON comes back as text from SQLite and decoded from PostgreSQL
     params = job.params if isinstance(job.params, dict) else json.loads(job.params or "{}")
     selection = parse_selection(params.get("selection"), kind="records")
