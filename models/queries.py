@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from models.auth import Member, Project, User
-from models.records import Record, deleted_ids, public_status
+from models.records import DELETED, Record, deleted_ids
 
 
 def visible_projects(session: Session, *, user_gid: str, ops: bool = False) -> set[str]:
@@ -61,7 +61,7 @@ def records_public(session: Session, records: Sequence[Record]) -> dict[str, dic
             "childcount": rec.childcount,
             "definition": rec.definition,
             "title": rec.title,
-            "status": public_status(rec, rec.id in deleted),
+            "status": DELETED if rec.id in deleted else rec.status,
             "channels": rec.channels,
             "orderings": rec.orderings,
             "fields": rec.fields,

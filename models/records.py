@@ -12,7 +12,7 @@ columns exist to make subtree and selection queries set-based:
 Soft deletion is kept out of the record row, in :class:`RecordDeletion`: a deleted record
 has a row there, a live one has none.  ``record.status`` stays ``draft`` or ``published``
 (what the record returns to when undeleted), and the public status is ``deleted`` while a
-deletion row exists (:func:`status_sql`, :func:`deleted_ids`).  Deleting or undeleting a
+deletion row exists (:func:`deleted_sql`, :func:`deleted_ids`).  Deleting or undeleting a
 subtree therefore writes one narrow row per record (or removes it) instead of rewriting the
 wide record rows and all their indexes, and ``updated_on`` keeps the time of the last
 change to the record's content: deletion and undeletion are in its workflow history.
@@ -28,7 +28,6 @@ from sqlmodel import Field, SQLModel
 
 from models import dialect
 
-LIVE_STATUSES = ("draft", "published")
 DELETED = "deleted"
 
 
@@ -84,11 +83,6 @@ def live_sql(alias: str = "r") -> str:
     return "NOT " + deleted_sql(alias)
 
 
-def status_sql(alias: str = "r") -> str:
-    """The record's public status in SQL: ``deleted``, or its own ``draft``/``published``."""
-    return f"CASE WHEN {deleted_sql(alias)} THEN '{DELETED}' ELSE {alias}.status END"
-
-
 def deleted_ids(conn: Connection, ids: Iterable[int]) -> set[int]:
     """Those of the record ids ``ids`` that are deleted (one query, whatever their number)."""
     ids = sorted(set(ids))
@@ -105,9 +99,6 @@ def is_deleted(conn: Connection, record_id: int | None) -> bool:
         "SELECT 1 FROM record_deletion WHERE record_id = :id"), {"id": record_id}
     ).first() is not None
 
-
-def public_status(record: Any, deleted: bool) -> str:
-    return DELETED if deleted else str(record.status)
 
 
 class RecordTombstone(SQLModel, table=True):

@@ -30,11 +30,11 @@ update, version restore, permanent delete) call it in the same transaction.  Sta
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import Connection, text
 
+from models import dialect
 from models.dialect import is_pg
 from models.search.query import Term
 
@@ -54,22 +54,19 @@ def reindex(conn: Connection, record_ids: Iterable[int]) -> None:
     Ids of records that no longer exist simply lose their entries."""
     ids = sorted({int(i) for i in record_ids})
     for start in range(0, len(ids), CHUNK):
-        chunk = json.dumps(ids[start:start + CHUNK])
+        chunk = dialect.json_ids(ids[start:start + CHUNK])
+        rows = dialect.id_rows(conn, "ids", "x")
+        where = f"r.id IN (SELECT x.value FROM {rows})"
         if is_pg(conn):
-            where = ("r.id IN (SELECT CAST(x.value AS integer) "
-                     "FROM jsonb_array_elements_text(CAST(:ids AS jsonb)) AS x(value))")
             conn.execute(text(
-                "DELETE FROM record_search WHERE record_id IN (SELECT CAST(x.value AS integer) "
-                "FROM jsonb_array_elements_text(CAST(:ids AS jsonb)) AS x(value))"
+                f"DELETE FROM record_search WHERE record_id IN (SELECT x.value FROM {rows})"
             ), {"ids": chunk})
             _pg_insert(conn, where, {"ids": chunk})
         else:
-            where = "r.id IN (SELECT x.value FROM json_each(:ids) AS x)"
             _sqlite_register_languages(conn, where, {"ids": chunk})
             conn.execute(text(
                 "DELETE FROM record_fts WHERE rowid IN ("
-                f"SELECT (x.value << {SLOT_BITS}) | s.slot "
-                "FROM json_each(:ids) AS x, search_language s)"
+                f"SELECT (x.value << {SLOT_BITS}) | s.slot FROM {rows}, search_language s)"
             ), {"ids": chunk})
             _sqlite_insert(conn, where, {"ids": chunk})
 

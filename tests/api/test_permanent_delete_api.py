@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import case, select
+from sqlalchemy import select
 
 from bulkjobs.connections import get_synclog
 from models import Job, Record, RecordDeletion
 from models.engine import get_engine
 from models.seed import SeedResult
+from tests.worker.helpers import PUBLIC_STATUS
 from worker.runner import RunConfig, run
 
 pytestmark = pytest.mark.services
@@ -37,8 +38,7 @@ def status(gid: str) -> str | None:
     it is gone."""
     with get_engine().connect() as conn:
         return conn.execute(
-            select(case((RecordDeletion.record_id.is_not(None), "deleted"),
-                        else_=Record.status))
+            select(PUBLIC_STATUS).select_from(Record)
             .outerjoin(RecordDeletion, RecordDeletion.record_id == Record.id)
             .where(Record.gid == gid)).scalar()
 

@@ -4,12 +4,13 @@ and `records/search` (relevance order, page.top/page.size)."""
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from sqlalchemy import case, select
+from sqlalchemy import select
 
 from models import Record, RecordDeletion
 from models.engine import get_engine
 from models.seed import SeedResult
 from tests.api.test_unicat import auth, post
+from tests.worker.helpers import PUBLIC_STATUS
 
 
 def test_bulk_get_pages_through_the_whole_selection(client: TestClient, seeded: SeedResult):
@@ -46,8 +47,7 @@ def test_bulk_get_reads_live_records_only(client: TestClient, seeded: SeedResult
     p = seeded.projects[0]
     with get_engine().connect() as conn:
         status = dict(conn.execute(
-            select(Record.gid, case((RecordDeletion.record_id.is_not(None), "deleted"),
-                                    else_=Record.status))
+            select(Record.gid, PUBLIC_STATUS)
             .outerjoin(RecordDeletion, RecordDeletion.record_id == Record.id)
             .where(Record.gid.in_(p.heads))).all())
     deleted = [h for h in p.heads if status[h] == "deleted"]

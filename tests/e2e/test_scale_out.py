@@ -38,17 +38,18 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, Select, case, func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlmodel import Session
 
 from bulkjobs import tokens
 from bulkjobs.accounts import add_member, create_user
-from models import Job, JobItem, Record, RecordDeletion, RecordVersion, WorkflowEntry
+from models import Job, JobItem, Record, RecordVersion, WorkflowEntry
 from models.engine import get_engine, get_write_engine
 from models.seed import SeedResult, seed
 from stream.client import StreamClient
 from tests.e2e import procfile
 from tests.e2e.conftest import LOGS, Proc, free_port
+from tests.worker.helpers import public_records
 
 pytestmark = pytest.mark.e2e
 
@@ -154,19 +155,6 @@ def cluster(world: World) -> Iterator[Cluster]:
                       [f"ws://127.0.0.1:{p}/sync" for p in stream_ports], procs)
     finally:
         procfile.stop_all(procs)
-
-
-def public_records() -> Select[Any]:
-    """Record rows in their public state: ``status`` is ``deleted`` while the record has a
-    deletion row, ``own_status`` the row's draft/published (what an undelete returns it to),
-    ``deleted_root`` its delete generation or ``None``."""
-    records_t, deletions_t = Record.__table__, RecordDeletion.__table__
-    columns = [c for c in records_t.c if c.name != "status"]
-    return (select(*columns, records_t.c.status.label("own_status"),
-                   case((deletions_t.c.record_id.is_not(None), "deleted"),
-                        else_=records_t.c.status).label("status"),
-                   deletions_t.c.deleted_root)
-            .outerjoin(deletions_t, deletions_t.c.record_id == records_t.c.id))
 
 
 def tree(project: str) -> dict[str, Any]:

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import case, insert, select, text, update
+from sqlalchemy import insert, select, text, update
 
 from models import Project, Record, RecordDeletion
 from models.engine import get_engine, get_write_engine
 from models.resolve import Mode, resolve_into
 from models.seed import SeedResult
 from models.selection import Children, Gids, Search, parse_selection
+from tests.worker.helpers import PUBLIC_STATUS
 
 records_t = Record.__table__
 deletions_t = RecordDeletion.__table__
@@ -69,8 +70,7 @@ def load_tree(project_gid: str, heads: list[str], root: str) -> Tree:
         rows = conn.execute(
             select(records_t.c.id, records_t.c.gid, records_t.c.parent_id,
                    records_t.c.channels, records_t.c.orderings,
-                   case((deletions_t.c.record_id.is_not(None), "deleted"),
-                        else_=records_t.c.status).label("status"))
+                   PUBLIC_STATUS.label("status"))
             .outerjoin(deletions_t, deletions_t.c.record_id == records_t.c.id)
             .where(records_t.c.project_gid == project_gid)).all()
     gid_of = {r.id: r.gid for r in rows}

@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import Select, case, insert, select, update
 
 from bulkjobs import keys
 from bulkjobs.synclog import SyncLog
@@ -26,19 +26,26 @@ deletions_t = RecordDeletion.__table__
 ACTOR = {"type": "user", "id": "tester"}
 
 
-def records(project_gid: str) -> dict[str, Any]:
-    """Every record of a project by gid, in its public state: ``status`` is ``deleted`` while
-    the record has a deletion row, ``own_status`` the ``draft``/``published`` of the row
-    (what an undelete returns it to), ``deleted_root`` its delete generation or ``None``."""
+#: A record's public status (select from ``record`` outer-joined with ``record_deletion``):
+#: ``deleted`` while it has a deletion row, else the row's own ``draft``/``published``.
+PUBLIC_STATUS = case((deletions_t.c.record_id.is_not(None), "deleted"),
+                     else_=records_t.c.status)
+
+
+def public_records() -> Select[Any]:
+    """Record rows in their public state: ``status`` is :data:`PUBLIC_STATUS`, ``own_status``
+    the row's ``draft``/``published`` (what an undelete returns it to), ``deleted_root`` its
+    delete generation or ``None``."""
     columns = [c for c in records_t.c if c.name != "status"]
+    return (select(*columns, records_t.c.status.label("own_status"),
+                   PUBLIC_STATUS.label("status"), deletions_t.c.deleted_root)
+            .outerjoin(deletions_t, deletions_t.c.record_id == records_t.c.id))
+
+
+def records(project_gid: str) -> dict[str, Any]:
+    """Every record of a project by gid, in its public state (:func:`public_records`)."""
     with get_engine().connect() as conn:
-        rows = conn.execute(
-            select(*columns, records_t.c.status.label("own_status"),
-                   case((deletions_t.c.record_id.is_not(None), "deleted"),
-                        else_=records_t.c.status).label("status"),
-                   deletions_t.c.deleted_root)
-            .outerjoin(deletions_t, deletions_t.c.record_id == records_t.c.id)
-            .where(records_t.c.project_gid == project_gid))
+        rows = conn.execute(public_records().where(records_t.c.project_gid == project_gid))
         return {r.gid: r for r in rows}
 
 
