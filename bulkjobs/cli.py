@@ -46,6 +46,8 @@ def seed(
     projects: Annotated[int, typer.Option(help="number of projects")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     deleted_every: Annotated[int, typer.Option(help="soft-delete every n-th subtree")] = 10,
+    marker_every: Annotated[int, typer.Option(
+        help="the search marker word in every n-th record's text (1: every record)")] = 9,
 ) -> None:
     """Create demo users, projects, API keys, schema items and a record tree."""
     from models.engine import get_write_engine
@@ -65,7 +67,7 @@ def seed(
 
         with get_write_engine().begin() as conn:
             result = run_seed(conn, records=records, projects=projects, progress=tick,
-                              deleted_every=deleted_every)
+                              deleted_every=deleted_every, marker_every=marker_every)
     if as_json:
         sys.stdout.write(json.dumps(result.as_json()) + "\n")
         return

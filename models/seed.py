@@ -10,7 +10,9 @@ Shape of each project's tree (``n`` records in all, the root included):
 * every ninth record's text (an article's body, a section's summary) carries one more word
   (``MARKER``: "lighthouse" / "vuurtoren"),
   so that about a ninth of the records — some 100,000 live ones in a million — share a search
-  term (``bench/selection.py`` resolves that search).
+  term (``bench/selection.py`` resolves that search); ``marker_every`` changes the nine
+  (``1``: every record but the root, which has no text, so that one search selects them
+  all, each as its own item: ``bench/catalogue.py``).
 
 Record ids are assigned here (not by the database) so that materialised paths can be written
 in the same insert; PostgreSQL's sequence is moved past them afterwards.  Every record gets
@@ -103,6 +105,7 @@ def new_gid() -> str:
 def seed(
     conn: Connection, *, records: int = 1000, projects: int = 1, seed_value: int | None = None,
     progress: Progress | None = None, deleted_every: int = 10,
+    marker_every: int = MARKER_EVERY,
 ) -> SeedResult:
     """Create demo users, projects, schema items and ``records`` records per project."""
     rng = random.Random(seed_value)
@@ -115,7 +118,7 @@ def seed(
         defs = _seed_schema(conn, project.gid, now)
         _seed_records(
             conn, project, records, defs, rng, now, progress=progress,
-            deleted_every=deleted_every,
+            deleted_every=deleted_every, marker_every=marker_every,
         )
         out.append(project)
     if conn.dialect.name == "postgresql":
@@ -230,7 +233,7 @@ POOL = 4096  # distinct random bodies/title words, cycled: randomness is not the
 
 def _seed_records(
     conn: Connection, project: SeededProject, n: int, defs: dict[str, str], rng: random.Random,
-    now: float, *, progress: Progress | None, deleted_every: int,
+    now: float, *, progress: Progress | None, deleted_every: int, marker_every: int,
 ) -> None:
     channel_keys = list(conn.execute(
         select(Project.channels).where(Project.gid == project.gid)
@@ -240,7 +243,7 @@ def _seed_records(
     ).scalar_one())
     start = (conn.execute(select(func.max(Record.id))).scalar() or 0) + 1
     rows = _record_rows(project, n, start, defs, rng, now, channel_keys, ordering_keys,
-                        deleted_every)
+                        deleted_every, marker_every)
     written = 0
     batch: list[tuple[Any, ...]] = []
     versions: list[tuple[Any, ...]] = []
@@ -308,6 +311,7 @@ def _versions_for(row: tuple[Any, ...], now: float) -> list[tuple[Any, ...]]:
 def _record_rows(
     project: SeededProject, n: int, start: int, defs: dict[str, str], rng: random.Random,
     now: float, channel_keys: list[str], ordering_keys: list[str], deleted_every: int,
+    marker_every: int,
 ) -> Iterator[tuple[Any, ...]]:
     """Yield record rows (in ``RECORD_COLUMNS`` order, JSON pre-serialised, then the delete
     generation) in id order: root, then subtrees of up to 100, then links."""
@@ -341,7 +345,7 @@ def _record_rows(
                  f'"nl":"{nl1.capitalize()} {nl2} {counter}"}}')
         price = counter % 1000
         body_en, body_nl = bodies["en"][k], bodies["nl"][k]
-        if counter % MARKER_EVERY == 0:
+        if marker_every and counter % marker_every == 0:
             body_en, body_nl = f"{body_en} {MARKER['en']}", f"{body_nl} {MARKER['nl']}"
         # Each record has the fields of its definition's classes: articles body, price and
         # summary; sections only a summary (which carries their text); the root none.
