@@ -1,4 +1,4 @@
-"""The sync log: one Redis stream per cursor space, entry ids are the cursors.
+"""The sync log: one Redis stream per cursor space, entry ids are the (last) cursors.
 
 Contract
 --------
@@ -24,21 +24,42 @@ Contract
   counter sets the floor just above the seed; trimming raises it.  A reader whose cursor ``c``
   is below ``floor - 1`` missed events that are gone, and one above the counter holds a cursor
   of a history this log no longer has: either is told ``recovered = False``.
-* Entries store the event body as JSON *without* ``type`` and ``cursor`` (``d``) plus a few
-  routing fields (``p`` project gid, ``k`` data key, ``s`` job status, ``t`` time).  The wire
-  text is composed from them once per event (:attr:`Event.text`) and shared by every
-  subscriber, so fan-out never re-serialises.
+* Two kinds of entry:
+
+  - a *single* event (job events, and project-space events appended one by one): the event
+    body as JSON *without* ``type`` and ``cursor`` (``d``) plus a few routing fields (``p``
+    project gid, ``k`` data key, ``s`` job status, ``t`` time), id ``<cursor>-0``;
+  - a *packed* entry (:class:`Pack`): ``n`` consecutive record-level events of one project,
+    action and data type, as a batch produces them (:meth:`SyncLog.append_records`): fields
+    ``n`` (count), ``p`` project, ``a`` action, ``y`` data type, ``g`` the gids joined by
+    single spaces, ``t`` time.  The script takes ``INCRBY counter n`` and adds one entry whose
+    id is the *last* cursor; event *i* (from 0) has cursor ``last - n + 1 + i``.  A pack
+    holds at most :data:`PACK` events and :data:`PACK_CHARS` characters of gids.
+
+  Because an entry's id is its last cursor, every range read (``XRANGE (c-0 +``, ``XREAD``
+  after ``c-0``) that starts at any cursor ``c``, including one inside a pack, returns every
+  entry holding an event after ``c``; readers drop the events ``<= c`` of the first entry
+  (:func:`after`, :meth:`Pack.since`).  On the wire each event keeps its own cursor: the text
+  of a pack is composed from its gids once (:attr:`Pack.text`, the events' texts joined by
+  commas) and shared by every subscriber, so fan-out never re-serialises and never builds an
+  object per event.  A million record events take a thousand entries instead of a million.
+* Reads count events, not entries: :meth:`SyncLog.read` returns at most ``count`` events,
+  and a page may end inside a pack; the next read from that cursor returns the rest of it.
 * Retention (:func:`trim`): an entry is removed only when it is both beyond the last
-  ``SYNC_RETENTION`` events and older than ``SYNC_RETENTION_SECONDS``.
+  ``SYNC_RETENTION`` events and older than ``SYNC_RETENTION_SECONDS``.  Both bounds are
+  cursors, so they count events.  Trimming by ``MINID`` removes whole entries whose (last)
+  cursor is below the cutoff and keeps a pack that straddles it whole, so every event at or
+  above the cutoff is still there and the cutoff is a correct floor.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar
 
 import redis
 import redis.asyncio
@@ -104,6 +125,32 @@ end
 return out
 """
 
+# KEYS: stream, counter, floor, marks, spaces, metrics
+# ARGV: space, now_us, minute, m, then m * (n, p, a, y, g) -> {first cursor, last cursor}
+# One entry per pack, its id the pack's last cursor (see the module docstring).
+_APPEND_PACKED_LUA = _ENSURE_COUNTER_LUA + """
+ensure_counter()
+local m = tonumber(ARGV[4])
+local now = ARGV[2]
+local first, last, total = 0, 0, 0
+for i = 0, m - 1 do
+  local base = 5 + i * 5
+  local n = tonumber(ARGV[base])
+  local c = redis.call('INCRBY', KEYS[2], n)
+  redis.call('XADD', KEYS[1], string.format('%.0f', c) .. '-0', 'n', ARGV[base],
+    'p', ARGV[base + 1], 'a', ARGV[base + 2], 'y', ARGV[base + 3], 'g', ARGV[base + 4], 't', now)
+  if i == 0 then first = c - n + 1 end
+  last = c
+  total = total + n
+end
+if total > 0 then
+  redis.call('HSETNX', KEYS[4], ARGV[3], string.format('%.0f', first))
+  redis.call('SADD', KEYS[5], ARGV[1])
+  redis.call('HINCRBY', KEYS[6], ARGV[1] == 'cc' and 'events:cc' or 'events:project', total)
+end
+return {first, last}
+"""
+
 # KEYS: stream, counter, floor, marks ; ARGV: now_us (unused: the seed is the server's clock)
 # -> {counter, floor}
 _CURSORS_LUA = _ENSURE_COUNTER_LUA + """
@@ -111,7 +158,9 @@ ensure_counter()
 return {redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
 """
 
-# KEYS: stream, floor, marks ; ARGV: cutoff -> new floor
+# KEYS: stream, floor, marks ; ARGV: cutoff -> new floor.  MINID removes the entries whose id
+# (last cursor) is below the cutoff and keeps a pack straddling it whole: every event at or
+# above the cutoff stays, so the cutoff is a correct floor.
 _TRIM_LUA = """
 local cutoff = tonumber(ARGV[1])
 local floor = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -123,6 +172,12 @@ return string.format('%.0f', cutoff)
 
 #: Events a single read returns at most (one ``/sync/get`` page).
 PAGE = 1000
+#: Events one packed entry holds at most: the wire text of one pack (about 150 characters
+#: an event) stays one websocket frame (``stream.fanout.FRAME_CHARS``).
+PACK = 1000
+#: Characters of gids (with their separators) one packed entry holds at most, whatever the
+#: gids' length.
+PACK_CHARS = 64 * 1024
 #: Longest single XREAD BLOCK of a wait for a job's end (:class:`TerminalWait`): well below
 #: the clients' socket timeout (``bulkjobs.connections.SOCKET_TIMEOUT``, 3 s), or the wait
 #: would time out.
@@ -162,6 +217,129 @@ class Event:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def first(self) -> int:
+        """The lowest cursor this item holds (:class:`Pack` holds several)."""
+        return self.cursor
+
+    @property
+    def n(self) -> int:
+        """Events this item holds."""
+        return 1
+
+
+# Characters a gid may not hold for its JSON string to be the gid itself between quotes
+# (``json.dumps`` escapes them, and everything beyond ASCII).
+_ESCAPED = re.compile(r'[\x00-\x1f"\\\x7f-\U0010ffff]')
+
+
+class Pack:
+    """A packed entry: ``n`` consecutive record-level events (cursors ``first`` …
+    ``cursor``) of one project, action and data type.
+
+    It stands in for its events wherever an :class:`Event` goes (``space``, ``project``,
+    ``cursor`` — the last one — ``key`` and ``status`` empty, so it never coalesces), and
+    carries its wire text composed once (:attr:`text`): the events' JSON texts, exactly as
+    :attr:`Event.text` would give them, joined by commas.
+    """
+
+    __slots__ = ("space", "project", "first", "cursor", "action", "data_type", "gids", "_text")
+
+    key: ClassVar[str] = ""
+    status: ClassVar[str] = ""
+    terminal: ClassVar[bool] = False
+
+    def __init__(self, *, space: str, project: str, first: int, cursor: int, action: str,
+                 data_type: str, gids: str) -> None:
+        self.space = space
+        self.project = project
+        self.first = first
+        self.cursor = cursor
+        self.action = action
+        self.data_type = data_type
+        self.gids = gids  # joined by single spaces, as stored
+        self._text: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Pack({self.space!r}, {self.first}..{self.cursor}, {self.action} {self.data_type})"
+
+    @property
+    def n(self) -> int:
+        return self.cursor - self.first + 1
+
+    def keys(self) -> list[str]:
+        """The events' data keys (gids), in cursor order."""
+        return self.gids.split(" ")
+
+    def since(self, cursor: int) -> Pack:
+        """The events after ``cursor`` (which lies in ``first - 1`` … ``self.cursor - 1``)."""
+        skip = cursor - self.first + 1
+        if skip <= 0:
+            return self
+        if skip >= self.n:
+            raise ValueError(f"cursor {cursor} is not inside {self!r}")
+        return Pack(space=self.space, project=self.project, first=cursor + 1, cursor=self.cursor,
+                    action=self.action, data_type=self.data_type,
+                    gids=" ".join(self.keys()[skip:]))
+
+    @property
+    def text(self) -> str:
+        """The events' wire texts joined by commas (one JSON array's contents), composed on
+        first use from the gids, without an object per event."""
+        if self._text is None:
+            self._text = pack_text(self.space, self.first, self.action, self.data_type,
+                                   self.keys(), plain=_ESCAPED.search(self.gids) is None)
+        return self._text
+
+    def events(self) -> list[Event]:
+        """The pack as single events (for the slow paths: ``/sync/get``, tests)."""
+        body = f'{{"action":{json.dumps(self.action)},"data_type":{json.dumps(self.data_type)},'
+        return [
+            Event(space=self.space, cursor=c, project=self.project, key=g, status="",
+                  body=f'{body}"data_key":{json.dumps(g)}}}')
+            for c, g in zip(range(self.first, self.cursor + 1), self.keys(), strict=True)
+        ]
+
+
+#: What a read of the log yields: single events and packs, in cursor order.
+Item = Event | Pack
+
+
+def pack_text(space: str, first: int, action: str, data_type: str, gids: Sequence[str], *,
+              plain: bool) -> str:
+    """The wire texts of the events ``(first + i, action, data_type, gids[i])`` joined by
+    commas.  ``plain``: no gid needs escaping in JSON, so each is written as it is."""
+    head = f'{{"type":{json.dumps(space)},"cursor":'
+    mid = f',"action":{json.dumps(action)},"data_type":{json.dumps(data_type)},"data_key":'
+    cursors = range(first, first + len(gids))
+    if plain:
+        mid += '"'
+        return ",".join([f'{head}{c}{mid}{g}"}}' for c, g in zip(cursors, gids, strict=True)])
+    return ",".join([f"{head}{c}{mid}{json.dumps(g)}}}" for c, g in zip(cursors, gids,
+                                                                            strict=True)])
+
+
+def pack(groups: Iterable[tuple[str, str, Sequence[str]]], *, size: int = PACK,
+         chars: int = PACK_CHARS) -> list[tuple[str, str, Sequence[str]]]:
+    """Cut ``(data type, action, gids)`` groups into packs of at most ``size`` events and
+    ``chars`` characters of gids joined by spaces (a single longer gid makes a pack of its
+    own), in order.  Empty groups make no pack."""
+    out: list[tuple[str, str, Sequence[str]]] = []
+    for data_type, action, gids in groups:
+        i, total = 0, len(gids)
+        while i < total:
+            j = min(total, i + size)
+            while j - i > 1 and sum(map(len, gids[i:j])) + (j - i - 1) > chars:
+                j = i + (j - i) // 2
+            out.append((data_type, action, gids[i:j]))
+            i = j
+    return out
+
+
+def first_cursor(last: int, n: int) -> int:
+    """The cursor of the first of the ``n`` events of an entry whose id is ``last``."""
+    return last - n + 1
 
 
 TERMINAL = frozenset({"done", "rejected"})
@@ -226,17 +404,133 @@ def _cursor_call(space: str) -> tuple[list[str], list[Any]]:
     ], [_now_us()]
 
 
-def decode(space: str, entries: Iterable[tuple[Any, dict[Any, Any]]]) -> list[Event]:
-    """Turn raw XRANGE/XREAD entries into :class:`Event` objects."""
-    out = []
+def _packed_call(
+    space: str, packs: Sequence[tuple[str, str, Sequence[str]]]
+) -> tuple[list[str], list[Any]]:
+    now_us = _now_us()
+    keylist = [
+        keys.sync_stream(space), keys.sync_counter(space), keys.sync_floor(space),
+        keys.sync_marks(space), keys.sync_spaces(), keys.metrics(),
+    ]
+    args: list[Any] = [space, now_us, now_us // 60_000_000, len(packs)]
+    for data_type, action, gids in packs:
+        joined = " ".join(gids)
+        if joined.count(" ") != len(gids) - 1:
+            raise ValueError("a gid of a packed entry holds a space")
+        args += [len(gids), space, action, data_type, joined]
+    return keylist, args
+
+
+def _field(f: dict[Any, Any], name: bytes, default: str = "") -> str:
+    v = f.get(name)
+    if v is None:
+        v = f.get(name.decode(), default)
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def decode_items(space: str, entries: Iterable[tuple[Any, dict[Any, Any]]]) -> list[Item]:
+    """Turn raw XRANGE/XREAD entries into :class:`Event` and :class:`Pack` items."""
+    out: list[Item] = []
     for entry_id, f in entries:
         eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        out.append(Event(
-            space=space, cursor=int(eid.split("-", 1)[0]),
-            project=_s(f.get(b"p", f.get("p", ""))), key=_s(f.get(b"k", f.get("k", ""))),
-            status=_s(f.get(b"s", f.get("s", ""))), body=_s(f.get(b"d", f.get("d", "{}"))),
-        ))
+        cursor = int(eid.split("-", 1)[0])
+        n = f.get(b"n", f.get("n"))
+        if n is not None:
+            out.append(Pack(
+                space=space, project=_field(f, b"p"), first=first_cursor(cursor, int(n)),
+                cursor=cursor, action=_field(f, b"a"), data_type=_field(f, b"y"),
+                gids=_field(f, b"g"),
+            ))
+        else:
+            out.append(Event(
+                space=space, cursor=cursor, project=_field(f, b"p"), key=_field(f, b"k"),
+                status=_field(f, b"s"), body=_field(f, b"d", "{}"),
+            ))
     return out
+
+
+def expand(items: Iterable[Item]) -> list[Event]:
+    """Items as single events, in order."""
+    out: list[Event] = []
+    for item in items:
+        if isinstance(item, Pack):
+            out += item.events()
+        else:
+            out.append(item)
+    return out
+
+
+def decode(space: str, entries: Iterable[tuple[Any, dict[Any, Any]]]) -> list[Event]:
+    """Turn raw XRANGE/XREAD entries into :class:`Event` objects, one per event (a packed
+    entry gives all of its events)."""
+    return expand(decode_items(space, entries))
+
+
+def after(items: Iterable[Item], cursor: int) -> list[Item]:
+    """``items`` without the events at or below ``cursor`` (a pack holding ``cursor`` is cut
+    to the events after it)."""
+    out: list[Item] = []
+    for item in items:
+        if item.cursor <= cursor:
+            continue
+        if item.first <= cursor:
+            assert isinstance(item, Pack)  # a single event has first == cursor
+            item = item.since(cursor)
+        out.append(item)
+    return out
+
+
+def count_events(items: Iterable[Item]) -> int:
+    return sum(item.n for item in items)
+
+
+class Pager:
+    """One read of a space's events after a cursor, without I/O: which ``XRANGE`` calls to
+    make next and what their replies hold.  :meth:`SyncLog.read`,
+    :meth:`AsyncSyncLog.read_items` and the stream server's replay drive it.
+
+    Reads are bounded by events, not entries: entry ids are last cursors, and cursors are
+    dense within an epoch, so the events in ``(pos, pos + need]`` are in the entries with ids
+    in that range plus, at most, the next entry (a pack straddling ``pos + need``, or the
+    first entry after a jump of the counter).  Each step asks for both in one round trip:
+    ``XRANGE (pos pos+need COUNT need`` and ``XRANGE (pos+need upto COUNT 1``.  A step
+    returns at most ``need`` events plus one pack; reading stops once ``count`` events are
+    taken, at ``upto``, or at the end of the stream.
+    """
+
+    def __init__(self, space: str, after: int, count: int, *, upto: int | None = None) -> None:
+        self.space = space
+        self.pos = after
+        self.need = count
+        self.upto = upto
+        self.items: list[Item] = []
+        self.done = count <= 0 or (upto is not None and after >= upto)
+
+    def ranges(self) -> list[tuple[str, str, int]]:
+        """The next ``XRANGE`` calls as ``(start, end, count)``."""
+        hi = self.pos + self.need
+        start = f"({self.pos}-0"
+        if self.upto is not None and hi >= self.upto:
+            return [(start, f"{self.upto}-0", self.need)]
+        end = "+" if self.upto is None else f"{self.upto}-0"
+        return [(start, f"{hi}-0", self.need), (f"({hi}-0", end, 1)]
+
+    def take(self, replies: Iterable[Any]) -> None:
+        """Take in the replies to :meth:`ranges`, in order."""
+        got = False
+        for raw in replies:
+            for item in decode_items(self.space, raw or ()):
+                got = True
+                if item.cursor <= self.pos:
+                    continue
+                if item.first <= self.pos:
+                    assert isinstance(item, Pack)
+                    item = item.since(self.pos)
+                self.items.append(item)
+                self.pos = item.cursor
+                self.need -= item.n
+        if not got or self.need <= 0 or (self.upto is not None and self.pos >= self.upto):
+            self.done = True
 
 
 def _s(v: Any) -> str:
@@ -256,6 +550,7 @@ class SyncLog:
     def __init__(self, client: redis.Redis, *, dedupe_ttl: int = 2 * 86_400) -> None:
         self.r = client
         self._append = client.register_script(_APPEND_LUA)
+        self._append_packed = client.register_script(_APPEND_PACKED_LUA)
         self._cursors = client.register_script(_CURSORS_LUA)
         self._trim = client.register_script(_TRIM_LUA)
         self.dedupe_ttl = dedupe_ttl
@@ -279,19 +574,36 @@ class SyncLog:
     def cursor(self, space: str) -> int:
         return self.cursors(space)[0]
 
+    def append_records(
+        self, project: str, groups: Iterable[tuple[str, str, Sequence[str]]]
+    ) -> range:
+        """Append record-level events ``(data type, action, gids)`` of one project, packed
+        (:func:`pack`, one entry per pack) in one atomic script call; returns their cursors,
+        consecutive in the groups' order."""
+        packs = pack(groups)
+        if not packs:
+            return range(0)
+        k, a = _packed_call(project, packs)
+        first, last = self._append_packed(keys=k, args=a)
+        return range(int(first), int(last) + 1)
+
     def read(self, space: str, after: int, *, count: int = PAGE) -> Page:
-        """Events with cursor > ``after`` (at most ``count``).  When ``after`` is below the
-        floor (or above the counter) the page starts at the floor and ``recovered`` is
-        False."""
+        """Events with cursor > ``after`` (at most ``count``; a page may end inside a packed
+        entry).  When ``after`` is below the floor (or above the counter) the page starts at
+        the floor and ``recovered`` is False."""
         last, floor = self.cursors(space)
         recovered = is_recovered(after, floor, last)
         # Not recovered: start at the floor (entries below it may be left over from before a
         # restart, and are not part of the complete history).
-        start = f"({after}-0" if recovered else f"{floor}-0"
-        raw = self.r.xrange(keys.sync_stream(space), start, "+", count=count + 1)
-        events = decode(space, cast(list[Any], raw))
-        more = len(events) > count
-        return Page(events[:count], floor, last, recovered, more)
+        pager = Pager(space, after if recovered else floor - 1, count + 1)
+        stream = keys.sync_stream(space)
+        while not pager.done:
+            with self.r.pipeline(transaction=False) as pipe:
+                for start, end, n in pager.ranges():
+                    pipe.xrange(stream, start, end, count=n)
+                pager.take(pipe.execute())
+        events = expand(pager.items)
+        return Page(events[:count], floor, last, recovered, len(events) > count)
 
     def trim(self, space: str, *, keep: int, keep_seconds: float, now: float | None = None) -> int:
         """Drop entries beyond both retention bounds; returns the new floor."""
@@ -403,12 +715,26 @@ class AsyncSyncLog:
         return {s: (int(c), int(f)) for s, (c, f) in zip(spaces, replies, strict=True)}
 
     async def read(self, space: str, after: int, *, count: int = PAGE) -> Page:
+        """:meth:`SyncLog.read` awaited."""
         last, floor = await self.cursors(space)
         recovered = is_recovered(after, floor, last)
-        start = f"({after}-0" if recovered else f"{floor}-0"
-        raw = await self.r.xrange(keys.sync_stream(space), start, "+", count=count + 1)
-        events = decode(space, cast(list[Any], raw))
+        items = await self.read_items(space, after if recovered else floor - 1, count=count + 1)
+        events = expand(items)
         return Page(events[:count], floor, last, recovered, len(events) > count)
+
+    async def read_items(
+        self, space: str, after: int, *, count: int = PAGE, upto: int | None = None
+    ) -> list[Item]:
+        """Items holding the events after ``after`` (up to ``upto``): about ``count`` events,
+        at most one pack more, the first cut to start after ``after`` (see :class:`Pager`)."""
+        pager = Pager(space, after, count, upto=upto)
+        stream = keys.sync_stream(space)
+        while not pager.done:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for start, end, n in pager.ranges():
+                    pipe.xrange(stream, start, end, count=n)
+                pager.take(await pipe.execute())
+        return pager.items
 
     async def wait_terminal(self, token: str, *, after: int, timeout: float) -> bool:
         """:meth:`SyncLog.wait_terminal` awaited: holds no thread while it waits."""

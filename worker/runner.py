@@ -45,13 +45,12 @@ Crash safety rests on the job row, not on the broker:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -61,7 +60,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bulkjobs.errors import SelectionError
 from bulkjobs.settings import get_settings
-from bulkjobs.synclog import SyncLog, record_event
+from bulkjobs.synclog import SyncLog
 from models.engine import get_engine, get_write_engine, make_engine
 from models.jobs import DONE, PROCESSING, QUEUED, REJECTED, Job, JobItem
 from models.outbox import SyncOutbox
@@ -74,8 +73,9 @@ from worker.progress import JobState, Publisher, append_state
 logger = logging.getLogger(__name__)
 
 MAX_ERRORS = 20
-#: Record events appended per call (a batch of 1,000 subtree heads may change 100,000 rows).
-EVENT_CHUNK = 10_000
+#: Record events appended per call (a batch of 1,000 subtree heads may change 100,000 rows);
+#: they go into the log packed, :data:`bulkjobs.synclog.PACK` events per stream entry.
+EVENT_CHUNK = 100_000
 #: Attempts at one batch that hit a deadlock or serialisation failure.
 TRANSIENT_TRIES = 4
 #: The longest wait (seconds) between runs of a job while its database is away.
@@ -573,9 +573,9 @@ class RecordEvents:
                     return
                 if self.error is None:
                     project_gid, effects, outbox_id = item
-                    _append_events(self.log, project_gid, (
-                        (data_type, action, gid) for (data_type, action), gids
-                        in effects.events.items() for gid in gids))
+                    _append_events(self.log, project_gid, [
+                        (data_type, action, gids)
+                        for (data_type, action), gids in effects.events.items()])
                     if outbox_id is not None:
                         self._appended = outbox_id
             except Exception as exc:
@@ -585,14 +585,22 @@ class RecordEvents:
 
 
 def _append_events(log: SyncLog, project_gid: str,
-                   events: Iterable[tuple[str, str, str]]) -> None:
-    """Append ``(data type, action, gid)`` events to the project's space: one append (one Lua
-    call, one round trip) per :data:`EVENT_CHUNK` events, built chunk by chunk so that
-    memory stays flat."""
-    pending = (record_event(project=project_gid, data_type=data_type, gid=gid, action=action)
-               for data_type, action, gid in events)
-    while chunk := list(itertools.islice(pending, EVENT_CHUNK)):
-        log.append(project_gid, chunk)
+                   groups: Iterable[tuple[str, str, Sequence[str]]]) -> None:
+    """Append ``(data type, action, gids)`` groups of events to the project's space, packed
+    (:meth:`SyncLog.append_records`): one append (one Lua call, one round trip) per
+    :data:`EVENT_CHUNK` events."""
+    chunk: list[tuple[str, str, Sequence[str]]] = []
+    size = 0
+    for data_type, action, gids in groups:
+        for i in range(0, len(gids), EVENT_CHUNK):
+            part = gids[i:i + EVENT_CHUNK]
+            chunk.append((data_type, action, part))
+            size += len(part)
+            if size >= EVENT_CHUNK:
+                log.append_records(project_gid, chunk)
+                chunk, size = [], 0
+    if chunk:
+        log.append_records(project_gid, chunk)
 
 
 def _write_outbox(conn: Connection, token: str, project_gid: str, effects: Effects, *,
@@ -633,7 +641,7 @@ def drain_outbox(log: SyncLog, token: str) -> int:
         if row is None:  # drained meanwhile by another run
             continue
         gids = row.gids.split()
-        _append_events(log, row.project_gid, ((row.data_type, row.action, g) for g in gids))
+        _append_events(log, row.project_gid, [(row.data_type, row.action, gids)])
         appended += len(gids)
     with get_write_engine().begin() as conn:
         conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))

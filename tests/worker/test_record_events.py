@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
 import pytest
@@ -50,6 +50,11 @@ class CountingLog(SyncLog):
                once_key: str | None = None) -> list[int]:
         self.calls[space] = self.calls.get(space, 0) + 1
         return super().append(space, events, once_key=once_key)
+
+    def append_records(self, project: str,
+                       groups: Iterable[tuple[str, str, Sequence[str]]]) -> range:
+        self.calls[project] = self.calls.get(project, 0) + 1
+        return super().append_records(project, groups)
 
 
 @pytest.fixture
@@ -128,6 +133,10 @@ class FailingLog(CountingLog):
         if space != keys.CC_SPACE:
             raise redis.ConnectionError("project space unavailable")
         return super().append(space, events, once_key=once_key)
+
+    def append_records(self, project: str,
+                       groups: Iterable[tuple[str, str, Sequence[str]]]) -> range:
+        raise redis.ConnectionError("project space unavailable")
 
 
 def test_failed_record_event_append_counts_as_the_jobs_failure(
