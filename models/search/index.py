@@ -71,6 +71,24 @@ def reindex(conn: Connection, record_ids: Iterable[int]) -> None:
             _sqlite_insert(conn, where, {"ids": chunk})
 
 
+def unindex(conn: Connection, record_ids: Iterable[int]) -> None:
+    """Remove the index entries of these (removed) records, in chunks of ids: one lookup
+    per entry, nothing re-read."""
+    ids = sorted({int(i) for i in record_ids})
+    for start in range(0, len(ids), CHUNK):
+        chunk = dialect.json_ids(ids[start:start + CHUNK])
+        rows = dialect.id_rows(conn, "ids", "x")
+        if is_pg(conn):
+            conn.execute(text(
+                f"DELETE FROM record_search WHERE record_id IN (SELECT x.value FROM {rows})"
+            ), {"ids": chunk})
+        else:
+            conn.execute(text(
+                "DELETE FROM record_fts WHERE rowid IN ("
+                f"SELECT (x.value << {SLOT_BITS}) | s.slot FROM {rows}, search_language s)"
+            ), {"ids": chunk})
+
+
 def reindex_range(conn: Connection, first_id: int, last_id: int) -> None:
     """Recompute the index entries of every record with ``first_id <= id <= last_id``.
 

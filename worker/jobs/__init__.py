@@ -6,6 +6,7 @@ from worker.jobs import versions
 from worker.jobs.base import Context, Failure, JobSpec, error_result
 from worker.jobs.records import (
     delete_batch,
+    delete_prepare,
     permanent_delete_batch,
     permanent_delete_one,
     permanent_delete_prepare,
@@ -17,7 +18,8 @@ from worker.jobs.schema import commit_batch, copy_batch, revert_batch, save_as_n
 CATALOGUE: dict[str, JobSpec] = {
     spec.name: spec
     for spec in (
-        JobSpec("bulk_delete_records", kind="records", mode="live", batch=delete_batch),
+        JobSpec("bulk_delete_records", kind="records", mode="live", batch=delete_batch,
+                prepare=delete_prepare),
         JobSpec("bulk_undelete_records", kind="records", mode="deleted", batch=undelete_batch,
                 prepare=undelete_prepare),
         JobSpec("bulk_permanent_delete_records", kind="records", mode="deleted",

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,8 +56,8 @@ from sqlalchemy import Connection, text
 from models import dialect
 from models.dialect import ids_param, is_pg
 from models.history import write_workflow
-from models.records import live_sql, subtree_upper
-from models.search.index import reindex
+from models.records import subtree_upper
+from models.search.index import unindex
 from models.selection import Gids, parse_selection
 from worker.jobs.base import Context, Failure, Result, error_result
 
@@ -92,6 +93,17 @@ _ROWS = ("SELECT r.id, r.gid, r.parent_id, r.mpath, d.deleted_root FROM record r
 _DELETED_ROWS = ("SELECT d.record_id AS id, r.gid, r.parent_id, r.mpath, d.deleted_root, "
                  "r.status FROM record_deletion d JOIN record r ON r.id = d.record_id "
                  "WHERE d.record_id IN :ids")
+
+
+def _ranges(conn: Connection, *, with_id: bool = False) -> str:
+    """The JSON parameter ``:roots`` (``[{"id"?, "lo", "hi"}, …]``, subtree ranges of
+    ``mpath``) as rows ``b.lo``, ``b.hi`` (and ``b.id``)."""
+    cols = (["id"] if with_id else []) + ["lo", "hi"]
+    if is_pg(conn):
+        types = ", ".join(f"{c} {'integer' if c == 'id' else 'text'}" for c in cols)
+        return f"jsonb_to_recordset(CAST(:roots AS jsonb)) AS b({types})"
+    fields = ", ".join(f"json_extract(value, '$.{c}') AS {c}" for c in cols)
+    return f"(SELECT {fields} FROM json_each(:roots)) AS b"
 
 
 def _note(conn: Connection, ctx: Context, action: str, changed: Any) -> None:
@@ -137,10 +149,11 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
 
     Selected records nested in one another end the same whether they meet in one batch or
     in several: the outermost starts the generation and the others go down with it.  Within
-    a batch that is decided below (``tops``); across batches, a record this job already
-    deleted with an ancestor counts as done, and an ancestor deleted after its descendant
-    takes the descendant's generation into its own.  This job's deletions are known by the
-    workflow entries it wrote (their comment names the job)."""
+    a batch that is decided below (``tops``); across batches the items come parents first
+    (:func:`delete_prepare`), so an ancestor is always deleted before its descendants are
+    reached, and a record this job already deleted with an ancestor counts as done.  This
+    job's deletions are known by the workflow entries it wrote (their comment names the
+    job)."""
     comment = f"bulk job {ctx.token}"
     rows = conn.execute(ids_param(conn, _ROWS + _for_update(conn)), {"ids": list(ids)}).all()
     failures = _vanished_failures(conn, ids, rows)
@@ -166,37 +179,26 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
     if not tops:
         return failures
     roots = json.dumps([{"id": rid, "lo": ok[rid], "hi": subtree_upper(ok[rid])} for rid in tops])
-    if is_pg(conn):
-        source = "jsonb_to_recordset(CAST(:roots AS jsonb)) AS b(id integer, lo text, hi text)"
-    else:
-        source = ("(SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.lo') AS lo, "
-                  "json_extract(value, '$.hi') AS hi FROM json_each(:roots)) AS b")
-    # Generations this job started inside a top's subtree (a selected descendant deleted in
-    # an earlier batch) become the top's, links included.
-    conn.execute(text(
-        "UPDATE record_deletion SET deleted_root = f.top FROM ("
-        f"SELECT b.id AS top, r.id AS gen FROM {source} "
-        "JOIN record r ON r.mpath >= b.lo AND r.mpath < b.hi "
-        "JOIN record_deletion g ON g.record_id = r.id AND g.deleted_root = r.id "
-        "JOIN workflow_entry w ON w.record_id = r.id "
-        "WHERE r.project_gid = :proj AND w.action = 'delete' AND w.comment = :comment) AS f "
-        "WHERE record_deletion.deleted_root = f.gen"
-    ), {"roots": roots, "proj": ctx.project_gid, "comment": comment})
+    # Each top's subtree is one range of the mpath index (a subtree never leaves its
+    # project, so no project condition: it would tempt a planner into a project-wide
+    # range).  Rows that are deleted already keep their own generation (ON CONFLICT).
     returning = ctx.effects.returning("record_id")
     _note(conn, ctx, "DELETE", conn.execute(text(
         "INSERT INTO record_deletion (record_id, deleted_root) "
-        f"SELECT r.id, b.id FROM {source} JOIN record r ON r.mpath >= b.lo AND r.mpath < b.hi "
-        f"WHERE r.project_gid = :proj AND {live_sql('r')} "
+        f"SELECT r.id, b.id FROM {_ranges(conn, with_id=True)} "
+        "CROSS JOIN record r WHERE r.mpath >= b.lo AND r.mpath < b.hi "
         "ON CONFLICT (record_id) DO NOTHING" + returning
-    ), {"roots": roots, "proj": ctx.project_gid}))
-    # Links pointing at anything just deleted are deleted in the same generation.
-    _note(conn, ctx, "DELETE", conn.execute(ids_param(conn,
+    ), {"roots": roots}))
+    # Links pointing at anything just deleted are deleted in the same generation: one range
+    # of the generation index per top, one ``canonical_id`` lookup per row in it (the CROSS
+    # JOINs keep SQLite in that order rather than scanning every record or deletion row).
+    _note(conn, ctx, "DELETE", conn.execute(text(
         "INSERT INTO record_deletion (record_id, deleted_root) "
-        "SELECT l.id, t.deleted_root FROM record_deletion t "
-        "JOIN record l ON l.canonical_id = t.record_id "
-        f"WHERE t.deleted_root IN :ids AND l.is_link = true AND {live_sql('l')} "
+        f"SELECT l.id, t.deleted_root FROM {dialect.id_rows(conn, 'ids')} "
+        "CROSS JOIN record_deletion t CROSS JOIN record l WHERE t.deleted_root = j.value "
+        "AND l.canonical_id = t.record_id AND l.is_link = true "
         "ON CONFLICT (record_id) DO NOTHING" + returning
-    ), {"ids": tops}))
+    ), {"ids": dialect.json_ids(tops)}))
     write_workflow(conn, list(ok), action="delete", actor=ctx.actor, now=ctx.now,
                    comment=comment, state_sql="'deleted'")
     return failures
@@ -272,10 +274,10 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
             break
         # One statement for the whole batch: the generation index (deleted_root) finds each
         # item's deletion rows, and removing them is the undelete.
-        _note(conn, ctx, "UPDATE", conn.execute(ids_param(conn,
-            "DELETE FROM record_deletion WHERE deleted_root IN :ids"
+        _note(conn, ctx, "UPDATE", conn.execute(text(
+            f"DELETE FROM record_deletion WHERE {_in_generations(conn)}"
             + ctx.effects.returning("record_id")
-        ), {"ids": ok}))
+        ), {"ids": _gone_param(conn, ok)}))
         done += ok
         for rid in retry:
             failures.pop(rid, None)
@@ -283,6 +285,16 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
     write_workflow(conn, done, action="undelete", actor=ctx.actor, now=ctx.now,
                    comment=f"bulk job {ctx.token}", states=states)
     return vanished + list(failures.values()) + _tombstone_failures(conn, tombstone_ids)
+
+
+def _in_generations(conn: Connection) -> str:
+    """``record_deletion`` rows of the generations ``:ids``: one range of the generation
+    index per id.  (SQLite, left to itself, scans the whole table once the ids cover a
+    good share of it; the CROSS JOIN keeps it on the index.)"""
+    if is_pg(conn):
+        return "deleted_root = ANY(:ids)"
+    return ("record_id IN (SELECT t.record_id FROM json_each(:ids) AS j "
+            "CROSS JOIN record_deletion t WHERE t.deleted_root = j.value)")
 
 
 def _deleted_ancestors(conn: Connection, rows: Sequence[Any]) -> set[int]:
@@ -371,6 +383,14 @@ def add_tombstoned(conn: Connection, token: str) -> None:
         ), {"tok": token, "proj": job.project_gid, "gids": json.dumps(entry.gids)})
 
 
+def delete_prepare(conn: Connection, token: str) -> None:
+    """Prepare step of ``bulk_delete_records``: parents first.  A selected record is then
+    never deleted before a selected ancestor, whose deletion takes it along (it counts as
+    done, see :func:`delete_batch`): every selected subtree is one generation, whatever the
+    order of the selection and wherever the batches fall."""
+    parents_first(conn, token)
+
+
 def undelete_prepare(conn: Connection, token: str) -> None:
     """Prepare step of ``bulk_undelete_records``: parents first, then tombstoned gids."""
     parents_first(conn, token)
@@ -413,44 +433,69 @@ def permanent_delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -
 def _remove_subtrees(conn: Connection, ctx: Context, heads: dict[int, str]) -> None:
     """Remove the subtrees under ``heads`` (id → mpath) and every link to a removed record,
     with their versions, workflow entries and search entries; leave tombstones; decrement
-    the surviving parents' ``childcount``.  Set-based: every statement works on the same
-    ``gone`` set, computed from the subtree ranges (``mpath`` index) and ``canonical_id``."""
+    the surviving parents' ``childcount``.
+
+    The removed set is read once (one ``mpath`` range per head, one ``canonical_id`` lookup
+    per row in it) and every statement after that reaches its rows by id: a primary key or
+    a ``record_id`` index lookup per removed record, whatever the project's size."""
     roots = json.dumps([{"lo": m, "hi": subtree_upper(m)} for m in heads.values()])
-    if is_pg(conn):
-        source = "jsonb_to_recordset(CAST(:roots AS jsonb)) AS b(lo text, hi text)"
-    else:
-        source = ("(SELECT json_extract(value, '$.lo') AS lo, json_extract(value, '$.hi') AS hi "
-                  "FROM json_each(:roots)) AS b")
-    gone = (
-        f"WITH tree AS (SELECT r.id FROM {source} JOIN record r "
-        "ON r.mpath >= b.lo AND r.mpath < b.hi WHERE r.project_gid = :proj), "
-        "gone AS (SELECT id FROM tree UNION SELECT l.id FROM record l "
-        "WHERE l.is_link = true AND l.canonical_id IN (SELECT id FROM tree)) "
-    )
-    args = {"roots": roots, "proj": ctx.project_gid, "now": ctx.now}
-    conn.execute(text(
-        gone + "INSERT INTO record_tombstone (gid, record_id, project_gid, parent_gid, "
-        "deleted_on) SELECT r.gid, r.id, r.project_gid, p.gid, :now FROM record r "
-        "LEFT JOIN record p ON p.id = r.parent_id WHERE r.id IN (SELECT id FROM gone) "
-        "ON CONFLICT (gid) DO NOTHING"
-    ), args)
+    source = _ranges(conn)
+    tree = conn.execute(text(
+        f"SELECT r.id, r.parent_id FROM {source} CROSS JOIN record r "
+        "WHERE r.mpath >= b.lo AND r.mpath < b.hi"
+    ), {"roots": roots}).all()
+    links = conn.execute(text(
+        f"SELECT l.id, l.parent_id FROM {source} CROSS JOIN record r CROSS JOIN record l "
+        "WHERE r.mpath >= b.lo AND r.mpath < b.hi AND l.canonical_id = r.id "
+        "AND l.is_link = true"
+    ), {"roots": roots}).all()
+    parent_of = dict(tree)
+    parent_of.update(links)
+    gone = sorted(parent_of)
     # Parents that stay lose the children that go (links included); their public shape
     # changed, so they get an UPDATE event.
-    parents = conn.execute(text(
-        gone + "UPDATE record SET childcount = childcount - (SELECT COUNT(*) FROM record c "
-        "WHERE c.parent_id = record.id AND c.id IN (SELECT id FROM gone)), updated_on = :now "
-        "WHERE record.id IN (SELECT parent_id FROM record WHERE id IN (SELECT id FROM gone)) "
-        "AND record.id NOT IN (SELECT id FROM gone) RETURNING record.gid"
-    ), args).scalars().all()
-    for table in ("record_version", "workflow_entry", "record_deletion"):
+    lost = Counter(p for p in parent_of.values() if p is not None and p not in parent_of)
+    args = {"gone": _gone_param(conn, gone), "now": ctx.now}
+    conn.execute(text(
+        "INSERT INTO record_tombstone (gid, record_id, project_gid, parent_gid, deleted_on) "
+        f"SELECT r.gid, r.id, r.project_gid, p.gid, :now FROM {_gone_rows(conn)} "
+        "CROSS JOIN record r LEFT JOIN record p ON p.id = r.parent_id WHERE r.id = g.value "
+        "ON CONFLICT (gid) DO NOTHING"
+    ), args)
+    if lost:
         conn.execute(text(
-            gone + f"DELETE FROM {table} WHERE record_id IN (SELECT id FROM gone)"), args)
+            "UPDATE record SET childcount = childcount - :n, updated_on = :now WHERE id = :id"
+        ), [{"n": n, "now": ctx.now, "id": pid} for pid, n in sorted(lost.items())])
+    for table in ("record_version", "workflow_entry", "record_deletion"):
+        conn.execute(text(f"DELETE FROM {table} WHERE {_in_gone(conn, 'record_id')}"), args)
     removed = conn.execute(text(
-        gone + "DELETE FROM record WHERE id IN (SELECT id FROM gone) RETURNING id, gid"
-    ), args).all()
-    reindex(conn, [r.id for r in removed])  # removed records lose their search entries
-    ctx.effects.changed("DELETE", [r.gid for r in removed])
-    ctx.effects.changed("UPDATE", parents)
+        f"DELETE FROM record WHERE {_in_gone(conn, 'id')} RETURNING gid"), args).scalars().all()
+    unindex(conn, gone)  # removed records lose their search entries
+    ctx.effects.changed("DELETE", removed)
+    if lost:
+        ctx.effects.changed("UPDATE", conn.execute(ids_param(conn,
+            "SELECT gid FROM record WHERE id IN :ids ORDER BY id"), {"ids": sorted(lost)}
+        ).scalars())
+
+
+def _gone_param(conn: Connection, ids: Sequence[int]) -> Any:
+    """Record ids as one parameter: an array on PostgreSQL, JSON text on SQLite (whose
+    variable limit an expanded list of 100,000 ids would exceed)."""
+    return list(ids) if is_pg(conn) else dialect.json_ids(ids)
+
+
+def _gone_rows(conn: Connection) -> str:
+    """The ``:gone`` parameter as rows ``g.value``."""
+    if is_pg(conn):
+        return "unnest(CAST(:gone AS integer[])) AS g(value)"
+    return "json_each(:gone) AS g"
+
+
+def _in_gone(conn: Connection, column: str) -> str:
+    """``column`` is one of the ids in ``:gone``: an index lookup per id."""
+    if is_pg(conn):
+        return f"{column} = ANY(:gone)"
+    return f"{column} IN (SELECT g.value FROM json_each(:gone) AS g)"
 
 
 def permanent_delete_one(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
