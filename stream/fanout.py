@@ -32,6 +32,15 @@ Contract
   instead of queued, then released through the same dedupe: register first, replay, then drop
   live events at or below what the replay sent.  This makes the replay/live handoff gap-free
   and duplicate-free.
+* **Packed entries.**  A :class:`~bulkjobs.synclog.Pack` (a batch's record events of one
+  project, action and data type, with consecutive cursors) travels as one item: every
+  connection that wants one of its events wants all of them (project-space routing looks at
+  the project only), so it is routed, queued and deduplicated as a whole.  Dedupe compares
+  its first and last cursors with the connection's: a pack wholly seen is dropped, one
+  partly seen (a resume from a cursor inside it, the replay/live handoff) is cut to the
+  events after that cursor.  A pack is never coalesced, and counts as one outbox entry (it
+  is one frame on the wire, at most :data:`~bulkjobs.synclog.PACK` events): a congested
+  connection is closed after ``limit`` entries, single events and packs alike.
 * **Direct delivery.**  :meth:`Hub.route` is :meth:`Hub.publish` with a fast path for the
   common case, a read batch of one project's (or one space's) events: a connection that wants
   every event of the batch and has nothing queued, held or congested is not given an outbox
@@ -49,7 +58,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from bulkjobs.keys import CC_SPACE
-from bulkjobs.synclog import Event
+from bulkjobs.synclog import Event, Item, Pack
 
 #: Job statuses whose events may be replaced by a newer event of the same job while queued.
 COALESCABLE = frozenset({"queued", "processing"})
@@ -102,8 +111,8 @@ class Subscriber:
         self.sent_space: dict[str, int] = {}
         # Insertion-ordered: non-terminal job events are keyed by token (so a newer one can
         # replace them), everything else by id(event) (unique while the event is queued).
-        self.outbox: dict[object, Event] = {}
-        self.held: list[Event] | None = None
+        self.outbox: dict[object, Item] = {}
+        self.held: list[Item] | None = None
         self.limit = limit
         self.slow = False
         #: Set by the I/O layer while the socket is not keeping up: coalesce and bound.
@@ -111,7 +120,7 @@ class Subscriber:
 
     # -- what this connection wants -------------------------------------------------------
 
-    def wants(self, ev: Event) -> bool:
+    def wants(self, ev: Item) -> bool:
         """Is ``ev`` covered by a subscription of this connection that its user may see?"""
         if ev.space == CC_SPACE:
             project = ev.project
@@ -153,7 +162,7 @@ class Subscriber:
 
     # -- queueing -------------------------------------------------------------------------
 
-    def offer(self, ev: Event) -> int:
+    def offer(self, ev: Item) -> int:
         """Route one live event to this connection; returns one of the result constants."""
         if self.slow or not self.wants(ev):
             return DROPPED
@@ -166,9 +175,11 @@ class Subscriber:
             return HELD
         return self._enqueue(ev, bounded=True)
 
-    def _enqueue(self, ev: Event, *, bounded: bool) -> int:
-        if not self._advance(ev):
+    def _enqueue(self, ev: Item, *, bounded: bool) -> int:
+        item = self._advance(ev)
+        if item is None:
             return DROPPED
+        ev = item
         box = self.outbox
         was_empty = not box
         result = QUEUED
@@ -189,8 +200,9 @@ class Subscriber:
             self.slow = True
         return WOKE if was_empty else result
 
-    def _advance(self, ev: Event) -> bool:
-        """Record ``ev`` as sent unless an event at or above its cursor already was."""
+    def _advance(self, ev: Item) -> Item | None:
+        """Record ``ev`` as sent unless an event at or above its cursor already was; returns
+        what is left to send (a packed entry partly sent already is cut), or None."""
         if ev.space == CC_SPACE:
             sent, key = self.sent_cc, ev.project
             last = sent.get(key, self.star_base)
@@ -198,18 +210,21 @@ class Subscriber:
             sent, key = self.sent_space, ev.space
             last = sent.get(key, -1)
         if ev.cursor <= last:
-            return False
+            return None
+        if ev.first <= last:
+            assert isinstance(ev, Pack)  # a single event has first == cursor
+            ev = ev.since(last)
         sent[key] = ev.cursor
-        return True
+        return ev
 
-    def requeue(self, events: list[Event]) -> None:
+    def requeue(self, events: list[Item]) -> None:
         """Queue a batch that was routed to this connection directly (already past its
         dedupe) but could not be written at once; the outbox was empty."""
         box = self.outbox
         for ev in events:
             box[id(ev)] = ev
 
-    def take(self) -> list[Event]:
+    def take(self) -> list[Item]:
         """Everything queued, in order; the outbox is left empty."""
         if not self.outbox:
             return []
@@ -238,7 +253,7 @@ class Routed(NamedTuple):
     """What :meth:`Hub.route` decided for one read batch."""
 
     #: The batch, in order: what every ``direct`` connection is to be sent now.
-    events: list[Event]
+    events: list[Item]
     #: Connections that get exactly ``events``; their dedupe cursors are already past them,
     #: and nothing is queued for them.
     direct: list[Subscriber]
@@ -360,7 +375,7 @@ class Hub:
 
     # -- delivery -------------------------------------------------------------------------
 
-    def publish(self, events: Iterable[Event]) -> tuple[list[Subscriber], list[Subscriber]]:
+    def publish(self, events: Iterable[Item]) -> tuple[list[Subscriber], list[Subscriber]]:
         """Route live events (in cursor order per space) into outboxes.  Returns ``(woken,
         slow)``: connections whose outbox just became non-empty (flush them), and connections
         that just became too slow (close them with 4008; they are already out of the hub)."""
@@ -369,7 +384,7 @@ class Hub:
             sub.requeue(routed.events)
         return routed.direct + routed.woken, routed.slow
 
-    def route(self, events: list[Event]) -> Routed:
+    def route(self, events: list[Item]) -> Routed:
         """Route one read batch of live events (one space, in cursor order).  Same decisions
         as :meth:`publish`, but connections that get the whole batch as it stands are
         returned as ``direct`` instead of having it queued (see the module docstring)."""
@@ -390,13 +405,14 @@ class Hub:
                     subs = self.space_index.get(ev.space)
                 if subs:
                     self._offer([ev], subs, woken, slow)
-            every, some = [], []
+            every: list[Subscriber] = []
+            some: list[Subscriber] = []
         elif cc:
             every, some = self.group(key)
         else:
             every, some = list(self.space_index.get(key, ())), []
         if every:
-            low, high = first.cursor, events[-1].cursor
+            low, high = first.first, events[-1].cursor
             rest: list[Subscriber] = []
             for sub in every:
                 # Nothing queued, held or congested, and the whole batch is new to it: its
@@ -423,7 +439,7 @@ class Hub:
         return Routed(events, direct, woken, slow)
 
     def _offer(
-        self, events: list[Event], subs: Iterable[Subscriber],
+        self, events: list[Item], subs: Iterable[Subscriber],
         woken: list[Subscriber], slow: list[Subscriber],
     ) -> None:
         for sub in subs:
@@ -437,7 +453,7 @@ class Hub:
                     slow.append(sub)
                     break
 
-    def replay(self, sub: Subscriber, events: Iterable[Event]) -> int:
+    def replay(self, sub: Subscriber, events: Iterable[Item]) -> int:
         """Queue replayed events (read from the log, in cursor order) for one connection.
         The outbox bound does not apply: the caller drains between pages."""
         queued = 0
@@ -507,12 +523,12 @@ class Hub:
         _move(self.space_index, sub, spaces, ())
 
 
-def _uniform(events: list[Event], cc: bool) -> bool:
+def _uniform(events: list[Item], cc: bool) -> bool:
     """Are ``events`` all of one space (and, in ``cc``, one project), in cursor order?"""
     first = events[0]
-    space, project, last = first.space, first.project, first.cursor - 1
+    space, project, last = first.space, first.project, first.first - 1
     for ev in events:
-        if ev.space != space or (cc and ev.project != project) or ev.cursor <= last:
+        if ev.space != space or (cc and ev.project != project) or ev.first <= last:
             return False
         last = ev.cursor
     return True
@@ -534,24 +550,34 @@ def _move(
 
 @lru_cache(maxsize=16384)
 def render(ev: Event) -> str:
-    """``ev.text``, built once per event however many connections it goes to."""
+    """``ev.text``, built once per event however many connections it goes to.  (A
+    :class:`~bulkjobs.synclog.Pack` keeps its own text: it is not cached here, where it
+    would stay alive.)"""
     return ev.text
 
 
-def frames(events: list[Event], *, max_chars: int = FRAME_CHARS) -> Iterator[str]:
+def frames(events: list[Item], *, max_chars: int = FRAME_CHARS) -> Iterator[str]:
     """``{"op":"sync","sync":[…]}`` frames carrying ``events`` in order, joined from the
     pre-rendered event texts (never re-serialised), cut at about ``max_chars``."""
+    for frame, _ in framed(events, max_chars=max_chars):
+        yield frame
+
+
+def framed(events: list[Item], *, max_chars: int = FRAME_CHARS) -> Iterator[tuple[str, int]]:
+    """:func:`frames`, each with the index in ``events`` where the next frame starts (so a
+    writer that stops after a frame knows what is left).  A pack is never cut: its text is
+    one frame's contents at most (see :data:`~bulkjobs.synclog.PACK`)."""
     chunk: list[str] = []
     size = 0
-    for ev in events:
-        text = render(ev)
+    for i, ev in enumerate(events):
+        text = ev.text if type(ev) is Pack else render(ev)  # type: ignore[arg-type]
         if chunk and size + len(text) > max_chars:
-            yield _frame(chunk)
+            yield _frame(chunk), i
             chunk, size = [], 0
         chunk.append(text)
         size += len(text) + 1
     if chunk:
-        yield _frame(chunk)
+        yield _frame(chunk), len(events)
 
 
 def _frame(texts: list[str]) -> str:

@@ -17,8 +17,11 @@ Contract
   exponential back-off and resumes every space from its last cursor.  Other errors (a bug, a
   key of the wrong type) propagate: the task dies and the server makes the process exit
   non-zero — a relay that silently stops relaying is worse than one that crashes.
-* **Lost history.**  Cursors are dense within a space (the log's append script increments
-  the counter once per entry), so a jump (``next != last + 1``), a counter that went
+* **Packed entries.**  A packed entry of record events (:class:`~bulkjobs.synclog.Pack`) is
+  handed to the sink as one item, never as an object per event; a read that starts inside
+  one (a space read from a cursor a pack holds) gets only the events after that cursor.
+* **Lost history.**  Cursors are dense within a space (the log's append scripts take one
+  cursor per event), so a jump (next item's first cursor ``!= last + 1``), a counter that went
   backwards, or a floor above the last cursor read (checked on every reconnect) means events
   were lost (Redis lost its data or restarted and reseeded the counter, or the log was
   trimmed past the reader).  The reader then calls ``sink.gap(space)`` *before* delivering
@@ -42,7 +45,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bulkjobs import keys
-from bulkjobs.synclog import AsyncSyncLog, Event, decode
+from bulkjobs.synclog import AsyncSyncLog, Item, after, decode_items
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +59,8 @@ class Sink(Protocol):
     def spaces(self) -> set[str]:
         """Project spaces that currently have subscribers."""
 
-    def deliver(self, events: list[Event]) -> None:
-        """Events of one space, consecutive, in cursor order."""
+    def deliver(self, events: list[Item]) -> None:
+        """Events (single, or packed) of one space, consecutive, in cursor order."""
 
     def gap(self, space: str) -> None:
         """Events of ``space`` were lost before they could be read."""
@@ -192,15 +195,19 @@ class Reader:
             pos = self.positions.get(space)
             if pos is None or not entries:
                 continue
-            events = decode(space, [(eid, _fields(f)) for eid, f in entries])
+            events = decode_items(space, [(eid, _fields(f)) for eid, f in entries])
+            if events[0].first <= pos:  # read from a cursor inside a packed entry
+                events = after(events, pos)
+                if not events:
+                    continue
             start = 0
             for i, ev in enumerate(events):
-                if ev.cursor != pos + 1:
+                if ev.first != pos + 1:
                     if i > start:
                         self.sink.deliver(events[start:i])
                     logger.warning(
                         "gap in sync space %s: expected cursor %s, read %s", space, pos + 1,
-                        ev.cursor,
+                        ev.first,
                     )
                     self.sink.gap(space)
                     start = i

@@ -71,10 +71,10 @@ from websockets.protocol import State
 from bulkjobs import keys, tokens
 from bulkjobs.errors import BulkJobsError, Unauthorized
 from bulkjobs.settings import get_settings
-from bulkjobs.synclog import AsyncSyncLog, Event, decode, is_recovered
+from bulkjobs.synclog import AsyncSyncLog, Item, count_events, is_recovered
 from bulkjobs.tokens import Claims
 from stream import access, protocol
-from stream.fanout import DEFAULT_LIMIT, Hub, Subscriber, frames
+from stream.fanout import DEFAULT_LIMIT, Hub, Subscriber, framed, frames
 from stream.metrics import StreamCollector
 from stream.reader import Reader
 
@@ -219,7 +219,7 @@ class StreamServer:
     def spaces(self) -> set[str]:
         return self.hub.spaces()
 
-    def deliver(self, events: list[Event]) -> None:
+    def deliver(self, events: list[Item]) -> None:
         routed = self.hub.route(events)
         if routed.direct:
             self._write_direct(routed.events, cast(list[Peer], routed.direct))
@@ -236,33 +236,43 @@ class StreamServer:
 
     # -- writing --------------------------------------------------------------------------
 
-    def _write_direct(self, events: list[Event], peers: list[Peer]) -> None:
+    def _write_direct(self, events: list[Item], peers: list[Peer]) -> None:
         """Write one batch to connections that all get exactly it and have nothing queued
-        (the hub's direct connections): the frame is built once and written to each transport
-        in turn.  A connection whose transport is over ``write_limit`` gets the batch queued
-        and a writer task instead, as :meth:`_flush` would."""
+        (the hub's direct connections): the frames are built once and written to each
+        transport in turn.  A connection whose transport is over ``write_limit`` — before the
+        batch, or between two of its frames (a batch of packed record events may be many
+        frames) — gets the rest of the batch queued and a writer task instead, as
+        :meth:`_flush` would: a batch never piles up in a slow connection's buffer."""
         data = _encode(events)
         limit = self.write_limit
         open_ = State.OPEN
-        queued = 0
         for peer in peers:
             transport = peer.transport
             if transport.get_write_buffer_size() > limit:
-                peer.congested = True
-                peer.requeue(events)
-                peer.writer = asyncio.create_task(self._write(peer))
-                queued += 1  # counted by the writer when it sends them
+                self._congest(peer, events)  # counted by the writer when it sends them
             elif peer.protocol.state is open_:  # closing connections are skipped
-                for chunk in data:
+                start = 0
+                for chunk, end, n in data:
+                    if start and transport.get_write_buffer_size() > limit:
+                        self._congest(peer, events[start:])
+                        break
                     transport.write(chunk)
-        self.deliveries += len(events) * (len(peers) - queued)
+                    self.deliveries += n
+                    start = end
+
+    def _congest(self, peer: Peer, events: list[Item]) -> None:
+        """Queue ``events`` for a direct connection whose socket is not keeping up, and start
+        its writer."""
+        peer.congested = True
+        peer.requeue(events)
+        peer.writer = asyncio.create_task(self._write(peer))
 
     def _flush(self, peers: list[Any]) -> None:
         """Write what the peers have queued, without waiting (see the module docstring)."""
         # Connections that got the very same batch share one frame (and one encoding), built
         # for the first of them; each connection is written as soon as it is reached, so the
         # first subscribers do not wait for the whole list to be sorted out first.
-        encoded: dict[tuple[int, ...], tuple[list[Event], list[bytes]]] = {}
+        encoded: dict[tuple[int, ...], tuple[list[Item], list[tuple[bytes, int, int]]]] = {}
         for peer in peers:
             if peer.writer is not None or peer.slow:
                 continue  # a running writer takes the new events with its next batch
@@ -283,9 +293,9 @@ class StreamServer:
                 # whole flush.
                 shared = encoded[key] = (events, _encode(events))
             if ws.protocol.state is State.OPEN:
-                for data in shared[1]:
+                for data, _, _ in shared[1]:
                     transport.write(data)
-            self.deliveries += len(events)
+            self.deliveries += count_events(events)
 
     async def _write(self, peer: Peer) -> None:
         """Writer of a congested connection: waits for the socket to drain between batches."""
@@ -296,7 +306,7 @@ class StreamServer:
                     break
                 for frame in frames(events):
                     await peer.ws.send(frame)
-                self.deliveries += len(events)
+                self.deliveries += count_events(events)
         except ConnectionClosed:
             pass
         finally:
@@ -480,14 +490,13 @@ class StreamServer:
         cursor means events were trimmed or lost since ``recovered`` was decided)."""
         expected = after + 1
         while expected <= upto and self._alive(peer):
-            raw = await self.redis.xrange(
-                keys.sync_stream(space), f"({expected - 1}-0", f"{upto}-0", count=REPLAY_PAGE
-            )
-            events = decode(space, cast(list[Any], raw))
+            # Read in events, not entries; a resume from inside a packed entry gets the rest
+            # of it (the log cuts the first item to start at ``expected``).
+            events = await self.log.read_items(space, expected - 1, count=REPLAY_PAGE, upto=upto)
             for ev in events:
-                if ev.cursor != expected:
+                if ev.first != expected:
                     break
-                expected += 1
+                expected = ev.cursor + 1
             else:
                 if events:
                     self.hub.replay(peer, events)
@@ -583,13 +592,20 @@ def close_reason(text: str) -> str:
     return text.encode(errors="replace")[:MAX_CLOSE_REASON].decode(errors="ignore")
 
 
-def _encode(events: list[Event]) -> list[bytes]:
-    """The websocket frames carrying ``events``, as bytes on the wire.  Server frames are
-    unmasked and we negotiate no extension, so the bytes are the same for every connection:
-    serialise once, write to each transport (``websockets.broadcast`` would rebuild the frame
-    per connection).  Never fragmented, so the protocol's state machine has nothing to
-    track."""
-    return [Frame(Opcode.TEXT, frame.encode()).serialize(mask=False) for frame in frames(events)]
+def _encode(events: list[Item]) -> list[tuple[bytes, int, int]]:
+    """The websocket frames carrying ``events``, as bytes on the wire, each with the index in
+    ``events`` where the next frame starts and the number of events it carries.  Server
+    frames are unmasked and we negotiate no extension, so the bytes are the same for every
+    connection: serialise once, write to each transport (``websockets.broadcast`` would
+    rebuild the frame per connection).  Never fragmented, so the protocol's state machine
+    has nothing to track."""
+    out = []
+    start = 0
+    for frame, end in framed(events):
+        out.append((Frame(Opcode.TEXT, frame.encode()).serialize(mask=False), end,
+                    count_events(events[start:end])))
+        start = end
+    return out
 
 
 def _command_client(url: str) -> redis.asyncio.Redis:
