@@ -353,3 +353,142 @@ def _lose_everything(client) -> None:  # type: ignore[no-untyped-def]
     doomed = list(client.scan_iter(match=f"{keys.PREFIX}*", count=1000))
     if doomed:
         client.delete(*doomed)
+
+
+# -- packed entries -------------------------------------------------------------------------
+
+
+def gids(n: int, prefix: str = "g") -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def append_mixed(log: SyncLog) -> list[tuple[int, str, str]]:
+    """Singles and packs in one project space; returns every event's (cursor, action, gid)."""
+    out: list[tuple[int, str, str]] = []
+    [c] = log.append(PROJECT, [rec(0)])
+    out.append((c, "UPDATE", "gid-0"))
+    cursors = log.append_records(PROJECT, [("records", "UPDATE", gids(2500)),
+                                           ("records", "DELETE", gids(3, "d"))])
+    out += zip(cursors, ["UPDATE"] * 2500 + ["DELETE"] * 3, gids(2500) + gids(3, "d"),
+               strict=True)
+    [c] = log.append(PROJECT, [rec(1)])
+    out.append((c, "UPDATE", "gid-1"))
+    cursors = log.append_records(PROJECT, [("records", "UPDATE", gids(5, "e"))])
+    out += zip(cursors, ["UPDATE"] * 5, gids(5, "e"), strict=True)
+    return out
+
+
+def test_append_records_packs_a_batch_into_few_entries(
+    log: SyncLog, redis_client: redis.Redis
+) -> None:
+    """2,500 UPDATEs and 3 DELETEs take 2,503 consecutive cursors in four entries (packs of
+    at most PACK events), each entry's id its last cursor; the metrics count events."""
+    before = log.cursor(PROJECT)
+    got = log.append_records(PROJECT, [("records", "UPDATE", gids(2500)),
+                                       ("records", "DELETE", ["x", "y", "z"])])
+    assert got == range(before + 1, before + 2504)
+    raw = redis_client.xrange(keys.sync_stream(PROJECT))
+    assert [int(eid.split(b"-")[0]) - before for eid, _ in raw] == [1000, 2000, 2500, 2503]
+    assert [int(f[b"n"]) for _, f in raw] == [1000, 1000, 500, 3]
+    assert int(redis_client.hget(keys.metrics(), "events:project")) == 2503
+    assert log.append_records(PROJECT, [("records", "UPDATE", [])]) == range(0)
+    assert log.cursor(PROJECT) == before + 2503
+    events = log.read(PROJECT, before, count=5000).events
+    assert [(e.cursor - before, e.key) for e in events] == list(
+        zip(range(1, 2504), gids(2500) + ["x", "y", "z"], strict=True))
+    assert events[2500].as_dict() == {"type": PROJECT, "cursor": before + 2501,
+                                      "action": "DELETE", "data_type": "records",
+                                      "data_key": "x"}
+
+
+def test_append_records_refuses_a_gid_with_a_space(log: SyncLog) -> None:
+    """Gids are joined by spaces, so a gid holding one cannot be packed."""
+    before = log.cursor(PROJECT)
+    with pytest.raises(ValueError):
+        log.append_records(PROJECT, [("records", "UPDATE", ["a b"])])
+    assert log.cursor(PROJECT) == before
+
+
+@pytest.mark.parametrize("count", [1, 7, 999, 1000, 1001, 5000])
+def test_read_pages_through_packed_entries_by_events(log: SyncLog, count: int) -> None:
+    """Pages hold at most ``count`` events and may end inside a packed entry; reading on
+    from each page's last cursor yields every event once, in order; the async read pages
+    the same way."""
+    start = log.cursor(PROJECT)
+    expected = append_mixed(log)
+
+    def pages(read: Any) -> list[list[tuple[int, str, str]]]:
+        out, after = [], start
+        while True:
+            page = read(after)
+            assert page.recovered is True and len(page.events) <= count
+            out.append([(e.cursor, e.as_dict()["action"], e.key) for e in page.events])
+            if not page.more:
+                return out
+            assert len(page.events) == count
+            after = page.events[-1].cursor
+
+    got = pages(lambda after: log.read(PROJECT, after, count=count))
+    assert [e for p in got for e in p] == expected
+
+    async def async_pages() -> list[list[tuple[int, str, str]]]:
+        client = make_async_redis()
+        try:
+            alog = AsyncSyncLog(client)
+            out, after = [], start
+            while True:
+                page = await alog.read(PROJECT, after, count=count)
+                out.append([(e.cursor, e.as_dict()["action"], e.key) for e in page.events])
+                if not page.more:
+                    return out
+                after = page.events[-1].cursor
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(async_pages()) == got
+
+
+@pytest.mark.parametrize("offset", [1, 2, 500, 1000, 1001, 2499, 2502, 2503, 2504, 2509])
+def test_read_resumes_from_a_cursor_inside_a_packed_entry(log: SyncLog, offset: int) -> None:
+    """From any cursor, inside a pack or on an entry's boundary, a read returns exactly the
+    events after it."""
+    expected = append_mixed(log)
+    after = expected[offset - 1][0]
+    page = log.read(PROJECT, after, count=10_000)
+    assert page.recovered is True and page.more is False
+    assert [(e.cursor, e.key) for e in page.events] == [(c, g) for c, _, g in expected[offset:]]
+
+
+def test_trim_inside_a_packed_entry_keeps_the_floor_rule(
+    log: SyncLog, monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis
+) -> None:
+    """Trimming by count (``keep`` counts events) with the cutoff inside a pack removes only
+    whole entries below it and keeps the straddling pack whole: the floor is the cutoff,
+    every event from the floor on is read back, a reader at ``floor - 1`` is recovered and
+    one below it is not (its page starts at the floor)."""
+    clock = FakeClock(monkeypatch, 0)
+    base = int(time.time() // 60)
+    clock.at_minute(base)
+    expected = append_mixed(log)  # 2,510 events in 6 entries
+    clock.at_minute(base + 20)
+    later = log.append_records(PROJECT, [("records", "UPDATE", gids(10, "z"))])
+    cursors = [c for c, _, _ in expected] + list(later)
+    keep = 2020  # the cutoff falls inside the first pack (events 1..1000, the second entry)
+    floor = log.trim(PROJECT, keep=keep, keep_seconds=60, now=(base + 30) * 60)
+    assert floor == cursors[-keep] == cursors[500]
+    assert log.cursors(PROJECT) == (cursors[-1], floor)
+    ids = [int(eid.split(b"-")[0]) for eid, _ in redis_client.xrange(keys.sync_stream(PROJECT))]
+    assert ids[0] == cursors[1000]  # the pack holding cursors[1..1000] is whole; 0 is gone
+    assert int(redis_client.hget(keys.metrics(), "events:project")) == len(cursors)
+    page = log.read(PROJECT, floor - 1, count=10_000)
+    assert page.recovered is True
+    assert [e.cursor for e in page.events] == cursors[500:]
+    below = log.read(PROJECT, floor - 2, count=10_000)
+    assert below.recovered is False
+    assert [e.cursor for e in below.events] == cursors[500:]
+    # a trim whose cutoff is an entry's last cursor + 1 removes that entry
+    floor = log.trim(PROJECT, keep=len(cursors) - 1001, keep_seconds=60, now=(base + 30) * 60)
+    assert floor == cursors[1001]
+    ids = [int(eid.split(b"-")[0]) for eid, _ in redis_client.xrange(keys.sync_stream(PROJECT))]
+    assert ids[0] == cursors[2000]
+    assert [e.cursor for e in log.read(PROJECT, floor - 1, count=10_000).events] == cursors[1001:]
