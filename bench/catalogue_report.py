@@ -1,0 +1,82 @@
+"""The catalogue bench's targets (SPEC §11: P9–P12) and its markdown table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: records/s a job must reach, by (kind, database): P10.
+RATE_TARGETS = {
+    ("heads", "sqlite"): 300_000, ("heads", "postgresql"): 100_000,
+    ("per_record", "sqlite"): 100_000, ("per_record", "postgresql"): 50_000,
+}
+RATIO_LIMIT = 3.0  # job time / raw time
+RSS_LIMIT = 256.0  # MiB, P9
+SUBMIT_P50_MS, SUBMIT_P99_MS = 5.0, 50.0  # P12
+
+
+def verdict(run: dict[str, Any]) -> dict[str, Any]:
+    """Whether a run meets its targets, and why not."""
+    why: list[str] = []
+    target = RATE_TARGETS.get((run["kind"], run["database"]))
+    if run.get("status") != "done":
+        why.append(str(run.get("status")))
+    else:
+        if target and (run.get("records_per_s") or 0) < target:
+            why.append(f"< {target:,} rec/s")
+        if run.get("ratio") is not None and run["ratio"] > RATIO_LIMIT:
+            why.append(f"> {RATIO_LIMIT:g}x raw")
+    if run.get("worker_rss_mib", 0) > RSS_LIMIT:
+        why.append(f"worker RSS > {RSS_LIMIT:g} MiB")
+    probe = run.get("probe") or {}
+    submit_ok = None
+    if probe.get("n"):
+        submit_ok = probe["p50_ms"] <= SUBMIT_P50_MS and probe["p99_ms"] <= SUBMIT_P99_MS
+    return {"target_records_per_s": target, "meets": not why, "why": why,
+            "submit_meets": submit_ok}
+
+
+def _n(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    db = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(report["database"],
+                                                              report["database"])
+    lines = [
+        f"### The catalogue: {db}, {report['records']:,} records "
+        f"({report['subtrees']:,} subtrees of 100, {report['links']} links), "
+        f"{report['schema_items']:,} schema items, {report['version_jobs']:,} version jobs",
+        "",
+        f"Seeder: {report['seed']['seconds']} s, peak RSS {report['seed']['rss_mib']} MiB "
+        f"({'meets' if report['seed_meets_rss'] else 'misses'} ≤ {RSS_LIMIT:g} MiB). "
+        f"Load average at start {', '.join(f'{x:.2f}' for x in report['load_start'])}"
+        + (f", at end {', '.join(f'{x:.2f}' for x in report['load_end'])}"
+           if report.get("load_end") else "") + ".",
+        "",
+        "| job | selection | db | events | records | job s | records/s | raw s | raw rec/s "
+        "| ratio | worker RSS MiB | submit p50 / p99 ms | load | target rec/s | meets |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in report["runs"]:
+        probe = r.get("probe") or {}
+        submit = (f"{probe['p50_ms']:.1f} / {probe['p99_ms']:.1f}"
+                  + ("" if r.get("submit_meets") else " ✗") if probe.get("n") else "–")
+        status = "yes" if r.get("meets") else "no: " + "; ".join(r.get("why", []))
+        records = r.get("records")
+        if r.get("items_failed"):
+            status += f" ({r['items_failed']:,} items failed)"
+        load = "/".join(f"{x:.1f}" for x in r.get("load", [])) or "–"
+        lines.append(
+            f"| {r['job']} | {r['selection']} | {db} | {r['events']} | {_n(records)} "
+            f"| {_n(r.get('job_s'), 2)} | {_n(r.get('records_per_s'))} | {_n(r.get('raw_s'), 3)} "
+            f"| {_n(r.get('raw_per_s'))} | {_n(r.get('ratio'), 2)} "
+            f"| {_n(r.get('worker_rss_mib'), 0)} | {submit} | {load} "
+            f"| {_n(r.get('target_records_per_s'))} | {status} |")
+    lines += ["", "Targets: P10 rates (heads ≥ 300,000 rec/s SQLite, ≥ 100,000 PostgreSQL; one "
+              "item per record and permanent delete ≥ 100,000 / ≥ 50,000), each job ≤ 3× its "
+              "raw baseline, worker peak RSS ≤ 256 MiB (P9); ✗ marks a submit latency over "
+              "P12's p50 5 ms / p99 50 ms. Version rows count jobs (one record each), schema "
+              "rows items."]
+    return "\n".join(lines)
