@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bulkjobs.synclog import Event
-from stream.fanout import Hub, Subscriber, frames
+from bulkjobs.synclog import Event, Item, Pack, expand
+from stream.fanout import Hub, Subscriber, framed, frames
 
 A, B, C = "project-a", "project-b", "project-c"
 
@@ -25,6 +25,17 @@ def rec(cursor: int, project: str = A, gid: str = "r1") -> Event:
     """A project-space record event."""
     body = json.dumps({"action": "UPDATE", "data_type": "records", "data_key": gid})
     return Event(space=project, cursor=cursor, project=project, key=gid, status="", body=body)
+
+
+def pk(first: int, n: int, project: str = A) -> Pack:
+    """A packed entry of ``n`` record events of ``project``, cursors ``first`` on."""
+    return Pack(space=project, project=project, first=first, cursor=first + n - 1,
+                action="UPDATE", data_type="records",
+                gids=" ".join(f"r{c}" for c in range(first, first + n)))
+
+
+def spans(items: list[Item]) -> list[tuple[int, int]]:
+    return [(i.first, i.cursor) for i in items]
 
 
 def subscriber(*subs: tuple[str, list[str] | None], allowed: tuple[str, ...] = (A, B),
@@ -404,3 +415,77 @@ def test_frames_join_event_texts_in_order_and_cut_large_batches():
     assert all(json.loads(f)["op"] == "sync" for f in out)
     assert list(frames(events))[0] == '{"op":"sync","sync":[' + ",".join(
         e.text for e in events) + "]}"
+
+
+# -- packed entries -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("start", "offered", "expected"), [
+    (0, [(1, 5), (6, 10)], [(1, 5), (6, 10)]),
+    (3, [(1, 5), (6, 10)], [(4, 5), (6, 10)]),
+    (5, [(1, 5), (6, 10)], [(6, 10)]),
+    (7, [(1, 5), (6, 10)], [(8, 10)]),
+    (10, [(1, 5), (6, 10)], []),
+    (3, [(1, 5), (1, 5), (4, 8)], [(4, 5), (6, 8)]),  # out of order: the per-item path
+])
+def test_a_pack_partly_sent_is_cut_and_never_repeated(start, offered, expected):
+    """Dedupe on packs: one wholly sent is dropped, one partly sent is cut to the events
+    after the connection's cursor, so each event goes out once."""
+    hub, sub = subscriber((A, None), start=start)
+    hub.publish([pk(first, last - first + 1) for first, last in offered])
+    got = sub.take()
+    assert spans(got) == expected
+    assert [e.key for e in expand(got)] == [
+        f"r{c}" for first, last in expected for c in range(first, last + 1)]
+
+
+def test_route_gives_packs_directly_to_an_idle_subscriber_and_cuts_for_one_behind():
+    """A batch of packs goes ``direct`` to an idle connection whose cursor is below it;
+    a connection that has seen part of it gets the rest queued."""
+    hub, plain = subscriber((A, None), start=0)
+    _, behind = subscriber((A, None), hub=hub, start=1500)
+    batch: list[Item] = [pk(1, 1000), pk(1001, 1000)]
+    routed = hub.route(batch)
+    assert routed.direct == [plain] and routed.events == batch
+    assert plain.outbox == {} and plain.sent_space == {A: 2000}
+    assert routed.woken == [behind]
+    assert spans(behind.take()) == [(1501, 2000)]
+
+
+def test_resume_inside_a_pack_through_hold_replay_release_gives_the_rest_once():
+    """Subscribing with a cursor inside a pack: live packs are held while the replay (cut by
+    the log after the cursor) is queued; releasing drops what the replay sent, so every
+    event after the cursor is queued once, in order."""
+    hub, sub = subscriber(start=0)
+    sub.hold()
+    hub.subscribe(sub, A)
+    hub.publish([pk(11, 5)])  # live while the subscription is set up
+    hub.start(sub, A, cc=0, space=2)
+    hub.replay(sub, [pk(1, 5).since(2), pk(6, 5), pk(11, 5)])
+    hub.publish([pk(16, 5)])
+    assert hub.release(sub)
+    got = sub.take()
+    assert [e.cursor for e in expand(got)] == list(range(3, 21))
+
+
+def test_a_pack_is_one_outbox_entry_towards_the_bound():
+    """A congested connection counts a pack as one queued entry (one frame), never
+    coalesced; past the bound it is slow."""
+    hub, sub = subscriber((A, None), limit=2)
+    sub.congested = True
+    _, slow = hub.publish([pk(1, 1000), pk(1001, 1000)])
+    assert slow == [] and sub.pending == 2 and hub.coalesced == 0
+    _, slow = hub.publish([pk(2001, 1000)])
+    assert slow == [sub]
+
+
+def test_a_pack_is_framed_as_its_events_and_never_cut():
+    """A pack's frame carries exactly its events' texts; ``framed`` says where each frame
+    ends, and a pack is never split across frames."""
+    p = pk(3, 4)
+    assert list(frames([p])) == list(frames(p.events()))
+    mixed: list[Item] = [rec(1), rec(2), p, rec(7)]
+    out = list(framed(mixed, max_chars=len(p.text) + 10))
+    assert [end for _, end in out] == [2, 3, 4]
+    got = [e for f, _ in out for e in json.loads(f)["sync"]]
+    assert got == [e.as_dict() for e in expand(mixed)]

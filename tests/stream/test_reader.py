@@ -13,7 +13,7 @@ import redis
 from bulkjobs import keys
 from bulkjobs.connections import get_redis
 from bulkjobs.settings import get_settings
-from bulkjobs.synclog import Event
+from bulkjobs.synclog import Item
 from stream.reader import Reader
 from tests.stream.conftest import WAIT, append_job, append_record, log
 
@@ -26,13 +26,16 @@ class ListSink:
     def __init__(self) -> None:
         self.wanted: set[str] = set()
         self.calls: list[tuple[str, str, list[int]]] = []
+        self.items: list[tuple[str, int, int]] = []  # (space, first, last cursor) per item
 
     def spaces(self) -> set[str]:
         return set(self.wanted)
 
-    def deliver(self, events: list[Event]) -> None:
+    def deliver(self, events: list[Item]) -> None:
         assert len({e.space for e in events}) == 1
-        self.calls.append(("events", events[0].space, [e.cursor for e in events]))
+        self.calls.append(("events", events[0].space,
+                           [c for e in events for c in range(e.first, e.cursor + 1)]))
+        self.items += [(e.space, e.first, e.cursor) for e in events]
 
     def gap(self, space: str) -> None:
         self.calls.append(("gap", space, []))
@@ -87,6 +90,24 @@ async def test_new_project_space_is_read_from_the_wanted_cursor(redis_client):
         assert sink.cursors("proj") == early + late
         sink.wanted.clear()
         await until(lambda: "proj" not in reader.positions)
+
+
+async def test_packs_reach_the_sink_whole_from_a_cursor_inside_one(redis_client):
+    """A packed entry is handed over as one item, not an event each; a space read from a
+    cursor inside a pack starts right after that cursor, with no gap reported."""
+    sink = ListSink()
+    reader = new_reader(sink)
+    async with running(reader):
+        cursors = log().append_records("proj", [("records", "UPDATE",
+                                                 [f"g{i}" for i in range(2500)])])
+        sink.wanted.add("proj")
+        reader.want("proj", cursors[1234])
+        more = log().append_records("proj", [("records", "DELETE", ["x", "y"])])
+        await until(lambda: len(sink.cursors("proj")) >= 2500 - 1235 + 2)
+    assert sink.cursors("proj") == list(cursors[1235:]) + list(more)
+    assert sink.items == [("proj", cursors[1235], cursors[1999]),
+                          ("proj", cursors[2000], cursors[2499]), ("proj", more[0], more[1])]
+    assert not [c for c in sink.calls if c[0] == "gap"]
 
 
 async def test_lost_history_is_reported_before_later_events(redis_client):

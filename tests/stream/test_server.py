@@ -392,6 +392,79 @@ async def test_replay_of_many_events_is_complete(server, seeded):
     await ws.close()
 
 
+def record_dicts(project: str, cursors: range, action: str, gids: list[str]) -> list[dict]:
+    return [{"type": project, "cursor": c, "action": action, "data_type": "records",
+             "data_key": g} for c, g in zip(cursors, gids, strict=True)]
+
+
+async def test_resume_from_inside_a_packed_entry_gets_exactly_the_rest_once(server, seeded):
+    """A batch's record events are packed entries in the log; a subscriber resuming with a
+    cursor inside one gets every later event exactly once, in order, each with its own
+    cursor and the same JSON as a single event, then the live ones."""
+    project = seeded.projects[0].gid
+    gids = [str(uuid.uuid4()) for _ in range(2500)]
+    cursors = log().append_records(project, [("records", "UPDATE", gids)])
+    ws = await open_ws(server, jwt_for(seeded, 0))
+    reply = await subscribe(ws, project, cursor=cursors[1234])
+    assert reply["recovered"] is True and reply["cursor"] == cursors[-1]
+    live = log().append_records(project, [("records", "DELETE", gids[:3])])
+    got = await events(ws, 2500 - 1235 + 3)
+    assert got == (record_dicts(project, cursors[1235:], "UPDATE", gids[1235:])
+                   + record_dicts(project, live, "DELETE", gids[:3]))
+    sentinel = append_record(project)  # nothing else came in between: no duplicate
+    assert [e["cursor"] for e in await events(ws, 1)] == [sentinel]
+    await ws.close()
+
+
+async def test_resume_inside_a_pack_under_concurrent_packed_appends_is_gap_free(server, seeded):
+    """Packs appended while a subscription resuming from inside an earlier pack is set up
+    (replay, then the held live packs) arrive once each, with no gap."""
+    project = seeded.projects[0].gid
+    first = log().append_records(project, [("records", "UPDATE",
+                                            [f"a{i}" for i in range(1500)])])
+    stop = threading.Event()
+    appended: list[int] = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set() or len(appended) < 3000:
+            i += 1
+            n = 1 + (i * 37) % 700
+            appended.extend(log().append_records(
+                project, [("records", "UPDATE", [f"b{i}-{k}" for k in range(n)])]))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        await eventually(lambda: len(appended) >= 1000)
+        ws = await open_ws(server, jwt_for(seeded, 0))
+        await subscribe(ws, project, cursor=first[700])
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join)
+    expected = list(first[701:]) + appended
+    got = await events(ws, len(expected))
+    assert [e["cursor"] for e in got] == expected
+    await ws.close()
+
+
+async def test_a_project_subscriber_follows_a_large_packed_job(server, seeded):
+    """100,000 record events appended as a job appends them (packed, in two calls) reach a
+    live project subscriber, every one in order, without it being closed as too slow."""
+    project = seeded.projects[0].gid
+    ws = await open_ws(server, jwt_for(seeded, 0))
+    await subscribe(ws, project)
+    gids = [f"r{i}" for i in range(100_000)]
+    cursors = list(log().append_records(project, [("records", "DELETE", gids[:50_000])]))
+    cursors += log().append_records(project, [("records", "DELETE", gids[50_000:])])
+    got = await events(ws, len(gids), timeout=60)
+    assert [e["cursor"] for e in got] == cursors
+    assert [e["data_key"] for e in got] == gids
+    assert server.slow_closed == 0
+    assert server.deliveries >= len(gids)
+    await ws.close()
+
+
 async def test_cursor_below_floor_is_not_recovered_and_not_replayed(server, seeded):
     """Below the floor: recovered false, no partial replay, live events follow."""
     project = seeded.projects[0].gid
