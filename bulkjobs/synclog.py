@@ -292,14 +292,19 @@ class Pack:
                                    self.keys(), plain=_ESCAPED.search(self.gids) is None)
         return self._text
 
-    def events(self) -> list[Event]:
-        """The pack as single events (for the slow paths: ``/sync/get``, tests)."""
-        body = f'{{"action":{json.dumps(self.action)},"data_type":{json.dumps(self.data_type)},'
-        return [
-            Event(space=self.space, cursor=c, project=self.project, key=g, status="",
-                  body=f'{body}"data_key":{json.dumps(g)}}}')
-            for c, g in zip(range(self.first, self.cursor + 1), self.keys(), strict=True)
-        ]
+    def events(self, limit: int | None = None) -> list[Event]:
+        """The pack as single events (the first ``limit`` of them), for the paths that hand
+        out event objects (``/sync/get``, tests)."""
+        gids = self.keys() if limit is None else self.keys()[:limit]
+        head = f'{{"action":{json.dumps(self.action)},"data_type":{json.dumps(self.data_type)},'
+        if _ESCAPED.search(self.gids) is None:
+            bodies = [f'{head}"data_key":"{g}"}}' for g in gids]
+        else:
+            bodies = [f'{head}"data_key":{json.dumps(g)}}}' for g in gids]
+        space, project = self.space, self.project
+        return [Event(space=space, cursor=c, project=project, key=g, status="", body=b)
+                for c, g, b in zip(range(self.first, self.first + len(gids)), gids, bodies,
+                                   strict=True)]
 
 
 #: What a read of the log yields: single events and packs, in cursor order.
@@ -449,12 +454,14 @@ def decode_items(space: str, entries: Iterable[tuple[Any, dict[Any, Any]]]) -> l
     return out
 
 
-def expand(items: Iterable[Item]) -> list[Event]:
-    """Items as single events, in order."""
+def expand(items: Iterable[Item], limit: int | None = None) -> list[Event]:
+    """Items as single events, in order (the first ``limit`` of them)."""
     out: list[Event] = []
     for item in items:
+        if limit is not None and len(out) >= limit:
+            break
         if isinstance(item, Pack):
-            out += item.events()
+            out += item.events(None if limit is None else limit - len(out))
         else:
             out.append(item)
     return out
@@ -602,7 +609,7 @@ class SyncLog:
                 for start, end, n in pager.ranges():
                     pipe.xrange(stream, start, end, count=n)
                 pager.take(pipe.execute())
-        events = expand(pager.items)
+        events = expand(pager.items, count + 1)
         return Page(events[:count], floor, last, recovered, len(events) > count)
 
     def trim(self, space: str, *, keep: int, keep_seconds: float, now: float | None = None) -> int:
@@ -719,7 +726,7 @@ class AsyncSyncLog:
         last, floor = await self.cursors(space)
         recovered = is_recovered(after, floor, last)
         items = await self.read_items(space, after if recovered else floor - 1, count=count + 1)
-        events = expand(items)
+        events = expand(items, count + 1)
         return Page(events[:count], floor, last, recovered, len(events) > count)
 
     async def read_items(
