@@ -44,7 +44,10 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+    # JIT off: a batch statement's estimate (a subtree range is costed as a tenth of the
+    # table) crosses jit_above_cost, and compiling then costs more than the statement.
+    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True,
+                         connect_args={"options": "-c jit=off"})
 
 
 # Where SQLite keeps temporary b-trees, sort runs and statement journals.  MEMORY suits the

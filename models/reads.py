@@ -63,7 +63,9 @@ def page(
     """One page of the selection's records; call inside a writing transaction."""
     if cursor is None:
         now = time.time()
-        conn.execute(text("DELETE FROM job_item WHERE job_token LIKE 'get-%' "
+        # One range of the token index: read tokens sort after every job's (a uuid's
+        # first character is a hex digit, below "g").
+        conn.execute(text("DELETE FROM job_item WHERE job_token >= 'get-' "
                           "AND job_token < :old"), {"old": f"get-{int(now - KEEP_SECONDS):08x}"})
         token = _token(now)
         total = resolve_into(conn, token=token, project_gid=project_gid, selection=selection,

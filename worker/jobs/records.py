@@ -87,8 +87,11 @@ def _deleted_rows(conn: Connection, ids: Sequence[int]) -> Sequence[Any]:
 
 
 #: A batch's records with their delete generation (``NULL`` when live).
-_ROWS = ("SELECT r.id, r.gid, r.parent_id, r.mpath, d.deleted_root FROM record r "
-         "LEFT JOIN record_deletion d ON d.record_id = r.id WHERE r.id IN :ids")
+#: (The generation is a scalar subquery, one primary-key lookup per record: as a join,
+#: PostgreSQL would hash the whole deletion table for a batch of a thousand ids.)
+_ROWS = ("SELECT r.id, r.gid, r.parent_id, r.mpath, (SELECT d.deleted_root FROM "
+         "record_deletion d WHERE d.record_id = r.id) AS deleted_root FROM record r "
+         "WHERE r.id IN :ids")
 #: The deleted ones of a batch's records, with their delete generation and own status.
 _DELETED_ROWS = ("SELECT d.record_id AS id, r.gid, r.parent_id, r.mpath, d.deleted_root, "
                  "r.status FROM record_deletion d JOIN record r ON r.id = d.record_id "
@@ -310,8 +313,8 @@ def _deleted_ancestors(conn: Connection, rows: Sequence[Any]) -> set[int]:
         return set()
     lock = " ORDER BY r.id FOR SHARE OF r" if is_pg(conn) else ""
     return {rid for rid, deleted_root in conn.execute(ids_param(conn,
-        "SELECT r.id, d.deleted_root FROM record r LEFT JOIN record_deletion d "
-        "ON d.record_id = r.id WHERE r.id IN :ids" + lock), {"ids": ancestors})
+        "SELECT r.id, (SELECT d.deleted_root FROM record_deletion d WHERE d.record_id = r.id) "
+        "FROM record r WHERE r.id IN :ids" + lock), {"ids": ancestors})
         if deleted_root is not None}
 
 
@@ -363,12 +366,10 @@ def add_tombstoned(conn: Connection, token: str) -> None:
 
     Resolution skips unknown gids silently; a gid that *was* a record of this project is not
     unknown, and undelete or permanent delete must fail it per item ("permanently deleted").
-    Runs after any renumbering (which keeps only items that are records)."""
+    Runs after any renumbering (which keeps only items that are records).  One lookup of
+    the tombstones' gid index per plain gid; selections without plain gids cost nothing."""
     job = conn.execute(text("SELECT project_gid, params FROM job WHERE token = :t"),
                        {"t": token}).one()
-    if conn.execute(text("SELECT 1 FROM record_tombstone WHERE project_gid = :proj LIMIT 1"),
-                    {"proj": job.project_gid}).first() is None:
-        return  # nothing of this project was ever permanently deleted
     # JSON comes back as text from SQLite and decoded from PostgreSQL
     params = job.params if isinstance(job.params, dict) else json.loads(job.params or "{}")
     selection = parse_selection(params.get("selection"), kind="records")
@@ -445,10 +446,9 @@ def _remove_subtrees(conn: Connection, ctx: Context, heads: dict[int, str]) -> N
         "WHERE r.mpath >= b.lo AND r.mpath < b.hi"
     ), {"roots": roots}).all()
     links = conn.execute(text(
-        f"SELECT l.id, l.parent_id FROM {source} CROSS JOIN record r CROSS JOIN record l "
-        "WHERE r.mpath >= b.lo AND r.mpath < b.hi AND l.canonical_id = r.id "
-        "AND l.is_link = true"
-    ), {"roots": roots}).all()
+        f"SELECT l.id, l.parent_id FROM {_gone_rows(conn)} CROSS JOIN record l "
+        "WHERE l.canonical_id = g.value AND l.is_link = true"
+    ), {"gone": _gone_param(conn, [rid for rid, _ in tree])}).all()
     parent_of = dict(tree)
     parent_of.update(links)
     gone = sorted(parent_of)

@@ -1,0 +1,121 @@
+"""Plan checks: every statement a piece of code runs, explained on a seeded, analysed
+database, must reach its rows through an index — no full scan of a big table, and no
+project-wide range driving a statement that should touch only its batch.
+
+:func:`captured` records the statements (with their parameters) that a block runs on an
+engine; :func:`violations` explains each one (``EXPLAIN QUERY PLAN`` on SQLite, ``EXPLAIN
+(FORMAT JSON)`` on PostgreSQL) and returns what breaks the rules.  Plans, not timings: a
+plan does not flake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event
+
+#: Tables that grow with the content (or with the jobs run): a full scan of any of them is a
+#: plan that grows with the project, not with the work.
+BIG_TABLES = frozenset({
+    "record", "record_deletion", "workflow_entry", "job_item", "record_version",
+    "record_tombstone", "record_search", "schema_item",
+})
+#: An index whose only use is "every record of the project".
+PROJECT_WIDE = ("ix_record_project_status",)
+
+
+@dataclass
+class Capture:
+    statements: list[tuple[str, Any]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def captured(engine: Engine) -> Iterator[Capture]:
+    """Record every statement (and its parameters) run on ``engine`` inside the block."""
+    cap = Capture()
+
+    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+               executemany: bool) -> None:
+        if executemany and parameters:
+            parameters = parameters[0]
+        cap.statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield cap
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+_SKIP = re.compile(r"^\s*(EXPLAIN|BEGIN|COMMIT|ROLLBACK|PRAGMA|SAVEPOINT|RELEASE|ANALYZE|SET)\b",
+                   re.IGNORECASE)
+_ALIAS = re.compile(r"\b(?:FROM|JOIN|UPDATE|INTO)\s+([a-z_][a-z0-9_]*)(?:\s+(?:AS\s+)?"
+                    r"(?!ON\b|WHERE\b|SET\b|USING\b|CROSS\b|LEFT\b|JOIN\b|GROUP\b|ORDER\b|"
+                    r"LIMIT\b|WITH\b|RETURNING\b|VALUES\b|SELECT\b|AND\b)([a-z_][a-z0-9_]*))?",
+                    re.IGNORECASE)
+
+
+def _aliases(sql: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for table, alias in _ALIAS.findall(sql):
+        out[table.lower()] = table.lower()
+        if alias:
+            out[alias.lower()] = table.lower()
+    return out
+
+
+def _sqlite_violations(conn: Connection, sql: str, params: Any) -> list[str]:
+    aliases = _aliases(sql)
+    bad = []
+    for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all():
+        detail = str(row[-1])
+        scan = re.match(r"SCAN (\S+)(.*)", detail)
+        if scan and "VIRTUAL TABLE" not in scan.group(2):
+            table = aliases.get(scan.group(1).lower(), scan.group(1).lower())
+            if table in BIG_TABLES:
+                bad.append(detail)
+        if any(ix in detail for ix in PROJECT_WIDE):
+            bad.append(detail)
+    return bad
+
+
+def _pg_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _pg_nodes(child)
+
+
+def _pg_violations(conn: Connection, sql: str, params: Any) -> list[str]:
+    raw = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params).scalar()
+    plan = raw if isinstance(raw, list) else json.loads(raw)
+    bad = []
+    for node in _pg_nodes(plan[0]["Plan"]):
+        kind = node.get("Node Type", "")
+        if "Seq Scan" in kind and node.get("Relation Name") in BIG_TABLES:
+            bad.append(f"{kind} on {node['Relation Name']}")
+        if node.get("Index Name") in PROJECT_WIDE:
+            bad.append(f"{kind} using {node['Index Name']}")
+    return bad
+
+
+def violations(conn: Connection, cap: Capture) -> list[str]:
+    """Each captured statement whose plan breaks the rules, with what breaks them."""
+    check = _pg_violations if conn.dialect.name == "postgresql" else _sqlite_violations
+    out = []
+    for sql, params in cap.statements:
+        if _SKIP.match(sql):
+            continue
+        bad = check(conn, sql, params)
+        if bad:
+            out.append(" ".join(sql.split())[:200] + "\n    " + "\n    ".join(bad))
+    return out
+
+
+def explained(cap: Capture) -> int:
+    """How many of the captured statements :func:`violations` explains."""
+    return sum(1 for sql, _ in cap.statements if not _SKIP.match(sql))
