@@ -1,13 +1,38 @@
 """Engine, sessions and schema migration.
 
-SQLite (the default) runs in WAL mode with a busy timeout so that the web, worker and
-stream processes can share one file; PostgreSQL is reached through psycopg 3.
+SQLite (the default) runs in WAL mode so that the web, worker and stream processes can share
+one file; PostgreSQL is reached through psycopg 3.
+
+**Writers take turns (SQLite).**  SQLite has one write lock for the whole file, and its busy
+handler does not queue the writers that want it: each sleeps in growing steps (up to 100 ms)
+and tries again, so a writer that waits loses to a job that takes the lock back the moment
+its batch commits, and can starve for seconds.  So every write transaction — a connection
+with the ``writer=True`` execution option (:func:`get_write_engine`) — takes its *turn*
+first: an exclusive ``flock`` on a side file next to the database, ``<db>.writers``, opened
+per connection, held from just before ``BEGIN IMMEDIATE`` until just after the commit or
+rollback.  A writer that finds the turn taken waits for it in the kernel (no polling, no
+sleeping steps) and says so while it waits: it holds a shared ``flock`` on a second file,
+``<db>.waiting``.  A job, between two batches, calls :func:`let_writers_in`, which sees
+(``LOCK_EX | LOCK_NB`` on ``<db>.waiting`` fails) whether anyone waits and, if so, pauses
+until every waiter has had the turn handed over (they let go of ``<db>.waiting`` once they
+hold the turn; the pause is bounded by :data:`PASS_TURN_MAX`).  The job's next transaction
+then queues behind them.  Batches are short (the runner sizes them to take tens of
+milliseconds), so a writer waits at most for the batch in hand: the web process's submits,
+cancels and the job's own heartbeat are never stuck behind a job.  A process that dies
+releases its ``flock``\ s with its file descriptors, so a crash leaves no turn held.
+Transactions that read (``BEGIN`` deferred) take no turn: WAL readers never wait.  Writers
+that do not take turns (another program on the file) still meet SQLite's busy timeout
+(``DB_BUSY_TIMEOUT``).
+
+PostgreSQL locks rows, not the database: writers there take no turns.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+import time
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +68,8 @@ def make_engine(url: str) -> Engine:
                                pool_use_lifo=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        if path and path != ":memory:":
+            _take_turns(engine, path)
         return engine
     # JIT off: a batch statement's estimate (a subtree range is costed as a tenth of the
     # table) crosses jit_above_cost, and compiling then costs more than the statement.
@@ -80,12 +107,169 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Any) -> None:
     # Writers begin IMMEDIATE, taking the write lock up front: two writers never fail on a
-    # lock upgrade, the second simply waits (busy_timeout).  Readers begin DEFERRED and never
-    # block anyone (WAL).
+    # lock upgrade.  Before that they take their turn (module docstring), so that the second
+    # waits in the kernel's queue rather than in SQLite's busy handler.  Readers begin
+    # DEFERRED and never block anyone (WAL).
     if conn.get_execution_options().get("writer"):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        turn: Turn | None = conn.connection.info.get("turn")
+        if turn is not None:
+            turn.take()
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            if turn is not None:
+                turn.give_back()
+            raise
     else:
         conn.exec_driver_sql("BEGIN")
+
+
+#: The longest a job pauses between two batches for writers waiting their turn (seconds).
+PASS_TURN_MAX = 0.25
+
+
+class Turn:
+    """One SQLite connection's part in the writers' turns: its own open file descriptions of
+    ``<db>.writers`` and ``<db>.waiting`` (``flock`` locks belong to an open file
+    description, so two connections of one process exclude each other as two processes do).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pid = 0
+        self.writers = self.waiting = -1
+        self.held = False
+
+    def _open(self) -> None:
+        # A forked child must not share its parent's descriptions (nor their locks).
+        if self.pid != os.getpid():
+            self.pid = os.getpid()
+            self.writers = os.open(self.path + ".writers", os.O_RDWR | os.O_CREAT, 0o644)
+            self.waiting = os.open(self.path + ".waiting", os.O_RDWR | os.O_CREAT, 0o644)
+            self.held = False
+
+    def take(self) -> None:
+        """Wait for the turn (in the kernel), flagged as waiting while it is taken."""
+        self._open()
+        try:
+            fcntl.flock(self.writers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(self.waiting, fcntl.LOCK_SH)
+            try:
+                fcntl.flock(self.writers, fcntl.LOCK_EX)
+            finally:
+                fcntl.flock(self.waiting, fcntl.LOCK_UN)
+        self.held = True
+
+    def give_back(self) -> None:
+        if self.held and self.pid == os.getpid():
+            self.held = False
+            fcntl.flock(self.writers, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self.pid == os.getpid():
+            os.close(self.writers)
+            os.close(self.waiting)
+        self.pid = 0
+
+
+def _take_turns(engine: Engine, path: str) -> None:
+    """Give each connection of ``engine`` a :class:`Turn`, handed back right after its commit
+    or rollback.  SQLAlchemy's ``commit``/``rollback`` events fire *before* the database
+    commits, so the dialect's own ``do_commit``/``do_rollback`` are wrapped instead: a turn
+    handed over while COMMIT still runs would leave the next writer in the busy handler."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(_dbapi_conn: Any, record: Any) -> None:
+        record.info["turn"] = Turn(path)
+
+    @event.listens_for(engine, "close")
+    def _close(_dbapi_conn: Any, record: Any) -> None:
+        turn = record.info.pop("turn", None)
+        if turn is not None:
+            turn.give_back()
+            turn.close()
+
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_conn: Any) -> None:
+        try:
+            commit(dbapi_conn)
+        finally:
+            _give_back(dbapi_conn)
+
+    def do_rollback(dbapi_conn: Any) -> None:
+        try:
+            rollback(dbapi_conn)
+        finally:
+            _give_back(dbapi_conn)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
+
+
+def _give_back(dbapi_conn: Any) -> None:
+    try:
+        info = dbapi_conn.info  # the pool's proxy of the connection
+    except (AttributeError, NotImplementedError):  # the first connect's own round trips
+        return
+    turn = info.get("turn")
+    if turn is not None:
+        turn.give_back()
+
+
+def writers_file(engine: Engine) -> str | None:
+    """The database file whose writers take turns, or ``None`` (PostgreSQL, in-memory)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    path = engine.url.database
+    return path if path and path != ":memory:" else None
+
+
+def writers_waiting(engine: Engine) -> bool:
+    """Whether a writer waits for its turn on ``engine``'s database right now."""
+    path = writers_file(engine)
+    if path is None:
+        return False
+    fd = os.open(path + ".waiting", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def let_writers_in(engine: Engine, *, limit: float = PASS_TURN_MAX) -> bool:
+    """Between two write transactions of a long job: if writers wait for their turn, pause
+    until each of them holds it (at most ``limit`` seconds), so that the caller's next
+    transaction comes after theirs.  Returns whether anyone was waiting.  Call it without a
+    write transaction open (the waiters need the turn it holds)."""
+    path = writers_file(engine)
+    if path is None:
+        return False
+    fd = os.open(path + ".waiting", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = 0.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a writer is between asking and holding the turn
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + limit
+                elif now >= deadline:
+                    return True
+                time.sleep(0.0002)
+                continue
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return bool(deadline)
+    finally:
+        os.close(fd)
 
 
 @lru_cache(maxsize=1)
@@ -146,3 +330,50 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+#: What one write transaction of a long piece of work should take (seconds), low and high:
+#: long enough that what each transaction costs besides its rows (the job row, progress,
+#: the commit) stays small, short enough that a writer waiting for its turn is served
+#: within tens of milliseconds.
+BATCH_SECONDS = (0.02, 0.05)
+#: The size of the first batch of a long piece of work, before anything was measured.
+FIRST_BATCH = 16
+
+
+def next_batch_size(size: int, seconds: float, *, limit: int,
+                    target: tuple[float, float] = BATCH_SECONDS) -> int:
+    """The size of the next batch after one of ``size`` items took ``seconds``.
+
+    Within ``target`` the size stays.  Outside it the size is scaled by the measured time
+    per item towards the middle of ``target``: up by at most a factor of two per batch
+    (one batch's time is a noisy measure, and a size too large costs every waiting writer),
+    down by as much as it takes.  Never below 1 nor above ``limit``."""
+    low, high = target
+    if low <= seconds <= high:
+        factor = 1.0
+    elif seconds <= 0:
+        factor = 2.0
+    else:
+        factor = min(2.0, (low + high) / 2 / seconds)
+    return max(1, min(limit, int(size * factor)))
+
+
+def in_slices(engine: Engine, step: Any, *, limit: int,
+              first: int = FIRST_BATCH) -> int:
+    """Run ``step(conn, n) -> rows`` in write transactions of their own, each with an ``n``
+    sized to take :data:`BATCH_SECONDS` (at most ``limit``), letting waiting writers in
+    between, until a step does fewer than ``n`` rows; returns the rows in all.  For work that
+    may repeat a slice after a crash (deleting, copying by position)."""
+    size, total = min(first, limit), 0
+    writer = engine.execution_options(writer=True)
+    while True:
+        with writer.begin() as conn:
+            started = time.perf_counter()
+            rows = step(conn, size)
+        seconds = time.perf_counter() - started  # the commit included, the wait for the turn not
+        total += rows
+        if rows < size:
+            return total
+        size = next_batch_size(size, seconds, limit=limit)
+        let_writers_in(engine)

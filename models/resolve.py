@@ -15,16 +15,37 @@ that a selected record in the wrong state is reported as a failed item rather th
 dropped; reads (``records/bulk/get``) pass ``reading=True`` and get plain gids in ``mode``'s
 state only, like their other entries.  Unknown gids and gids of another project simply match
 nothing.
+
+**In slices** (:func:`resolve_in_slices`, what jobs and ``records/bulk/get`` use).  On SQLite
+one write transaction holds the whole database, so a huge selection is not resolved in one.
+Its statements (and the job's prepare step) run in a *read* transaction into a TEMP table
+named ``job_item`` — on that connection it stands in for the real one, so the statements are
+the same, and temp tables take no lock on the database file.  The rows are then copied into
+the real ``job_item`` in id order, a slice per short write transaction (sized like a job's
+batches, writers waiting their turn let in between), and the last slice's transaction runs
+the caller's ``last`` step (a job: ``resolved``, ``total``, ``processing``).  A crash between
+slices leaves a job unresolved with some of its rows copied: its next run deletes them (in
+slices too) and resolves again.  PostgreSQL locks rows, not the database: there everything
+is one transaction, as :func:`resolve_into` alone.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Literal
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from models import dialect
+from models.engine import (
+    FIRST_BATCH,
+    in_slices,
+    let_writers_in,
+    next_batch_size,
+    writers_file,
+)
 from models.records import deleted_sql, live_sql
 from models.search.sql import resolve_search
 from models.selection import Children, Entry, Gids, Search, Selection
@@ -53,9 +74,7 @@ def resolve_into(
         elif isinstance(entry, Search):
             resolve_search(conn, token=token, project_gid=project_gid, entry=entry,
                            kind=selection.kind, mode=mode)
-    return int(conn.execute(
-        text("SELECT COUNT(*) FROM job_item WHERE job_token = :t"), {"t": token}
-    ).scalar_one())
+    return _count(conn, token)
 
 
 def _gids(
@@ -143,3 +162,117 @@ def _json(value: object) -> dict[str, str]:
     return dict(value or {})  # type: ignore[call-overload]
 
 
+
+
+#: Most ``job_item`` rows copied or deleted in one write transaction.
+SLICE_LIMIT = 50_000
+
+#: Called in the same transaction as the rows it follows (e.g. to check a job's lease).
+Step = Callable[[Connection], None]
+
+
+def resolve_in_slices(
+    engine: Engine, *, token: str, project_gid: str, selection: Selection, mode: Mode,
+    reading: bool = False, prepare: Callable[[Connection, str], None] | None = None,
+    each: Step | None = None, last: Callable[[Connection, int], None] | None = None,
+    limit: int = SLICE_LIMIT,
+) -> int:
+    """Replace ``token``'s ``job_item`` rows with the selection's items, then ``prepare`` them
+    (a job's prepare step); returns how many there are.  ``each(conn)`` runs in every write
+    transaction, ``last(conn, total)`` in the one that writes the last rows.  See the module
+    docstring."""
+    delete_items(engine, token, each=each, limit=limit)
+    if writers_file(engine) is None:
+        with engine.execution_options(writer=True).begin() as conn:
+            total = resolve_into(conn, token=token, project_gid=project_gid,
+                                 selection=selection, mode=mode, reading=reading)
+            if prepare is not None:
+                prepare(conn, token)
+                total = _count(conn, token)
+            if each is not None:
+                each(conn)
+            if last is not None:
+                last(conn, total)
+        return total
+    # A connection of its own, closed at the end: the TEMP table that stands in for
+    # job_item must never outlive this function on a pooled connection.
+    conn = engine.connect()
+    try:
+        with conn.begin():  # a read transaction: nothing here waits for the write lock
+            conn.exec_driver_sql(
+                "CREATE TEMP TABLE job_item (id INTEGER PRIMARY KEY, "
+                "job_token VARCHAR(36) NOT NULL, item_id INTEGER NOT NULL, "
+                "UNIQUE (job_token, item_id))")
+            total = resolve_into(conn, token=token, project_gid=project_gid,
+                                 selection=selection, mode=mode, reading=reading)
+            if prepare is not None:
+                prepare(conn, token)
+                total = _count(conn, token)
+        _copy_in_slices(conn, token, total, each=each, last=last, limit=limit)
+        return total
+    finally:
+        conn.invalidate()  # closes the DBAPI connection, and the TEMP table with it
+        conn.close()
+
+
+def _copy_in_slices(conn: Connection, token: str, total: int, *, each: Step | None,
+                    last: Callable[[Connection, int], None] | None, limit: int) -> None:
+    """Copy ``temp.job_item`` into ``main.job_item`` in id order, a slice per write
+    transaction; ``last`` in the transaction of the last slice (an empty one if none)."""
+    size, after, copied = min(FIRST_BATCH, limit), 0, 0
+    while True:
+        conn.execution_options(writer=True)
+        try:
+            with conn.begin():
+                started = time.perf_counter()
+                upto = conn.execute(text(
+                    "SELECT MAX(id) FROM (SELECT id FROM temp.job_item WHERE id > :after "
+                    "ORDER BY id LIMIT :n) AS s"), {"after": after, "n": size}).scalar()
+                rows = 0
+                if upto is not None:
+                    rows = conn.execute(text(
+                        "INSERT INTO main.job_item (job_token, item_id) "
+                        "SELECT job_token, item_id FROM temp.job_item "
+                        "WHERE id > :after AND id <= :upto AND job_token = :tok ORDER BY id"
+                    ), {"after": after, "upto": upto, "tok": token}).rowcount
+                    after = upto
+                copied += rows
+                if each is not None:
+                    each(conn)
+                done = upto is None or copied >= total
+                if done and last is not None:
+                    last(conn, total)
+            seconds = time.perf_counter() - started
+        finally:
+            conn.execution_options(writer=False)
+        if done:
+            return
+        size = next_batch_size(size, seconds, limit=limit)
+        let_writers_in(conn.engine)
+
+
+def delete_items(engine: Engine, token: str, *, each: Step | None = None,
+                 limit: int = SLICE_LIMIT) -> int:
+    """Delete ``token``'s ``job_item`` rows, a slice per write transaction on SQLite (one
+    statement on PostgreSQL); returns how many.  ``each(conn)`` runs in every transaction."""
+    if writers_file(engine) is None:
+        with engine.execution_options(writer=True).begin() as conn:
+            if each is not None:
+                each(conn)
+            return int(conn.execute(text("DELETE FROM job_item WHERE job_token = :t"),
+                                    {"t": token}).rowcount)
+
+    def step(conn: Connection, n: int) -> int:
+        if each is not None:
+            each(conn)
+        return int(conn.execute(text(
+            "DELETE FROM job_item WHERE id IN (SELECT id FROM job_item WHERE job_token = :t "
+            "ORDER BY id LIMIT :n)"), {"t": token, "n": n}).rowcount)
+
+    return in_slices(engine, step, limit=limit)
+
+
+def _count(conn: Connection, token: str) -> int:
+    return int(conn.execute(
+        text("SELECT COUNT(*) FROM job_item WHERE job_token = :t"), {"t": token}
+    ).scalar_one())

@@ -55,16 +55,23 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from bulkjobs.errors import SelectionError
 from bulkjobs.settings import get_settings
 from bulkjobs.synclog import SyncLog
-from models.engine import get_engine, get_write_engine, make_engine
+from models.engine import (
+    FIRST_BATCH,
+    get_engine,
+    get_write_engine,
+    let_writers_in,
+    make_engine,
+    next_batch_size,
+)
 from models.jobs import DONE, PROCESSING, QUEUED, REJECTED, Job, JobItem
 from models.outbox import SyncOutbox
-from models.resolve import resolve_into
+from models.resolve import delete_items, resolve_in_slices
 from models.selection import parse_selection
 from worker.jobs import CATALOGUE, Context, JobSpec
 from worker.jobs.base import Effects, Result
@@ -104,7 +111,12 @@ class RetryLater(Exception):
 
 @dataclass
 class RunConfig:
+    # Items per batch; with ``adaptive_batches`` the upper bound of batches sized to take
+    # :data:`models.engine.BATCH_SECONDS` (the worker does so on SQLite, see
+    # :func:`worker.tasks.run_config`); off here so that a runner driven directly takes
+    # exactly ``batch_size`` items per batch.
     batch_size: int = 1000
+    adaptive_batches: bool = False
     progress_interval: float = 0.1
     heartbeat_interval: float = 2.0
     stale_after: float = 30.0
@@ -151,6 +163,10 @@ def announce(log: SyncLog, token: str) -> bool:
     if row is None or row.status not in (DONE, REJECTED) or row.announced:
         return False
     drain_outbox(log, token)  # the job's project-space events before its terminal event
+    # The job's items go before its terminal event (whoever sees the event sees them gone),
+    # in slices: a million rows are not deleted in one write transaction.  A run that dies
+    # meanwhile leaves the job unannounced, and the reaper calls this again.
+    delete_items(get_engine(), token)
     append_state(log, state_of(row))
     with get_write_engine().begin() as conn:
         conn.execute(update(jobs).where(jobs.c.token == token).values(announced=True))
@@ -161,7 +177,8 @@ def finish(
     conn: Connection, token: str, *, status: str, info: dict[str, Any], owner: str | None,
     result_status: int | None = None, result_payload: dict[str, Any] | None = None,
 ) -> bool:
-    """Commit a terminal state (only while holding the lease, when ``owner`` is given)."""
+    """Commit a terminal state (only while holding the lease, when ``owner`` is given).  The
+    job's ``job_item`` rows are deleted afterwards, in slices, by :func:`announce`."""
     now = time.time()
     cond = [jobs.c.token == token, jobs.c.status.in_((QUEUED, PROCESSING))]
     if owner is not None:
@@ -170,13 +187,9 @@ def finish(
                                   owner=None)
     if result_status is not None:
         values.update(result_status=result_status, result_payload=result_payload)
-    done = conn.execute(update(jobs).where(and_(*cond)).values(**values)).rowcount == 1
-    if done:
-        conn.execute(delete(items).where(items.c.job_token == token))
-    return done
+    return conn.execute(update(jobs).where(and_(*cond)).values(**values)).rowcount == 1
 
 
-@lru_cache(maxsize=1)
 @lru_cache(maxsize=1)
 def side_engine() -> Engine:
     """An engine (a connection pool) of its own for the heartbeat threads, one per process.
@@ -371,35 +384,46 @@ def _run_claimed(
             return _reject(token, owner, log, dict(row.info or {}), exc.message,
                            publisher=publisher)
         now = time.time()
-        with get_write_engine().begin() as conn:
-            conn.execute(delete(items).where(items.c.job_token == token))
-            total = resolve_into(conn, token=token, project_gid=row.project_gid,
-                                 selection=selection, mode=spec.mode)
-            if spec.prepare is not None:
-                spec.prepare(conn, token)
-                # A prepare step may add items (e.g. tombstones of permanently deleted gids).
-                total = int(conn.execute(select(func.count()).select_from(items)
-                                         .where(items.c.job_token == token)).scalar_one())
+
+        def leased(conn: Connection) -> None:  # every slice: still ours?
+            _commit(conn, token, owner, dict(heartbeat_on=time.time()))
+
+        def resolved(conn: Connection, total: int) -> None:  # with the last slice
             info = {"total": total, "remaining": total, "failed": 0, "errors": []}
             _commit(conn, token, owner, dict(
                 resolved=True, status=PROCESSING, started_on=now, updated_on=now, info=info,
-                position=0, heartbeat_on=now,
+                position=0, heartbeat_on=time.time(),
             ))
+
+        # In slices of short write transactions (models.resolve); a prepare step may add
+        # items (e.g. tombstones of permanently deleted gids), and is counted in the total.
+        total = resolve_in_slices(get_engine(), token=token, project_gid=row.project_gid,
+                                  selection=selection, mode=spec.mode, prepare=spec.prepare,
+                                  each=leased, last=resolved)
+        with get_engine().connect() as conn:
             row = load(conn, token)
         logger.info("job %s: processing %s items", token, total, extra={"job": token})
         publisher.publish(state_of(row), force=True)
     actor, params = dict(row.actor or {}), dict(row.params or {})
     started = time.monotonic()
+    size = min(FIRST_BATCH, cfg.batch_size) if cfg.adaptive_batches else cfg.batch_size
     while True:
-        row, processed, effects, outbox_id = _retrying(token, lambda: _batch_step(
-            token, owner, spec, cfg, actor=actor, params=params,
-            appended=record_events.appended()))
+        def step(n: int = size) -> tuple[Any, int, Effects, int | None, float]:
+            return _batch_step(token, owner, spec, cfg, actor=actor, params=params,
+                               appended=record_events.appended(), size=n)
+
+        row, processed, effects, outbox_id, seconds = _retrying(token, step)
         if processed == 0:  # cancelled, or no item left
             break
         logger.debug("job %s: batch of %s committed, %s remaining", token, processed,
                      row.info["remaining"], extra={"job": token})
+        if cfg.adaptive_batches and processed == size:  # a short last batch measures little
+            size = next_batch_size(size, seconds, limit=cfg.batch_size)
         record_events.submit(row.project_gid, effects, outbox_id)
         publisher.publish(state_of(row))
+        # Writers waiting for their turn (a submit, a cancel, this job's heartbeat) go
+        # before the next batch (SQLite; see models.engine).
+        let_writers_in(get_engine())
         if time.monotonic() - started >= cfg.slice_seconds:
             record_events.flush()  # the next run's events come after this run's
             with get_write_engine().begin() as conn:  # waiting in the queue from now on
@@ -452,42 +476,56 @@ def _result_error(result: Result) -> str:
 
 def _batch_step(
     token: str, owner: str, spec: JobSpec, cfg: RunConfig, *, actor: dict[str, Any],
-    params: dict[str, Any], appended: int | None = None,
-) -> tuple[Any, int, Effects, int | None]:
-    """Apply the job's handler to its next batch and commit it with the job's progress (and
-    result) and its events (in the outbox) in one transaction; outbox rows of this job up to
-    ``appended`` (already in the log) go in the same transaction.  Returns the job row after
-    it, the number of items processed (0: cancelled or nothing left), the batch's effects
-    and the last outbox row it wrote (``None``: it owes no events)."""
+    params: dict[str, Any], appended: int | None = None, size: int | None = None,
+) -> tuple[Any, int, Effects, int | None, float]:
+    """Apply the job's handler to its next batch (``size`` items, default
+    ``cfg.batch_size``) and commit it with the job's progress (and result) and its events
+    (in the outbox) in one transaction; outbox rows of this job up to ``appended`` (already
+    in the log) go in the same transaction.  Returns the job row after it, the number of
+    items processed (0: cancelled or nothing left), the batch's effects, the last outbox row
+    it wrote (``None``: it owes no events) and the seconds the transaction took (from
+    holding the write lock to the end of its commit)."""
     effects = Effects(collect_events=cfg.record_events)
     with get_write_engine().begin() as conn:
-        if appended is not None:
-            _clear_outbox(conn, token, up_to=appended)
-        row = load(conn, token)
-        if row.cancel_requested:
-            return row, 0, effects, None
-        batch = conn.execute(
-            select(items.c.id, items.c.item_id)
-            .where(items.c.job_token == token, items.c.id > row.position)
-            .order_by(items.c.id).limit(cfg.batch_size)
-        ).all()
-        if not batch:
-            return row, 0, effects, None
-        ctx = Context(token=token, project_gid=row.project_gid, actor=actor, params=params,
-                      now=time.time(), effects=effects)
-        failures = spec.batch(conn, ctx, [b.item_id for b in batch])
-        # The heartbeat as of the commit, not the batch's start: a batch that ran longer
-        # than ``stale_after`` must not leave the lease looking stale behind it.
-        values: dict[str, Any] = dict(
-            position=batch[-1].id, info=_progress(dict(row.info or {}), len(batch), failures),
-            updated_on=ctx.now, heartbeat_on=time.time(),
-        )
-        if effects.result is not None:
-            values.update(result_status=effects.result.status,
-                          result_payload=effects.result.payload)
-        _commit(conn, token, owner, values)
-        outbox_id = _write_outbox(conn, token, row.project_gid, effects, now=ctx.now)
-        return load(conn, token), len(batch), effects, outbox_id
+        began = time.perf_counter()
+        step = _batch_in(conn, token, owner, spec, cfg, effects, actor=actor, params=params,
+                         appended=appended, size=size or cfg.batch_size)
+    return (*step, time.perf_counter() - began)
+
+
+def _batch_in(
+    conn: Connection, token: str, owner: str, spec: JobSpec, cfg: RunConfig,
+    effects: Effects, *, actor: dict[str, Any], params: dict[str, Any],
+    appended: int | None, size: int,
+) -> tuple[Any, int, Effects, int | None]:
+    """The body of :func:`_batch_step`, inside its transaction."""
+    if appended is not None:
+        _clear_outbox(conn, token, up_to=appended)
+    row = load(conn, token)
+    if row.cancel_requested:
+        return row, 0, effects, None
+    batch = conn.execute(
+        select(items.c.id, items.c.item_id)
+        .where(items.c.job_token == token, items.c.id > row.position)
+        .order_by(items.c.id).limit(size)
+    ).all()
+    if not batch:
+        return row, 0, effects, None
+    ctx = Context(token=token, project_gid=row.project_gid, actor=actor, params=params,
+                  now=time.time(), effects=effects)
+    failures = spec.batch(conn, ctx, [b.item_id for b in batch])
+    # The heartbeat as of the commit, not the batch's start: a batch that ran longer
+    # than ``stale_after`` must not leave the lease looking stale behind it.
+    values: dict[str, Any] = dict(
+        position=batch[-1].id, info=_progress(dict(row.info or {}), len(batch), failures),
+        updated_on=ctx.now, heartbeat_on=time.time(),
+    )
+    if effects.result is not None:
+        values.update(result_status=effects.result.status,
+                      result_payload=effects.result.payload)
+    _commit(conn, token, owner, values)
+    outbox_id = _write_outbox(conn, token, row.project_gid, effects, now=ctx.now)
+    return load(conn, token), len(batch), effects, outbox_id
 
 
 def _retrying(token: str, step: Callable[[], Any]) -> Any:

@@ -15,7 +15,10 @@ logger = logging.getLogger(__name__)
 def run_config() -> runner.RunConfig:
     s = get_settings()
     return runner.RunConfig(
-        batch_size=s.batch_size, progress_interval=s.progress_interval,
+        # On SQLite batches are sized to take tens of milliseconds (BATCH_SIZE the upper
+        # bound), so that writers taking turns wait little; PostgreSQL locks rows only.
+        batch_size=s.batch_size, adaptive_batches=s.is_sqlite,
+        progress_interval=s.progress_interval,
         heartbeat_interval=s.heartbeat_interval, stale_after=s.stale_after,
         slice_seconds=s.slice_seconds, record_events=s.record_events,
     )
