@@ -12,8 +12,12 @@ What is measured, in one run on one machine:
   from a thread of its own: one-gid ``records/bulk/delete`` submits to the *other* project,
   ``jobs/cancel`` of the previous such submit, ``jobs/get`` of the big job and ``/sync/get``;
 * the answers' latencies are kept for the requests sent while the big job was
-  ``processing`` (between its ``started_on`` and ``finished_on``), p50 / p99 / max per kind;
-  and the job's records per second (records deleted / (finished_on - started_on)).
+  ``processing`` (between its ``started_on`` and ``finished_on``), p50 / p99 / max per kind,
+  from the moment each was sent, and also from the moment it was *due* on the steady
+  schedule (``late``: a request held up delays the ones after it on its thread, which this
+  counts in, as wrk2 does); failed requests (an error status, or no answer within
+  ``--timeout``) are counted apart; and the job's records per second (records deleted /
+  (finished_on - started_on)).
 
 Nothing here asserts a time.  Usage::
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -50,11 +55,20 @@ def main() -> None:
     ap.add_argument("--scratch", default=os.environ.get("BENCH_SCRATCH"),
                     help="directory for the data dir (default: the system's temp dir)")
     ap.add_argument("--record-events", choices=("true", "false"), default="true")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take")
+    ap.add_argument("--seed-cache", default=None, help="keep the seeded database in this "
+                    "directory and start from a copy of it when it is there (JWT_SECRET too)")
+    ap.add_argument("--max-seconds", type=float, default=0, help="stop measuring after the job "
+                    "has processed this long (0: until it ends); records/s then counts the "
+                    "records deleted so far")
     args = ap.parse_args()
     if args.scratch:
         Path(args.scratch).mkdir(parents=True, exist_ok=True)
         tempfile.tempdir = args.scratch
     extra = {"RECORD_EVENTS": args.record_events, "RATE_LIMIT": "0"}
+    cache = Path(args.seed_cache) / f"latency-{args.records}" if args.seed_cache else None
+    if cache is not None:
+        extra["JWT_SECRET"] = "bench-latency-seed-cache"  # the API keys are the seed's
     if args.batch_size:
         extra["BATCH_SIZE"] = str(args.batch_size)
     data = isolate(None, **extra)
@@ -63,15 +77,28 @@ def main() -> None:
     from sqlalchemy import text
 
     from models.engine import get_engine, get_write_engine, migrate
-    from models.seed import seed
+    from models.seed import SeededProject, seed
 
-    migrate()
     t0 = time.perf_counter()
-    with get_write_engine().begin() as conn:
-        big = seed(conn, records=args.records, projects=1, deleted_every=0).projects[0]
-    with get_write_engine().begin() as conn:
-        small = seed(conn, records=101, projects=1, deleted_every=0).projects[0]
-    log(f"seeded {args.records} + 101 records in {time.perf_counter() - t0:.1f} s")
+    if cache is not None and (cache / "projects.json").exists():
+        shutil.copyfile(cache / "bench.db", data / "bench.db")
+        big, small = (SeededProject(**p) for p in json.loads((cache / "projects.json")
+                                                               .read_text()))
+        migrate()
+        log(f"copied the seeded database in {time.perf_counter() - t0:.1f} s")
+    else:
+        migrate()
+        with get_write_engine().begin() as conn:
+            big = seed(conn, records=args.records, projects=1, deleted_every=0).projects[0]
+        with get_write_engine().begin() as conn:
+            small = seed(conn, records=101, projects=1, deleted_every=0).projects[0]
+        log(f"seeded {args.records} + 101 records in {time.perf_counter() - t0:.1f} s")
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            with get_engine().connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            shutil.copyfile(data / "bench.db", cache / "bench.db")
+            (cache / "projects.json").write_text(json.dumps([vars(big), vars(small)]))
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -92,12 +119,13 @@ def main() -> None:
                                 else list(big.heads))
         with get_engine().connect() as conn:
             deleted_before = _deleted(conn, big.gid)
-        samples: dict[str, list[tuple[float, float]]] = {k: [] for k in KINDS}
+        samples: dict[str, list[tuple[float, float, float, bool]]] = {k: [] for k in KINDS}
         stop = threading.Event()
         token: dict[str, str] = {}
         threads = [threading.Thread(target=_load, daemon=True,
                                     args=(kind, base, jwt, big, small, token, args.interval,
-                                          samples[kind], stop)) for kind in KINDS]
+                                          samples[kind], stop, args.timeout))
+                   for kind in KINDS]
         r = client.post(f"/api/p/{big.gid}/records/bulk/delete",
                         headers={"Authorization": f"Bearer {jwt[big.gid]}"},
                         json={"selection": selection})
@@ -111,6 +139,10 @@ def main() -> None:
                 conn.rollback()
                 if row.status in ("done", "rejected"):
                     break
+                if (args.max_seconds and row.started_on
+                        and time.time() - row.started_on > args.max_seconds):
+                    row = row._replace(finished_on=time.time())
+                    break
                 time.sleep(0.2)
         time.sleep(args.interval * 3)
         stop.set()
@@ -118,6 +150,11 @@ def main() -> None:
             th.join()
         with get_engine().connect() as conn:
             deleted = _deleted(conn, big.gid) - deleted_before
+        if row.status not in ("done", "rejected"):  # --max-seconds: as far as it got
+            with get_engine().connect() as conn:
+                deleted = _deleted(conn, big.gid) - deleted_before
+            client.post(f"/api/p/{big.gid}/jobs/cancel", json={"job": token["big"]},
+                        headers={"Authorization": f"Bearer {jwt[big.gid]}"}, timeout=600)
         load = os.getloadavg()
     cleanup_redis()
 
@@ -131,13 +168,18 @@ def main() -> None:
     print(f"{'job':<10}{row.status}: {deleted} records in {seconds:.2f} s "
           f"= {deleted / seconds:,.0f} records/s")
     for kind in KINDS:
-        during = [ms for at, ms in samples[kind] if row.started_on <= at <= row.finished_on]
-        stats = {"n": len(during), "p50_ms": round(percentile(during, 50), 2),
-                 "p99_ms": round(percentile(during, 99), 2),
-                 "max_ms": round(max(during), 2) if during else None}
+        during = [s for s in samples[kind] if row.started_on <= s[0] <= row.finished_on]
+        ok = [ms for _, ms, _, good in during if good]
+        late = [ms for _, _, ms, good in during if good]
+        stats = {"n": len(during), "failed": len(during) - len(ok),
+                 "p50_ms": round(percentile(ok, 50), 2), "p99_ms": round(percentile(ok, 99), 2),
+                 "max_ms": round(max(ok), 2) if ok else None,
+                 "late_p50_ms": round(percentile(late, 50), 2),
+                 "late_p99_ms": round(percentile(late, 99), 2)}
         result[kind] = stats
-        print(f"{kind:<10}n={stats['n']:<5} p50 {stats['p50_ms']:8.2f} ms   "
-              f"p99 {stats['p99_ms']:8.2f} ms   max {stats['max_ms']} ms")
+        print(f"{kind:<8}n={stats['n']:<5} failed {stats['failed']:<4} p50 {stats['p50_ms']:8.2f}"
+              f"  p99 {stats['p99_ms']:8.2f}  max {stats['max_ms']} ms   from due: p50 "
+              f"{stats['late_p50_ms']:.2f}  p99 {stats['late_p99_ms']:.2f} ms")
     print(json.dumps(result))
 
 
@@ -154,51 +196,69 @@ def _deleted(conn: Any, project_gid: str) -> int:
 
 
 def _load(kind: str, base: str, jwt: dict[str, str], big: Any, small: Any,
-          token: dict[str, str], interval: float, out: list[tuple[float, float]],
-          stop: threading.Event) -> None:
-    """Send one kind of request every ``interval`` seconds (open loop: a late request is sent
-    at once, the schedule is kept) and keep (wall time sent, latency in ms)."""
+          token: dict[str, str], interval: float,
+          out: list[tuple[float, float, float, bool]], stop: threading.Event,
+          timeout: float) -> None:
+    """Send one kind of request every ``interval`` seconds (a late request is sent at once,
+    the schedule is kept) and keep (wall time sent, ms from sent, ms from due, answered)."""
     import httpx
 
     small_auth = {"Authorization": f"Bearer {jwt[small.gid]}"}
     big_auth = {"Authorization": f"Bearer {jwt[big.gid]}"}
     last_small: str | None = None
     cursor = 0
-    with httpx.Client(base_url=base, timeout=120) as client:
+    with httpx.Client(base_url=base, timeout=timeout) as client:
         next_at = time.perf_counter()
         n = 0
         while not stop.is_set():
             delay = next_at - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            next_at += interval
+            due, next_at = next_at, next_at + interval
             sent, start = time.time(), time.perf_counter()
-            if kind == "submit":
-                gid = small.heads[n % len(small.heads)]
-                r = client.post(f"/api/p/{small.gid}/records/bulk/delete", headers=small_auth,
-                                json={"selection": [gid]})
-            elif kind == "cancel":
-                if last_small is None:
-                    r = client.post(f"/api/p/{small.gid}/records/bulk/delete",
-                                    headers=small_auth, json={"selection": []})
-                    last_small = r.json()["result"]["job.token"]
-                    continue
-                r = client.post(f"/api/p/{small.gid}/jobs/cancel", headers=small_auth,
-                                json={"job": last_small})
-            elif kind == "get":
-                r = client.post(f"/api/p/{big.gid}/jobs/get", headers=big_auth,
-                                json={"job": token["big"]})
-            else:
-                if not cursor:  # from now on: the log's tail, not its whole history
-                    cursor = client.post("/sync/cursors", headers=big_auth,
-                                         json={}).json()["result"]["cc.cursor"]
-                    continue
-                r = client.post("/sync/get", headers=big_auth, json={"cc_cursor": cursor})
-            ms = (time.perf_counter() - start) * 1000
+            try:
+                r = _request(client, kind, n, small, big, small_auth, big_auth, token,
+                             last_small, cursor)
+            except httpx.HTTPError as exc:
+                log(f"{kind}: {exc!r}")
+                out.append((sent, 0.0, 0.0, False))
+                continue
+            end = time.perf_counter()
+            n += 1
+            if r is None:  # a set-up request: the job to cancel, the cursor to read from
+                continue
+            if isinstance(r, tuple):
+                last_small, cursor = r
+                continue
             if r.status_code != 200:
                 log(f"{kind}: HTTP {r.status_code} {r.text[:200]}")
-            out.append((sent, ms))
-            n += 1
+            out.append((sent, (end - start) * 1000, (end - due) * 1000, r.status_code == 200))
+
+
+def _request(client: Any, kind: str, n: int, small: Any, big: Any, small_auth: dict[str, str],
+             big_auth: dict[str, str], token: dict[str, str], last_small: str | None,
+             cursor: int) -> Any:
+    """One request of ``kind``; a tuple (job to cancel, cursor) while setting up."""
+    if kind == "submit":
+        gid = small.heads[n % len(small.heads)]
+        return client.post(f"/api/p/{small.gid}/records/bulk/delete",
+                           headers=small_auth, json={"selection": [gid]})
+    if kind == "cancel":
+        if last_small is None:
+            r = client.post(f"/api/p/{small.gid}/records/bulk/delete",
+                            headers=small_auth, json={"selection": []})
+            return (r.json()["result"]["job.token"], cursor) if r.status_code == 200 \
+                else None
+        return client.post(f"/api/p/{small.gid}/jobs/cancel", headers=small_auth,
+                           json={"job": last_small})
+    if kind == "get":
+        return client.post(f"/api/p/{big.gid}/jobs/get", headers=big_auth,
+                           json={"job": token["big"]})
+    if not cursor:  # from now on: the log's tail, not its whole history
+        r = client.post("/sync/cursors", headers=big_auth, json={})
+        return (last_small, r.json()["result"]["cc.cursor"]) if r.status_code == 200 \
+            else None
+    return client.post("/sync/get", headers=big_auth, json={"cc_cursor": cursor})
 
 
 def log(message: str) -> None:

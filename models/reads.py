@@ -7,6 +7,12 @@ one indexed range read, whatever the selection's size.  A cursor therefore pages
 selection as it was when the first page was asked for (the records' content is current).
 Read tokens older than ``KEEP_SECONDS`` are dropped when a new one is made; a cursor that
 outlived its token answers a 1006 error ("page.cursor expired"), and the client starts over.
+
+The route calls :func:`read_page`: on SQLite, the first page's resolution and the dropping of
+old read tokens run in slices of short write transactions (:func:`models.resolve.
+resolve_in_slices`), so a read of a huge selection never holds the database's write lock for
+long; a cursor page is a read transaction.  :func:`page` does the same inside one given
+transaction.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from bulkjobs.errors import SelectionError
 from models import dialect
+from models.engine import in_slices, writers_file
 from models.records import live_sql
-from models.resolve import resolve_into
+from models.resolve import SLICE_LIMIT, resolve_in_slices, resolve_into
 from models.selection import Selection
 
 KEEP_SECONDS = 900
@@ -57,10 +64,47 @@ def _decode(cursor: str) -> tuple[str, int, int]:
     return token, position, total
 
 
+def read_page(
+    engine: Engine, *, project_gid: str, selection: Selection, cursor: str | None, size: int,
+) -> Page:
+    """One page of the selection's records, as :func:`page`, in transactions of its own (see
+    the module docstring)."""
+    if cursor is None:
+        now = time.time()
+        _drop_old_tokens(engine, now)
+        token = _token(now)
+        total = resolve_in_slices(engine, token=token, project_gid=project_gid,
+                                  selection=selection, mode="live", reading=True)
+        cursor = _encode(token, 0, total)  # the first page, read as a next one
+    with engine.connect() as conn:
+        result = page(conn, project_gid=project_gid, selection=selection, cursor=cursor,
+                      size=size)
+        conn.rollback()
+    return result
+
+
+def _drop_old_tokens(engine: Engine, now: float) -> None:
+    old = {"old": f"get-{int(now - KEEP_SECONDS):08x}"}
+    if writers_file(engine) is None:
+        with engine.execution_options(writer=True).begin() as conn:
+            conn.execute(text("DELETE FROM job_item WHERE job_token LIKE 'get-%' "
+                              "AND job_token < :old"), old)
+        return
+
+    def step(conn: Connection, n: int) -> int:
+        return int(conn.execute(text(
+            "DELETE FROM job_item WHERE id IN (SELECT id FROM job_item "
+            "WHERE job_token LIKE 'get-%' AND job_token < :old LIMIT :n)"),
+            {**old, "n": n}).rowcount)
+
+    in_slices(engine, step, limit=SLICE_LIMIT)
+
+
 def page(
     conn: Connection, *, project_gid: str, selection: Selection, cursor: str | None, size: int,
 ) -> Page:
-    """One page of the selection's records; call inside a writing transaction."""
+    """One page of the selection's records; call inside a writing transaction (a reading one
+    will do with a ``cursor``)."""
     if cursor is None:
         now = time.time()
         # One range of the token index: read tokens sort after every job's (a uuid's

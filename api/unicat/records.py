@@ -34,7 +34,7 @@ from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, Unprocessable
 from bulkjobs.synclog import record_event
 from models import editing, reads
-from models.engine import get_write_engine
+from models.engine import get_engine, get_write_engine
 from models.queries import records_public
 from models.records import Record
 from models.search.sql import search_count, search_ids
@@ -189,9 +189,8 @@ def bulk_get(project: str, body: RecordsBulkGetBody, actor: MemberDep,
              session: SessionDep) -> Any:
     """A page of the selection's records; follow `page.cursor` until it is null."""
     selection = parse_selection(body.selection, kind="records")
-    with get_write_engine().begin() as conn:
-        result = reads.page(conn, project_gid=actor.project.gid, selection=selection,
-                            cursor=body.page_cursor, size=body.page_size)
+    result = reads.read_page(get_engine(), project_gid=actor.project.gid, selection=selection,
+                             cursor=body.page_cursor, size=body.page_size)
     session.commit()  # a fresh snapshot: see the rows the page just resolved
     recs = _in_order(session, result.ids)
     return ok({"records": [r.gid for r in recs], "records.size": result.total,
