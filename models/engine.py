@@ -337,6 +337,11 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 #: the commit) stays small, short enough that a writer waiting for its turn is served
 #: within tens of milliseconds.
 BATCH_SECONDS = (0.02, 0.05)
+#: The same while other writers keep coming (one waited for its turn within the last
+#: :data:`CONTENDED_SECONDS`): a writer that arrives during a batch waits for the rest of it,
+#: so while others write, batches are shorter, at some cost in throughput.
+BATCH_SECONDS_CONTENDED = (0.004, 0.01)
+CONTENDED_SECONDS = 1.0
 #: The size of the first batch of a long piece of work, before anything was measured.
 FIRST_BATCH = 16
 

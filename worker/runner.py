@@ -40,7 +40,8 @@ Crash safety rests on the job row, not on the broker:
   event.  Rows left behind — the append failed (Redis away) or the worker died between the
   commit and the append — are appended by the job's next run before it does anything else
   (:func:`drain_outbox`), by :func:`announce` before a terminal event, and by the reaper: no
-  event of a committed batch is lost, though one may be appended twice.
+  event of a committed batch is lost, and none is appended twice: each part of an outbox row
+  is appended under a once-key named after the row (outbox ids are never reused).
 """
 
 from __future__ import annotations
@@ -58,10 +59,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
+from bulkjobs import keys
 from bulkjobs.errors import SelectionError
 from bulkjobs.settings import get_settings
 from bulkjobs.synclog import SyncLog
 from models.engine import (
+    BATCH_SECONDS,
+    BATCH_SECONDS_CONTENDED,
+    CONTENDED_SECONDS,
     FIRST_BATCH,
     get_engine,
     get_write_engine,
@@ -210,6 +215,11 @@ class Heartbeat:
     """Background threads that keep the lease fresh and guarantee at least one progress
     event a second while a batch runs long.  They use :func:`side_engine`.
 
+    The lease thread writes only when no batch (nor resolution slice) has committed a fresher
+    heartbeat.  On SQLite its write takes its turn like any other (:mod:`models.engine`):
+    it waits for at most the batch in hand, never for SQLite's busy timeout, so it does not
+    fail because batches keep the database busy.
+
     Two threads, because the lease is a write and progress is a read: on SQLite a write
     waits for the database's one write lock, which the batch in hand (or another process's)
     may hold for as long as the batch runs, and progress must not wait with it.  The
@@ -236,6 +246,15 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self.stop.wait(self.cfg.heartbeat_interval):
             try:
+                # Each batch commits the heartbeat too: while batches commit, this thread
+                # only reads (WAL readers never wait) and does not queue for the write lock.
+                with side_engine().connect() as conn:
+                    beat = conn.execute(select(jobs.c.heartbeat_on).where(
+                        jobs.c.token == self.token, jobs.c.owner == self.owner)).scalar()
+                if beat is None:  # not ours any more
+                    continue
+                if beat >= time.time() - self.cfg.heartbeat_interval:
+                    continue
                 with side_engine().execution_options(writer=True).begin() as conn:
                     conn.execute(update(jobs).where(
                         jobs.c.token == self.token, jobs.c.owner == self.owner,
@@ -407,6 +426,7 @@ def _run_claimed(
     actor, params = dict(row.actor or {}), dict(row.params or {})
     started = time.monotonic()
     size = min(FIRST_BATCH, cfg.batch_size) if cfg.adaptive_batches else cfg.batch_size
+    contended_until = 0.0  # other writers waited for their turn lately: shorter batches
     while True:
         def step(n: int = size) -> tuple[Any, int, Effects, int | None, float]:
             return _batch_step(token, owner, spec, cfg, actor=actor, params=params,
@@ -418,12 +438,15 @@ def _run_claimed(
         logger.debug("job %s: batch of %s committed, %s remaining", token, processed,
                      row.info["remaining"], extra={"job": token})
         if cfg.adaptive_batches and processed == size:  # a short last batch measures little
-            size = next_batch_size(size, seconds, limit=cfg.batch_size)
+            target = (BATCH_SECONDS_CONTENDED if time.monotonic() < contended_until
+                      else BATCH_SECONDS)
+            size = next_batch_size(size, seconds, limit=cfg.batch_size, target=target)
         record_events.submit(row.project_gid, effects, outbox_id)
         publisher.publish(state_of(row))
-        # Writers waiting for their turn (a submit, a cancel, this job's heartbeat) go
-        # before the next batch (SQLite; see models.engine).
-        let_writers_in(get_engine())
+        # Writers waiting for their turn (a submit, a cancel) go before the next batch
+        # (SQLite; see models.engine).
+        if let_writers_in(get_engine()):
+            contended_until = time.monotonic() + CONTENDED_SECONDS
         if time.monotonic() - started >= cfg.slice_seconds:
             record_events.flush()  # the next run's events come after this run's
             with get_write_engine().begin() as conn:  # waiting in the queue from now on
@@ -580,7 +603,10 @@ class RecordEvents:
             self.queue.put(None)
             self.thread.join()
 
-    def submit(self, project_gid: str, effects: Effects, outbox_id: int | None = None) -> None:
+    def submit(self, project_gid: str, effects: Effects,
+               outbox_id: Sequence[int] | None = None) -> None:
+        """Queue a committed batch's events; ``outbox_id`` holds the ids of the outbox rows
+        they were written to (one per group of ``effects.events`` that has gids)."""
         self._raise()
         if not effects.events:
             return
@@ -611,11 +637,13 @@ class RecordEvents:
                     return
                 if self.error is None:
                     project_gid, effects, outbox_id = item
-                    _append_events(self.log, project_gid, [
-                        (data_type, action, gids)
-                        for (data_type, action), gids in effects.events.items()])
+                    groups = [(data_type, action, gids)
+                              for (data_type, action), gids in effects.events.items() if gids]
                     if outbox_id is not None:
-                        self._appended = outbox_id
+                        _append_events(self.log, project_gid, [
+                            (row_id, *group)
+                            for row_id, group in zip(outbox_id, groups, strict=True)])
+                        self._appended = max(outbox_id)
             except Exception as exc:
                 self.error = exc
             finally:
@@ -623,36 +651,31 @@ class RecordEvents:
 
 
 def _append_events(log: SyncLog, project_gid: str,
-                   groups: Iterable[tuple[str, str, Sequence[str]]]) -> None:
-    """Append ``(data type, action, gids)`` groups of events to the project's space, packed
-    (:meth:`SyncLog.append_records`): one append (one Lua call, one round trip) per
-    :data:`EVENT_CHUNK` events."""
-    chunk: list[tuple[str, str, Sequence[str]]] = []
-    size = 0
-    for data_type, action, gids in groups:
-        for i in range(0, len(gids), EVENT_CHUNK):
-            part = gids[i:i + EVENT_CHUNK]
-            chunk.append((data_type, action, part))
-            size += len(part)
-            if size >= EVENT_CHUNK:
-                log.append_records(project_gid, chunk)
-                chunk, size = [], 0
-    if chunk:
-        log.append_records(project_gid, chunk)
+                   rows: Iterable[tuple[int, str, str, Sequence[str]]]) -> None:
+    """Append outbox rows' events ``(row id, data type, action, gids)`` to the project's
+    space, packed (:meth:`SyncLog.append_records`): one append (one Lua call, one round trip)
+    per :data:`EVENT_CHUNK` events of a row.  Each part carries a once-key named after its
+    row and its place in the row (:func:`keys.outbox_appended`), so a row appended again —
+    its job's next run after a crash between the append and the row's deletion, or the
+    reaper — adds nothing twice: every event is in the log exactly once."""
+    for row_id, data_type, action, gids in rows:
+        for part, start in enumerate(range(0, len(gids), EVENT_CHUNK)):
+            log.append_records(project_gid, [(data_type, action, gids[start:start + EVENT_CHUNK])],
+                               once_key=keys.outbox_appended(row_id, part))
 
 
 def _write_outbox(conn: Connection, token: str, project_gid: str, effects: Effects, *,
-                  now: float) -> int | None:
-    """Write a batch's events into the outbox (one row per data type and action); returns
-    the last row's id, or ``None`` when the batch owes no events."""
+                  now: float) -> Sequence[int] | None:
+    """Write a batch's events into the outbox (one row per data type and action that has
+    gids, in the order of ``effects.events``); returns the rows' ids in that order, or
+    ``None`` when the batch owes no events."""
     rows = [dict(job_token=token, project_gid=project_gid, data_type=data_type,
                  action=action, gids=" ".join(gids), created_on=now)
             for (data_type, action), gids in effects.events.items() if gids]
     if not rows:
         return None
-    ids = conn.execute(insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
-                       rows).scalars().all()
-    return max(ids)
+    return conn.execute(insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
+                        rows).scalars().all()
 
 
 def _clear_outbox(conn: Connection, token: str, *, up_to: int | None = None) -> None:
@@ -666,7 +689,8 @@ def _clear_outbox(conn: Connection, token: str, *, up_to: int | None = None) -> 
 def drain_outbox(log: SyncLog, token: str) -> int:
     """Append the events a job's committed batches left in the outbox, oldest first, and
     delete those rows; returns the number of events appended.  A failure leaves the rows
-    (and raises): the next drain appends them again, so delivery is at least once."""
+    (and raises): the next drain appends them again, and the once-keys of
+    :func:`_append_events` keep what had been appended from being appended twice."""
     with get_engine().connect() as conn:
         ids = list(conn.execute(select(outbox.c.id).where(outbox.c.job_token == token)
                                 .order_by(outbox.c.id)).scalars())
@@ -679,7 +703,7 @@ def drain_outbox(log: SyncLog, token: str) -> int:
         if row is None:  # drained meanwhile by another run
             continue
         gids = row.gids.split()
-        _append_events(log, row.project_gid, [(row.data_type, row.action, gids)])
+        _append_events(log, row.project_gid, [(row.id, row.data_type, row.action, gids)])
         appended += len(gids)
     with get_write_engine().begin() as conn:
         conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
