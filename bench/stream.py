@@ -26,6 +26,11 @@ Baselines in the same run:
 * **raw Redis** — the same appender, one ``XREAD BLOCK`` reader: append → read latency;
 * for P7, one ``XRANGE`` of the same number of entries.
 
+And a job's record events followed live (``--records``, default 1,000,000; 0: none;
+``--records-only`` runs just that): appended as a worker appends them (packed), received
+by ``--record-subscribers`` project subscribers of a fresh server — time, server CPU per
+delivery, frames, whether any was closed, and the sync log's Redis memory for them.
+
 Client processes run uvloop when it is installed (it comes with ``uvicorn[standard]``), so
 that receiving costs them as little as it can; the servers run the default asyncio loop, as
 ``python -m stream`` does.  ``--py-spy DIR`` samples the stream server with py-spy during the
@@ -657,6 +662,98 @@ def measure_replay(args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, A
     }
 
 
+def measure_records(args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
+    """A job's record events followed live: ``--records`` events appended as a worker appends
+    them (``SyncLog.append_records``, 100,000 per call, packed), with ``--record-subscribers``
+    project subscribers on a fresh stream server.  The first subscriber parses every frame and
+    checks each cursor and gid; the others count events in the frame text.  Also the sync
+    log's Redis memory for those events (``MEMORY USAGE`` of the stream)."""
+    import uuid
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from bulkjobs import keys
+    from bulkjobs.connections import get_redis
+    from bulkjobs.synclog import SyncLog
+
+    r = get_redis()
+    log = SyncLog(r)
+    project = ctx["project"]
+    n = args.records
+    gids = [str(uuid.uuid4()) for _ in range(n)]
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/sync"
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return bool(resp.status == 200)
+
+    def append_all() -> float:
+        t0 = time.perf_counter()
+        for i in range(0, n, 100_000):
+            log.append_records(project, [("records", "DELETE", gids[i:i + 100_000])])
+        return time.perf_counter() - t0
+
+    async def follow(ws: Any, first: int, exact: bool) -> dict[str, Any]:
+        got, ok, frames = 0, True, 0
+        try:
+            async with asyncio.timeout(WAIT):
+                while got < n:
+                    text = await ws.recv()
+                    frames += 1
+                    if exact:
+                        for ev in json.loads(text)["sync"]:
+                            ok &= (ev["cursor"] == first + got and ev["data_key"] == gids[got])
+                            got += 1
+                    else:
+                        got += text.count('"cursor":')
+        except (ConnectionClosed, TimeoutError) as exc:
+            return {"got": got, "closed": repr(exc), "frames": frames}
+        return {"got": got, "ok": ok, "frames": frames, "t": time.perf_counter()}
+
+    async def run(pid: int) -> dict[str, Any]:
+        conns = []
+        for _ in range(args.record_subscribers):
+            ws = await connect(url, compression=None, max_size=None, open_timeout=30)
+            await ws.send(json.dumps({"op": "auth", "jwt": ctx["jwt"]}))
+            await ws.recv()
+            await ws.send(json.dumps({"op": "subscribe", "project": project}))
+            while json.loads(await ws.recv())["op"] != "subscribed":
+                pass
+            conns.append(ws)
+        first = log.cursor(project) + 1
+        cpu0 = cpu_seconds(pid)
+        t0 = time.perf_counter()
+        followers = [asyncio.create_task(follow(ws, first, i == 0)) for i, ws in enumerate(conns)]
+        append_s = await asyncio.to_thread(append_all)
+        results = await asyncio.gather(*followers)
+        cpu = cpu_seconds(pid) - cpu0
+        for ws in conns:
+            await ws.close()
+        done = [x for x in results if "t" in x]
+        last = max((x["t"] for x in done), default=t0)
+        return {
+            "records": n, "subscribers": len(conns), "append_s": round(append_s, 3),
+            "append_events_per_s": round(n / append_s), "received_all": len(done),
+            "closed": [x["closed"] for x in results if "closed" in x],
+            "exact": bool(done) and bool(results[0].get("ok")),
+            "frames_per_subscriber": results[0]["frames"],
+            "append_to_last_received_s": round(last - t0, 3),
+            "server_cpu_s": round(cpu, 2),
+            "server_cpu_us_per_delivered_event": round(cpu * 1e6 / max(1, n * len(done)), 3),
+            "stream_entries": int(r.xlen(keys.sync_stream(project))),
+            "redis_memory_usage_bytes": int(r.memory_usage(keys.sync_stream(project), samples=0)
+                                            or 0),
+            "load": loadavg(),
+        }
+
+    cmd = [str(BIN / "python"), "-m", "stream"]
+    env = {"STREAM_PORT": str(port), "LOG_LEVEL": "WARNING"}
+    with process(cmd, ready=ready, log=ctx["data"] / "server-records.log", env=env) as proc:
+        return asyncio.run(run(proc.pid))
+
+
 def measure_redis(args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
     """Baseline (b): the same appender, one XREAD BLOCK reader (a thread of this process)."""
     from bulkjobs import keys
@@ -724,6 +821,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4, help="client processes (at most)")
     ap.add_argument("--replays", type=int, default=20)
     ap.add_argument("--replay-events", type=int, default=1000)
+    ap.add_argument("--records", type=int, default=1_000_000,
+                    help="record events of one job followed live by project subscribers (0: none)")
+    ap.add_argument("--record-subscribers", type=int, default=1)
+    ap.add_argument("--records-only", action="store_true",
+                    help="only the record-events run (no P4–P7)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the raw websockets runs")
     ap.add_argument("--keep-data", action="store_true")
     ap.add_argument("--py-spy", metavar="DIR", help="profile the stream server into DIR")
@@ -775,6 +877,19 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     kinds = ["stream"] + ([] if args.no_baseline else ["raw"])
+    if args.records_only:
+        try:
+            print(f"… {args.records} record events, {args.record_subscribers} subscriber(s)",
+                  file=sys.stderr)
+            records = measure_records(args, ctx)
+        finally:
+            cleanup_redis()
+            if not args.keep_data:
+                shutil.rmtree(data, ignore_errors=True)
+        print(json.dumps({"bench": "stream-records", "load": [load0, loadavg()],
+                          "records": records}))
+        return
+    records = None
     try:
         plan = [("P4", n, args.rate, args.seconds, args.rate2) for n in sizes]
         if args.p5:
@@ -790,6 +905,9 @@ def main() -> None:
         replay = measure_replay(args, ctx)
         print("… raw Redis baseline", file=sys.stderr)
         redis_base = measure_redis(args, ctx)
+        if args.records:
+            print(f"… {args.records} record events followed live", file=sys.stderr)
+            records = measure_records(args, ctx)
     finally:
         cleanup_redis()
         if not args.keep_data:
@@ -850,8 +968,16 @@ def main() -> None:
         verdict["P6_burst"] = max(bursts) <= 10
     verdict["P7"] = replay["subscribe_to_last_ms_p50"] <= 50 and replay["exact"]
     print("targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in verdict.items()))
+    if records:
+        print(f"record events: {records['records']} to {records['subscribers']} subscriber(s) in "
+              f"{records['append_to_last_received_s']} s (appended in {records['append_s']} s), "
+              f"server {records['server_cpu_us_per_delivered_event']} µs CPU per delivery, "
+              f"{records['frames_per_subscriber']} frames each, closed {records['closed']}, "
+              f"exact: {records['exact']}; Redis {records['redis_memory_usage_bytes']} bytes in "
+              f"{records['stream_entries']} entries")
     print(json.dumps({"bench": "stream", "load": [load0, load1], "rows": rows,
-                      "redis_baseline": redis_base, "replay": replay, "targets": verdict}))
+                      "redis_baseline": redis_base, "replay": replay, "records": records,
+                      "targets": verdict}))
 
 
 if __name__ == "__main__":
