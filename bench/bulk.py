@@ -97,7 +97,9 @@ def _bench(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict
         "batch_size": args.batch_size, "seed": seeded, "runs": [],
     }
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.record_events]
-    for events in [m for m in modes for _ in range(args.repeat)]:
+    # Settings alternate (off, on, off, on …): on a shared machine the load drifts, and the
+    # ratio of the two is only fair when their runs are interleaved.
+    for events in [m for _ in range(args.repeat) for m in modes]:
         _settle(engine)
         raw = _raw_undelete(engine, project)
         assert raw["rows"] == n, raw
