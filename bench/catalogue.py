@@ -45,8 +45,14 @@ other project through a real uvicorn web process (``--probe-rate`` per second; s
 vacuumed and analysed (PostgreSQL).  The permanent delete's state is put back from backup
 tables written after seeding.
 
+The children selections also hold the root's links (one per 100 subtrees): a link is
+deleted with its target's subtree, so in an undelete of the root's children it fails per
+item ("deleted with an ancestor" when it shares a batch with its target's head, "not
+deleted" when that head's batch came first); the records counted are those the job changed
+(deletion rows written or removed, records removed), measured in the database after it.
+
 Output: a markdown table (stdout), then one JSON line; ``--out DIR`` also writes both
-there.  Usage::
+there (and the runs so far after each run, ``….partial.json``).  Usage::
 
     .venv/bin/python -m bench.catalogue --records 100000 --events both
     .venv/bin/python -m bench.catalogue --database-url postgresql://postgres@127.0.0.1:5432/bench_catalogue
@@ -267,16 +273,30 @@ class Bench:
             self.probe = (Probe(port, self.seeded["probe"]["gid"], self.seeded["probe"]["api_key"],
                                 self.seeded["probe"]["gids"], args.probe_rate)
                           if args.probe_rate > 0 else None)
+            if self.probe:  # the same submits with nothing else running, for comparison
+                self.probe.start()
+                time.sleep(10)
+                report["probe_idle"] = self.probe.stop()
+                log(f"submit latency, idle: {report['probe_idle']}")
             for events in settings:
                 for scenario in chosen:
                     for rep in range(args.repeat):
                         run = self.scenario(scenario, events, rep)
                         report["runs"].append(run)
                         log(json.dumps(run))
+                        self._save_partial(report)
         report["load_end"] = os.getloadavg()
         if args.probe_queue == "separate":
             _cleanup_redis(web_env["REDIS_PREFIX"])
         return report
+
+    def _save_partial(self, report: dict[str, Any]) -> None:
+        """With ``--out``: the runs so far, in case the whole run does not finish."""
+        if self.args.out:
+            out = Path(self.args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            name = f"catalogue-{report['database']}-{report['records']}.partial.json"
+            (out / name).write_text(json.dumps(report, indent=2) + "\n")
 
     # -- one scenario ----------------------------------------------------------------------
 

@@ -55,6 +55,10 @@ def markdown(report: dict[str, Any]) -> str:
         + (f", at end {', '.join(f'{x:.2f}' for x in report['load_end'])}"
            if report.get("load_end") else "") + ".",
         "",
+        (f"Submit latency with no job running: p50 {idle['p50_ms']:.1f} ms, p99 "
+         f"{idle['p99_ms']:.1f} ms over {idle['n']} submits." if (idle := report.get(
+             "probe_idle")) else ""),
+        "",
         "| job | selection | db | events | records | job s | records/s | raw s | raw rec/s "
         "| ratio | worker RSS MiB | submit p50 / p99 ms | load | target rec/s | meets |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
