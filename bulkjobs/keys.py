@@ -58,6 +58,13 @@ def job_terminal(token: str) -> str:
     return f"{PREFIX}:job:{token}:terminal"
 
 
+def outbox_appended(outbox_id: int, part: int) -> str:
+    """Set once when part ``part`` of sync-outbox row ``outbox_id`` is appended to the log,
+    so that a row appended again (its job's next run, the reaper) adds nothing twice.  Outbox
+    ids are never reused."""
+    return f"{PREFIX}:outbox:{int(outbox_id)}:{int(part)}"
+
+
 def rate_limit(user_gid: str, window: int) -> str:
     """Request counter of one user in one rate-limit window."""
     return f"{PREFIX}:ratelimit:{user_gid}:{window}"

@@ -125,12 +125,18 @@ end
 return out
 """
 
-# KEYS: stream, counter, floor, marks, spaces, metrics
-# ARGV: space, now_us, minute, m, then m * (n, p, a, y, g) -> {first cursor, last cursor}
+# KEYS: stream, counter, floor, marks, spaces, metrics [, once]
+# ARGV: space, now_us, minute, m, then m * (n, p, a, y, g), then once_ttl
+# -> {first cursor, last cursor}, {0, 0} when the once key was set already.
 # One entry per pack, its id the pack's last cursor (see the module docstring).
 _APPEND_PACKED_LUA = _ENSURE_COUNTER_LUA + """
 ensure_counter()
 local m = tonumber(ARGV[4])
+if KEYS[7] then
+  if not redis.call('SET', KEYS[7], '1', 'NX', 'EX', tonumber(ARGV[5 + m * 5])) then
+    return {0, 0}
+  end
+end
 local now = ARGV[2]
 local first, last, total = 0, 0, 0
 for i = 0, m - 1 do
@@ -410,19 +416,23 @@ def _cursor_call(space: str) -> tuple[list[str], list[Any]]:
 
 
 def _packed_call(
-    space: str, packs: Sequence[tuple[str, str, Sequence[str]]]
+    space: str, packs: Sequence[tuple[str, str, Sequence[str]]], once: str | None = None,
+    once_ttl: int = 0,
 ) -> tuple[list[str], list[Any]]:
     now_us = _now_us()
     keylist = [
         keys.sync_stream(space), keys.sync_counter(space), keys.sync_floor(space),
         keys.sync_marks(space), keys.sync_spaces(), keys.metrics(),
     ]
+    if once:
+        keylist.append(once)
     args: list[Any] = [space, now_us, now_us // 60_000_000, len(packs)]
     for data_type, action, gids in packs:
         joined = " ".join(gids)
         if joined.count(" ") != len(gids) - 1:
             raise ValueError("a gid of a packed entry holds a space")
         args += [len(gids), space, action, data_type, joined]
+    args.append(once_ttl)
     return keylist, args
 
 
@@ -582,17 +592,19 @@ class SyncLog:
         return self.cursors(space)[0]
 
     def append_records(
-        self, project: str, groups: Iterable[tuple[str, str, Sequence[str]]]
+        self, project: str, groups: Iterable[tuple[str, str, Sequence[str]]], *,
+        once_key: str | None = None,
     ) -> range:
         """Append record-level events ``(data type, action, gids)`` of one project, packed
         (:func:`pack`, one entry per pack) in one atomic script call; returns their cursors,
-        consecutive in the groups' order."""
+        consecutive in the groups' order.  With ``once_key`` the append happens at most once
+        for that key (an empty range means it had happened already)."""
         packs = pack(groups)
         if not packs:
             return range(0)
-        k, a = _packed_call(project, packs)
-        first, last = self._append_packed(keys=k, args=a)
-        return range(int(first), int(last) + 1)
+        k, a = _packed_call(project, packs, once_key, self.dedupe_ttl)
+        first, last = (int(c) for c in self._append_packed(keys=k, args=a))
+        return range(first, last + 1) if first else range(0)
 
     def read(self, space: str, after: int, *, count: int = PAGE) -> Page:
         """Events with cursor > ``after`` (at most ``count``; a page may end inside a packed

@@ -4,9 +4,11 @@ A job's batch writes the events it owes (``records`` and schema ``UPDATE``/``DEL
 ``INSERT`` per changed gid, SPEC §7) into ``sync_outbox`` in the same transaction as the
 batch, so they commit together or not at all.  The runner appends them after the commit and
 deletes the rows once appended; rows left behind (Redis failed, the worker died) are appended
-by the job's next run, before its terminal event, or by the reaper.  Delivery is therefore at
-least once: an event may be appended twice (a crash between the append and the delete),
-never lost.
+by the job's next run, before its terminal event, or by the reaper.  Each part of a row is
+appended under a once-key named after the row's id, so a row appended again (a crash between
+the append and the delete) adds nothing: every event is in the log exactly once.  Row ids
+are therefore never reused (SQLite ``AUTOINCREMENT``; PostgreSQL's sequence never goes
+back).
 
 One row per batch and (data type, action): the gids of that group as one space-separated
 text, so that a batch of 100,000 changed rows costs one insert of a few megabytes, not
@@ -21,6 +23,7 @@ from sqlmodel import Field, SQLModel
 
 class SyncOutbox(SQLModel, table=True):
     __tablename__ = "sync_outbox"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     job_token: str = Field(max_length=36, index=True)

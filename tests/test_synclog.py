@@ -492,3 +492,15 @@ def test_trim_inside_a_packed_entry_keeps_the_floor_rule(
     ids = [int(eid.split(b"-")[0]) for eid, _ in redis_client.xrange(keys.sync_stream(PROJECT))]
     assert ids[0] == cursors[2000]
     assert [e.cursor for e in log.read(PROJECT, floor - 1, count=10_000).events] == cursors[1001:]
+
+
+def test_append_records_with_a_once_key_happens_once(log: SyncLog) -> None:
+    """A packed append under a once-key that was used already adds nothing (the outbox's
+    re-append after a crash); under a new key it appends as usual."""
+    once, twice = keys.outbox_appended(1, 0), keys.outbox_appended(1, 1)
+    first = log.append_records(PROJECT, [("records", "DELETE", gids(30))], once_key=once)
+    again = log.append_records(PROJECT, [("records", "DELETE", gids(30))], once_key=once)
+    other = log.append_records(PROJECT, [("records", "DELETE", gids(2, "o"))], once_key=twice)
+    assert len(first) == 30 and len(again) == 0 and len(other) == 2
+    page = log.read(PROJECT, first[0] - 1)
+    assert [e.key for e in page.events] == gids(30) + gids(2, "o")

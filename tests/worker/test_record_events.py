@@ -51,10 +51,10 @@ class CountingLog(SyncLog):
         self.calls[space] = self.calls.get(space, 0) + 1
         return super().append(space, events, once_key=once_key)
 
-    def append_records(self, project: str,
-                       groups: Iterable[tuple[str, str, Sequence[str]]]) -> range:
+    def append_records(self, project: str, groups: Iterable[tuple[str, str, Sequence[str]]],
+                       *, once_key: str | None = None) -> range:
         self.calls[project] = self.calls.get(project, 0) + 1
-        return super().append_records(project, groups)
+        return super().append_records(project, groups, once_key=once_key)
 
 
 @pytest.fixture
@@ -134,8 +134,8 @@ class FailingLog(CountingLog):
             raise redis.ConnectionError("project space unavailable")
         return super().append(space, events, once_key=once_key)
 
-    def append_records(self, project: str,
-                       groups: Iterable[tuple[str, str, Sequence[str]]]) -> range:
+    def append_records(self, project: str, groups: Iterable[tuple[str, str, Sequence[str]]],
+                       *, once_key: str | None = None) -> range:
         raise redis.ConnectionError("project space unavailable")
 
 
