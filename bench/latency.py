@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -141,7 +142,7 @@ def main() -> None:
                     break
                 if (args.max_seconds and row.started_on
                         and time.time() - row.started_on > args.max_seconds):
-                    row = row._replace(finished_on=time.time())
+                    row = SimpleNamespace(**{**row._asdict(), "finished_on": time.time()})
                     break
                 time.sleep(0.2)
         time.sleep(args.interval * 3)

@@ -25,8 +25,10 @@ the real ``job_item`` in id order, a slice per short write transaction (sized li
 batches, writers waiting their turn let in between), and the last slice's transaction runs
 the caller's ``last`` step (a job: ``resolved``, ``total``, ``processing``).  A crash between
 slices leaves a job unresolved with some of its rows copied: its next run deletes them (in
-slices too) and resolves again.  PostgreSQL locks rows, not the database: there everything
-is one transaction, as :func:`resolve_into` alone.
+slices too) and resolves again.  A selection of a few plain gids (:data:`FEW_GIDS`) is
+bounded by its size, as a batch is, and is resolved in one write transaction.  PostgreSQL
+locks rows, not the database: there everything is one transaction, as :func:`resolve_into`
+alone.
 """
 
 from __future__ import annotations
@@ -166,6 +168,9 @@ def _json(value: object) -> dict[str, str]:
 
 #: Most ``job_item`` rows copied or deleted in one write transaction.
 SLICE_LIMIT = 50_000
+#: A selection of plain gids only, at most this many, is resolved in one write transaction:
+#: it is bounded by its size (as a batch is), and small jobs skip the slicing's round trips.
+FEW_GIDS = 1000
 
 #: Called in the same transaction as the rows it follows (e.g. to check a job's lease).
 Step = Callable[[Connection], None]
@@ -181,9 +186,9 @@ def resolve_in_slices(
     (a job's prepare step); returns how many there are.  ``each(conn)`` runs in every write
     transaction, ``last(conn, total)`` in the one that writes the last rows.  See the module
     docstring."""
-    delete_items(engine, token, each=each, limit=limit)
-    if writers_file(engine) is None:
+    if writers_file(engine) is None or _few(selection):
         with engine.execution_options(writer=True).begin() as conn:
+            conn.execute(text("DELETE FROM job_item WHERE job_token = :t"), {"t": token})
             total = resolve_into(conn, token=token, project_gid=project_gid,
                                  selection=selection, mode=mode, reading=reading)
             if prepare is not None:
@@ -194,6 +199,7 @@ def resolve_in_slices(
             if last is not None:
                 last(conn, total)
         return total
+    delete_items(engine, token, each=each, limit=limit)
     # A connection of its own, closed at the end: the TEMP table that stands in for
     # job_item must never outlive this function on a pooled connection.
     conn = engine.connect()
@@ -270,6 +276,16 @@ def delete_items(engine: Engine, token: str, *, each: Step | None = None,
             "ORDER BY id LIMIT :n)"), {"t": token, "n": n}).rowcount)
 
     return in_slices(engine, step, limit=limit)
+
+
+def _few(selection: Selection) -> bool:
+    """Plain gids only, at most :data:`FEW_GIDS` of them."""
+    gids = 0
+    for entry in selection.entries:
+        if not isinstance(entry, Gids):
+            return False
+        gids += len(entry.gids)
+    return gids <= FEW_GIDS
 
 
 def _count(conn: Connection, token: str) -> int:

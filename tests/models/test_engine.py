@@ -123,7 +123,8 @@ def test_a_waiting_writer_goes_before_the_jobs_next_transaction(sqlite: Engine) 
         _mark(conn, "job batch 1")
         job_holds.set()
         _until(lambda: writers_waiting(sqlite), "the writer never flagged itself waiting")
-    assert let_writers_in(sqlite) is True
+    # (The writer may hold the turn before this looks: then it returns at once.)
+    let_writers_in(sqlite)
     with get_write_engine().begin() as conn:
         _mark(conn, "job batch 2")
     thread.join()
