@@ -106,21 +106,21 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("delete-children", "bulk_delete_records", "children of root", "heads", "live"),
-    Scenario("undelete-gids", "bulk_undelete_records", "10,000 head gids", "heads", "deleted"),
-    Scenario("delete-gids", "bulk_delete_records", "10,000 head gids", "heads", "live"),
+    Scenario("undelete-gids", "bulk_undelete_records", "{heads} head gids", "heads", "deleted"),
+    Scenario("delete-gids", "bulk_delete_records", "{heads} head gids", "heads", "live"),
     Scenario("undelete-children", "bulk_undelete_records", "children of root", "heads",
              "deleted"),
     Scenario("restore", "restore_record_version", "1 gid per job", "versions", "live"),
     Scenario("revert", "revert_record_version", "1 gid per job", "versions", "live"),
     Scenario("delete-search", "bulk_delete_records", "search: every record", "per_record",
              "live"),
-    Scenario("permanent-delete", "bulk_permanent_delete_records", "10,000 head gids",
+    Scenario("permanent-delete", "bulk_permanent_delete_records", "{heads} head gids",
              "per_record", "deleted"),
-    Scenario("schema-commit", "bulk_commit_schema_items", "10,000 field gids", "schema"),
-    Scenario("schema-revert", "bulk_revert_schema_items", "10,000 field gids", "schema"),
-    Scenario("schema-save-as-new", "bulk_save_as_new_schema_items", "10,000 field gids",
+    Scenario("schema-commit", "bulk_commit_schema_items", "{schema} field gids", "schema"),
+    Scenario("schema-revert", "bulk_revert_schema_items", "{schema} field gids", "schema"),
+    Scenario("schema-save-as-new", "bulk_save_as_new_schema_items", "{schema} field gids",
              "schema"),
-    Scenario("schema-copy", "bulk_copy_schema_items", "10,000 field gids", "schema"),
+    Scenario("schema-copy", "bulk_copy_schema_items", "{schema} field gids", "schema"),
 ]
 
 
@@ -301,7 +301,9 @@ class Bench:
     # -- one scenario ----------------------------------------------------------------------
 
     def scenario(self, s: Scenario, events: bool, rep: int) -> dict[str, Any]:
-        run: dict[str, Any] = {"scenario": s.name, "job": s.job, "selection": s.selection,
+        label = s.selection.format(heads=f"{len(self.tree.heads):,}",
+                                   schema=f"{self.args.schema_items:,}")
+        run: dict[str, Any] = {"scenario": s.name, "job": s.job, "selection": label,
                                "kind": s.kind, "database": self.db,
                                "events": "on" if events else "off", "repeat": rep}
         try:
