@@ -117,12 +117,16 @@ def _note(conn: Connection, ctx: Context, action: str, changed: Any) -> None:
     if ids:
         # The gids come back as one text (a row per gid, fetched one by one, costs several
         # times the lookup itself at 100,000 rows a batch); gids hold no spaces.
-        gids = conn.execute(text(
+        _note_gids(conn, ctx, action, conn.execute(text(
             f"SELECT {dialect.joined(conn, 'r.gid')} FROM {dialect.id_rows(conn, 'ids')} "
             "JOIN record r ON r.id = j.value"
-        ), {"ids": dialect.json_ids(ids)}).scalar_one()
-        if gids:
-            ctx.effects.changed(action, gids.split(" "))
+        ), {"ids": dialect.json_ids(ids)}).scalar_one())
+
+
+def _note_gids(conn: Connection, ctx: Context, action: str, gids: str | None) -> None:
+    """Note records given as their gids joined by spaces (:func:`dialect.joined`)."""
+    if gids:
+        ctx.effects.changed(action, gids.split(" "))
 
 
 def _split(ids: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -282,10 +286,25 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
             break
         # One statement for the whole batch: the generation index (deleted_root) finds each
         # item's deletion rows, and removing them is the undelete.
-        _note(conn, ctx, "UPDATE", conn.execute(text(
-            f"DELETE FROM record_deletion WHERE {_in_generations(conn)}"
-            + ctx.effects.returning("record_id")
-        ), {"ids": _gone_param(conn, ok)}))
+        args = {"ids": _gone_param(conn, ok)}
+        delete_rows = f"DELETE FROM record_deletion WHERE {_in_generations(conn)}"
+        if not ctx.effects.collect_events:
+            conn.execute(text(delete_rows), args)
+        elif is_pg(conn):
+            # The restored records' gids come back as one text from the same statement.
+            _note_gids(conn, ctx, "UPDATE", conn.execute(text(
+                f"WITH gone AS ({delete_rows} RETURNING record_id) SELECT "
+                f"{dialect.joined(conn, 'r.gid')} FROM gone JOIN record r ON r.id = gone.record_id"
+            ), args).scalar_one())
+        else:
+            # SQLite cannot aggregate a RETURNING clause: the gids of the rows about to go are
+            # read first, in the same write transaction (so exactly those rows), as one text.
+            _note_gids(conn, ctx, "UPDATE", conn.execute(text(
+                f"SELECT {dialect.joined(conn, 'r.gid')} FROM json_each(:ids) AS j "
+                "CROSS JOIN record_deletion t CROSS JOIN record r "
+                "WHERE t.deleted_root = j.value AND r.id = t.record_id"
+            ), args).scalar_one())
+            conn.execute(text(delete_rows), args)
         done += ok
         for rid in retry:
             failures.pop(rid, None)
