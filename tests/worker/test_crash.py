@@ -273,3 +273,62 @@ def test_small_jobs_finish_before_large_ones_that_hold_every_worker(
     for token in large:
         assert last_small < rows[token].finished_on
         assert rows[token].attempts > 1  # it was sliced and re-queued
+
+
+# --- (a') SIGKILL mid-job at scale, record events on -------------------------------------------
+
+
+@pytest.mark.timeout(1200)
+def test_sigkill_during_a_delete_of_100000_records_with_record_events(
+    deployment: Deployment,
+) -> None:
+    """A bulk delete of the children of 1,020 heads (9,180 items, 100,980 records) with
+    record events on, in batches of at most 50, while the worker is SIGKILLed three times: the job
+    ends ``done``; every selected child's subtree is deleted once, as its own generation,
+    with one workflow entry per item; there is one terminal event; and every record the job
+    deleted has exactly one ``DELETE`` event in the project's space."""
+    project = seed_deleted_subtrees(1020, deleted_every=10**9).projects[0]
+    heads = project.heads
+    before = records(project.gid)
+    selected = [g for h in heads for g in sorted(
+        (g for g, r in before.items() if r.parent_id == before[h].id),
+        key=lambda g: before[g].id)]
+    doomed = {g for g, r in before.items() if r.treelevel >= 2 and r.status != "deleted"}
+    gid_of = {r.id: g for g, r in before.items()}
+    links = {g: gid_of[r.canonical_id] for g, r in before.items()
+             if r.is_link and gid_of.get(r.canonical_id) in doomed}
+    assert len(selected) == 9180 and len(doomed) >= 100_000 and links
+    doomed |= set(links)
+    _, floor = deployment.log.cursors(project.gid)
+    deployment.worker("victim-0", RECORD_EVENTS="true", BATCH_SIZE="50")
+    token = deployment.submit(project.gid, DELETE, [{"children": h} for h in heads])
+    total = len(selected)
+    remaining = total
+    for kill in range(3):
+        remaining = wait_progress(deployment, token, below=remaining - 500, timeout=300)
+        assert remaining > 0, "the job finished before the kills were done"
+        deployment.workers[-1].kill()
+        deployment.worker(f"victim-{kill + 1}", RECORD_EVENTS="true", BATCH_SIZE="50")
+    row = deployment.wait_finished([token], timeout=600)[token]
+    assert row.status == "done"
+    assert row.info == {"total": total, "remaining": 0, "failed": 0, "errors": []}
+    assert row.failures == 0
+    after = records(project.gid)
+    assert {g for g, r in after.items() if r.status == "deleted"} == doomed
+    by_id = {r.id: g for g, r in after.items()}
+    # each selected child is the generation of its own subtree: deleted once, by its item
+    for g in doomed - set(links):
+        rec = after[g]
+        top = rec.mpath.strip("/").split("/")[2]
+        assert by_id[rec.deleted_root] == by_id[int(top)], g
+    for g, target in links.items():  # a link goes with the generation of its target
+        assert after[g].deleted_root == after[target].deleted_root, g
+    done = entries(token, "delete")
+    assert sorted(done) == sorted(after[g].id for g in selected)
+    assert_consistent(project.gid)
+    assert_event_stream(space_events(deployment.log, keys.CC_SPACE, token), total=total,
+                        terminal="done")
+    deleted_events = [e["data_key"] for e in space_events(deployment.log, project.gid)
+                      if e["cursor"] >= floor and e["action"] == "DELETE"]
+    assert len(deleted_events) == len(set(deleted_events))  # none twice
+    assert set(deleted_events) == doomed  # none lost
