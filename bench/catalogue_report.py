@@ -84,3 +84,18 @@ def markdown(report: dict[str, Any]) -> str:
               "P12's p50 5 ms / p99 50 ms. Version rows count jobs (one record each), schema "
               "rows items."]
     return "\n".join(lines)
+
+
+def main() -> None:
+    """``python -m bench.catalogue_report FILE.json…``: the table of saved (or partial)
+    catalogue reports."""
+    import json
+    import sys
+
+    for path in sys.argv[1:]:
+        with open(path) as fh:
+            print(markdown(json.load(fh)) + "\n")
+
+
+if __name__ == "__main__":
+    main()
