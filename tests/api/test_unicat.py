@@ -279,6 +279,31 @@ def test_sync_get_pages_with_warning(client: TestClient, seeded: SeedResult):
     assert len(rest["sync"]) == 1 and "warning" not in rest
 
 
+def test_sync_get_pages_a_project_through_packed_entries(client: TestClient,
+                                                         seeded: SeedResult):
+    """A batch's record events are packed entries in the log; `/sync/get` pages them by
+    events (at most 1,000 a page), a page may end inside a packed entry, and following the
+    last cursor yields every event once, in order, shaped as single events are."""
+    project, jwt = auth(client, seeded)
+    log = get_synclog()
+    gids = [f"g{i}" for i in range(2500)]
+    cursors = list(log.append_records(project, [("records", "DELETE", gids)]))
+    cc = log.cursor(keys.CC_SPACE)
+    after = cursors[233]  # inside the first packed entry
+    pages = []
+    while True:
+        got = post(client, "/sync/get", jwt,
+                   {"cc_cursor": cc, "project": project, "cursor": after}).json()["result"]
+        pages.append(got["sync"])
+        if "warning" not in got:
+            break
+        after = got["sync"][-1]["cursor"]
+    assert [len(p) for p in pages] == [1000, 1000, 266]
+    assert [e for p in pages for e in p] == [
+        {"type": project, "cursor": c, "action": "DELETE", "data_type": "records",
+         "data_key": g} for c, g in zip(cursors[234:], gids[234:], strict=True)]
+
+
 def test_healthz(client: TestClient, services):
     """`/healthz` checks the database and Redis."""
     r = client.get("/healthz")
