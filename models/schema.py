@@ -12,7 +12,8 @@ SCHEMA_TYPES = ("definition", "class", "field", "layout")
 
 class SchemaItem(SQLModel, table=True):
     __tablename__ = "schema_item"
-    __table_args__ = (Index("ix_schema_item_project_type", "project_gid", "type"),)
+    __table_args__ = (Index("ix_schema_item_project_type", "project_gid", "type"),
+                      Index("ix_schema_item_project_name", "project_gid", "name"))
 
     id: int | None = Field(default=None, primary_key=True)
     gid: str = Field(unique=True, index=True, max_length=36)
@@ -22,7 +23,7 @@ class SchemaItem(SQLModel, table=True):
     label: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
     is_new: bool = True
     is_working_copy: bool = False
-    original: str | None = Field(default=None, max_length=36)
+    original: str | None = Field(default=None, max_length=36, index=True)
     is_base: bool = False
     is_extended: bool = False
     classes: list[str] = Field(default_factory=list, sa_column=Column(JSON))

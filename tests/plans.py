@@ -81,6 +81,10 @@ def _sqlite_violations(conn: Connection, sql: str, params: Any) -> list[str]:
                 bad.append(detail)
         if any(ix in detail for ix in PROJECT_WIDE):
             bad.append(detail)
+        if "AUTOMATIC" in detail:  # an index built for the statement, from a full scan
+            table = aliases.get(detail.split()[1].lower(), detail.split()[1].lower())
+            if table in BIG_TABLES:
+                bad.append(detail)
     return bad
 
 

@@ -24,6 +24,7 @@ from models.engine import make_engine, migrate
 from models.jobs import Job
 from models.reads import page
 from models.resolve import resolve_into
+from models.schema import SchemaItem
 from models.seed import seed
 from models.selection import parse_selection
 from tests.plans import captured, explained, violations
@@ -63,13 +64,15 @@ def plan_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         conn.execute(text("INSERT INTO job_item (job_token, item_id) "
                           "SELECT 'a-finished-job', id FROM record"))
         root_id = _root_id(conn, project.gid)
+        schema_gids = _seed_fields(conn, project.gid, SCHEMA_ITEMS)
     with engine.connect().execution_options(writer=True) as conn, conn.begin():
         # Tombstones: a hundred deleted subtrees removed for good.
         heads = _deleted_heads(conn, root_id)[-100:]
         _run(conn, "bulk_permanent_delete_records", project.gid, [_gid(conn, h) for h in heads])
     with engine.connect() as conn, conn.begin():
         conn.execute(text("ANALYZE"))
-    yield {"engine": engine, "project": project.gid, "root": project.root, "root_id": root_id}
+    yield {"engine": engine, "project": project.gid, "root": project.root, "root_id": root_id,
+           "schema": schema_gids}
     engine.dispose()
     if admin is not None:
         with admin.connect() as conn:
@@ -77,6 +80,29 @@ def plan_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         admin.dispose()
     else:
         Path(make_url(url).database or "").unlink(missing_ok=True)
+
+
+#: Committed fields seeded for the schema jobs, half of them with a working copy.
+SCHEMA_ITEMS = 10_000
+
+
+def _seed_fields(conn: Connection, project: str, n: int) -> list[str]:
+    """``n`` committed fields, every other one with a working copy; returns their gids."""
+    now = time.time()
+    gids = [str(uuid.uuid4()) for _ in range(n)]
+
+    def row(gid: str, i: int, original: str | None) -> dict[str, Any]:
+        return {"gid": gid, "project_gid": project, "type": "field", "name": f"plan_{i:05d}",
+                "label": {"en": f"Field {i}"}, "is_new": False,
+                "is_working_copy": original is not None, "original": original,
+                "is_base": False, "is_extended": False, "classes": [], "fields": [],
+                "layout": None, "body": {"type": "textline", "is_localized": False},
+                "created_on": now, "updated_on": now}
+
+    rows = [row(g, i, None) for i, g in enumerate(gids)]
+    rows += [row(str(uuid.uuid4()), i, g) for i, g in enumerate(gids) if i % 2 == 0]
+    conn.execute(insert(SchemaItem.__table__), rows)
+    return gids
 
 
 def _root_id(conn: Connection, project: str) -> int:
@@ -182,6 +208,17 @@ def test_job_statements_use_their_indexes(plan_db: dict[str, Any], job: str,
         _run(conn, job, project, sel, batch=20, params=params)
 
     _check(plan_db, scenario, setup)
+
+
+@pytest.mark.parametrize("job", ["bulk_commit_schema_items", "bulk_revert_schema_items",
+                                 "bulk_save_as_new_schema_items", "bulk_copy_schema_items"])
+def test_schema_job_statements_use_their_indexes(plan_db: dict[str, Any], job: str) -> None:
+    """Resolution and a batch of each schema job over 20 of 10,000 fields (half of them
+    modified): index access only."""
+    def scenario(conn: Connection, _: None) -> None:
+        _run(conn, job, plan_db["project"], plan_db["schema"][:20], batch=20)
+
+    _check(plan_db, scenario)
 
 
 def test_read_pages_use_their_indexes(plan_db: dict[str, Any]) -> None:
