@@ -179,6 +179,7 @@ SEARCH = {"search": {"language": "en", "q": "+4242"}}
     ("bulk_permanent_delete_records", "gids"),
     ("permanent_delete_record", "gids"),
     ("revert_record_version", "gids"),
+    ("restore_record_version", "gids"),
 ])
 def test_job_statements_use_their_indexes(plan_db: dict[str, Any], job: str,
                                           selection: str) -> None:
@@ -204,7 +205,13 @@ def test_job_statements_use_their_indexes(plan_db: dict[str, Any], job: str,
         return sel
 
     def scenario(conn: Connection, sel: list[Any]) -> None:
-        params = {"version": 0} if job == "revert_record_version" else None
+        params: dict[str, Any] | None = None
+        if job == "revert_record_version":
+            params = {"version": 0}
+        elif job == "restore_record_version":
+            params = {"version": conn.execute(text(
+                "SELECT v.id FROM record_version v JOIN record r ON r.id = v.record_id "
+                "WHERE r.gid = :g AND v.number = 0"), {"g": sel[0]}).scalar_one()}
         _run(conn, job, project, sel, batch=20, params=params)
 
     _check(plan_db, scenario, setup)
