@@ -6,16 +6,24 @@ Crash safety rests on the job row, not on the broker:
   succeeds only when nobody holds a live lease.  Every batch commits with
   ``WHERE owner = <me>``, so a run that lost its lease (the reaper gave the job to another
   worker) can never commit again.
-* **Resolution** writes the selection into ``job_item`` and ``total`` in one transaction.
+* **Resolution** writes the selection into ``job_item``; the transaction that writes the last
+  rows sets ``total`` and ``resolved`` (on SQLite the rows go in slices of short write
+  transactions, see :func:`models.resolve.resolve_in_slices`; a crash in between starts the
+  resolution over).
 * **Batches** read the next ``job_item`` rows after ``position``, apply the handler (guarded by
   the state it changes) and advance ``position``/``info`` in the same transaction: a batch
   is committed with its progress or not at all, so a run killed at any moment resumes at the
   first uncommitted batch and no item is processed twice.
-* **Terminal.** The terminal status and ``finished_on`` commit first; then the terminal event
-  is appended with a once-key and ``announced`` is set.  A crash in between is repaired by the
+* **Terminal.** The terminal status and ``finished_on`` commit first; then the job's items
+  are deleted (in slices), the terminal event is appended with a once-key and ``announced``
+  is set.  A crash in between is repaired by the
   next claim attempt or by the reaper (:func:`announce`).
 * **Slices.** A run gives the job back after ``slice_seconds`` and re-queues it, so a huge job
   never holds a worker while small jobs wait behind it.
+* **Other writers.** On SQLite batches are sized to take tens of milliseconds (shorter while
+  other writers keep coming) and, between two batches, writers waiting for their turn go
+  first (:func:`models.engine.let_writers_in`).
+* **Order.** Jobs of one project start in the order they were queued (:func:`first_in_line`).
 * **Failures.** A run that raises unexpectedly hands the job back and counts the failure on
   the job row (``failures``), not in the broker: the count survives lost messages and dead
   workers.  Below ``max_retries`` the caller retries after a back-off (:class:`RetryLater`);
@@ -160,6 +168,34 @@ def claim(conn: Connection, token: str, owner: str, *, stale_after: float) -> bo
     return result.rowcount == 1
 
 
+def first_in_line(conn: Connection, token: str, *, stale_after: float) -> str:
+    """The job a run for ``token`` should claim: ``token`` itself when that job has started
+    before (a slice, a retry, a stale lease); otherwise — it has not started, or it cannot be
+    claimed (finished, leased by a live run) — the oldest job of its project that has not
+    started yet, when there is one.
+
+    A job's message is a ticket for the next job of its project, so that jobs of one project
+    start in the order they were queued whatever order their messages come in (two web
+    processes sending at once, two worker processes taking messages at once, a message sent
+    again by the reaper).  Every job has a message, and each message starts at most the one
+    job first in line, so every job is started; a message that finds its job started by
+    another one starts the next in line instead.  Jobs of other projects are not held up."""
+    row = conn.execute(select(jobs.c.project_gid, jobs.c.status, jobs.c.owner,
+                              jobs.c.heartbeat_on, jobs.c.attempts)
+                       .where(jobs.c.token == token)).first()
+    if row is None:
+        return token
+    claimable = row.status in (QUEUED, PROCESSING) and (
+        row.owner is None or row.heartbeat_on < time.time() - stale_after)
+    if claimable and row.attempts > 0:
+        return token
+    first = conn.execute(select(jobs.c.token).where(
+        jobs.c.status == QUEUED, jobs.c.project_gid == row.project_gid, jobs.c.attempts == 0,
+        jobs.c.owner.is_(None), jobs.c.cancel_requested.is_(False),
+    ).order_by(jobs.c.created_on, jobs.c.token).limit(1)).scalar()
+    return first or token
+
+
 def announce(log: SyncLog, token: str) -> bool:
     """Append the terminal event of a finished job if it has not been (idempotent)."""
     engine = get_engine()
@@ -291,6 +327,7 @@ def run(
     re-raised as it is: the job itself did not fail, the reaper repairs the announcement."""
     owner = owner or f"run-{uuid.uuid4()}"
     with get_write_engine().begin() as conn:
+        token = first_in_line(conn, token, stale_after=cfg.stale_after)
         claimed = claim(conn, token, owner, stale_after=cfg.stale_after)
     if not claimed:
         logger.debug("job %s: not claimed (finished, or leased by a live run)", token,

@@ -1,0 +1,71 @@
+"""Jobs of one project start in the order they were queued, whatever order their messages
+come in (``worker.runner.first_in_line``); jobs of another project are not held behind them."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from bulkjobs.synclog import SyncLog
+from models.seed import SeedResult
+from tests.worker.helpers import cfg, job_row, new_job
+from worker.runner import run
+
+DELETE = "bulk_delete_records"
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def log(redis_client: redis.Redis) -> SyncLog:
+    return SyncLog(redis_client, dedupe_ttl=600)
+
+
+def _started(tokens: list[str]) -> list[str]:
+    """The tokens of the jobs that have started (been claimed), in ``tokens`` order."""
+    return [t for t in tokens if job_row(t).attempts > 0]
+
+
+def test_messages_in_any_order_start_jobs_in_queue_order(log: SyncLog,
+                                                         seeded: SeedResult) -> None:
+    """Each message starts the project's oldest job not started yet; a message whose job
+    another message started starts the next one; every job ends done, each run once."""
+    p = seeded.projects[0]
+    first, second, third = (new_job(log, p, DELETE, [h]) for h in p.heads[:3])
+    tokens = [first, second, third]
+    config = cfg()
+    assert run(third, log=log, cfg=config, requeue=pytest.fail) == "done"
+    assert _started(tokens) == [first]
+    assert run(first, log=log, cfg=config, requeue=pytest.fail) == "done"  # its job ran
+    assert _started(tokens) == [first, second]
+    assert run(second, log=log, cfg=config, requeue=pytest.fail) == "done"
+    assert _started(tokens) == tokens
+    assert [job_row(t).status for t in tokens] == ["done"] * 3
+    assert [job_row(t).attempts for t in tokens] == [1, 1, 1]
+    started = [job_row(t).started_on for t in tokens]
+    assert started == sorted(started)
+    # a spare message (its job and every other of the project started): nothing to do
+    assert run(third, log=log, cfg=config, requeue=pytest.fail) == "skipped"
+
+
+def test_another_projects_job_is_not_held_behind(log: SyncLog, seeded: SeedResult) -> None:
+    """A job of another project starts on its own message while older jobs wait."""
+    p, q = seeded.projects
+    older = new_job(log, p, DELETE, [p.heads[0]])
+    other = new_job(log, q, DELETE, [q.heads[0]])
+    assert run(other, log=log, cfg=cfg(), requeue=pytest.fail) == "done"
+    assert job_row(other).status == "done" and job_row(older).attempts == 0
+
+
+def test_a_started_job_is_resumed_by_its_own_message(log: SyncLog, seeded: SeedResult) -> None:
+    """A job that gave its worker back (a slice) resumes on its own message, even with
+    another job of its project not started yet."""
+    p = seeded.projects[0]
+    sliced = new_job(log, p, DELETE, [{"children": h} for h in p.heads])
+    assert run(sliced, log=log, cfg=cfg(batch_size=1, slice_seconds=0),
+               requeue=lambda t: None) == "sliced"
+    # a job of the project that has not started does not take the sliced job's message
+    waiting = new_job(log, p, DELETE, [p.heads[0]])
+    assert job_row(waiting).created_on > job_row(sliced).created_on
+    assert run(sliced, log=log, cfg=cfg(batch_size=1000), requeue=pytest.fail) == "done"
+    assert job_row(waiting).attempts == 0
