@@ -278,6 +278,7 @@ def test_small_jobs_finish_before_large_ones_that_hold_every_worker(
 # --- (a') SIGKILL mid-job at scale, record events on -------------------------------------------
 
 
+@pytest.mark.scale
 @pytest.mark.timeout(1200)
 def test_sigkill_during_a_delete_of_100000_records_with_record_events(
     deployment: Deployment,
