@@ -465,7 +465,7 @@ def _run_claimed(
     size = min(FIRST_BATCH, cfg.batch_size) if cfg.adaptive_batches else cfg.batch_size
     contended_until = 0.0  # other writers waited for their turn lately: shorter batches
     while True:
-        def step(n: int = size) -> tuple[Any, int, Effects, int | None, float]:
+        def step(n: int = size) -> tuple[Any, int, Effects, Sequence[int] | None, float]:
             return _batch_step(token, owner, spec, cfg, actor=actor, params=params,
                                appended=record_events.appended(), size=n)
 
@@ -537,14 +537,14 @@ def _result_error(result: Result) -> str:
 def _batch_step(
     token: str, owner: str, spec: JobSpec, cfg: RunConfig, *, actor: dict[str, Any],
     params: dict[str, Any], appended: int | None = None, size: int | None = None,
-) -> tuple[Any, int, Effects, int | None, float]:
+) -> tuple[Any, int, Effects, Sequence[int] | None, float]:
     """Apply the job's handler to its next batch (``size`` items, default
     ``cfg.batch_size``) and commit it with the job's progress (and result) and its events
     (in the outbox) in one transaction; outbox rows of this job up to ``appended`` (already
     in the log) go in the same transaction.  Returns the job row after it, the number of
-    items processed (0: cancelled or nothing left), the batch's effects, the last outbox row
-    it wrote (``None``: it owes no events) and the seconds the transaction took (from
-    holding the write lock to the end of its commit)."""
+    items processed (0: cancelled or nothing left), the batch's effects, the outbox rows it
+    wrote (``None``: it owes no events) and the seconds the transaction took (from holding
+    the write lock to the end of its commit)."""
     effects = Effects(collect_events=cfg.record_events)
     with get_write_engine().begin() as conn:
         began = time.perf_counter()
@@ -557,7 +557,7 @@ def _batch_in(
     conn: Connection, token: str, owner: str, spec: JobSpec, cfg: RunConfig,
     effects: Effects, *, actor: dict[str, Any], params: dict[str, Any],
     appended: int | None, size: int,
-) -> tuple[Any, int, Effects, int | None]:
+) -> tuple[Any, int, Effects, Sequence[int] | None]:
     """The body of :func:`_batch_step`, inside its transaction."""
     if appended is not None:
         _clear_outbox(conn, token, up_to=appended)

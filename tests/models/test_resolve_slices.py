@@ -62,9 +62,12 @@ def test_slices_leave_the_rows_of_one_transaction(seeded: SeedResult) -> None:
     for name, selection, mode in _selections(seeded):
         token = str(uuid.uuid4())
         totals: list[int] = []
+
+        def last(conn: Connection, n: int, seen: list[int] = totals) -> None:
+            seen.append(n)
+
         total = resolve_in_slices(get_engine(), token=token, project_gid=project, mode=mode,
-                                  selection=parse_selection(selection), limit=7,
-                                  last=lambda conn, n, seen=totals: seen.append(n))
+                                  selection=parse_selection(selection), limit=7, last=last)
         expected = _reference(project, selection, mode)
         assert _items(token) == expected, name
         assert total == len(expected) and totals == [total], name
