@@ -135,8 +135,9 @@ def main() -> None:
             th.start()
         with get_engine().connect() as conn:
             while True:
-                row: Any = conn.execute(text("SELECT status, started_on, finished_on, info FROM job "
-                                        "WHERE token = :t"), {"t": token["big"]}).one()
+                row: Any = conn.execute(text(
+                    "SELECT status, started_on, finished_on, info FROM job WHERE token = :t"),
+                    {"t": token["big"]}).one()
                 conn.rollback()
                 if row.status in ("done", "rejected"):
                     break
