@@ -179,6 +179,20 @@ def main() -> None:
         (out / f"{stem}.md").write_text(table + "\n")
 
 
+def _engine_version() -> str:
+    """The commit the worker runs, ``+`` when the engine's files differ from it: the code is
+    read when each worker starts."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "models", "worker",
+                                "bulkjobs", "api"], cwd=root).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
+
+
 def _cleanup_redis(prefix: str) -> None:
     from bulkjobs.connections import get_redis
 
@@ -423,7 +437,7 @@ class Bench:
         wanted = [Submission(self.seeded["project"], job, params,
                              {"type": "user", "id": "bench"}) for job, params in submissions]
         env = {**self.env, "RECORD_EVENTS": "true" if events else "false", "LOG_LEVEL": "INFO"}
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"engine": _engine_version()}
         with worker(env, self.workdir, concurrency=self.args.concurrency) as (proc, logfile):
             after = self.synclog.cursor(keys.CC_SPACE)
             if self.probe:
