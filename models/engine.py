@@ -22,7 +22,10 @@ cancels and the job's own heartbeat are never stuck behind a job.  A process tha
 releases its ``flock``\ s with its file descriptors, so a crash leaves no turn held.
 Transactions that read (``BEGIN`` deferred) take no turn: WAL readers never wait.  Writers
 that do not take turns (another program on the file) still meet SQLite's busy timeout
-(``DB_BUSY_TIMEOUT``).
+(``DB_BUSY_TIMEOUT``).  The wait for a turn has no timeout of its own: every turn is held
+for one short transaction, and a dead holder's ends with its process.  So a thread must not
+open a write transaction while it holds another (it would wait for itself; SQLite alone
+would have failed it after the busy timeout).
 
 PostgreSQL locks rows, not the database: writers there take no turns.
 """
