@@ -118,9 +118,14 @@ def _note(conn: Connection, ctx: Context, action: str, changed: Any) -> None:
         # The gids come back as one text (a row per gid, fetched one by one, costs several
         # times the lookup itself at 100,000 rows a batch); gids hold no spaces.
         _note_gids(conn, ctx, action, conn.execute(text(
-            f"SELECT {dialect.joined(conn, 'r.gid')} FROM {dialect.id_rows(conn, 'ids')} "
-            "JOIN record r ON r.id = j.value"
+            f"SELECT {dialect.joined(conn, _GID_OF.format('j.value'))} "
+            f"FROM {dialect.id_rows(conn, 'ids')}"
         ), {"ids": dialect.json_ids(ids)}).scalar_one())
+
+
+#: A record's gid by id, as a subquery: one primary-key lookup per row whatever the planner
+#: estimates (a join of 100,000 ids made PostgreSQL merge them with the whole primary key).
+_GID_OF = "(SELECT r.gid FROM record r WHERE r.id = {})"
 
 
 def _note_gids(conn: Connection, ctx: Context, action: str, gids: str | None) -> None:
@@ -294,7 +299,7 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
             # The restored records' gids come back as one text from the same statement.
             _note_gids(conn, ctx, "UPDATE", conn.execute(text(
                 f"WITH gone AS ({delete_rows} RETURNING record_id) SELECT "
-                f"{dialect.joined(conn, 'r.gid')} FROM gone JOIN record r ON r.id = gone.record_id"
+                f"{dialect.joined(conn, _GID_OF.format('gone.record_id'))} FROM gone"
             ), args).scalar_one())
         else:
             # SQLite cannot aggregate a RETURNING clause: the gids of the rows about to go are
