@@ -877,6 +877,7 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     kinds = ["stream"] + ([] if args.no_baseline else ["raw"])
+    records: dict[str, Any] | None = None
     if args.records_only:
         try:
             print(f"… {args.records} record events, {args.record_subscribers} subscriber(s)",
@@ -889,7 +890,6 @@ def main() -> None:
         print(json.dumps({"bench": "stream-records", "load": [load0, loadavg()],
                           "records": records}))
         return
-    records = None
     try:
         plan = [("P4", n, args.rate, args.seconds, args.rate2) for n in sizes]
         if args.p5:
