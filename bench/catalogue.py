@@ -445,8 +445,9 @@ class Bench:
             load = os.getloadavg()[0]
             start = time.perf_counter()
             tokens = submit_many(wanted, log=self.synclog, enqueue=enqueue_many)
+            latest: dict[str, dict[str, Any]] = {}
             ends, progress = wait_terminal(self.synclog, tokens, after=after,
-                                           timeout=self.args.job_timeout)
+                                           timeout=self.args.job_timeout, last=latest)
             seconds = time.perf_counter() - start
             if self.probe:
                 out["probe"] = self.probe.stop()
@@ -468,8 +469,15 @@ class Bench:
         if errors:
             out["errors_sample"] = errors
         if len(ends) < len(tokens):
+            unfinished = [latest.get(t, {}) for t in tokens if t not in ends]
+            done_items = sum(int(i.get("total", 0)) - int(i.get("remaining", 0))
+                             for i in unfinished)
             out["status"] = f"timeout after {self.args.job_timeout:.0f} s " \
                             f"({len(ends)}/{len(tokens)} jobs ended)"
+            if len(tokens) == 1:
+                info = unfinished[0]
+                out["status"] += (f": {done_items:,} of {int(info['total']):,} items done"
+                                  if "total" in info else ": still resolving its selection")
             return out
         rejected = [e["data"].get("info", {}).get("error") for e in ends.values()
                     if e["data"]["status"] != "done"]

@@ -204,10 +204,12 @@ def pct(ordered: list[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def wait_terminal(synclog: Any, tokens: Sequence[str], *, after: int, timeout: float
+def wait_terminal(synclog: Any, tokens: Sequence[str], *, after: int, timeout: float,
+                  last: dict[str, dict[str, Any]] | None = None
                   ) -> tuple[dict[str, dict[str, Any]], int]:
     """Read the ``cc`` space from ``after`` until every token has its terminal event or
-    ``timeout`` seconds pass; (token → terminal event body, progress events seen)."""
+    ``timeout`` seconds pass; (token → terminal event body, progress events seen).  ``last``
+    gets each unfinished token's latest ``processing`` info."""
     from bulkjobs import keys
 
     wanted = set(tokens)
@@ -224,6 +226,8 @@ def wait_terminal(synclog: Any, tokens: Sequence[str], *, after: int, timeout: f
             status = body["data"]["status"]
             if status == "processing":
                 progress += 1
+                if last is not None:
+                    last[event.key] = body["data"].get("info") or {}
             elif status in ("done", "rejected"):
                 ends[event.key] = body
         if not page.events:
