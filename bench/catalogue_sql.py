@@ -273,16 +273,21 @@ class Tree:
         conn.execute(text(
             "INSERT INTO bench_gone (id) SELECT l.id FROM record l JOIN bench_gone g "
             "ON l.canonical_id = g.id WHERE l.is_link = true ON CONFLICT (id) DO NOTHING"))
+        if pg:  # a temporary table has no statistics until it is analysed
+            conn.execute(text("ANALYZE bench_gone"))
         gone = "(SELECT id FROM bench_gone)"
         conn.execute(text(
             "INSERT INTO record_tombstone (gid, record_id, project_gid, parent_gid, deleted_on) "
             "SELECT r.gid, r.id, r.project_gid, p.gid, :now FROM bench_gone g "
             "JOIN record r ON r.id = g.id LEFT JOIN record p ON p.id = r.parent_id"), args)
+        # The parents that stay lose their removed children: one grouped anti-join (a NOT IN
+        # over a million ids is not hashed in PostgreSQL's default work_mem).
         conn.execute(text(
-            "UPDATE record SET childcount = childcount - (SELECT COUNT(*) FROM record c "
-            "JOIN bench_gone g ON g.id = c.id WHERE c.parent_id = record.id), updated_on = :now "
-            f"WHERE record.id IN (SELECT c.parent_id FROM record c JOIN bench_gone g "
-            f"ON g.id = c.id) AND record.id NOT IN {gone}"), args)
+            "UPDATE record SET childcount = record.childcount - x.n, updated_on = :now FROM ("
+            "SELECT c.parent_id AS id, COUNT(*) AS n FROM bench_gone g JOIN record c "
+            "ON c.id = g.id WHERE NOT EXISTS (SELECT 1 FROM bench_gone p "
+            "WHERE p.id = c.parent_id) GROUP BY c.parent_id) AS x WHERE record.id = x.id"),
+            args)
         for table in ("record_version", "workflow_entry", "record_deletion"):
             conn.execute(text(f"DELETE FROM {table} WHERE record_id IN {gone}"))
         if pg:
