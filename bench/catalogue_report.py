@@ -67,7 +67,8 @@ def markdown(report: dict[str, Any]) -> str:
         probe = r.get("probe") or {}
         submit = (f"{probe['p50_ms']:.1f} / {probe['p99_ms']:.1f}"
                   + ("" if r.get("submit_meets") else " ✗") if probe.get("n") else "–")
-        status = "yes" if r.get("meets") else "no: " + "; ".join(r.get("why", []))
+        status = "yes" if r.get("meets") else "no: " + "; ".join(
+            " ".join(str(w).split())[:160] for w in r.get("why", []))
         records = r.get("records")
         if r.get("items_failed"):
             status += f" ({r['items_failed']:,} items failed)"
