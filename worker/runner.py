@@ -157,6 +157,17 @@ def load(conn: Connection, token: str) -> Any:
     return conn.execute(select(jobs).where(jobs.c.token == token)).first()
 
 
+#: The job row without its selection and actor (``params`` holds up to 100,000 gids).
+_STATE_COLUMNS = [c for c in jobs.c if c.name not in ("params", "actor")]
+
+
+def load_state(conn: Connection, token: str) -> Any:
+    """The job row as the batch loop and the heartbeat need it: without ``params`` and
+    ``actor``, which a run reads once (a large selection's text would otherwise be read and
+    decoded twice a batch)."""
+    return conn.execute(select(*_STATE_COLUMNS).where(jobs.c.token == token)).first()
+
+
 def claim(conn: Connection, token: str, owner: str, *, stale_after: float) -> bool:
     now = time.time()
     result = conn.execute(update(jobs).where(
@@ -306,7 +317,7 @@ class Heartbeat:
             try:
                 if self.publisher.idle_for() >= quiet:
                     with side_engine().connect() as conn:
-                        row = load(conn, self.token)
+                        row = load_state(conn, self.token)
                     if row is not None and row.status == PROCESSING and row.owner == self.owner:
                         self.publisher.publish(state_of(row), force=True)
             except Exception:  # Redis or the database away a moment: the next tick tries
@@ -561,7 +572,7 @@ def _batch_in(
     """The body of :func:`_batch_step`, inside its transaction."""
     if appended is not None:
         _clear_outbox(conn, token, up_to=appended)
-    row = load(conn, token)
+    row = load_state(conn, token)
     if row.cancel_requested:
         return row, 0, effects, None
     batch = conn.execute(
@@ -585,7 +596,7 @@ def _batch_in(
                       result_payload=effects.result.payload)
     _commit(conn, token, owner, values)
     outbox_id = _write_outbox(conn, token, row.project_gid, effects, now=ctx.now)
-    return load(conn, token), len(batch), effects, outbox_id
+    return load_state(conn, token), len(batch), effects, outbox_id
 
 
 def _retrying(token: str, step: Callable[[], Any]) -> Any:
