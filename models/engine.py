@@ -19,7 +19,8 @@ hold the turn; the pause is bounded by :data:`PASS_TURN_MAX`).  The job's next t
 then queues behind them.  Batches are short (the runner sizes them to take tens of
 milliseconds), so a writer waits at most for the batch in hand: the web process's submits,
 cancels and the job's own heartbeat are never stuck behind a job.  A process that dies
-releases its ``flock``\ s with its file descriptors, so a crash leaves no turn held.
+releases its ``flock``\ s with its file descriptors, so a crash leaves no turn held.  The WAL
+is copied back into the database file outside the turns (:class:`Checkpointer`).
 Transactions that read (``BEGIN`` deferred) take no turn: WAL readers never wait.  Writers
 that do not take turns (another program on the file) still meet SQLite's busy timeout
 (``DB_BUSY_TIMEOUT``).  The wait for a turn has no timeout of its own: every turn is held
@@ -34,7 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from functools import lru_cache
@@ -47,6 +51,7 @@ from sqlmodel import Session
 from bulkjobs.settings import get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+logger = logging.getLogger(__name__)
 
 
 def normalise_url(url: str) -> str:
@@ -183,8 +188,11 @@ def _take_turns(engine: Engine, path: str) -> None:
     handed over while COMMIT still runs would leave the next writer in the busy handler."""
 
     @event.listens_for(engine, "connect")
-    def _connect(_dbapi_conn: Any, record: Any) -> None:
+    def _connect(dbapi_conn: Any, record: Any) -> None:
         record.info["turn"] = Turn(path)
+        # Checkpoints run outside the turns (Checkpointer), not in the COMMIT that crosses
+        # the WAL's page limit: there they would lengthen that writer's turn.
+        dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
 
     @event.listens_for(engine, "close")
     def _close(_dbapi_conn: Any, record: Any) -> None:
@@ -196,11 +204,14 @@ def _take_turns(engine: Engine, path: str) -> None:
     dialect = engine.dialect
     commit, rollback = dialect.do_commit, dialect.do_rollback
 
+    checkpointer = _checkpointer(path)
+
     def do_commit(dbapi_conn: Any) -> None:
         try:
             commit(dbapi_conn)
         finally:
-            _give_back(dbapi_conn)
+            if _give_back(dbapi_conn):
+                checkpointer.committed()
 
     def do_rollback(dbapi_conn: Any) -> None:
         try:
@@ -212,14 +223,69 @@ def _take_turns(engine: Engine, path: str) -> None:
     dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
 
 
-def _give_back(dbapi_conn: Any) -> None:
+def _give_back(dbapi_conn: Any) -> bool:
+    """Hand the connection's turn back; whether it held one (it wrote)."""
     try:
         info = dbapi_conn.info  # the pool's proxy of the connection
     except (AttributeError, NotImplementedError):  # the first connect's own round trips
-        return
+        return False
     turn = info.get("turn")
-    if turn is not None:
-        turn.give_back()
+    if turn is None or not turn.held:
+        return False
+    turn.give_back()
+    return True
+
+
+#: Seconds between two checkpoints of the WAL by one process (while it writes).
+CHECKPOINT_EVERY = 0.2
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file from a thread of its own, after writes,
+    at most every :data:`CHECKPOINT_EVERY` seconds, in ``PASSIVE`` mode (it waits for
+    nobody and nobody waits for it; what readers still need stays for the next round).
+
+    SQLite would checkpoint inside the COMMIT of the transaction that takes the WAL past
+    1,000 pages, and a COMMIT holds the writers' turn until it returns: every writer queued
+    behind a job would wait for the job's checkpoints too.  Connections of this module
+    switch that off (``wal_autocheckpoint=0``) and each process that writes runs this
+    thread instead; it uses a connection of its own, which takes no turn."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.dirty = threading.Event()
+        self.pid = 0
+        self.lock = threading.Lock()
+
+    def committed(self) -> None:
+        self.dirty.set()
+        if self.pid != os.getpid():  # first write of this process (or of a forked child)
+            with self.lock:
+                if self.pid != os.getpid():
+                    self.pid = os.getpid()
+                    self.dirty = threading.Event()
+                    self.dirty.set()
+                    threading.Thread(target=self._run, args=(self.dirty,), daemon=True,
+                                     name="wal-checkpoint").start()
+
+    def _run(self, dirty: threading.Event) -> None:
+        conn = sqlite3.connect(self.path, timeout=get_settings().db_busy_timeout,
+                               isolation_level=None, check_same_thread=False)
+        while True:
+            dirty.wait()
+            dirty.clear()
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:  # busy or away: the next write brings the next round
+                logger.debug("WAL checkpoint of %s failed", self.path, exc_info=True)
+            time.sleep(CHECKPOINT_EVERY)
+
+
+_checkpointers: dict[str, Checkpointer] = {}
+
+
+def _checkpointer(path: str) -> Checkpointer:
+    return _checkpointers.setdefault(path, Checkpointer(path))
 
 
 def writers_file(engine: Engine) -> str | None:

@@ -190,3 +190,13 @@ def test_in_slices_runs_until_a_slice_comes_short(sqlite: Engine) -> None:
     assert in_slices(sqlite, step, limit=7, first=3) == 100
     assert _marks() == []
     assert sizes[0] == 3 and max(sizes) <= 7 and len(sizes) >= 100 // 7
+
+
+def test_the_wal_is_checkpointed_outside_the_turns(sqlite: Engine) -> None:
+    """Connections do not checkpoint in their COMMIT (it would lengthen the writer's turn);
+    a process that writes checkpoints from a thread of its own."""
+    with get_engine().connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    with get_write_engine().begin() as conn:
+        _mark(conn, "written")
+    assert any(t.name == "wal-checkpoint" for t in threading.enumerate())
