@@ -238,8 +238,11 @@ def _copy_in_slices(conn: Connection, token: str, total: int, *, each: Step | No
                 if upto is not None:
                     rows = conn.execute(text(
                         "INSERT INTO main.job_item (job_token, item_id) "
+                        # One rowid range per slice: the unary + keeps SQLite off the
+                        # (job_token, item_id) index, which would scan and sort every row
+                        # of the job for every slice.
                         "SELECT job_token, item_id FROM temp.job_item "
-                        "WHERE id > :after AND id <= :upto AND job_token = :tok ORDER BY id"
+                        "WHERE id > :after AND id <= :upto AND +job_token = :tok ORDER BY id"
                     ), {"after": after, "upto": upto, "tok": token}).rowcount
                     after = upto
                 copied += rows
