@@ -54,6 +54,8 @@ def captured(engine: Engine) -> Iterator[Capture]:
 
 _SKIP = re.compile(r"^\s*(EXPLAIN|BEGIN|COMMIT|ROLLBACK|PRAGMA|SAVEPOINT|RELEASE|ANALYZE|SET)\b",
                    re.IGNORECASE)
+#: Planner settings a statement ran under (``SET LOCAL``): replayed in order while checking.
+_SETTING = re.compile(r"^\s*SET\s+LOCAL\b", re.IGNORECASE)
 _ALIAS = re.compile(r"\b(?:FROM|JOIN|UPDATE|INTO)\s+([a-z_][a-z0-9_]*)(?:\s+(?:AS\s+)?"
                     r"(?!ON\b|WHERE\b|SET\b|USING\b|CROSS\b|LEFT\b|JOIN\b|GROUP\b|ORDER\b|"
                     r"LIMIT\b|WITH\b|RETURNING\b|VALUES\b|SELECT\b|AND\b)([a-z_][a-z0-9_]*))?",
@@ -112,6 +114,9 @@ def violations(conn: Connection, cap: Capture) -> list[str]:
     check = _pg_violations if conn.dialect.name == "postgresql" else _sqlite_violations
     out = []
     for sql, params in cap.statements:
+        if _SETTING.match(sql):
+            conn.exec_driver_sql(sql, params)
+            continue
         if _SKIP.match(sql):
             continue
         bad = check(conn, sql, params)

@@ -74,15 +74,23 @@ def resolve_search(
 ) -> None:
     """Insert every item the search finds into ``job_item`` for ``token``, in rank order."""
     plan = plan_search(conn, project_gid=project_gid, search=entry, kind=kind, mode=mode)
-    if dialect.is_pg(conn):
+    pg = dialect.is_pg(conn)
+    if pg:
         # The whole result is sorted by rank; 100,000 rows overflow the default 4 MB and the
-        # sort would spill to disk.  SET LOCAL ends with this transaction.
+        # sort would spill to disk.  SET LOCAL ends with this transaction.  PostgreSQL costs
+        # every prefix query (``term:*``) at a fixed share of the table and then hashes the
+        # whole record table for it; with sequential scans off for this one statement the
+        # GIN index finds the hits and each record is one primary-key lookup, whatever the
+        # project's size.
         conn.execute(text("SET LOCAL work_mem = '64MB'"))
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
     conn.execute(text(
         f"{plan.with_clause()}INSERT INTO job_item (job_token, item_id) "
         f"SELECT :tok, {plan.id_expr} {plan.body} ORDER BY {plan.order} "
         "ON CONFLICT (job_token, item_id) DO NOTHING"
     ), {**plan.params, "tok": token})
+    if pg:
+        conn.execute(text("SET LOCAL enable_seqscan = DEFAULT"))
 
 
 def search_ids(
@@ -156,6 +164,10 @@ def _records_plan(
     if match is None or not positive:
         return Plan("r.id", f"FROM record r WHERE {' AND '.join(where)}", "r.gid",
                     params.values, fsql.ctes)
+    if dialect.is_pg(conn):
+        # The text hits drive the statement, each record one primary-key lookup: keep the
+        # project condition a filter, not a (project-wide) index scan to intersect with.
+        where[0] = f"(r.project_gid || '') = {fsql.proj}"
     must = len(query.must)
     if len(positive) == 1:
         # One term: every hit has it once; no grouping needed.

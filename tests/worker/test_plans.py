@@ -185,9 +185,6 @@ def test_job_statements_use_their_indexes(plan_db: dict[str, Any], job: str,
                                           selection: str) -> None:
     """Resolution, prepare and a batch of each record job: index access only."""
     project, root = plan_db["project"], plan_db["root"]
-    if selection == "search" and plan_db["engine"].dialect.name == "postgresql":
-        pytest.skip("PostgreSQL costs every prefix query at 2 % of the table and then joins "
-                    "the records by a hash over all of them; open, see BENCHMARKS.md")
 
     def setup(conn: Connection) -> list[Any]:
         deleted = CATALOGUE[job].mode == "deleted"
@@ -232,10 +229,7 @@ def test_read_pages_use_their_indexes(plan_db: dict[str, Any]) -> None:
     """The first page of ``records/bulk/get`` (resolution, old read tokens dropped) and the
     next page."""
     def scenario(conn: Connection, _: None) -> None:
-        entries: list[Any] = [{"children": plan_db["root"]}]
-        if plan_db["engine"].dialect.name != "postgresql":  # see the search case above
-            entries.append(SEARCH)
-        sel = parse_selection(entries, kind="records")
+        sel = parse_selection([{"children": plan_db["root"]}, SEARCH], kind="records")
         first = page(conn, project_gid=plan_db["project"], selection=sel, cursor=None, size=50)
         assert first.cursor is not None
         page(conn, project_gid=plan_db["project"], selection=sel, cursor=first.cursor, size=50)
