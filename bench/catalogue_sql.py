@@ -30,25 +30,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from models.dialect import id_rows, is_pg, json_ids
+
 ACTOR = json.dumps({"type": "user", "id": "bench-raw"})
 SCHEMA_PREFIX = "cat_"
 SEARCH_Q = "lighthouse"
-
-
-def is_pg(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
-
-
-def id_rows(conn: Connection, param: str, alias: str = "j") -> str:
-    """A JSON array of integers as rows ``<alias>.value``."""
-    if is_pg(conn):
-        return (f"(SELECT CAST(value AS INTEGER) AS value "
-                f"FROM jsonb_array_elements_text(CAST(:{param} AS jsonb))) AS {alias}")
-    return f"json_each(:{param}) AS {alias}"
-
-
-def ids_json(ids: list[int]) -> str:
-    return "[" + ",".join(str(int(i)) for i in ids) + "]"
 
 
 def _upper(conn: Connection, mpath: str) -> str:
@@ -203,7 +189,7 @@ class Tree:
     def raw_delete(self, conn: Connection, source: str) -> int:
         """Soft-delete the selected heads' subtrees (each its head's generation), the links
         into them, one workflow entry per head."""
-        args = {"root": self.root, "heads": ids_json(self.heads), "now": time.time(),
+        args = {"root": self.root, "heads": json_ids(self.heads), "now": time.time(),
                 "actor": ACTOR, "lo": self.lo, "hi": self.hi}
         heads = self._heads_sql(conn, source)
         rows = conn.execute(text(
@@ -246,7 +232,7 @@ class Tree:
     def raw_undelete(self, conn: Connection, source: str) -> int:
         """Remove the selected heads' generations; one workflow entry per head with the
         state it returns to."""
-        args = {"root": self.root, "heads": ids_json(self.heads), "now": time.time(),
+        args = {"root": self.root, "heads": json_ids(self.heads), "now": time.time(),
                 "actor": ACTOR}
         heads = self._heads_sql(conn, source)
         rows = conn.execute(text(
@@ -262,7 +248,7 @@ class Tree:
         workflow entries, deletion rows and search entries; tombstones; the root's
         childcount."""
         pg = is_pg(conn)
-        args = {"heads": ids_json(self.heads), "now": time.time()}
+        args = {"heads": json_ids(self.heads), "now": time.time()}
         conn.execute(text("DROP TABLE IF EXISTS bench_gone"))
         conn.execute(text("CREATE TEMP TABLE bench_gone (id INTEGER PRIMARY KEY)"
                           + (" ON COMMIT DROP" if pg else "")))
@@ -319,7 +305,7 @@ class Tree:
         from models.search.index import reindex
 
         pg = is_pg(conn)
-        args = {"ids": ids_json(ids), "now": time.time(), "editor": ACTOR,
+        args = {"ids": json_ids(ids), "now": time.time(), "editor": ACTOR,
                 "comment": comment}
         rows_ = id_rows(conn, "ids")
         if pg:
