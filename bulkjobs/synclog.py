@@ -392,16 +392,23 @@ def _now_us() -> int:
     return int(time.time() * 1_000_000)
 
 
-def _append_call(
-    space: str, events: Sequence[NewEvent], dedupe: str | None, dedupe_ttl: int
-) -> tuple[list[str], list[Any]]:
-    now_us = _now_us()
+def _append_keys(space: str, once: str | None) -> list[str]:
+    """The KEYS of both append scripts: stream, counter, floor, marks, spaces, metrics, and
+    the once-key when there is one."""
     keylist = [
         keys.sync_stream(space), keys.sync_counter(space), keys.sync_floor(space),
         keys.sync_marks(space), keys.sync_spaces(), keys.metrics(),
     ]
-    if dedupe:
-        keylist.append(dedupe)
+    if once:
+        keylist.append(once)
+    return keylist
+
+
+def _append_call(
+    space: str, events: Sequence[NewEvent], dedupe: str | None, dedupe_ttl: int
+) -> tuple[list[str], list[Any]]:
+    now_us = _now_us()
+    keylist = _append_keys(space, dedupe)
     args: list[Any] = [space, now_us, now_us // 60_000_000, dedupe_ttl, len(events)]
     for ev in events:
         args += [ev.project, ev.key, ev.status, json.dumps(ev.body, separators=(",", ":"))]
@@ -420,12 +427,7 @@ def _packed_call(
     once_ttl: int = 0,
 ) -> tuple[list[str], list[Any]]:
     now_us = _now_us()
-    keylist = [
-        keys.sync_stream(space), keys.sync_counter(space), keys.sync_floor(space),
-        keys.sync_marks(space), keys.sync_spaces(), keys.metrics(),
-    ]
-    if once:
-        keylist.append(once)
+    keylist = _append_keys(space, once)
     args: list[Any] = [space, now_us, now_us // 60_000_000, len(packs)]
     for data_type, action, gids in packs:
         joined = " ".join(gids)
