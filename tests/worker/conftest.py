@@ -6,9 +6,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 from sqlalchemy import Engine
 
+from bulkjobs.synclog import SyncLog
+from models.seed import SeededProject, SeedResult
 from tests.worker.deployment import Deployment, make_deployment
+
+
+@pytest.fixture
+def log(redis_client: redis.Redis) -> SyncLog:
+    """The sync log on the test Redis (once-keys kept ten minutes)."""
+    return SyncLog(redis_client, dedupe_ttl=600)
+
+
+@pytest.fixture
+def project(seeded: SeedResult) -> SeededProject:
+    """The first of the two seeded demo projects."""
+    return seeded.projects[0]
 
 
 @pytest.fixture

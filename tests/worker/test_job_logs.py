@@ -9,7 +9,6 @@ import json
 import logging
 
 import pytest
-import redis
 
 from bulkjobs import logs
 from bulkjobs.synclog import SyncLog
@@ -20,11 +19,6 @@ from worker.submit import cancel
 pytestmark = pytest.mark.services
 
 LOGGERS = ("worker.submit", "worker.runner")
-
-
-@pytest.fixture
-def log(redis_client: redis.Redis) -> SyncLog:
-    return SyncLog(redis_client, dedupe_ttl=600)
 
 
 def job_lines(caplog: pytest.LogCaptureFixture, token: str) -> list[logging.LogRecord]:

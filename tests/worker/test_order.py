@@ -4,7 +4,6 @@ come in (``worker.runner.first_in_line``); jobs of another project are not held 
 from __future__ import annotations
 
 import pytest
-import redis
 
 from bulkjobs.synclog import SyncLog
 from models.seed import SeedResult
@@ -14,11 +13,6 @@ from worker.runner import run
 DELETE = "bulk_delete_records"
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def log(redis_client: redis.Redis) -> SyncLog:
-    return SyncLog(redis_client, dedupe_ttl=600)
 
 
 def _started(tokens: list[str]) -> list[str]:

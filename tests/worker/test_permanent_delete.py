@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import func, select, text
 
 from bulkjobs.synclog import SyncLog
@@ -30,16 +29,6 @@ pytestmark = pytest.mark.services
 
 DELETE, UNDELETE = "bulk_delete_records", "bulk_undelete_records"
 PURGE, PURGE_ONE = "bulk_permanent_delete_records", "permanent_delete_record"
-
-
-@pytest.fixture
-def log(redis_client: redis.Redis) -> SyncLog:
-    return SyncLog(redis_client, dedupe_ttl=600)
-
-
-@pytest.fixture
-def project(seeded: SeedResult) -> SeededProject:
-    return seeded.projects[0]
 
 
 def tombstones() -> dict[str, Any]:

@@ -19,7 +19,7 @@ from bulkjobs.settings import get_settings
 from bulkjobs.synclog import NewEvent, SyncLog
 from models import SyncOutbox
 from models.engine import get_engine
-from models.seed import SeededProject, SeedResult
+from models.seed import SeededProject
 from tests.worker.helpers import (
     cfg,
     children,
@@ -60,11 +60,6 @@ class CountingLog(SyncLog):
 @pytest.fixture
 def log(redis_client: redis.Redis) -> CountingLog:
     return CountingLog(redis_client)
-
-
-@pytest.fixture
-def project(seeded: SeedResult) -> SeededProject:
-    return seeded.projects[0]
 
 
 def actions(log: SyncLog, project: SeededProject) -> list[tuple[str, str]]:

@@ -63,13 +63,6 @@ def log(redis_client: redis.Redis) -> HookedLog:
     return HookedLog(redis_client)
 
 
-@pytest.fixture
-def project(seeded: SeedResult) -> SeededProject:
-    return seeded.projects[0]
-
-
-
-
 def make_link(project: SeededProject, target: str) -> str:
     """A link under the root pointing at ``target``."""
     recs = records(project.gid)

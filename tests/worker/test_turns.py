@@ -10,12 +10,11 @@ import threading
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import select, text, update
 
 from bulkjobs.synclog import SyncLog
 from models.engine import get_engine, get_write_engine
-from models.seed import SeededProject, SeedResult
+from models.seed import SeededProject
 from tests.worker.helpers import cfg, children, job_events, job_row, jobs_t, new_job, records
 from worker import reaper
 from worker.runner import finish, run
@@ -23,16 +22,6 @@ from worker.runner import finish, run
 DELETE = "bulk_delete_records"
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def log(redis_client: redis.Redis) -> SyncLog:
-    return SyncLog(redis_client, dedupe_ttl=600)
-
-
-@pytest.fixture
-def project(seeded: SeedResult) -> SeededProject:
-    return seeded.projects[0]
 
 
 def _leaves(project: SeededProject) -> list[dict[str, Any]]:

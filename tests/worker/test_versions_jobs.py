@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import redis
 
 from bulkjobs.synclog import SyncLog
 from models.seed import SeededProject, SeedResult
@@ -15,16 +14,6 @@ from tests.worker.helpers import ACTOR, do, records, space_events, versions
 pytestmark = pytest.mark.services
 
 RESTORE, REVERT = "restore_record_version", "revert_record_version"
-
-
-@pytest.fixture
-def log(redis_client: redis.Redis) -> SyncLog:
-    return SyncLog(redis_client, dedupe_ttl=600)
-
-
-@pytest.fixture
-def project(seeded: SeedResult) -> SeededProject:
-    return seeded.projects[0]
 
 
 def with_history(project: SeededProject) -> Any:
