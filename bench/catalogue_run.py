@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import BIN, ROOT, process
 
 
 def log(msg: str) -> None:
@@ -107,30 +106,16 @@ def tail(path: Path, lines: int = 8) -> list[str]:
 
 @contextmanager
 def web(env: dict[str, str], logdir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    out = logdir / "web.log"
-    proc = subprocess.Popen(
-        [str(BIN / "python"), "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--log-level", "warning"],
-        env={**os.environ, **env}, cwd=ROOT, stdout=out.open("wb"), stderr=subprocess.STDOUT,
-        start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"web exited: {out.read_text()[-2000:]}")
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                c.request("GET", "/healthz")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"web not ready: {out.read_text()[-2000:]}")
-            time.sleep(0.2)
+    """A real ``uvicorn api.app:app`` on ``port``, up once ``/healthz`` answers 200."""
+    def ready() -> bool:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        c.request("GET", "/healthz")
+        return c.getresponse().status == 200
+
+    with process([str(BIN / "python"), "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
+                  "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                 ready=ready, log=logdir / "web.log", env=env) as proc:
         yield proc
-    finally:
-        stop(proc)
 
 
 @dataclass
