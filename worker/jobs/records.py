@@ -291,7 +291,7 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
             break
         # One statement for the whole batch: the generation index (deleted_root) finds each
         # item's deletion rows, and removing them is the undelete.
-        args = {"ids": _gone_param(conn, ok)}
+        args = {"ids": _ids_param(conn, ok)}
         delete_rows = f"DELETE FROM record_deletion WHERE {_in_generations(conn)}"
         if not ctx.effects.collect_events:
             conn.execute(text(delete_rows), args)
@@ -475,19 +475,19 @@ def _remove_subtrees(conn: Connection, ctx: Context, heads: dict[int, str]) -> N
         "WHERE r.mpath >= b.lo AND r.mpath < b.hi"
     ), {"roots": roots}).all()
     links = conn.execute(text(
-        f"SELECT l.id, l.parent_id FROM {_gone_rows(conn)} CROSS JOIN record l "
+        f"SELECT l.id, l.parent_id FROM {_ids_rows(conn)} CROSS JOIN record l "
         "WHERE l.canonical_id = g.value AND l.is_link = true"
-    ), {"gone": _gone_param(conn, [rid for rid, _ in tree])}).all()
+    ), {"gone": _ids_param(conn, [rid for rid, _ in tree])}).all()
     parent_of = dict(tree)
     parent_of.update(links)
     gone = sorted(parent_of)
     # Parents that stay lose the children that go (links included); their public shape
     # changed, so they get an UPDATE event.
     lost = Counter(p for p in parent_of.values() if p is not None and p not in parent_of)
-    args = {"gone": _gone_param(conn, gone), "now": ctx.now}
+    args = {"gone": _ids_param(conn, gone), "now": ctx.now}
     conn.execute(text(
         "INSERT INTO record_tombstone (gid, record_id, project_gid, parent_gid, deleted_on) "
-        f"SELECT r.gid, r.id, r.project_gid, p.gid, :now FROM {_gone_rows(conn)} "
+        f"SELECT r.gid, r.id, r.project_gid, p.gid, :now FROM {_ids_rows(conn)} "
         "CROSS JOIN record r LEFT JOIN record p ON p.id = r.parent_id WHERE r.id = g.value "
         "ON CONFLICT (gid) DO NOTHING"
     ), args)
@@ -496,9 +496,9 @@ def _remove_subtrees(conn: Connection, ctx: Context, heads: dict[int, str]) -> N
             "UPDATE record SET childcount = childcount - :n, updated_on = :now WHERE id = :id"
         ), [{"n": n, "now": ctx.now, "id": pid} for pid, n in sorted(lost.items())])
     for table in ("record_version", "workflow_entry", "record_deletion"):
-        conn.execute(text(f"DELETE FROM {table} WHERE {_in_gone(conn, 'record_id')}"), args)
+        conn.execute(text(f"DELETE FROM {table} WHERE {_in_ids(conn, 'record_id')}"), args)
     removed = conn.execute(text(
-        f"DELETE FROM record WHERE {_in_gone(conn, 'id')} RETURNING gid"), args).scalars().all()
+        f"DELETE FROM record WHERE {_in_ids(conn, 'id')} RETURNING gid"), args).scalars().all()
     unindex(conn, gone)  # removed records lose their search entries
     ctx.effects.changed("DELETE", removed)
     if lost:
@@ -507,20 +507,20 @@ def _remove_subtrees(conn: Connection, ctx: Context, heads: dict[int, str]) -> N
         ).scalars())
 
 
-def _gone_param(conn: Connection, ids: Sequence[int]) -> Any:
-    """Record ids as one parameter: an array on PostgreSQL, JSON text on SQLite (whose
-    variable limit an expanded list of 100,000 ids would exceed)."""
+def _ids_param(conn: Connection, ids: Sequence[int]) -> Any:
+    """Record ids as one parameter (``:gone``, ``:ids``): an array on PostgreSQL, JSON text
+    on SQLite (whose variable limit an expanded list of 100,000 ids would exceed)."""
     return list(ids) if is_pg(conn) else dialect.json_ids(ids)
 
 
-def _gone_rows(conn: Connection) -> str:
+def _ids_rows(conn: Connection) -> str:
     """The ``:gone`` parameter as rows ``g.value``."""
     if is_pg(conn):
         return "unnest(CAST(:gone AS integer[])) AS g(value)"
     return "json_each(:gone) AS g"
 
 
-def _in_gone(conn: Connection, column: str) -> str:
+def _in_ids(conn: Connection, column: str) -> str:
     """``column`` is one of the ids in ``:gone``: an index lookup per id."""
     if is_pg(conn):
         return f"{column} = ANY(:gone)"
