@@ -638,7 +638,8 @@ class RecordEvents:
 
     def __init__(self, log: SyncLog) -> None:
         self.log = log
-        self.queue: queue.Queue[tuple[str, Effects, int | None] | None] = queue.Queue(maxsize=1)
+        self.queue: queue.Queue[tuple[str, Effects, Sequence[int] | None] | None] = (
+            queue.Queue(maxsize=1))
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
         self._appended: int | None = None  # the last outbox row appended

@@ -437,7 +437,7 @@ def permanent_delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -
     """Remove the given deleted records (roots of their delete generation) for good."""
     record_ids, tombstone_ids = _split(ids)
     failures = _tombstone_failures(conn, tombstone_ids)
-    rows = []
+    rows: Sequence[Any] = []
     if record_ids:
         # Locks first, then the state: an undelete holding a deletion row may remove it.
         if is_pg(conn):
@@ -478,8 +478,8 @@ def _remove_subtrees(conn: Connection, ctx: Context, heads: dict[int, str]) -> N
         f"SELECT l.id, l.parent_id FROM {_ids_rows(conn)} CROSS JOIN record l "
         "WHERE l.canonical_id = g.value AND l.is_link = true"
     ), {"gone": _ids_param(conn, [rid for rid, _ in tree])}).all()
-    parent_of = dict(tree)
-    parent_of.update(links)
+    parent_of: dict[int, int | None] = {rid: pid for rid, pid in tree}
+    parent_of.update((rid, pid) for rid, pid in links)
     gone = sorted(parent_of)
     # Parents that stay lose the children that go (links included); their public shape
     # changed, so they get an UPDATE event.
