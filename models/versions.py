@@ -33,3 +33,6 @@ class WorkflowEntry(SQLModel, table=True):
     actor: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     time: float = 0.0
     comment: str = ""
+    # The bulk job that wrote the entry (NULL for a single-record edit): how a job knows its
+    # own entries.  ``comment`` is for display only.
+    job_token: str | None = Field(default=None, max_length=36)
