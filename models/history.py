@@ -95,26 +95,28 @@ def clear_published(conn: Connection, ids: Sequence[int]) -> None:
 def write_workflow(
     conn: Connection, ids: Sequence[int], *, action: str, actor: dict[str, Any], now: float,
     comment: str = "", state_sql: str = "record.status",
-    states: Mapping[int, str] | None = None,
+    states: Mapping[int, str] | None = None, job_token: str | None = None,
 ) -> None:
     """One workflow entry per record; ``state_sql`` gives its ``review_state``, or
     ``states`` (record id → review state) when the caller has them already, and the record
-    rows are then not read again."""
+    rows are then not read again.  ``job_token`` names the bulk job writing the entries
+    (``None`` for a single-record edit)."""
     if not ids:
         return
     if states is not None:
         conn.execute(text(
-            "INSERT INTO workflow_entry (record_id, action, review_state, actor, time, comment) "
-            f"SELECT rid, :action, state, :actor, :now, :comment FROM {_pairs(conn, 'state')}"
+            "INSERT INTO workflow_entry (record_id, action, review_state, actor, time, comment, "
+            "job_token) SELECT rid, :action, state, :actor, :now, :comment, :job_token "
+            f"FROM {_pairs(conn, 'state')}"
         ), {"pairs": json.dumps([[i, states[i]] for i in ids]), "action": action,
-            "actor": json.dumps(actor), "now": now, "comment": comment})
+            "actor": json.dumps(actor), "now": now, "comment": comment, "job_token": job_token})
         return
     conn.execute(ids_param(conn,
-        "INSERT INTO workflow_entry (record_id, action, review_state, actor, time, comment) "
-        f"SELECT record.id, :action, {state_sql}, :actor, :now, :comment FROM record "
-        "WHERE record.id IN :ids"
+        "INSERT INTO workflow_entry (record_id, action, review_state, actor, time, comment, "
+        f"job_token) SELECT record.id, :action, {state_sql}, :actor, :now, :comment, "
+        ":job_token FROM record WHERE record.id IN :ids"
     ), {"ids": list(ids), "action": action, "actor": json.dumps(actor), "now": now,
-        "comment": comment})
+        "comment": comment, "job_token": job_token})
 
 
 __all__ = ["clear_published", "mark_published", "snapshot_sql", "version_id",

@@ -169,13 +169,16 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
     a batch that is decided below (``tops``); across batches the items come parents first
     (:func:`delete_prepare`), so an ancestor is always deleted before its descendants are
     reached, and a record this job already deleted with an ancestor counts as done.  This
-    job's deletions are known by the workflow entries it wrote (their comment names the
-    job)."""
+    job's deletions are known by the workflow entries it wrote (their ``job_token``); a
+    single-record delete (no token) has none, so everything deleted before it is "already
+    deleted"."""
     comment = f"bulk job {ctx.token}"
+    job_token = ctx.token or None
     rows = conn.execute(ids_param(conn, _ROWS + _for_update(conn)), {"ids": list(ids)}).all()
     failures = _vanished_failures(conn, ids, rows)
     ok: dict[int, str] = {}
-    gone_with = _deleted_by_job(conn, comment, {r.deleted_root for r in rows if r.deleted_root})
+    gone_with = _deleted_by_job(conn, job_token,
+                                {r.deleted_root for r in rows if r.deleted_root})
     went_down: list[int] = []
     for rid, gid, parent_id, mpath, deleted_root in rows:
         if deleted_root in gone_with and deleted_root != rid:
@@ -191,7 +194,7 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
     tops = [rid for rid, mpath in ok.items()
             if not any(int(a) in ok for a in mpath.strip("/").split("/")[:-1])]
     write_workflow(conn, went_down, action="delete", actor=ctx.actor, now=ctx.now,
-                   comment=comment, state_sql="'deleted'")
+                   comment=comment, state_sql="'deleted'", job_token=job_token)
     tops = _claim(conn, ctx, tops, ok, rows, failures)
     if not tops:
         return failures
@@ -217,7 +220,7 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
         "ON CONFLICT (record_id) DO NOTHING" + returning
     ), {"ids": dialect.json_ids(tops)}))
     write_workflow(conn, list(ok), action="delete", actor=ctx.actor, now=ctx.now,
-                   comment=comment, state_sql="'deleted'")
+                   comment=comment, state_sql="'deleted'", job_token=job_token)
     return failures
 
 
@@ -247,14 +250,16 @@ def _claim(conn: Connection, ctx: Context, tops: list[int], ok: dict[int, str],
     return [rid for rid in tops if rid in claimed]
 
 
-def _deleted_by_job(conn: Connection, comment: str, roots: set[int]) -> set[int]:
-    """Those of the generation roots ``roots`` that the job with this workflow comment
-    deleted."""
-    if not roots:
+def _deleted_by_job(conn: Connection, job_token: str | None, roots: set[int]) -> set[int]:
+    """Those of the generation roots ``roots`` that the job ``job_token`` deleted (none for a
+    single-record delete).  The token is a column of its own: the comment text, shared by
+    every single-record delete, could name another delete's generation as this one's."""
+    if not roots or job_token is None:
         return set()
     return set(conn.execute(ids_param(conn,
         "SELECT record_id FROM workflow_entry WHERE record_id IN :ids AND action = 'delete' "
-        "AND comment = :comment"), {"ids": sorted(roots), "comment": comment}).scalars())
+        "AND job_token = :job_token"), {"ids": sorted(roots), "job_token": job_token}
+    ).scalars())
 
 
 def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
@@ -315,7 +320,8 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
             failures.pop(rid, None)
         pending = retry
     write_workflow(conn, done, action="undelete", actor=ctx.actor, now=ctx.now,
-                   comment=f"bulk job {ctx.token}", states=states)
+                   comment=f"bulk job {ctx.token}", states=states,
+                   job_token=ctx.token or None)
     return vanished + list(failures.values()) + _tombstone_failures(conn, tombstone_ids)
 
 
