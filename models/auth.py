@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from sqlalchemy import JSON, Column, UniqueConstraint
@@ -37,6 +38,11 @@ class User(SQLModel, table=True):
     name: str = ""
     password_hash: str = ""
     ops: bool = False
+    # A disabled user can neither log in nor use a token issued before.
+    disabled: bool = False
+    # Tokens carry the version of their login ("ver"); one older than this is refused, so
+    # bumping it ends every session of the user at once.
+    token_version: int = 0
 
     def public(self) -> dict[str, Any]:
         return {"gid": self.gid, "username": self.username, "name": self.name}
@@ -56,9 +62,15 @@ class Member(SQLModel, table=True):
         }
 
 
+def new_key_id() -> str:
+    """A short public id of an API key (not a secret: listed, and carried by its tokens)."""
+    return secrets.token_hex(6)
+
+
 class ApiKey(SQLModel, table=True):
     """An API key, stored as its SHA-256 digest.  Keys are 256-bit random strings, so a fast
-    digest is enough (unlike passwords, which get scrypt)."""
+    digest is enough (unlike passwords, which get scrypt).  ``key_id`` names the key in
+    listings and in the JWTs made from it; revoking deletes the row."""
 
     __table_args__ = (UniqueConstraint("user_gid", "project_gid", "name"),)
 
@@ -67,3 +79,4 @@ class ApiKey(SQLModel, table=True):
     project_gid: str = Field(foreign_key="project.gid", max_length=36)
     name: str = "default"
     created_on: float = 0.0
+    key_id: str = Field(default_factory=new_key_id, max_length=16, unique=True, index=True)
