@@ -14,11 +14,13 @@ from api.ratelimit import RateLimitHeaders
 from api.unicat import auth, jobs, record_definitions, records, schema, sync
 from api.unicat.openapi import ERRORS as UNICAT_ERRORS
 from bulkjobs import __version__, logs
+from bulkjobs.settings import settings_or_exit
 
 logger = logging.getLogger(__name__)
 
 
 def create_app() -> FastAPI:
+    settings_or_exit()  # a bad setting stops the web process here, in one line
     app = FastAPI(
         title="bulkjobs", version=__version__,
         description="Bulk content jobs with a live, resumable event stream. Unicat, DatoCMS "

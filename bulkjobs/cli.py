@@ -21,9 +21,9 @@ def main() -> None:
     """Log set-up for every command: LOG_FORMAT applies; the level is WARNING unless LOG_LEVEL
     is set, so that commands print their own output and nothing else."""
     from bulkjobs import logs
-    from bulkjobs.settings import get_settings
+    from bulkjobs.settings import settings_or_exit
 
-    settings = get_settings()
+    settings = settings_or_exit()
     logs.setup(level=None if "log_level" in settings.model_fields_set else "WARNING")
 
 

@@ -6,9 +6,11 @@ several test sessions — can share one Redis server without touching each other
 
 from __future__ import annotations
 
-from bulkjobs.settings import get_settings
+from bulkjobs.settings import settings_or_exit
 
-PREFIX = get_settings().redis_prefix
+# Read when the first module of any process imports this one: a process whose settings do not
+# validate stops here, with one line naming the setting (bulkjobs.settings.settings_or_exit).
+PREFIX = settings_or_exit().redis_prefix
 
 #: The global cursor space; job events live here.
 CC_SPACE = "cc"

@@ -2,24 +2,49 @@
 
 Every process reads its configuration through :func:`get_settings`; nothing else looks at
 ``os.environ``.  ``JWT_SECRET`` has no built-in constant: in development it is generated on
-first use into ``./data/jwt_secret`` so that every process of one checkout shares it; in
-production (``BULKJOBS_ENV=production``) it must be given.
+first use into ``./data/jwt_secret`` (mode 0600) so that every process of one checkout shares
+it; in production (``BULKJOBS_ENV=production``) it must be given, at least 32 bytes long.
+
+Every setting is validated when it is read: sizes and counts at least 1, intervals above 0,
+URLs that parse with a scheme the product speaks, a known ``BULKJOBS_ENV`` and ``LOG_LEVEL``.
+Each process calls :func:`settings_or_exit` first, so a bad value stops it at start with one
+line naming the setting (exit status 2) instead of a job that ends ``done`` with nothing done.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
+import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Settings whose values are never echoed in an error (they may carry passwords).
+_SECRET = {"JWT_SECRET", "DATABASE_URL", "REDIS_URL", "BROKER_URL"}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SCHEMES = {
+    "DATABASE_URL": ("sqlite", "postgresql"),  # each with an optional +driver
+    "REDIS_URL": ("redis", "rediss", "unix"),
+    "BROKER_URL": ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp"),
+    "STREAM_PUBLIC_URL": ("ws", "wss"),
+}
+
+
+class InvalidSetting(ValueError):
+    """Settings that do not validate; ``str()`` is one line naming each bad setting."""
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
-    env: str = Field(default="development", alias="BULKJOBS_ENV")
+    env: Literal["development", "production"] = Field(default="development",
+                                                      alias="BULKJOBS_ENV")
     data_dir: Path = Field(default=Path("data"), alias="DATA_DIR")
     database_url: str = Field(default="", alias="DATABASE_URL")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", alias="REDIS_URL")
@@ -28,39 +53,65 @@ class Settings(BaseSettings):
         default="bulkjobs", alias="REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]+$"
     )
     jwt_secret: str = Field(default="", alias="JWT_SECRET")
-    jwt_ttl: int = Field(default=3600, alias="JWT_TTL")
-    web_port: int = Field(default=8000, alias="WEB_PORT")
-    stream_port: int = Field(default=8765, alias="STREAM_PORT")
+    jwt_ttl: int = Field(default=3600, alias="JWT_TTL", ge=1)
+    web_port: int = Field(default=8000, alias="WEB_PORT", ge=1, le=65535)
+    stream_port: int = Field(default=8765, alias="STREAM_PORT", ge=1, le=65535)
     # Retention of each sync space: at least this many events and at least this many seconds.
-    sync_retention: int = Field(default=100_000, alias="SYNC_RETENTION")
-    sync_retention_seconds: int = Field(default=86_400, alias="SYNC_RETENTION_SECONDS")
-    batch_size: int = Field(default=1000, alias="BATCH_SIZE")
+    sync_retention: int = Field(default=100_000, alias="SYNC_RETENTION", ge=1)
+    sync_retention_seconds: int = Field(default=86_400, alias="SYNC_RETENTION_SECONDS", ge=1)
+    batch_size: int = Field(default=1000, alias="BATCH_SIZE", ge=1)
     # SQLite: how long a statement waits for another process's write lock before it fails
     # with "database is locked" (a job then waits and retries, see worker.runner).
     db_busy_timeout: float = Field(default=60.0, alias="DB_BUSY_TIMEOUT", gt=0)
     # Seconds between progress events of one job: at most 1/interval events per second.
-    progress_interval: float = Field(default=0.1, alias="PROGRESS_INTERVAL")
+    progress_interval: float = Field(default=0.1, alias="PROGRESS_INTERVAL", gt=0)
     # A running job whose heartbeat is older than this is taken to be dead and re-queued.
-    stale_after: float = Field(default=30.0, alias="STALE_AFTER")
-    heartbeat_interval: float = Field(default=2.0, alias="HEARTBEAT_INTERVAL")
-    queued_stale_after: float = Field(default=120.0, alias="QUEUED_STALE_AFTER")
-    reaper_interval: float = Field(default=10.0, alias="REAPER_INTERVAL")
+    stale_after: float = Field(default=30.0, alias="STALE_AFTER", gt=0)
+    heartbeat_interval: float = Field(default=2.0, alias="HEARTBEAT_INTERVAL", gt=0)
+    queued_stale_after: float = Field(default=120.0, alias="QUEUED_STALE_AFTER", gt=0)
+    reaper_interval: float = Field(default=10.0, alias="REAPER_INTERVAL", gt=0)
     # A run gives a job back and re-queues it after this many seconds (fairness).
-    slice_seconds: float = Field(default=5.0, alias="SLICE_SECONDS")
+    slice_seconds: float = Field(default=5.0, alias="SLICE_SECONDS", gt=0)
     record_events: bool = Field(default=True, alias="RECORD_EVENTS")
-    auth_timeout: float = Field(default=10.0, alias="AUTH_TIMEOUT")
-    membership_refresh: float = Field(default=2.0, alias="MEMBERSHIP_REFRESH")
+    auth_timeout: float = Field(default=10.0, alias="AUTH_TIMEOUT", gt=0)
+    membership_refresh: float = Field(default=2.0, alias="MEMBERSHIP_REFRESH", gt=0)
     # Logs: "plain" text or "json" (one object per line), applied by bulkjobs.logs.
     log_format: str = Field(default="plain", alias="LOG_FORMAT", pattern=r"^(plain|json)$")
-    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")  # one of _LOG_LEVELS
     # A Celery worker renews its heartbeat this often; it counts as alive for three periods.
-    worker_heartbeat: float = Field(default=5.0, alias="WORKER_HEARTBEAT")
+    worker_heartbeat: float = Field(default=5.0, alias="WORKER_HEARTBEAT", gt=0)
     # The websocket URL the ops dashboard connects to; empty: ws://<request host>:STREAM_PORT/sync
     stream_public_url: str = Field(default="", alias="STREAM_PUBLIC_URL")
     # Per-user rate limit of the HTTP API: requests per fixed window of RATE_LIMIT_WINDOW
     # seconds (0: no limit).  Every authenticated answer carries the X-RateLimit-* headers.
     rate_limit: int = Field(default=6000, alias="RATE_LIMIT", ge=0)
     rate_limit_window: int = Field(default=60, alias="RATE_LIMIT_WINDOW", ge=1)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+        return value.upper()
+
+    @field_validator("database_url", "redis_url", "broker_url", "stream_public_url")
+    @classmethod
+    def _parses(cls, value: str, info: ValidationInfo) -> str:
+        if value:
+            field = info.field_name or ""
+            name = cls.model_fields[field].alias or field
+            _check_url(value, _SCHEMES[name])
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.env == "production" and len(self.jwt_secret.encode()) < 32:
+            raise ValueError("JWT_SECRET must be set to at least 32 bytes when "
+                             "BULKJOBS_ENV=production")
+        if self.heartbeat_interval >= self.stale_after:
+            raise ValueError("HEARTBEAT_INTERVAL must be shorter than STALE_AFTER (a running "
+                             "job would look dead between two heartbeats)")
+        return self
 
     @property
     def effective_database_url(self) -> str:
@@ -85,21 +136,69 @@ class Settings(BaseSettings):
         return _development_secret(self.data_dir)
 
 
+def _check_url(value: str, schemes: tuple[str, ...]) -> None:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"is not a URL ({exc})") from None
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme not in schemes:
+        raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    if scheme not in ("sqlite", "unix") and not parts.hostname:
+        raise ValueError("has no host")
+
+
 def _development_secret(data_dir: Path) -> str:
-    """Read, or create once, the development secret shared by every process of a checkout."""
+    """Read, or create once, the development secret shared by every process of a checkout.
+
+    The secret is written to a private temporary file (mode 0600) that is then linked to its
+    name: the link either appears whole or fails because another process won the race, so no
+    process ever reads a half-written or world-readable secret."""
     path = data_dir / "jwt_secret"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        candidate = secrets.token_urlsafe(48)
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".jwt_secret.")  # mode 0600
         try:
-            # O_EXCL: when two processes start at once, exactly one writes the secret.
-            with path.open("x") as fh:
-                fh.write(candidate)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(tmp, path)
         except FileExistsError:
             pass
+        finally:
+            os.unlink(tmp)
     return path.read_text().strip()
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings; :class:`InvalidSetting` (one line) when one does not validate."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise InvalidSetting(_one_line(exc)) from None
+
+
+def settings_or_exit() -> Settings:
+    """The settings, for a process starting: a bad setting prints one line naming it on
+    stderr and exits with status 2 (every entry point calls this before anything else)."""
+    try:
+        return get_settings()
+    except InvalidSetting as exc:
+        print(f"bulkjobs: invalid settings: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        name = ".".join(str(part) for part in error["loc"])
+        if not name:  # a check across settings names them in its message
+            problems.append(message)
+            continue
+        shown = "" if name in _SECRET else f" (got {error['input']!r})"
+        problems.append(f"{name}: {message}{shown}")
+    return "; ".join(problems)

@@ -42,7 +42,9 @@ def _stopping(stop: asyncio.Event, sig: signal.Signals) -> None:
 
 def main() -> int:
     from bulkjobs.logs import setup
+    from bulkjobs.settings import settings_or_exit
 
+    settings_or_exit()  # a bad setting stops the process here, in one line
     setup()  # LOG_FORMAT / LOG_LEVEL, as every process
     return run(serve())
 

@@ -14,7 +14,7 @@ from celery import Celery
 from celery.signals import worker_init
 
 from bulkjobs.keys import JOBS_QUEUE, broker_transport_keys
-from bulkjobs.settings import Settings, get_settings
+from bulkjobs.settings import Settings, settings_or_exit
 from models.engine import use_file_temp_store
 from worker import signals  # noqa: F401  (log format and worker heartbeat handlers)
 
@@ -40,7 +40,7 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-app = make_celery(get_settings())
+app = make_celery(settings_or_exit())  # worker and beat: a bad setting stops them here
 
 
 @worker_init.connect
