@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # seconds (0: no limit).  Every authenticated answer carries the X-RateLimit-* headers.
     rate_limit: int = Field(default=6000, alias="RATE_LIMIT", ge=0)
     rate_limit_window: int = Field(default=60, alias="RATE_LIMIT_WINDOW", ge=1)
+    # Seconds a session lasts from its login, however often its JWT is renewed (12 hours).
+    session_max_age: int = Field(default=43_200, alias="SESSION_MAX_AGE", gt=0)
 
     @field_validator("log_level")
     @classmethod
