@@ -1,13 +1,14 @@
 """Tables, engine, queries and selection resolution.  Every table is re-exported here."""
 
 from models.auth import ALL_CHANNEL, ApiKey, Member, Project, User
-from models.jobs import Job, JobItem
+from models.jobs import Job, JobItem, ReadToken
 from models.outbox import SyncOutbox
 from models.records import Record, RecordDeletion, RecordTombstone
 from models.schema import SchemaItem
 from models.versions import RecordVersion, WorkflowEntry
 
 __all__ = [
-    "ALL_CHANNEL", "ApiKey", "Job", "JobItem", "Member", "Project", "Record", "RecordDeletion",
-    "RecordTombstone", "RecordVersion", "SchemaItem", "SyncOutbox", "User", "WorkflowEntry",
+    "ALL_CHANNEL", "ApiKey", "Job", "JobItem", "Member", "Project", "ReadToken", "Record",
+    "RecordDeletion", "RecordTombstone", "RecordVersion", "SchemaItem", "SyncOutbox", "User",
+    "WorkflowEntry",
 ]

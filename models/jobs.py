@@ -61,3 +61,14 @@ class JobItem(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     job_token: str = Field(max_length=36)
     item_id: int
+
+
+class ReadToken(SQLModel, table=True):
+    """Whom a ``records/bulk/get`` read token (its ``job_item`` rows) was made for: its page
+    cursor is honoured only on that project's route and for that user."""
+
+    __tablename__ = "read_token"
+
+    token: str = Field(primary_key=True, max_length=36)
+    project_gid: str = Field(max_length=36)
+    user_gid: str = Field(max_length=36)

@@ -8,6 +8,11 @@ selection as it was when the first page was asked for (the records' content is c
 Read tokens older than ``KEEP_SECONDS`` are dropped when a new one is made; a cursor that
 outlived its token answers a 1006 error ("page.cursor expired"), and the client starts over.
 
+A read token belongs to the project and the user it was made for (a ``read_token`` row): a
+cursor is honoured only on that project's route and for that user, and answers exactly as an
+expired one otherwise, so a cursor handed to, or kept by, anyone else reads nothing and tells
+nothing.  (Membership itself is the route's check, made on every page.)
+
 The route calls :func:`read_page`: on SQLite, the first page's resolution and the dropping of
 old read tokens run in slices of short write transactions (:func:`models.resolve.
 resolve_in_slices`), so a read of a huge selection never holds the database's write lock for
@@ -33,6 +38,7 @@ from models.resolve import SLICE_LIMIT, resolve_in_slices, resolve_into
 from models.selection import Selection
 
 KEEP_SECONDS = 900
+EXPIRED = "page.cursor expired; start again without it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +71,8 @@ def _decode(cursor: str) -> tuple[str, int, int]:
 
 
 def read_page(
-    engine: Engine, *, project_gid: str, selection: Selection, cursor: str | None, size: int,
+    engine: Engine, *, project_gid: str, user_gid: str, selection: Selection,
+    cursor: str | None, size: int,
 ) -> Page:
     """One page of the selection's records, as :func:`page`, in transactions of its own (see
     the module docstring)."""
@@ -73,18 +80,37 @@ def read_page(
         now = time.time()
         _drop_old_tokens(engine, now)
         token = _token(now)
+        with engine.execution_options(writer=True).begin() as conn:
+            _own(conn, token, project_gid=project_gid, user_gid=user_gid)
         total = resolve_in_slices(engine, token=token, project_gid=project_gid,
                                   selection=selection, mode="live", reading=True)
         cursor = _encode(token, 0, total)  # the first page, read as a next one
     with engine.connect() as conn:
-        result = page(conn, project_gid=project_gid, selection=selection, cursor=cursor,
-                      size=size)
+        result = page(conn, project_gid=project_gid, user_gid=user_gid, selection=selection,
+                      cursor=cursor, size=size)
         conn.rollback()
     return result
 
 
+def _own(conn: Connection, token: str, *, project_gid: str, user_gid: str) -> None:
+    conn.execute(text("INSERT INTO read_token (token, project_gid, user_gid) "
+                      "VALUES (:t, :p, :u)"), {"t": token, "p": project_gid, "u": user_gid})
+
+
+def _check_owner(conn: Connection, token: str, *, project_gid: str, user_gid: str) -> None:
+    """:class:`SelectionError` "expired" unless ``token`` was made for this project and user
+    (an unknown, dropped or foreign token: one answer, which tells nothing)."""
+    row = conn.execute(text("SELECT project_gid, user_gid FROM read_token WHERE token = :t"),
+                       {"t": token}).first()
+    if row is None or (row[0], row[1]) != (project_gid, user_gid):
+        raise SelectionError(EXPIRED)
+
+
 def _drop_old_tokens(engine: Engine, now: float) -> None:
     old = {"old": f"get-{int(now - KEEP_SECONDS):08x}"}
+    # The owners first: a token whose items are half dropped is already unknown.
+    with engine.execution_options(writer=True).begin() as conn:
+        conn.execute(text("DELETE FROM read_token WHERE token < :old"), old)
     if writers_file(engine) is None:
         with engine.execution_options(writer=True).begin() as conn:
             conn.execute(text("DELETE FROM job_item WHERE job_token LIKE 'get-%' "
@@ -101,28 +127,34 @@ def _drop_old_tokens(engine: Engine, now: float) -> None:
 
 
 def page(
-    conn: Connection, *, project_gid: str, selection: Selection, cursor: str | None, size: int,
+    conn: Connection, *, project_gid: str, user_gid: str, selection: Selection,
+    cursor: str | None, size: int,
 ) -> Page:
-    """One page of the selection's records; call inside a writing transaction (a reading one
-    will do with a ``cursor``)."""
+    """One page of the selection's records for ``user_gid`` on ``project_gid``'s route; call
+    inside a writing transaction (a reading one will do with a ``cursor``).  A cursor made
+    for another project or user answers as an expired one."""
     if cursor is None:
         now = time.time()
+        old = {"old": f"get-{int(now - KEEP_SECONDS):08x}"}
+        conn.execute(text("DELETE FROM read_token WHERE token < :old"), old)
         # One range of the token index: read tokens sort after every job's (a uuid's
         # first character is a hex digit, below "g").
         conn.execute(text("DELETE FROM job_item WHERE job_token >= 'get-' "
-                          "AND job_token < :old"), {"old": f"get-{int(now - KEEP_SECONDS):08x}"})
+                          "AND job_token < :old"), old)
         token = _token(now)
+        _own(conn, token, project_gid=project_gid, user_gid=user_gid)
         total = resolve_into(conn, token=token, project_gid=project_gid, selection=selection,
                              mode="live", reading=True)
         position = 0
     else:
         token, position, total = _decode(cursor)
+        _check_owner(conn, token, project_gid=project_gid, user_gid=user_gid)
     rows = conn.execute(text(
         "SELECT j.id, j.item_id FROM job_item j WHERE j.job_token = :t AND j.id > :p "
         "ORDER BY j.id LIMIT :n"
     ), {"t": token, "p": position, "n": size + 1}).all()
     if cursor is not None and not rows and position == 0 and total:
-        raise SelectionError("page.cursor expired; start again without it")
+        raise SelectionError(EXPIRED)
     more = len(rows) > size
     rows = rows[:size]
     next_cursor = _encode(token, rows[-1][0], total) if more and rows else None

@@ -189,8 +189,9 @@ def bulk_get(project: str, body: RecordsBulkGetBody, actor: MemberDep,
              session: SessionDep) -> Any:
     """A page of the selection's records; follow `page.cursor` until it is null."""
     selection = parse_selection(body.selection, kind="records")
-    result = reads.read_page(get_engine(), project_gid=actor.project.gid, selection=selection,
-                             cursor=body.page_cursor, size=body.page_size)
+    result = reads.read_page(get_engine(), project_gid=actor.project.gid, user_gid=actor.user,
+                             selection=selection, cursor=body.page_cursor,
+                             size=body.page_size)
     session.commit()  # a fresh snapshot: see the rows the page just resolved
     recs = _in_order(session, result.ids)
     return ok({"records": [r.gid for r in recs], "records.size": result.total,

@@ -230,9 +230,11 @@ def test_read_pages_use_their_indexes(plan_db: dict[str, Any]) -> None:
     next page."""
     def scenario(conn: Connection, _: None) -> None:
         sel = parse_selection([{"children": plan_db["root"]}, SEARCH], kind="records")
-        first = page(conn, project_gid=plan_db["project"], selection=sel, cursor=None, size=50)
+        first = page(conn, project_gid=plan_db["project"], user_gid="reader", selection=sel,
+                     cursor=None, size=50)
         assert first.cursor is not None
-        page(conn, project_gid=plan_db["project"], selection=sel, cursor=first.cursor, size=50)
+        page(conn, project_gid=plan_db["project"], user_gid="reader", selection=sel,
+             cursor=first.cursor, size=50)
 
     _check(plan_db, scenario)
 
