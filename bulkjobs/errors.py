@@ -22,6 +22,16 @@ class BulkJobsError(Exception):
         self.info: dict[str, Any] = info or {}
 
 
+def public_message(exc: BaseException) -> str:
+    """What a client may read of an exception a job ended with: a product error's own
+    message; for anything else its class name only.  The text of a database error carries
+    the SQL statement and its bound parameters, others may carry paths or stack details:
+    those stay in the worker's log."""
+    if isinstance(exc, BulkJobsError):
+        return exc.message
+    return f"{type(exc).__name__}: the job failed on the worker (its log has the details)"
+
+
 class BadRequest(BulkJobsError):
     status = code = 400
     message = "Bad request"

@@ -143,7 +143,7 @@ def _check_url(value: str, schemes: tuple[str, ...]) -> None:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
-        raise ValueError(f"is not a URL ({exc})") from None
+        raise ValueError("is not a URL") from exc
     scheme = parts.scheme.split("+", 1)[0]
     if scheme not in schemes:
         raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")

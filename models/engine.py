@@ -73,7 +73,7 @@ def make_engine(url: str) -> Engine:
         # batches over every pooled connection and grow every one of those caches.
         busy = get_settings().db_busy_timeout
         engine = create_engine(url, connect_args={"timeout": busy, "check_same_thread": False},
-                               pool_use_lifo=True)
+                               pool_use_lifo=True, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         if path and path != ":memory:":
@@ -82,7 +82,7 @@ def make_engine(url: str) -> Engine:
     # JIT off: a batch statement's estimate (a subtree range is costed as a tenth of the
     # table) crosses jit_above_cost, and compiling then costs more than the statement.
     return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True,
-                         connect_args={"options": "-c jit=off"})
+                         connect_args={"options": "-c jit=off"}, hide_parameters=True)
 
 
 # Where SQLite keeps temporary b-trees, sort runs and statement journals.  MEMORY suits the

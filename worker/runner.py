@@ -68,7 +68,7 @@ from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, up
 from sqlalchemy.exc import DBAPIError
 
 from bulkjobs import keys
-from bulkjobs.errors import SelectionError
+from bulkjobs.errors import SelectionError, public_message
 from bulkjobs.settings import get_settings
 from bulkjobs.synclog import SyncLog
 from models.engine import (
@@ -360,14 +360,14 @@ def run(
         failures = _count_failure(token, owner)
         if failures is None:  # not ours any more (finished, or taken over): nothing to retry
             raise
-        error = f"{type(exc).__name__}: {exc}"
+        error = public_message(exc)  # no SQL, parameters or stack text in info.error
         if failures > cfg.max_retries:
-            logger.error("job %s failed %s times, rejecting: %s", token, failures, error,
-                         extra={"job": token})
+            logger.error("job %s failed %s times, rejecting: %s", token, failures, exc,
+                         exc_info=True, extra={"job": token})
             reject(token, log=log, error=error)
             return REJECTED
         countdown = backoff(failures)
-        logger.warning("job %s failed (%s), retry %s in %s s", token, error, failures, countdown,
+        logger.warning("job %s failed (%s), retry %s in %s s", token, exc, failures, countdown,
                        exc_info=True, extra={"job": token})
         _push_heartbeat(token, countdown)
         raise RetryLater(token, failures, countdown) from exc
