@@ -27,6 +27,7 @@ Recording never fails a job: a Redis error here is logged and swallowed.
 from __future__ import annotations
 
 import bisect
+import hmac
 import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,6 +36,7 @@ from typing import Any
 import redis
 
 from bulkjobs import keys
+from bulkjobs.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -139,3 +141,14 @@ def read(client: redis.Redis) -> Totals:
         except ValueError:  # a foreign or damaged field is skipped, never a failed scrape
             logger.warning("ignoring metrics field %r = %r", name, value)
     return out
+
+
+def metrics_allowed(authorization: str) -> bool:
+    """Whether a request with this ``Authorization`` header may read ``/metrics`` (web and
+    stream alike): anyone, unless ``METRICS_TOKEN`` is set; then only its bearer."""
+    token = get_settings().metrics_token
+    if not token:
+        return True
+    scheme, _, value = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
+                                                               token.encode())

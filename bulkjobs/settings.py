@@ -26,7 +26,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Settings whose values are never echoed in an error (they may carry passwords).
-_SECRET = {"JWT_SECRET", "DATABASE_URL", "REDIS_URL", "BROKER_URL"}
+_SECRET = {"JWT_SECRET", "DATABASE_URL", "REDIS_URL", "BROKER_URL", "METRICS_TOKEN"}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SCHEMES = {
     "DATABASE_URL": ("sqlite", "postgresql"),  # each with an optional +driver
@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # seconds (0: no limit).  Every authenticated answer carries the X-RateLimit-* headers.
     rate_limit: int = Field(default=6000, alias="RATE_LIMIT", ge=0)
     rate_limit_window: int = Field(default=60, alias="RATE_LIMIT_WINDOW", ge=1)
+    # When set, /metrics of the web and stream processes asks for this bearer token.
+    metrics_token: str = Field(default="", alias="METRICS_TOKEN")
     # Seconds a session lasts from its login, however often its JWT is renewed (12 hours).
     session_max_age: int = Field(default=43_200, alias="SESSION_MAX_AGE", gt=0)
 

@@ -451,3 +451,9 @@ def in_slices(engine: Engine, step: Any, *, limit: int,
             return total
         size = next_batch_size(size, seconds, limit=limit)
         let_writers_in(engine)
+
+
+def database_answers() -> None:
+    """``SELECT 1`` on the database; raises when it does not answer (health checks)."""
+    with get_engine().connect() as conn:
+        conn.execute(text("SELECT 1"))

@@ -70,9 +70,11 @@ from websockets.protocol import State
 
 from bulkjobs import keys, tokens
 from bulkjobs.errors import BulkJobsError, Unauthorized
+from bulkjobs.metrics import metrics_allowed
 from bulkjobs.settings import get_settings
 from bulkjobs.synclog import AsyncSyncLog, Item, count_events, is_recovered
 from bulkjobs.tokens import Claims
+from models.engine import database_answers
 from stream import access, protocol
 from stream.fanout import DEFAULT_LIMIT, Hub, Subscriber, framed, frames
 from stream.metrics import StreamCollector
@@ -552,27 +554,43 @@ class StreamServer:
 
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
+        if path == "/livez":  # the process serves requests; nothing else is checked
+            return _respond(ws, HTTPStatus.OK, '{"status": "ok"}\n', "application/json")
         if path == "/healthz":
             return await self._healthz(ws)
+        if path == "/readyz":
+            return await self._healthz(ws, database=True)
         if path == "/metrics":
+            if not metrics_allowed(request.headers.get("Authorization", "")):
+                return _respond(ws, HTTPStatus.UNAUTHORIZED, "METRICS_TOKEN required\n",
+                                "text/plain")
             return _respond(ws, HTTPStatus.OK, generate_latest(self.registry).decode(),
                             CONTENT_TYPE_LATEST)
         if path != "/sync":
             return ws.respond(HTTPStatus.NOT_FOUND, "Not found\n")
         return None
 
-    async def _healthz(self, ws: ServerConnection) -> Response:
+    async def _healthz(self, ws: ServerConnection, *, database: bool = False) -> Response:
+        """Redis answers and the reader follows the log (``/healthz``); for ``/readyz`` the
+        database answers too (every connection's authentication reads it)."""
+        checks: dict[str, bool] = {}
+        if database:
+            try:
+                async with asyncio.timeout(2):
+                    await asyncio.to_thread(database_answers)
+                checks["database"] = True
+            except Exception:
+                checks["database"] = False
         try:
             async with asyncio.timeout(2):
                 await self.redis.ping()
             redis_ok = True
         except Exception:
             redis_ok = False
-        ok = redis_ok and self.reader.connected and not self.failed
-        body = json.dumps({
-            "status": "ok" if ok else "unavailable", "redis": redis_ok,
-            "reader": self.reader.connected and not self.failed,
-        })
+        checks["redis"] = redis_ok
+        checks["reader"] = self.reader.connected and not self.failed
+        ok = all(checks.values())
+        body = json.dumps({"status": "ok" if ok else "unavailable", **checks})
         status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
         return _respond(ws, status, body + "\n", "application/json")
 

@@ -97,14 +97,15 @@ def test_every_route_is_documented() -> None:
     spec = app.openapi()
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
-            if path in ("/healthz", "/metrics", "/ops", "/ops/api/config"):
+            if path in ("/healthz", "/livez", "/readyz", "/metrics", "/ops", "/ops/api/config"):
                 continue
             assert {"400", "401", "403", "404", "429"} <= set(operation["responses"]), (
                 method, path)
 
 
 PUBLIC = {("post", "/api/p/{project}/auth"), ("post", "/api/p/{project}/login"),
-          ("post", "/api/login"), ("get", "/healthz"), ("get", "/metrics"), ("get", "/ops"),
+          ("post", "/api/login"), ("get", "/healthz"), ("get", "/livez"), ("get", "/readyz"),
+          ("get", "/metrics"), ("get", "/ops"),
           ("get", "/ops/api/config")}
 
 
@@ -206,6 +207,8 @@ SUCCESSES: list[tuple[str, str, dict[str, str], Any]] = [
     ("GET", "/ops/api/stats", {}, None),
     ("GET", "/ops/api/config", {}, None),
     ("GET", "/healthz", {}, None),
+    ("GET", "/livez", {}, None),
+    ("GET", "/readyz", {}, None),
     ("GET", "/dato/p/{project}/items/{item_id}", {"item_id": "$root"}, None),
     ("GET", "/dato/p/{project}/items/{item_id}/versions", {"item_id": "$root"}, None),
     ("GET", "/dato/p/{project}/versions/{version_id}", {"version_id": "$root_version"}, None),
