@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel
 
 QUEUED, PROCESSING, DONE, REJECTED = "queued", "processing", "done", "rejected"
@@ -50,6 +51,12 @@ class Job(SQLModel, table=True):
             "project_gid": self.project_gid, "job": self.job, "status": self.status,
             "info": self.info, "created_on": self.created_on, "updated_on": self.updated_on,
         }
+
+
+#: Loader options for job rows read for their public state (:meth:`Job.public`): the
+#: selection (``params``, up to 8 MiB), the actor and a result's payload stay in the
+#: database.  Reading them would cost every listed job its selection's text, decoded.
+PUBLIC_ONLY = tuple(defer(getattr(Job, name)) for name in ("params", "actor", "result_payload"))
 
 
 class JobItem(SQLModel, table=True):

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from models.auth import Member, Project, User
 from models.engine import get_engine
-from models.jobs import UNFINISHED, Job
+from models.jobs import PUBLIC_ONLY, UNFINISHED, Job
 from models.queries import visible_projects
 
 _CHUNK = 500
@@ -84,7 +84,8 @@ def job_snapshot(
     out: list[dict[str, Any]] = []
     with Session(get_engine()) as session:
         for i in range(0, len(projects), _CHUNK):
-            query = select(Job).where(col(Job.project_gid).in_(projects[i : i + _CHUNK]))
+            query = select(Job).options(*PUBLIC_ONLY).where(
+                col(Job.project_gid).in_(projects[i : i + _CHUNK]))
             if jobs is None:
                 query = query.where(col(Job.status).in_(UNFINISHED))
             else:

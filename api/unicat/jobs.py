@@ -26,7 +26,7 @@ from api.unicat.responses import (
 from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, NotFound, Unprocessable
 from bulkjobs.tokens import issue, verify
-from models.jobs import Job
+from models.jobs import PUBLIC_ONLY, Job
 from models.queries import records_public
 from models.records import Record
 from worker.submit import cancel
@@ -122,7 +122,7 @@ def jobs_get(project: str, body: JobBody, actor: MemberDep, session: SessionDep)
 @router.post("/jobs/list", **answers(JobsListOut))
 def jobs_list(project: str, body: JobsListBody, actor: MemberDep, session: SessionDep) -> Any:
     """The project's jobs, newest first, paged with ``page.cursor``."""
-    query = select(Job).where(Job.project_gid == actor.project.gid)
+    query = select(Job).options(*PUBLIC_ONLY).where(Job.project_gid == actor.project.gid)
     if body.status:
         query = query.where(Job.status == body.status)
     if body.page_cursor:
