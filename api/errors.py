@@ -33,10 +33,14 @@ RENDERERS: dict[str, Renderer] = {
 
 
 def render(request: Request, exc: BulkJobsError) -> JSONResponse:
-    for prefix, renderer in RENDERERS.items():
-        if request.url.path.startswith(prefix):
-            return renderer(exc)
-    return unicat.error_response(exc)
+    renderer = next((r for prefix, r in RENDERERS.items() if request.url.path.startswith(prefix)),
+                    unicat.error_response)
+    response = renderer(exc)
+    # A 429 says when to come back, in every dialect (its envelope may have no room for it).
+    wait = exc.info.get("retry_after", exc.info.get("reset")) if exc.status == 429 else None
+    if isinstance(wait, int):
+        response.headers["Retry-After"] = str(wait)
+    return response
 
 
 def _from_status(status: int, detail: str) -> BulkJobsError:

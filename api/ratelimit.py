@@ -8,14 +8,19 @@ The ``X-RateLimit-Limit``/``-Remaining``/``-Reset`` headers are added by
 success or error — so no route or renderer handles them.  The state travels in the ASGI
 scope's ``state`` (``request.state.ratelimit``).
 
-Redis being unavailable does not turn every request into an error: the check then lets the
-request through (fail open) and logs a warning.
+Failed logins (Unicat ``auth`` and ``login``) are limited by :func:`login_attempt`, around
+the credential check: per user name and per client address (:mod:`bulkjobs.ratelimit`),
+429 with ``Retry-After`` before any password is checked once either limit is reached.
+
+Redis being unavailable does not turn every request into an error: the checks then let the
+request through (fail open) and log a warning.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -23,8 +28,8 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulkjobs.connections import get_redis
-from bulkjobs.errors import RateLimited
-from bulkjobs.ratelimit import RateState, hit_many
+from bulkjobs.errors import RateLimited, Unauthorized
+from bulkjobs.ratelimit import RateState, hit_many, login_blocked, login_failed, login_limits
 from bulkjobs.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -69,6 +74,32 @@ def raise_if_exceeded(state: RateState | None) -> None:
     if state is not None and state.exceeded:
         raise RateLimited("Rate limit exceeded: too many requests",
                           info={"limit": state.limit, "reset": state.reset})
+
+
+@contextmanager
+def login_attempt(request: Request, *, name: str | None = None) -> Iterator[None]:
+    """Guard one login by ``name`` (``None`` for an API key) from the request's client
+    address: :class:`RateLimited` (with ``retry_after``) before the credential is checked
+    when either has failed too often in the current window; an :class:`Unauthorized` raised
+    inside is counted as a failure.  Redis unavailable: no limit."""
+    limits = login_limits()
+    address = request.client.host if request.client else None
+    try:
+        wait = login_blocked(get_redis(), limits, name=name, address=address)
+    except redis.RedisError as exc:
+        logger.warning("failed logins not checked, Redis unavailable: %s", exc)
+        wait = None
+    if wait is not None:
+        raise RateLimited("Too many failed logins; try again later",
+                          info={"retry_after": wait})
+    try:
+        yield
+    except Unauthorized:
+        try:
+            login_failed(get_redis(), limits, name=name, address=address)
+        except redis.RedisError as exc:
+            logger.warning("failed login not counted, Redis unavailable: %s", exc)
+        raise
 
 
 class RateLimitHeaders:

@@ -6,6 +6,8 @@ several test sessions — can share one Redis server without touching each other
 
 from __future__ import annotations
 
+import hashlib
+
 from bulkjobs.settings import settings_or_exit
 
 # Read when the first module of any process imports this one: a process whose settings do not
@@ -70,6 +72,13 @@ def outbox_appended(outbox_id: int, part: int) -> str:
 def rate_limit(user_gid: str, window: int) -> str:
     """Request counter of one user in one rate-limit window."""
     return f"{PREFIX}:ratelimit:{user_gid}:{window}"
+
+
+def login_failures(kind: str, value: str, window: int) -> str:
+    """Failed-login counter of one user name (``kind`` ``name``) or client address
+    (``address``) in one window; the value is hashed, so any text makes a short key."""
+    digest = hashlib.sha256(value.encode(errors="surrogatepass")).hexdigest()[:32]
+    return f"{PREFIX}:loginfail:{kind}:{digest}:{window}"
 
 
 def space_of(stream_key: str) -> str:

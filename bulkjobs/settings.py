@@ -90,6 +90,18 @@ class Settings(BaseSettings):
     metrics_token: str = Field(default="", alias="METRICS_TOKEN")
     # Seconds a session lasts from its login, however often its JWT is renewed (12 hours).
     session_max_age: int = Field(default=43_200, alias="SESSION_MAX_AGE", gt=0)
+    # Failed logins (Unicat auth and login, the websocket's auth) are counted per user name
+    # and per client address in fixed windows of LOGIN_FAILURE_WINDOW seconds; past either
+    # limit a login is refused with 429 before any password is checked (0: no limit).
+    login_failures_per_name: int = Field(default=10, alias="LOGIN_FAILURES_PER_NAME", ge=0)
+    login_failures_per_address: int = Field(default=100, alias="LOGIN_FAILURES_PER_ADDRESS",
+                                            ge=0)
+    login_failure_window: int = Field(default=300, alias="LOGIN_FAILURE_WINDOW", ge=1)
+    # Websocket: requests one connection may send per second (beyond: an error 429 each;
+    # beyond twice as many: closed with 4029), and the most events one subscribe replays
+    # (a cursor further behind is answered with recovered: false).
+    stream_ops_per_second: int = Field(default=50, alias="STREAM_OPS_PER_SECOND", ge=1)
+    stream_max_replay: int = Field(default=100_000, alias="STREAM_MAX_REPLAY", ge=1)
 
     @field_validator("log_level")
     @classmethod

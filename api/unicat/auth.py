@@ -12,9 +12,15 @@ from api.unicat.bodies import ApiKeyBody, InitBody, LoginBody
 from api.unicat.envelope import ok
 from api.unicat.init import init_payload
 from api.unicat.responses import GlobalLoginOut, InitOut, UserOut, answers
-from bulkjobs.accounts import require_member, require_user, user_for_api_key, user_for_password
-from bulkjobs.tokens import Claims, issue
-from models.auth import User
+from bulkjobs.accounts import (
+    api_key_login,
+    member_access,
+    require_user,
+    session_claims,
+    user_for_password,
+)
+from bulkjobs.tokens import renew
+from models.auth import ApiKey, User
 
 router = APIRouter(prefix="/api", tags=["unicat: auth"])
 
@@ -23,10 +29,11 @@ PUBLIC: dict[str, Any] = {"security": []}
 
 
 def _answer(session: Session, response: Response, user: User, project: str, *,
-            omit_extended: bool = False) -> dict[str, Any]:
-    claims = Claims(user=user.gid, ops=user.ops, exp=0)
-    proj = require_member(session, claims, project)
-    response.headers["Authorization"] = issue(user.gid, ops=user.ops)
+            key: ApiKey | None = None, omit_extended: bool = False) -> dict[str, Any]:
+    """A new session's JWT and the init data; made from an API key, the JWT opens that key's
+    project only."""
+    proj, claims = member_access(session, session_claims(user, key=key), project)
+    response.headers["Authorization"] = renew(claims)
     result, data = init_payload(session, user=user, project=proj, omit_extended=omit_extended)
     return ok(result, data)
 
@@ -34,8 +41,8 @@ def _answer(session: Session, response: Response, user: User, project: str, *,
 @router.post("/p/{project}/auth", **answers(InitOut), openapi_extra=PUBLIC)
 def auth(project: str, body: ApiKeyBody, session: SessionDep, response: Response) -> Any:
     """Exchange an API key for a JWT and the project's init data."""
-    user = user_for_api_key(session, project_gid=project, api_key=body.api_key)
-    return _answer(session, response, user, project,
+    user, key = api_key_login(session, project_gid=project, api_key=body.api_key)
+    return _answer(session, response, user, project, key=key,
                    omit_extended=body.omit_extended_definitions)
 
 
@@ -50,7 +57,7 @@ def login(project: str, body: LoginBody, session: SessionDep, response: Response
 def global_login(body: LoginBody, session: SessionDep, response: Response) -> Any:
     """Log in with username and password (no project): a JWT and the user's projects."""
     user = user_for_password(session, username=body.username, password=body.password)
-    response.headers["Authorization"] = issue(user.gid, ops=user.ops)
+    response.headers["Authorization"] = renew(session_claims(user))
     from models.queries import visible_projects
 
     projects = sorted(visible_projects(session, user_gid=user.gid, ops=user.ops))
