@@ -10,9 +10,9 @@ from fastapi import Depends, Request, Response
 from sqlmodel import Session
 
 from api import ratelimit
-from bulkjobs.accounts import require_member, user_for_api_key
+from bulkjobs.accounts import api_key_login, authorize, member_access, session_claims
 from bulkjobs.errors import Unauthorized
-from bulkjobs.tokens import Claims, issue, verify
+from bulkjobs.tokens import Claims, renew, verify
 from models.auth import Project
 from models.engine import get_engine
 
@@ -35,12 +35,16 @@ def bearer(request: Request) -> str:
     raise Unauthorized("JWT missing")
 
 
-def claims(request: Request, response: Response) -> Claims:
-    """The verified JWT claims; every successful response carries a renewed JWT.  The
-    request counts against the user's rate limit (:func:`api.ratelimit.check`)."""
+def claims(request: Request, response: Response, session: SessionDep) -> Claims:
+    """The verified JWT's claims as the database backs them now (:func:`authorize`: a user
+    who was deleted or disabled, a session that was ended, a revoked API key are refused with
+    401; ``ops`` is the user row's); every successful response carries a renewed JWT that
+    says the same.  The request counts against the user's rate limit
+    (:func:`api.ratelimit.check`)."""
     c = verify(bearer(request))
     ratelimit.check(request, c.user)
-    response.headers["Authorization"] = issue(c.user, ops=c.ops)
+    c = authorize(session, c)
+    response.headers["Authorization"] = renew(c)
     return c
 
 
@@ -66,12 +70,19 @@ class Actor:
         return {"type": "user", "id": self.claims.user}
 
 
-def project_member(project: str, c: ClaimsDep, session: SessionDep) -> Actor:
-    return Actor(claims=c, project=_checked(session, c, project))
+def project_member(project: str, request: Request, response: Response,
+                   session: SessionDep) -> Actor:
+    """:func:`claims` and the membership check in one query (:func:`_checked`)."""
+    c = verify(bearer(request))
+    ratelimit.check(request, c.user)
+    actor = _checked(session, c, project)
+    response.headers["Authorization"] = renew(actor.claims)
+    return actor
 
 
-def _checked(session: Session, c: Claims, project: str) -> Project:
-    """The project, if ``c``'s user may act on it; the session's connection is handed back.
+def _checked(session: Session, c: Claims, project: str) -> Actor:
+    """The acting member, if ``c``'s user may act on the project (:func:`member_access`);
+    the session's connection is handed back.
 
     Routes that write (queueing a job, editing) take a write connection of their own from the
     pool.  Were the session still holding its connection from this check, each such request
@@ -79,9 +90,9 @@ def _checked(session: Session, c: Claims, project: str) -> Project:
     each hold one and wait for a second until the pool timeout: a deadlock under load, seen
     with a few dozen bulk requests at once.  (expire_on_commit is off: the project stays
     loaded; a route that reads again simply takes a connection again.)"""
-    found = require_member(session, c, project)
+    found, now = member_access(session, c, project)
     session.commit()
-    return found
+    return Actor(claims=now, project=found)
 
 
 MemberDep = Annotated[Actor, Depends(project_member)]
@@ -99,10 +110,10 @@ def credentials_member(project: str, request: Request, session: SessionDep) -> A
     if looks_like_jwt(token):
         c = verify(token)
     else:
-        user = user_for_api_key(session, project_gid=project, api_key=token)
-        c = Claims(user=user.gid, ops=user.ops, exp=0)
+        user, key = api_key_login(session, project_gid=project, api_key=token)
+        c = session_claims(user, key=key)
     ratelimit.check(request, c.user)
-    return Actor(claims=c, project=_checked(session, c, project))
+    return _checked(session, c, project)
 
 
 CredentialsMemberDep = Annotated[Actor, Depends(credentials_member)]

@@ -6,7 +6,8 @@ requests an event loop has read together are one batch (:class:`Queuer`), which 
 process's queueing thread handles at once:
 
 1. counts the requests against their users' rate limits (one pipelined round trip),
-2. checks that each user may act on the project (two queries),
+2. checks that each token may act on the project, as the database says now (two queries,
+   :func:`bulkjobs.accounts.may_act`),
 3. checks each job name and selection (:func:`worker.submit.check`),
 4. writes the job rows (one transaction) and appends their ``queued`` events (one script
    call), and hands the tokens to :class:`Sender` for their Celery messages.
@@ -48,7 +49,6 @@ from api import ratelimit
 from api.deps import Actor
 from bulkjobs.accounts import may_act
 from bulkjobs.connections import get_synclog
-from bulkjobs.errors import Forbidden
 from bulkjobs.ratelimit import RateState
 from bulkjobs.tokens import Claims
 from models.engine import get_engine
@@ -82,6 +82,8 @@ class Outcome:
     token: str | None = None
     error: BaseException | None = None
     rate: RateState | None = None
+    #: An access ask's claims as the database backs them (what the renewed JWT says).
+    claims: Claims | None = None
 
     def result(self) -> str:
         if self.error is not None:
@@ -267,23 +269,27 @@ def check_access(asks: Sequence[Ask], outcomes: Sequence[Outcome]) -> None:
         for _, outcome in pending:
             outcome.error = exc
         return
-    for (_, outcome), ok in zip(pending, allowed, strict=True):
-        if not ok:
-            outcome.error = Forbidden("Not a member of this project")
+    for (_, outcome), backed in zip(pending, allowed, strict=True):
+        if isinstance(backed, Claims):
+            outcome.claims = backed
+        else:
+            outcome.error = backed
 
 
 async def queue_for(request: Request, claims: Claims, project_gid: str, job: str,
-                    params: dict[str, Any] | None) -> str | None:
+                    params: dict[str, Any] | None) -> tuple[str | None, Claims]:
     """Count the request against the rate limit of the user of ``claims``, check that they
     may act on ``project_gid`` and, with ``params``, queue ``job`` — one ask of the next
-    batch; the token (``None`` without ``params``: the access check alone), or the error."""
+    batch; the token (``None`` without ``params``: the access check alone) and the claims as
+    the database backs them, or the error."""
     submission = (Submission(project_gid, job, params, {"type": "user", "id": claims.user})
                   if params is not None else None)
     outcome = await _queuer().queue(Ask(submission, claims, project_gid))
     ratelimit.remember(request, outcome.rate)
     if outcome.error is not None:
         raise outcome.error
-    return outcome.token
+    assert outcome.claims is not None
+    return outcome.token, outcome.claims
 
 
 def queue_job(actor: Actor, job: str, params: dict[str, Any]) -> str:

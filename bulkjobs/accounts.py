@@ -1,5 +1,7 @@
-"""Logging in: API keys and passwords to users; membership checks.  Shared by every dialect
-and by the stream server."""
+"""Logging in: API keys and passwords to users; what a token may do, as the database says
+on every request (the user row's ``ops``, disabled users, ended sessions, revoked API keys,
+memberships); creating, disabling and revoking accounts and keys (the CLI).  Shared by every
+dialect and by the stream server."""
 
 from __future__ import annotations
 
@@ -7,24 +9,33 @@ import secrets
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import lru_cache
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Select, bindparam, literal, select, update
 from sqlmodel import Session, col
 
-from bulkjobs.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from bulkjobs.errors import BadRequest, BulkJobsError, Forbidden, NotFound, Unauthorized
 from bulkjobs.tokens import Claims, api_key_digest, check_password, hash_password, new_api_key
 from models.auth import ApiKey, Member, Project, User
+from models.queries import visible_projects
+
+
+def api_key_login(session: Session, *, project_gid: str, api_key: str) -> tuple[User, ApiKey]:
+    """The user of an API key of ``project_gid``, and the key; :class:`Unauthorized` for an
+    unknown (or revoked) key, a key of another project or a disabled user."""
+    row = session.execute(
+        select(User, ApiKey).join(ApiKey, col(ApiKey.user_gid) == col(User.gid))
+        .where(col(ApiKey.key_hash) == api_key_digest(api_key))
+    ).first() if isinstance(api_key, str) else None
+    if row is None or row[1].project_gid != project_gid or row[0].disabled:
+        raise Unauthorized("Invalid API key")
+    return row[0], row[1]
 
 
 def user_for_api_key(session: Session, *, project_gid: str, api_key: str) -> User:
-    key = session.get(ApiKey, api_key_digest(api_key)) if isinstance(api_key, str) else None
-    if key is None or key.project_gid != project_gid:
-        raise Unauthorized("Invalid API key")
-    user = session.get(User, key.user_gid)
-    if user is None:
-        raise Unauthorized("Invalid API key")
-    return user
+    return api_key_login(session, project_gid=project_gid, api_key=api_key)[0]
 
 
 def user_for_password(session: Session, *, username: str, password: str) -> User:
@@ -34,7 +45,17 @@ def user_for_password(session: Session, *, username: str, password: str) -> User
     stored = user.password_hash if user is not None else _decoy_hash()
     if not check_password(password, stored) or user is None:
         raise Unauthorized("Invalid username or password")
+    if user.disabled:
+        raise Unauthorized("User disabled")
     return user
+
+
+def session_claims(user: User, *, key: ApiKey | None = None) -> Claims:
+    """The claims of a new session of ``user`` (a login, now); made from an API key they
+    open that key's project only."""
+    return Claims(user=user.gid, ops=user.ops, exp=0, auth_time=time.time(),
+                  ver=user.token_version, prj=None if key is None else key.project_gid,
+                  kid=None if key is None else key.key_id)
 
 
 @lru_cache(maxsize=1)
@@ -43,39 +64,129 @@ def _decoy_hash() -> str:
     return hash_password(secrets.token_urlsafe(16))
 
 
-def require_member(session: Session, claims: Claims, project_gid: str) -> Project:
-    """The project, if the user may act on it: an active member, or an ops user.  One query
-    (it runs on every request)."""
+# -- authority: what the database says about a token, on every request ----------------------
+
+
+class Standing(NamedTuple):
+    """What the database says now about a token's user (and its API key, if any)."""
+
+    ops: bool
+    disabled: bool
+    token_version: int
+    key: str | None  # the token's key id while that key exists
+
+
+def backed(claims: Claims, standing: Standing | None) -> Claims:
+    """``claims`` with ``ops`` as the user row says now; :class:`Unauthorized` when the
+    user is gone or disabled, the token's session was ended (its ``ver`` is older than the
+    user's token version) or its API key was revoked.  The one rule of the HTTP API and the
+    stream server."""
+    if standing is None:
+        raise Unauthorized("Unknown user")
+    if standing.disabled:
+        raise Unauthorized("User disabled")
+    if claims.ver < standing.token_version:
+        raise Unauthorized("Session ended; log in again")
+    if claims.kid is not None and standing.key != claims.kid:
+        raise Unauthorized("API key revoked")
+    return claims if claims.ops == standing.ops else replace(claims, ops=standing.ops)
+
+
+def _standing_of(claims: Claims) -> Select[Any]:
+    """The user row's standing (:class:`Standing`'s columns) for ``claims``: one lookup by
+    primary key, and by the key id's unique index for a token made from an API key."""
+    query = select(col(User.ops), col(User.disabled), col(User.token_version))
+    if claims.kid is None:
+        return query.add_columns(literal(None).label("key")).select_from(User).where(
+            col(User.gid) == claims.user)
+    return query.add_columns(col(ApiKey.key_id).label("key")).select_from(User).outerjoin(
+        ApiKey, (col(ApiKey.key_id) == claims.kid) & (col(ApiKey.user_gid) == col(User.gid))
+        & (col(ApiKey.project_gid) == claims.prj),
+    ).where(col(User.gid) == claims.user)
+
+
+def authorize(session: Session, claims: Claims) -> Claims:
+    """:func:`backed` for a verified token, read in one query (it runs on every request)."""
+    row = session.execute(_standing_of(claims)).first()
+    return backed(claims, None if row is None else Standing(*row))
+
+
+def member_access(session: Session, claims: Claims, project_gid: str) -> tuple[Project, Claims]:
+    """The project, if the token may act on it, and the claims as the database backs them
+    (:func:`backed`): an active member, or an ops user; a token made from an API key only on
+    that key's project.  One query (it runs on every request)."""
     row = session.execute(
-        select(Project, Member.status)
-        .outerjoin(Member, (Member.project_gid == Project.gid) & (Member.user_gid == claims.user))
-        .where(Project.gid == project_gid)
+        _standing_of(claims).add_columns(Project, col(Member.status).label("member"))
+        .outerjoin(Project, col(Project.gid) == project_gid)
+        .outerjoin(Member, (col(Member.project_gid) == col(Project.gid))
+                   & (col(Member.user_gid) == col(User.gid)))
     ).first()
+    now = backed(claims, None if row is None else Standing(*row[:4]))
+    project, member = row[4], row[5]  # type: ignore[index]
     # Unknown projects answer like forbidden ones, so gids of others' projects leak nothing.
-    if row is None or row[0].status != "active":
+    if project is None or project.status != "active" or now.prj not in (None, project_gid):
         raise Forbidden("Not a member of this project")
-    if row[1] == "active" or claims.ops:
-        return row[0]
+    if member == "active" or now.ops:
+        return project, now
     raise Forbidden("Not a member of this project")
 
 
-def may_act(conn: Connection, asks: Sequence[tuple[Claims, str]]) -> list[bool]:
-    """:func:`require_member`'s rule for many ``(claims, project gid)`` pairs at once, in two
-    queries whatever their number: whether each user may act on each project."""
+def require_member(session: Session, claims: Claims, project_gid: str) -> Project:
+    """:func:`member_access`'s project."""
+    return member_access(session, claims, project_gid)[0]
+
+
+def visible_to(session: Session, claims: Claims) -> set[str]:
+    """Projects that claims backed by the database (:func:`authorize`) may watch: the
+    user's (every project for ops), or the API key's project alone."""
+    projects = visible_projects(session, user_gid=claims.user, ops=claims.ops)
+    return projects if claims.prj is None else projects & {claims.prj}
+
+
+def may_act(conn: Connection, asks: Sequence[tuple[Claims, str]]) -> list[Claims | BulkJobsError]:
+    """:func:`member_access`'s rule for many ``(claims, project gid)`` pairs at once, in two
+    queries whatever their number (three when tokens made from API keys are among them):
+    for each, the claims as the database backs them, or the error that refuses it."""
     projects = sorted({project for _, project in asks})
     active = set(conn.execute(_ACTIVE_PROJECTS, {"projects": projects}).scalars())
-    members = {tuple(row) for row in conn.execute(_ACTIVE_MEMBERS, {
-        "projects": sorted(active), "users": sorted({c.user for c, _ in asks})})}
-    return [project in active and (c.ops or (project, c.user) in members)
-            for c, project in asks]
+    standing: dict[str, tuple[bool, bool, int]] = {}
+    members: set[tuple[str, str]] = set()
+    for user, ops, disabled, version, project in conn.execute(_USERS_AND_MEMBERS, {
+            "projects": sorted(active), "users": sorted({c.user for c, _ in asks})}):
+        standing[user] = (ops, disabled, version)
+        if project is not None:
+            members.add((project, user))
+    kids = sorted({c.kid for c, _ in asks if c.kid is not None})
+    live = set(conn.execute(_LIVE_KEYS, {"kids": kids}).scalars()) if kids else set()
+    out: list[Claims | BulkJobsError] = []
+    for c, project in asks:
+        row = standing.get(c.user)
+        try:
+            now = backed(c, None if row is None else
+                         Standing(*row, key=c.kid if c.kid in live else None))
+        except Unauthorized as exc:
+            out.append(exc)
+            continue
+        if project in active and now.prj in (None, project) and (
+                now.ops or (project, c.user) in members):
+            out.append(now)
+        else:
+            out.append(Forbidden("Not a member of this project"))
+    return out
 
 
 # Built once: the statements of may_act compile once (expanding IN lists), not per batch.
 _ACTIVE_PROJECTS = select(Project.gid).where(
     col(Project.gid).in_(bindparam("projects", expanding=True)), Project.status == "active")
-_ACTIVE_MEMBERS = select(Member.project_gid, Member.user_gid).where(
-    col(Member.project_gid).in_(bindparam("projects", expanding=True)),
-    col(Member.user_gid).in_(bindparam("users", expanding=True)), Member.status == "active")
+_USERS_AND_MEMBERS = select(
+    col(User.gid), col(User.ops), col(User.disabled), col(User.token_version),
+    col(Member.project_gid),
+).outerjoin(Member, (col(Member.user_gid) == col(User.gid))
+            & col(Member.project_gid).in_(bindparam("projects", expanding=True))
+            & (col(Member.status) == "active")
+            ).where(col(User.gid).in_(bindparam("users", expanding=True)))
+_LIVE_KEYS = select(col(ApiKey.key_id)).where(
+    col(ApiKey.key_id).in_(bindparam("kids", expanding=True)))
 
 
 def require_user(session: Session, claims: Claims) -> User:
@@ -130,7 +241,7 @@ def create_api_key(
 ) -> str:
     """A new API key of ``user`` for a project he may act on; returns the key itself, which
     is stored only as its digest (shown once).  Commits."""
-    require_member(session, Claims(user=user.gid, ops=user.ops, exp=0), project_gid)
+    require_member(session, session_claims(user), project_gid)
     taken = session.execute(select(col(ApiKey.key_hash)).where(
         col(ApiKey.user_gid) == user.gid, col(ApiKey.project_gid) == project_gid,
         col(ApiKey.name) == name,
@@ -140,5 +251,47 @@ def create_api_key(
     key = new_api_key()
     session.add(ApiKey(key_hash=api_key_digest(key), user_gid=user.gid, project_gid=project_gid,
                        name=name, created_on=time.time()))
+    session.commit()
+    return key
+
+
+# -- ending access (the CLI's `users disable|enable|remove-ops` and `apikeys revoke`) ---------
+
+
+def disable_user(session: Session, *, username: str) -> User:
+    """Disable a user and end every session of theirs (their token version is bumped): the
+    next request with any of their tokens is a 401, open websockets close at the stream's
+    next refresh.  :class:`NotFound` for an unknown user.  Commits."""
+    return _set_user(session, username, disabled=True,
+                     token_version=col(User.token_version) + 1)
+
+
+def enable_user(session: Session, *, username: str) -> User:
+    """Let a disabled user log in again (tokens from before stay refused).  Commits."""
+    return _set_user(session, username, disabled=False)
+
+
+def remove_ops(session: Session, *, username: str) -> User:
+    """Take the ``ops`` flag away: the user's next request (and the stream's next refresh)
+    acts as a plain member of their projects.  Commits."""
+    return _set_user(session, username, ops=False)
+
+
+def _set_user(session: Session, username: str, **values: Any) -> User:
+    found = session.execute(update(User).where(col(User.username) == username).values(**values))
+    if not found.rowcount:  # type: ignore[attr-defined]
+        raise NotFound(f"no user {username!r}")
+    session.commit()
+    return session.execute(select(User).where(col(User.username) == username)
+                           .execution_options(populate_existing=True)).scalar_one()
+
+
+def revoke_api_key(session: Session, *, key_id: str) -> ApiKey:
+    """Delete an API key by its public id: it opens nothing any more, and the JWTs made from
+    it are refused at their next request.  :class:`NotFound` for an unknown id.  Commits."""
+    key = session.execute(select(ApiKey).where(col(ApiKey.key_id) == key_id)).scalar_one_or_none()
+    if key is None:
+        raise NotFound(f"no API key {key_id!r}")
+    session.delete(key)
     session.commit()
     return key

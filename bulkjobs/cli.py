@@ -94,10 +94,12 @@ def token(
     with Session(get_engine()) as session:
         user = session.execute(
             select(User).where(col(User.username) == username)).scalar_one_or_none()
-    if user is None:
-        err.print(f"[red]no user named {username!r}")
+    if user is None or user.disabled:
+        err.print(f"[red]no user named {username!r}" if user is None
+                  else f"[red]user {username!r} is disabled")
         raise typer.Exit(1)
-    print(issue(user.gid, ops=user.ops, ttl=ttl))
+    # A new session: it ends SESSION_MAX_AGE from now at the latest, whatever --ttl says.
+    print(issue(user.gid, ops=user.ops, ttl=ttl, ver=user.token_version))
 
 
 jobs_app = typer.Typer(help="List and cancel jobs.", no_args_is_help=True)
@@ -126,12 +128,11 @@ def _require_project(user, project: str) -> None:  # type: ignore[no-untyped-def
     """Raise :class:`~bulkjobs.errors.Forbidden` unless ``user`` may act on ``project``."""
     from sqlmodel import Session
 
-    from bulkjobs.accounts import require_member
-    from bulkjobs.tokens import Claims
+    from bulkjobs.accounts import require_member, session_claims
     from models.engine import get_engine
 
     with Session(get_engine()) as session:
-        require_member(session, Claims(user=user.gid, ops=user.ops, exp=0), project)
+        require_member(session, session_claims(user), project)
 
 
 def _stream_url() -> str:
@@ -150,7 +151,8 @@ def _watch(token: str, username: str | None, url: str | None) -> None:
     user = _user(username)
     url = url or _stream_url()
     try:
-        final = run_watch(token, url=url, jwt=issue(user.gid, ops=user.ops), console=err)
+        final = run_watch(token, url=url, console=err,
+                          jwt=issue(user.gid, ops=user.ops, ver=user.token_version))
     except LookupError:
         err.print(f"[red]no job {token}")
         raise typer.Exit(1) from None
@@ -306,9 +308,9 @@ def jobs_cancel(token: Annotated[str, typer.Argument(help="the job token")]) -> 
 
 # -- users and API keys ------------------------------------------------------------------------
 
-users_app = typer.Typer(help="Add and list users.", no_args_is_help=True)
+users_app = typer.Typer(help="Add, list and disable users.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
-apikeys_app = typer.Typer(help="Add and list API keys.", no_args_is_help=True)
+apikeys_app = typer.Typer(help="Add, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(apikeys_app, name="apikeys")
 
 
@@ -355,7 +357,7 @@ def users_add(
 
 @users_app.command("list")
 def users_list() -> None:
-    """Every user with its gid, ops flag and active projects."""
+    """Every user with its gid, ops flag, active projects and whether it is disabled."""
     from rich.table import Table
     from sqlalchemy import func, select
     from sqlmodel import Session, col
@@ -369,11 +371,56 @@ def users_list() -> None:
             select(col(Member.user_gid), func.count()).where(col(Member.status) == "active")
             .group_by(col(Member.user_gid)))}
         users = session.execute(select(User).order_by(col(User.username))).scalars().all()
-    table = Table("username", "gid", "name", "ops", "projects")
+    table = Table("username", "gid", "name", "ops", "projects", "disabled")
     for u in users:
         table.add_row(u.username, u.gid, u.name, "yes" if u.ops else "",
-                      "all" if u.ops else str(projects.get(u.gid, 0)))
+                      "all" if u.ops else str(projects.get(u.gid, 0)),
+                      "yes" if u.disabled else "")
     Console().print(table)
+
+
+def _end_access(change, what: str, **name: str) -> None:  # type: ignore[no-untyped-def]
+    """Run one of :mod:`bulkjobs.accounts`' ``disable_user`` & co. and say what it did."""
+    from sqlmodel import Session
+
+    from bulkjobs.errors import NotFound
+    from models.engine import get_write_engine
+
+    _ready()
+    try:
+        with Session(get_write_engine()) as session:
+            change(session, **name)
+    except NotFound as exc:
+        err.print(f"[red]{exc.message}")
+        raise typer.Exit(1) from None
+    err.print(what)
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument(help="the login name")]) -> None:
+    """Disable a user: no more logins, and every token of theirs is refused from the next
+    request on (open websockets close within MEMBERSHIP_REFRESH seconds)."""
+    from bulkjobs.accounts import disable_user
+
+    _end_access(disable_user, f"user [bold]{username}[/] disabled; their sessions are ended",
+                username=username)
+
+
+@users_app.command("enable")
+def users_enable(username: Annotated[str, typer.Argument(help="the login name")]) -> None:
+    """Let a disabled user log in again (their old tokens stay refused)."""
+    from bulkjobs.accounts import enable_user
+
+    _end_access(enable_user, f"user [bold]{username}[/] enabled", username=username)
+
+
+@users_app.command("remove-ops")
+def users_remove_ops(username: Annotated[str, typer.Argument(help="the login name")]) -> None:
+    """Take the ops flag away: from the user's next request on (and on open websockets within
+    MEMBERSHIP_REFRESH seconds) they see their own projects only."""
+    from bulkjobs.accounts import remove_ops
+
+    _end_access(remove_ops, f"user [bold]{username}[/] is no longer ops", username=username)
 
 
 @apikeys_app.command("add")
@@ -387,6 +434,8 @@ def apikeys_add(
 
     from bulkjobs.accounts import create_api_key
     from bulkjobs.errors import BulkJobsError
+    from bulkjobs.tokens import api_key_digest
+    from models.auth import ApiKey
     from models.engine import get_write_engine
 
     _ready()
@@ -394,11 +443,13 @@ def apikeys_add(
     try:
         with Session(get_write_engine()) as session:
             key = create_api_key(session, user=user, project_gid=project, name=name)
+            created = session.get(ApiKey, api_key_digest(key))
+            assert created is not None
     except BulkJobsError as exc:
         err.print(f"[red]{exc.message}")
         raise typer.Exit(1) from None
-    err.print(f"API key [bold]{name}[/] of {username} for project {project} "
-              "(shown once; store it now)")
+    err.print(f"API key [bold]{name}[/] (id [bold]{created.key_id}[/]) of {username} for "
+              f"project {project} (shown once; store it now)")
     print(key)
 
 
@@ -406,7 +457,7 @@ def apikeys_add(
 def apikeys_list(
     username: Annotated[str | None, typer.Option(help="only this user's keys")] = None,
 ) -> None:
-    """API keys by name, user and project (never the keys themselves)."""
+    """API keys by id, name, user and project (never the keys themselves)."""
     from datetime import datetime
 
     from rich.table import Table
@@ -424,11 +475,22 @@ def apikeys_list(
         query = query.where(col(User.username) == username)
     with Session(get_engine()) as session:
         rows = session.execute(query).all()
-    table = Table("name", "user", "project", "created")
+    table = Table("id", "name", "user", "project", "created")
     for key, user in rows:
         created = datetime.fromtimestamp(key.created_on).isoformat(timespec="seconds")
-        table.add_row(key.name, user, key.project_gid, created)
+        table.add_row(key.key_id, key.name, user, key.project_gid, created)
     Console().print(table)
+
+
+@apikeys_app.command("revoke")
+def apikeys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id (see `apikeys list`)")],
+) -> None:
+    """Revoke an API key: it opens nothing any more, and the JWTs made from it are refused
+    from their next request on (open websockets close within MEMBERSHIP_REFRESH seconds)."""
+    from bulkjobs.accounts import revoke_api_key
+
+    _end_access(revoke_api_key, f"API key [bold]{key_id}[/] revoked", key_id=key_id)
 
 
 # -- ops ---------------------------------------------------------------------------------------

@@ -1,59 +1,85 @@
 """The stream server's database reads: who may see which project, and job snapshots.
 
 All functions are synchronous (SQLAlchemy sessions); the server calls them through
-``asyncio.to_thread``.  :func:`visible_by_user` batches the membership refresh of every open
-connection into a few queries instead of one per user (``models.queries.visible_projects``
-does one user; this is its bulk twin, kept here because only the stream needs it).
+``asyncio.to_thread``.  A token is judged by the rule the HTTP API applies on every request
+(:func:`bulkjobs.accounts.backed`: the user row's ``ops``, disabled users, ended sessions,
+revoked API keys; a token made from an API key sees that key's project only), plus the
+session's age.  :func:`recheck` batches that judgement for every open connection into a few
+queries instead of a few per connection (``bulkjobs.accounts.visible_to`` does one token;
+this is its bulk twin, kept here because only the stream needs it).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from sqlmodel import Session, col, select
 
-from models.auth import Member, Project, User
+from bulkjobs.accounts import Standing, authorize, backed, visible_to
+from bulkjobs.errors import Unauthorized
+from bulkjobs.settings import get_settings
+from bulkjobs.tokens import Claims
+from models.auth import ApiKey, Member, Project, User
 from models.engine import get_engine
 from models.jobs import PUBLIC_ONLY, UNFINISHED, Job
-from models.queries import visible_projects
 
 _CHUNK = 500
 
+#: A connection's judgement: the claims as the database backs them and the projects they may
+#: watch, or why the token is refused now.
+Verdict = tuple[Claims, frozenset[str]] | Unauthorized
 
-def visible(user: str, ops: bool) -> frozenset[str]:
-    """Projects one user may watch (active memberships, or every active project for ops).
-    ``ops`` is the token's claim; it counts only while the user row still says ops."""
+
+def admit(claims: Claims) -> tuple[Claims, frozenset[str]]:
+    """A verified token's claims as the database backs them now, and the projects they may
+    watch (active memberships, every active project for ops, the key's project for a token
+    made from an API key); :class:`Unauthorized` if the token is refused."""
     with Session(get_engine()) as session:
-        if ops:
-            row = session.get(User, user)
-            ops = row is not None and row.ops
-        return frozenset(visible_projects(session, user_gid=user, ops=ops))
+        now = authorize(session, claims)
+        return now, frozenset(visible_to(session, now))
 
 
-def visible_by_user(users: Iterable[tuple[str, bool]]) -> dict[tuple[str, bool], frozenset[str]]:
-    """:func:`visible` for many ``(user, ops)`` pairs at once.  The ops flag is re-read from
-    the user rows, so that taking it away reaches open connections at the next refresh (a
-    token keeps its ``ops`` claim until it expires)."""
-    users = set(users)
-    out: dict[tuple[str, bool], frozenset[str]] = {}
+def recheck(grants: Iterable[Claims]) -> dict[Claims, Verdict]:
+    """:func:`admit` for the tokens of every open connection at once, plus their sessions'
+    age (``SESSION_MAX_AGE``): a user disabled, an ``ops`` flag taken away, a session ended,
+    a key revoked or a membership lost reach open connections at the next refresh."""
+    grants = set(grants)
+    users = sorted({c.user for c in grants})
+    kids = sorted({c.kid for c in grants if c.kid is not None})
+    session_end = time.time() - get_settings().session_max_age
+    out: dict[Claims, Verdict] = {}
+    backed_by: dict[Claims, Claims] = {}
     with Session(get_engine()) as session:
-        claimed = sorted(u for u, ops in users if ops)
-        still_ops: set[str] = set()
-        for i in range(0, len(claimed), _CHUNK):
-            still_ops.update(session.exec(
-                select(col(User.gid)).where(
-                    col(User.gid).in_(claimed[i : i + _CHUNK]), col(User.ops).is_(True))
-            ))
-        if still_ops:
+        rows: dict[str, tuple[bool, bool, int]] = {}
+        for i in range(0, len(users), _CHUNK):
+            for gid, ops, disabled, version in session.exec(
+                select(col(User.gid), col(User.ops), col(User.disabled),
+                       col(User.token_version)).where(col(User.gid).in_(users[i : i + _CHUNK]))
+            ):
+                rows[gid] = (ops, disabled, version)
+        live: set[str] = set()
+        for i in range(0, len(kids), _CHUNK):
+            live.update(session.exec(
+                select(col(ApiKey.key_id)).where(col(ApiKey.key_id).in_(kids[i : i + _CHUNK]))))
+        for c in grants:
+            row = rows.get(c.user)
+            try:
+                if c.auth_time <= session_end:
+                    raise Unauthorized("Session expired; log in again")
+                backed_by[c] = backed(c, None if row is None else Standing(
+                    *row, key=c.kid if c.kid in live else None))
+            except Unauthorized as exc:
+                out[c] = exc
+        everything: frozenset[str] = frozenset()
+        if any(now.ops for now in backed_by.values()):
             active = select(col(Project.gid)).where(col(Project.status) == "active")
             everything = frozenset(session.exec(active))
-            out.update({(u, True): everything for u in still_ops})
-        # Users without ops (claimed or not) see their memberships.
-        plain = sorted({u for u, ops in users if not ops} | (set(claimed) - still_ops))
+        plain = sorted({now.user for now in backed_by.values() if not now.ops})
         found: dict[str, set[str]] = {u: set() for u in plain}
         for i in range(0, len(plain), _CHUNK):
-            rows = session.exec(
+            memberships = session.exec(
                 select(col(Member.user_gid), col(Member.project_gid))
                 .join(Project, col(Project.gid) == col(Member.project_gid))
                 .where(
@@ -61,11 +87,11 @@ def visible_by_user(users: Iterable[tuple[str, bool]]) -> dict[tuple[str, bool],
                     col(Member.status) == "active", col(Project.status) == "active",
                 )
             )
-            for user, project in rows:
+            for user, project in memberships:
                 found[user].add(project)
-    for user, ops in users:
-        if (user, ops) not in out:  # an ops claim the user row no longer backs
-            out[(user, ops)] = frozenset(found.get(user, ()))
+    for c, now in backed_by.items():
+        projects = everything if now.ops else frozenset(found.get(now.user, ()))
+        out[c] = (now, projects if now.prj is None else projects & {now.prj})
     return out
 
 

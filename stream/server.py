@@ -43,8 +43,14 @@ Protocol choices the SPEC leaves open
 * Membership is re-read every ``MEMBERSHIP_REFRESH`` seconds and on every subscribe; a
   revoked project is unsubscribed and announced with ``{"op": "error", "code": 403,
   "project": …, "message": "membership revoked; unsubscribed"}``.
-* A later ``auth`` on an open connection re-checks the token (same user only).  Token expiry
-  does not close an authenticated connection; membership does the revoking.
+* The token is judged as the HTTP API judges it on every request
+  (:func:`bulkjobs.accounts.backed`), at ``auth``, on every subscribe and at every refresh:
+  ``ops`` is what the user row says now, a token made from an API key sees that key's
+  project only, and a user disabled or deleted, a session ended or older than
+  ``SESSION_MAX_AGE`` or a revoked API key closes the connection with 4001.
+* A later ``auth`` on an open connection re-checks the token (same user only) and replaces
+  the connection's.  Token expiry does not close an authenticated connection; the refresh
+  does the revoking.
 """
 
 from __future__ import annotations
@@ -101,11 +107,13 @@ class Peer(Subscriber):
     """A :class:`Subscriber` bound to its websocket (its transport and protocol kept at hand
     for the write loop: they do not change during a connection's life)."""
 
-    __slots__ = ("ws", "transport", "protocol", "writer", "drained")
+    __slots__ = ("ws", "claims", "transport", "protocol", "writer", "drained")
 
-    def __init__(self, ws: ServerConnection, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, ws: ServerConnection, claims: Claims, **kwargs: Any) -> None:
+        super().__init__(user=claims.user, ops=claims.ops, **kwargs)
         self.ws = ws
+        #: The token the connection authenticated with, as the database backed it last.
+        self.claims = claims
         self.transport = ws.transport
         self.protocol = ws.protocol
         self.writer: asyncio.Task[None] | None = None
@@ -350,15 +358,16 @@ class StreamServer:
                 return
             claims, request_id = auth
             try:
-                allowed = await asyncio.to_thread(access.visible, claims.user, claims.ops)
+                claims, allowed = await asyncio.to_thread(access.admit, claims)
                 cc_cursor = (await self.log.cursors(keys.CC_SPACE))[0]
+            except Unauthorized as exc:
+                await ws.close(AUTH_FAILED, close_reason(exc.message))
+                return
             except (RedisError, OSError) as exc:
                 logger.warning("cannot accept a connection: %s", exc)
                 await ws.close(1013, "sync log unavailable; try again later")
                 return
-            peer = Peer(
-                ws, user=claims.user, ops=claims.ops, allowed=allowed, limit=self.outbox_limit
-            )
+            peer = Peer(ws, claims, allowed=allowed, limit=self.outbox_limit)
             self.hub.add(peer)
             await ws.send(protocol.auth_ok(claims.user, cc_cursor, request_id=request_id))
             async for message in ws:
@@ -425,16 +434,18 @@ class StreamServer:
             return
         if claims.user != peer.user:
             raise protocol.ProtocolError("already authenticated as another user")
+        if not await self._admit(peer, claims):
+            return
         cc_cursor = (await self.log.cursors(keys.CC_SPACE))[0]
         await peer.ws.send(protocol.auth_ok(peer.user, cc_cursor, request_id=request.id))
 
     async def _subscribe(self, peer: Peer, req: protocol.Subscribe) -> None:
         """Register for live events first, then snapshot and replay, then release the held
         live events through the dedupe: gap-free and duplicate-free (see stream.fanout)."""
-        allowed = await asyncio.to_thread(access.visible, peer.user, peer.ops)
-        self._revoke(peer, self.hub.set_allowed(peer, allowed))
+        if not await self._admit(peer, peer.claims):
+            return
         single = req.project != "*"
-        if single and req.project not in allowed:
+        if single and req.project not in peer.allowed:
             await peer.ws.send(protocol.error(
                 403, "not a member of this project", project=req.project, request_id=req.id,
             ))
@@ -510,24 +521,44 @@ class StreamServer:
 
     # -- membership -----------------------------------------------------------------------
 
+    async def _admit(self, peer: Peer, claims: Claims) -> bool:
+        """Judge ``claims`` for ``peer`` now (:func:`stream.access.admit`) and apply it: the
+        connection's token, ``ops`` and visible projects (unsubscribing what it lost), or a
+        close with 4001 (then False)."""
+        try:
+            now, allowed = await asyncio.to_thread(access.admit, claims)
+        except Unauthorized as exc:
+            self._close(peer, AUTH_FAILED, exc.message)
+            return False
+        self._apply(peer, now, allowed)
+        return True
+
+    def _apply(self, peer: Peer, claims: Claims, allowed: frozenset[str]) -> None:
+        peer.claims, peer.ops = claims, claims.ops
+        self._revoke(peer, self.hub.set_allowed(peer, allowed))
+
     async def _refresh_loop(self) -> None:
-        """Re-read memberships of every subscribed connection, so revocations apply to open
-        connections within ``membership_refresh`` seconds."""
+        """Re-judge the token and re-read the memberships of every connection, so that
+        revocations (a membership, the ``ops`` flag, a disabled user, an ended session, an
+        API key) apply to open connections within ``membership_refresh`` seconds."""
         while True:
             await asyncio.sleep(self.membership_refresh)
-            peers = [p for p in self.hub.subscribers if p.projects or p.star]
+            peers = cast(list[Peer], list(self.hub.subscribers))
             if not peers:
                 continue
-            users = {(p.user, p.ops) for p in peers}
             try:
-                visible = await asyncio.to_thread(access.visible_by_user, users)
+                verdicts = await asyncio.to_thread(access.recheck, {p.claims for p in peers})
             except Exception as exc:  # the database may be briefly unavailable; try again
                 logger.warning("membership refresh failed: %s", exc)
                 continue
             for peer in peers:
-                if peer in self.hub:
-                    lost = self.hub.set_allowed(peer, visible.get((peer.user, peer.ops), ()))
-                    self._revoke(peer, lost)
+                verdict = verdicts.get(peer.claims)
+                if peer not in self.hub or verdict is None:  # re-authenticated meanwhile
+                    continue
+                if isinstance(verdict, Unauthorized):
+                    self._close(peer, AUTH_FAILED, verdict.message)
+                else:
+                    self._apply(peer, *verdict)
             try:  # a "*" subscription may have gained projects
                 await self._read_new_spaces()
             except (RedisError, OSError) as exc:

@@ -25,7 +25,7 @@ from api.unicat.responses import (
 )
 from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, NotFound, Unprocessable
-from bulkjobs.tokens import issue, verify
+from bulkjobs.tokens import renew, verify
 from models.jobs import PUBLIC_ONLY, Job
 from models.queries import records_public
 from models.records import Record
@@ -60,7 +60,7 @@ async def queued(request: Request, project: str, job: str) -> JSONResponse:
             "selection": SelectionBody.model_validate_json(body or b"null").selection}
     except ValidationError as exc:
         params, invalid = None, exc
-    token = await queue_for(request, c, project, job, params)
+    token, c = await queue_for(request, c, project, job, params)
     if params is None:
         raise RequestValidationError([
             {**e, "loc": ("body", *e["loc"])} if body else
@@ -68,7 +68,7 @@ async def queued(request: Request, project: str, job: str) -> JSONResponse:
             for e in invalid.errors()])
     # Answered whole here (FastAPI's encoding of a returned dict is not needed for a token).
     return JSONResponse(ok({"job.token": token}),
-                        headers={"Authorization": issue(c.user, ops=c.ops)})
+                        headers={"Authorization": renew(c)})
 
 
 @router.post("/records/bulk/delete", openapi_extra=SELECTION_BODY, **answers(JobQueuedOut))

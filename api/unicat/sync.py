@@ -18,9 +18,8 @@ from api.unicat.bodies import SyncCursorsBody, SyncGetBody
 from api.unicat.envelope import ok
 from api.unicat.responses import CursorsOut, SyncGetOut, answers
 from bulkjobs import keys
-from bulkjobs.accounts import require_member
+from bulkjobs.accounts import require_member, visible_to
 from bulkjobs.connections import get_synclog
-from models.queries import visible_projects
 
 router = APIRouter(prefix="/sync", tags=["unicat: sync"])
 
@@ -43,7 +42,7 @@ def cursors(body: SyncCursorsBody, c: ClaimsDep, session: SessionDep) -> Any:
 def get(body: SyncGetBody, c: ClaimsDep, session: SessionDep) -> Any:
     """Sync events after the given cursors, in cursor order."""
     log = get_synclog()
-    visible = visible_projects(session, user_gid=c.user, ops=c.ops)
+    visible = visible_to(session, c)
     events: list[dict[str, Any]] = []
     after = body.cc_cursor
     recovered = True

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any
 
 import httpx
@@ -29,6 +28,7 @@ from models.engine import get_engine
 from models.jobs import Job
 from models.seed import SeededProject
 from tests.api.dialects import jwt_of
+from tests.stream.conftest import make_user
 from worker.submit import Submission
 
 pytestmark = pytest.mark.services
@@ -82,7 +82,7 @@ def test_one_batch_gives_each_ask_its_own_outcome(project: SeededProject,
     unknown job their errors; an access-only ask gets neither token nor error; only the two
     good ones have a job row, a queued event and a sent message."""
     user = member_of(project)
-    stranger = str(uuid.uuid4())
+    stranger = make_user()
     before = job_count()
     outcomes = process([
         ask(project, user, [project.heads[0]]),
@@ -105,7 +105,7 @@ def test_one_batch_gives_each_ask_its_own_outcome(project: SeededProject,
 
 def test_an_ops_user_may_queue_in_any_project(project: SeededProject,
                                               sent: list[str]) -> None:
-    [outcome] = process([ask(project, str(uuid.uuid4()), [project.heads[0]], ops=True)])
+    [outcome] = process([ask(project, make_user(ops=True), [project.heads[0]])])
     assert outcome.error is None and outcome.token in wait_sent(sent, 1)
 
 
@@ -175,7 +175,7 @@ def test_a_stranger_gets_403_whatever_the_body(project: SeededProject, client: T
     """Access is checked before the body: a user who is no member gets 403 for a good body,
     a malformed one and none; a member gets FastAPI's 400 for a malformed body."""
     url = f"/api/p/{project.gid}/records/bulk/delete"
-    stranger = {"Authorization": f"Bearer {issue(str(uuid.uuid4()))}"}
+    stranger = {"Authorization": f"Bearer {issue(make_user())}"}
     for body in ({"selection": [project.heads[0]]}, {"selection": 1}, None):
         r = client.post(url, json=body, headers=stranger)
         assert r.status_code == 403, (body, r.text)

@@ -229,7 +229,7 @@ def test_body_over_10_mb_is_413(client: TestClient, seeded: SeedResult):
 
 def test_sync_cursors_and_get(client: TestClient, seeded: SeedResult):
     """`/sync/cursors` gives the cc cursor; `/sync/get` returns later events of visible
-    projects only, in order."""
+    projects only, in order: for a JWT made from an API key, of that key's project only."""
     project, jwt = auth(client, seeded)
     cursor = post(client, "/sync/cursors", jwt).json()["result"]["cc.cursor"]
     mine = post(client, f"/api/p/{project}/records/bulk/delete", jwt,
@@ -245,8 +245,13 @@ def test_sync_cursors_and_get(client: TestClient, seeded: SeedResult):
     got = post(client, "/sync/get", jwt, {"cc_cursor": cursor}).json()["result"]
     assert "warning" not in got
     tokens = [e["data_key"] for e in got["sync"]]
-    assert tokens == [mine, theirs]
+    assert tokens == [mine]
     assert got["cc.cursor"] == get_synclog().cursor(keys.CC_SPACE)
+    logged_in = client.post("/api/login", json={
+        "username": seeded.users[0].username, "password": seeded.users[0].password})
+    got = post(client, "/sync/get", logged_in.headers["authorization"],
+               {"cc_cursor": cursor}).json()["result"]
+    assert [e["data_key"] for e in got["sync"]] == [mine, theirs]
     assert [e["cursor"] for e in got["sync"]] == sorted(e["cursor"] for e in got["sync"])
 
 

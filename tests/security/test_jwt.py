@@ -149,11 +149,11 @@ def test_bad_jwts_change_nothing(client: TestClient, seeded: SeedResult):
 
 def test_token_of_a_real_user_signed_by_us_but_for_an_unknown_user_is_refused(
         client: TestClient, seeded: SeedResult):
-    """A correctly signed token whose subject is no user opens no project (403)."""
+    """A correctly signed token whose subject is no user (a deleted one) is a 401."""
     from bulkjobs.tokens import issue
 
     r = call(client, f"/api/p/{seeded.projects[0].gid}/records/root", issue(str(uuid.uuid4())))
-    assert r.status_code == 403
+    assert r.status_code == 401 and r.headers["www-authenticate"] == REALM
 
 
 # -- the websocket ------------------------------------------------------------------------
