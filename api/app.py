@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI
 
-from api import errors, health, metrics, openapi, ops
+from api import docs, errors, health, metrics, openapi, ops
 from api.bodylimit import LimitBody
 from api.dato import routes as dato
 from api.plone import routes as plone
@@ -28,6 +28,7 @@ def create_app() -> FastAPI:
         # Metrics are Prometheus's (api.metrics); FastAPI's OpenTelemetry hooks would look
         # for a provider on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None, redoc_url=None,  # api.docs serves /docs from the product's own files
     )
     openapi.install(app)  # security schemes and response headers in /openapi.json
     logs.setup()
@@ -41,6 +42,7 @@ def create_app() -> FastAPI:
     app.add_middleware(RateLimitHeaders)  # X-RateLimit-* on every counted answer
     app.add_middleware(LimitBody)  # 413 before a body over 10 MB is read
     app.include_router(health.router)
+    docs.install(app)
     app.include_router(ops.router, responses=UNICAT_ERRORS)
     app.mount("/ops/static", ops.static_files(), name="ops-static")
     metrics.install(app)  # last: the outermost middleware, so it counts every answer

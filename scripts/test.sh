@@ -8,13 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/venv.sh test
 bash scripts/redis.sh
-# The dashboard test (tests/e2e/test_dashboard.py) drives the system's Chromium through
+# The browser tests (tests/e2e/test_dashboard.py, test_docs.py) drive the system's Chromium through
 # Playwright (Playwright's own browser download is not used).  Install it when missing and we
-# can (root with apt-get); otherwise that test is skipped, except in CI where it fails.
+# can (root with apt-get); otherwise those tests are skipped, except in CI where they fail.
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  echo "==> installing chromium (for the dashboard test)"
+  echo "==> installing chromium (for the browser tests)"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
-    >/dev/null 2>&1 || echo "could not install chromium; the dashboard test will skip" >&2
+    >/dev/null 2>&1 || echo "could not install chromium; the browser tests will skip" >&2
 fi
 # DatoCMS's JavaScript client for tests/e2e/test_dato_client.py (pinned by its lock file).
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then

@@ -18,6 +18,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+from tests.e2e.browser import browser  # noqa: F401  (a fixture of the browser tests)
+
 BIN = Path(sys.executable).parent
 LOGS = Path(os.environ["DATA_DIR"]) / "logs"
 
