@@ -18,14 +18,18 @@ from typer.testing import CliRunner
 
 from bulkjobs.accounts import user_for_api_key, user_for_password
 from bulkjobs.cli import app
-from bulkjobs.tokens import verify
+from bulkjobs.errors import Unauthorized
+from bulkjobs.tokens import api_key_digest, verify
 from models import Job
-from models.auth import Member
+from models.auth import ApiKey, Member, User
 from models.engine import get_engine
 
 pytestmark = pytest.mark.services
 
 BULKJOBS = Path(sys.executable).parent / "bulkjobs"
+
+#: Wide enough for tables to show every column whole.
+WIDE = {"COLUMNS": "200"}
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -270,3 +274,53 @@ def test_jobs_cancel_rejects_a_queued_job_and_refuses_an_unknown_one(demo):
     assert token[:8] in listing.stdout
     unknown = cli("jobs", "cancel", "no-such-job")
     assert unknown.exit_code == 1 and "no job" in unknown.stderr
+
+
+def test_apikeys_add_and_list_show_the_key_id_and_revoke_deletes_the_key(demo):
+    """`apikeys add` names the new key's id (on stderr; stdout is the key alone), `apikeys
+    list` shows it, and `apikeys revoke <id>` removes the key: it opens nothing, it leaves
+    the listing, and revoking it again (or an unknown id) exits 1."""
+    owner = demo["users"][0]["username"]
+    project = demo["projects"][1]["gid"]
+    result = cli("apikeys", "add", "--username", owner, "--project", project, "--name", "ci")
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip()
+    with Session(get_engine()) as session:
+        key_id = session.execute(select(ApiKey.key_id).where(
+            ApiKey.key_hash == api_key_digest(key))).scalar_one()
+    assert f"id {key_id}" in result.stderr
+    assert key_id in cli("apikeys", "list", "--username", owner, env=WIDE).stdout
+    revoked = cli("apikeys", "revoke", key_id)
+    assert revoked.exit_code == 0 and "revoked" in revoked.stderr
+    with Session(get_engine()) as session, pytest.raises(Unauthorized):
+        user_for_api_key(session, project_gid=project, api_key=key)
+    assert key_id not in cli("apikeys", "list", env=WIDE).stdout
+    again = cli("apikeys", "revoke", key_id)
+    assert again.exit_code == 1 and "no API key" in again.stderr
+
+
+def test_users_disable_enable_and_remove_ops_change_the_user_row(demo):
+    """`users disable` marks the user disabled and bumps their token version (and `users
+    list` says so), `users enable` clears the flag only, `users remove-ops` clears ops;
+    `token` refuses a disabled user; an unknown user exits 1 for each."""
+    member = next(u for u in demo["users"] if not u["ops"])
+    ops_user = next(u for u in demo["users"] if u["ops"])
+    assert cli("users", "disable", member["username"]).exit_code == 0
+    with Session(get_engine()) as session:
+        row = session.get(User, member["gid"])
+        assert row is not None and row.disabled and row.token_version == 1
+    listing = cli("users", "list", env=WIDE).stdout
+    assert any(member["username"] in line and line.rstrip(" │").endswith("yes")
+               for line in listing.splitlines()), listing
+    refused = cli("token", "--username", member["username"])
+    assert refused.exit_code == 1 and "disabled" in refused.stderr
+    assert cli("users", "enable", member["username"]).exit_code == 0
+    assert cli("users", "remove-ops", ops_user["username"]).exit_code == 0
+    with Session(get_engine()) as session:
+        row = session.get(User, member["gid"])
+        assert row is not None and not row.disabled and row.token_version == 1
+        ops_row = session.get(User, ops_user["gid"])
+        assert ops_row is not None and not ops_row.ops and ops_row.token_version == 0
+    for command in ("disable", "enable", "remove-ops"):
+        unknown = cli("users", command, "nobody")
+        assert unknown.exit_code == 1 and "no user" in unknown.stderr
