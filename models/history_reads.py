@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col
 
 from bulkjobs.errors import NotFound
@@ -175,16 +176,23 @@ class HistoryEntry:
     review_state: str = ""
 
 
-def history(session: Session, record: Record) -> list[HistoryEntry]:
-    """Every version and workflow entry of the record, newest first.  At equal times a
-    workflow entry comes before (is newer than) the version it followed, and versions and
-    workflow entries keep their own order."""
+def history(session: Session, record: Record, *, limit: int) -> list[HistoryEntry]:
+    """The newest ``limit`` versions and workflow entries of the record, merged, newest
+    first.  At equal times a workflow entry comes before (is newer than) the version it
+    followed, and versions and workflow entries keep their own order.
+
+    At most ``limit`` rows of each kind are read (the newest ``limit`` of the merge are among
+    them), and the versions without their snapshots: a record's history grows with every
+    edit and every bulk job that touches it."""
     versions = session.execute(
-        select(RecordVersion).where(col(RecordVersion.record_id) == record.id)
-        .order_by(col(RecordVersion.number))).scalars().all()
+        select(RecordVersion).options(defer(RecordVersion.snapshot))  # type: ignore[arg-type]
+        .where(col(RecordVersion.record_id) == record.id)
+        .order_by(col(RecordVersion.created_at).desc(), col(RecordVersion.number).desc())
+        .limit(limit)).scalars().all()
     workflow = session.execute(
         select(WorkflowEntry).where(col(WorkflowEntry.record_id) == record.id)
-        .order_by(col(WorkflowEntry.id))).scalars().all()
+        .order_by(col(WorkflowEntry.time).desc(), col(WorkflowEntry.id).desc())
+        .limit(limit)).scalars().all()
     keyed: list[tuple[tuple[float, int, int], HistoryEntry]] = []
     for v in versions:
         keyed.append(((v.created_at, 0, v.number), HistoryEntry(
@@ -195,7 +203,7 @@ def history(session: Session, record: Record) -> list[HistoryEntry]:
             kind="workflow", time=w.time, actor=dict(w.actor or {}), comment=w.comment or "",
             action=w.action, review_state=w.review_state)))
     keyed.sort(key=lambda pair: pair[0], reverse=True)
-    return [entry for _, entry in keyed]
+    return [entry for _, entry in keyed[:limit]]
 
 
 def users_by_gid(session: Session, gids: Iterable[Any]) -> dict[str, User]:

@@ -1,7 +1,8 @@
 """Plone dialect routes (``/plone/p/<project>/<record gid>``): ``@history`` — a thin façade
 over the core.
 
-* ``GET @history``: :func:`models.history_reads.history`, newest first; ``[]`` when the
+* ``GET @history``: :func:`models.history_reads.history`, newest first, at most
+  :data:`HISTORY_LIMIT` entries (still a bare array, as Plone answers); ``[]`` when the
   record has no history;
 * ``GET @history/<n>``: the snapshot of version ``n`` (``current`` for the newest); a ``n``
   that is not an integer is 400, an unknown one 404;
@@ -51,6 +52,10 @@ router = APIRouter(prefix="/plone/p/{project}/{record}", tags=["plone"], respons
 #: Seconds ``PATCH @history`` waits for the revert job before answering 202.
 REVERT_WAIT = 30.0
 
+#: The most entries ``GET @history`` answers: the newest ones.  Plone's answer is a bare
+#: array with no paging, and a record's history grows with every edit and bulk job.
+HISTORY_LIMIT = 1000
+
 _INTEGER = re.compile(r"-?[0-9]{1,30}")
 
 
@@ -69,9 +74,9 @@ def title_of(title: Any, lang: str, gid: str) -> str:
             responses={200: {"model": list[HistoryEntry]}})
 def get_history(project: str, record: str, request: Request, actor: CredentialsMemberDep,
                 session: SessionDep) -> Any:
-    """The record's history (versions and workflow changes), newest first."""
+    """The record's history (versions and workflow changes), newest first, at most 1,000."""
     rec = live_record(session, actor.project.gid, record)
-    entries = history(session, rec)
+    entries = history(session, rec, limit=HISTORY_LIMIT)
     users = users_by_gid(session, [e.actor.get("id") for e in entries])
     site, obj_url = urls(request, actor.project.gid, rec.gid)
     may_revert = True  # live_record finds live records only, and a live record may revert
