@@ -53,7 +53,7 @@ from bulkjobs.ratelimit import RateState
 from bulkjobs.tokens import Claims
 from models.engine import get_engine
 from worker import app as worker_app
-from worker.submit import Submission, check, send, submit_many
+from worker.submit import APPENDED, Submission, check, send, submit_many
 
 logger = logging.getLogger(__name__)
 
@@ -160,10 +160,11 @@ class Sender:
     """Sends the Celery messages of the jobs this process queued, from a thread of its own.
 
     A request is answered once its job row is committed and its ``queued`` event appended;
-    the message follows at once, but the answer does not wait for it (nor does the next
-    batch).  A message not sent (the broker refused it, or the process died first) is sent
-    again by the reaper after QUEUED_STALE_AFTER, as for any queued job whose message never
-    arrived.  The messages waiting when the thread comes round are sent together
+    the event's outbox row is deleted here, then the message follows at once, but the
+    answer waits for neither (nor does the next batch).  A message not sent (the broker
+    refused it, or the process died first) is sent again by the reaper after
+    QUEUED_STALE_AFTER, as for any queued job whose message never arrived.  The messages
+    waiting when the thread comes round are sent together
     (:func:`worker.app.enqueue_many`: one broker round trip).  On a clean exit the messages
     still waiting are sent first."""
 
@@ -203,6 +204,7 @@ class Sender:
             except queue.Empty:
                 break
         if tokens:
+            APPENDED.clear()  # the outbox rows of the queued events appended so far
             send(tokens, lambda tokens: worker_app.enqueue_many(tokens))
 
 
@@ -238,7 +240,7 @@ def process(asks: Sequence[Ask]) -> list[Outcome]:
     if valid:
         try:
             tokens = submit_many([asks[i].submission for i in valid],  # type: ignore[misc]
-                                 log=get_synclog(), enqueue=SENDER.put)
+                                 log=get_synclog(), enqueue=SENDER.put, clear_outbox=False)
         except Exception as exc:
             for i in valid:
                 outcomes[i].error = exc

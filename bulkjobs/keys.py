@@ -20,6 +20,10 @@ CC_SPACE = "cc"
 #: The Celery queue jobs are sent to.
 JOBS_QUEUE = PREFIX
 
+#: The Celery queue of the periodic tasks (reaper, sync-log trimming), which every worker
+#: consumes beside :data:`JOBS_QUEUE`: a backlog of jobs neither delays nor multiplies them.
+MAINTENANCE_QUEUE = f"{PREFIX}.maintenance"
+
 
 def broker_transport_keys() -> dict[str, str]:
     """Kombu's Redis-transport bookkeeping of unacknowledged messages, under the prefix too

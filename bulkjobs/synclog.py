@@ -584,6 +584,18 @@ class SyncLog:
         k, a = _append_call(space, events, once_key, self.dedupe_ttl)
         return [int(c) for c in self._append(keys=k, args=a)]
 
+    def append_each(
+        self, space: str, appends: Sequence[tuple[Sequence[NewEvent], str]]
+    ) -> list[list[int]]:
+        """Several :meth:`append` calls, each at most once for its once-key, sent in one
+        round trip (a pipeline; each call atomic by itself); the cursors of each, an empty
+        list for one that had happened already."""
+        pipe = self.r.pipeline(transaction=False)
+        for events, once_key in appends:
+            k, a = _append_call(space, events, once_key, self.dedupe_ttl)
+            self._append(keys=k, args=a, client=pipe)
+        return [[int(c) for c in reply] for reply in pipe.execute()]
+
     def cursors(self, space: str) -> tuple[int, int]:
         """``(current cursor, floor)`` of a space, seeding them if missing."""
         k, a = _cursor_call(space)

@@ -13,12 +13,20 @@ back).
 One row per batch and (data type, action): the gids of that group as one space-separated
 text, so that a batch of 100,000 changed rows costs one insert of a few megabytes, not
 100,000 inserts.
+
+A job's ``queued`` event goes the same way: its row (``data_type`` :data:`JOB_EVENT`,
+``action`` ``queued``, ``gids`` the job's token) commits with the job row, so there is never
+a job without its event nor an event without its job; the event is rebuilt from the job row
+when appended (:func:`worker.runner.drain_outbox`).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import Column, Text
 from sqlmodel import Field, SQLModel
+
+#: ``data_type`` of the row holding a job's own event (in the ``cc`` space), not a project's.
+JOB_EVENT = "job"
 
 
 class SyncOutbox(SQLModel, table=True):
@@ -28,7 +36,8 @@ class SyncOutbox(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     job_token: str = Field(max_length=36, index=True)
     project_gid: str = Field(max_length=36)
-    data_type: str = Field(max_length=32)  # records, definitions, classes, fields, layouts
-    action: str = Field(max_length=8)  # INSERT, UPDATE or DELETE
+    # records, definitions, classes, fields, layouts; or JOB_EVENT
+    data_type: str = Field(max_length=32)
+    action: str = Field(max_length=8)  # INSERT, UPDATE or DELETE; a JOB_EVENT's status
     gids: str = Field(sa_column=Column(Text, nullable=False))  # space-separated
     created_on: float = 0.0

@@ -4,24 +4,46 @@
 and the sync-log trimming on a schedule.  Late acknowledgement and a prefetch of one mean a
 message is only acknowledged once its job slice has returned, and a worker holds at most one
 job it has not started.  Crash safety does not rest on this alone (see ``worker.runner``).
+
+The periodic tasks go to a queue of their own (:data:`~bulkjobs.keys.MAINTENANCE_QUEUE`),
+which every worker consumes beside the jobs' queue (both are ``task_queues``, so a worker
+started without ``-Q`` takes both): a backlog of jobs does not hold them up.  Each copy
+expires after its interval, so copies sent while every worker was busy are dropped instead
+of running one after another.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery
 from celery.signals import worker_init
+from kombu import Queue
 
-from bulkjobs.keys import JOBS_QUEUE, broker_transport_keys
+from bulkjobs.keys import JOBS_QUEUE, MAINTENANCE_QUEUE, broker_transport_keys, jobs_queue_lists
 from bulkjobs.settings import Settings, settings_or_exit
 from models.engine import use_file_temp_store
 from worker import signals  # noqa: F401  (log format and worker heartbeat handlers)
+
+#: Seconds between two sync-log trimmings.
+TRIM_INTERVAL = 300.0
+
+
+def _periodic(interval: float) -> dict[str, Any]:
+    """Send options of a periodic task: the maintenance queue, and an expiry of one interval
+    (a copy not started by then is dropped; the next one is on its way)."""
+    return {"queue": MAINTENANCE_QUEUE, "expires": interval}
 
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("bulkjobs", broker=settings.effective_broker_url, include=["worker.tasks"])
     app.conf.update(
+        task_queues=[Queue(JOBS_QUEUE), Queue(MAINTENANCE_QUEUE)],
+        task_routes={"bulkjobs.reap": {"queue": MAINTENANCE_QUEUE},
+                     "bulkjobs.trim": {"queue": MAINTENANCE_QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -32,8 +54,10 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": 3600, **broker_transport_keys()},
         beat_schedule={
-            "reap-stalled-jobs": {"task": "bulkjobs.reap", "schedule": settings.reaper_interval},
-            "trim-sync-log": {"task": "bulkjobs.trim", "schedule": 300.0},
+            "reap-stalled-jobs": {"task": "bulkjobs.reap", "schedule": settings.reaper_interval,
+                                  "options": _periodic(settings.reaper_interval)},
+            "trim-sync-log": {"task": "bulkjobs.trim", "schedule": TRIM_INTERVAL,
+                              "options": _periodic(TRIM_INTERVAL)},
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )
@@ -51,8 +75,9 @@ def _worker_connections(**_: object) -> None:
 
 
 def enqueue(token: str) -> None:
-    """Send the job's task; the message carries only the token."""
-    app.send_task("bulkjobs.run_job", args=[token], queue=JOBS_QUEUE, **_reprs(token))
+    """Send the job's task; the message carries only the token (and when it was sent)."""
+    app.send_task("bulkjobs.run_job", args=[token], queue=JOBS_QUEUE, **_reprs(token),
+                  headers=sent_header())
 
 
 def enqueue_many(tokens: Sequence[str]) -> None:
@@ -63,7 +88,41 @@ def enqueue_many(tokens: Sequence[str]) -> None:
     with app.producer_or_acquire() as producer, producer.batch():
         for token in tokens:
             app.send_task("bulkjobs.run_job", args=[token], queue=JOBS_QUEUE,
-                          producer=producer, **_reprs(token))
+                          producer=producer, **_reprs(token), headers=sent_header())
+
+
+#: The message header holding the time a job's message was sent.
+SENT_HEADER = "bulkjobs_sent"
+
+
+def sent_header() -> dict[str, float]:
+    """The headers of a job's message: when it was sent, for :func:`oldest_waiting`."""
+    return {SENT_HEADER: time.time()}
+
+
+def oldest_waiting(celery: Celery | None = None) -> float | None:
+    """When the oldest message still waiting in the jobs' queue was sent; ``None`` when none
+    waits (or the broker is not Redis, whose lists this reads).
+
+    Kombu's Redis transport keeps a queue as lists (one per priority step) that take new
+    messages on the left and give them out from the right, first in, first out: every
+    message sent after the oldest one still waiting is waiting too.  A message without the
+    header (sent by an older version) counts as sent at time 0: everything waits behind
+    it."""
+    with (celery or app).connection_for_read() as conn:
+        if conn.transport.driver_type != "redis":
+            return None
+        client = conn.default_channel.client
+        heads = [client.lindex(name, -1) for name in jobs_queue_lists()]
+    sent = []
+    for raw in heads:
+        if raw is None:
+            continue
+        try:
+            sent.append(float(json.loads(raw).get("headers", {}).get(SENT_HEADER, 0.0)))
+        except (ValueError, TypeError, AttributeError):
+            sent.append(0.0)
+    return min(sent) if sent else None
 
 
 def _reprs(token: str) -> dict[str, str]:

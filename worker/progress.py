@@ -55,6 +55,21 @@ def append_states(log: SyncLog, states: Sequence[JobState], *, insert: bool = Fa
     return cursors
 
 
+def append_states_once(log: SyncLog, states: Sequence[tuple[JobState, str]], *,
+                       insert: bool = False) -> list[bool]:
+    """Append the events of several jobs' non-terminal states, each at most once for its
+    once-key, in one round trip (:meth:`SyncLog.append_each`); whether each was appended now
+    (``False``: it had been already, and is not counted again)."""
+    if any(state.terminal for state, _ in states):
+        raise ValueError("terminal states are appended one by one, at most once each")
+    replies = log.append_each(keys.CC_SPACE, [([_event(state, insert)], once)
+                                              for state, once in states])
+    for (state, _), cursors in zip(states, replies, strict=True):
+        if cursors:
+            _count(log, state)
+    return [bool(cursors) for cursors in replies]
+
+
 def _event(state: JobState, insert: bool) -> NewEvent:
     return job_event(
         token=state.token, project=state.project_gid, job=state.job, status=state.status,

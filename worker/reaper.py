@@ -4,9 +4,17 @@ A job whose worker died (SIGKILL, lost machine) stops heart-beating.  The reaper
 jobs back (``owner = NULL``) and re-queues them; the job resumes at its first uncommitted
 batch.  Jobs waiting for a message — queued, or processing but handed back (a slice re-queued
 itself, a retry is due) — are re-queued after ``queued_stale_after`` (their message was lost,
-say by a broker that lost its data): a backlog that keeps a sliced job waiting longer than
-``stale_after`` must not earn it a second message.  Each re-queue bumps ``heartbeat_on``, so
-a job is re-queued at most once per staleness period however many reapers run.
+say by a broker that lost its data), and only when the broker no longer holds their message:
+as a Celery or Sidekiq user expects, a job waiting in a long backlog keeps its one place in
+line and is not sent again every ``queued_stale_after``.  A job's ``heartbeat_on`` is when
+its message was sent (queued, handed back, re-queued), every message carries the time it was
+sent, and the broker's queue is first in, first out; so a job whose message went out after
+the oldest message still waiting (:func:`worker.app.oldest_waiting`, less
+:data:`SENT_MARGIN`) is still in line.  Each re-queue bumps ``heartbeat_on``, so a job is
+re-queued at most once per staleness period however many reapers run.
+
+A job's ``queued`` event left in the outbox (the web process died, or Redis was away, right
+after the job's row committed) is appended before the job could be re-queued.
 
 Finished jobs whose terminal event is missing are announced; finished jobs that still have
 events in the sync outbox (their last run could not append them) get those appended.
@@ -24,7 +32,7 @@ from sqlalchemy import and_, or_, select, update
 from bulkjobs.synclog import SyncLog
 from models.engine import get_engine, get_write_engine
 from models.jobs import DONE, PROCESSING, QUEUED, REJECTED, Job
-from models.outbox import SyncOutbox
+from models.outbox import JOB_EVENT, SyncOutbox
 from worker.runner import announce, drain_outbox
 
 logger = logging.getLogger(__name__)
@@ -32,19 +40,43 @@ jobs = Job.__table__
 outbox = SyncOutbox.__table__
 
 
+#: Seconds a message may go out after its job's ``heartbeat_on`` was set (the commit before
+#: the send; clocks of different hosts): a job is taken to be still in line when its
+#: heartbeat is at most this much older than the oldest message waiting.
+SENT_MARGIN = 30.0
+#: Seconds the submitter has to append a job's ``queued`` event before the reaper does.
+QUEUED_EVENT_GRACE = 5.0
+
+
 def reap(
     *, log: SyncLog, stale_after: float, queued_stale_after: float,
     requeue: Callable[[str], None], limit: int = 1000,
+    oldest_waiting: Callable[[], float | None] | None = None,
 ) -> list[str]:
+    """One pass.  ``oldest_waiting``: when the oldest message still waiting in the broker's
+    jobs queue was sent (``None``: the queue is empty); without it, waiting jobs are
+    re-sent after ``queued_stale_after`` whatever the broker holds."""
     now = time.time()
     waiting = or_(jobs.c.status == QUEUED,
                   and_(jobs.c.status == PROCESSING, jobs.c.owner.is_(None)))
+    resend_before = now - queued_stale_after
+    oldest = oldest_waiting() if oldest_waiting is not None else None
+    if oldest is not None:  # messages sent since are still in line
+        resend_before = min(resend_before, oldest - SENT_MARGIN)
     stale = or_(
         and_(jobs.c.status == PROCESSING, jobs.c.owner.is_not(None),
              jobs.c.heartbeat_on < now - stale_after),
-        and_(waiting, jobs.c.heartbeat_on < now - queued_stale_after),
+        and_(waiting, jobs.c.heartbeat_on < resend_before),
     )
     engine = get_engine()
+    with engine.connect() as conn:
+        unappended = [r[0] for r in conn.execute(
+            select(outbox.c.job_token).distinct().where(
+                outbox.c.data_type == JOB_EVENT, outbox.c.created_on < now - QUEUED_EVENT_GRACE,
+            ).limit(limit)
+        )]
+    for token in unappended:  # before the job is re-queued: its queued event comes first
+        drain_outbox(log, token, job_events_only=True)
     with engine.connect() as conn:
         tokens = [r[0] for r in conn.execute(select(jobs.c.token).where(stale).limit(limit))]
         unannounced = [r[0] for r in conn.execute(

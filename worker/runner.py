@@ -30,11 +30,18 @@ Crash safety rests on the job row, not on the broker:
   the job's heartbeat is pushed past the back-off so that the reaper does not re-queue it
   meanwhile.  Beyond it the job is rejected with ``info.error``.  Deadlocks and serialisation
   failures of a batch are retried in place first (they are not the job's fault).
-* **The database away.** A database that cannot be reached, drops the connection, or stays
-  locked past its busy timeout (:func:`unavailable`) is not the job's fault either: the run
+* **The database or Redis away.** A database that cannot be reached, drops the connection,
+  or stays locked past its busy timeout, and Redis refusing connections, timing out or
+  loading its data — on the outbox's append, a progress event, the terminal event or a
+  re-queue — (:func:`unavailable`) is not the job's fault either: the run
   hands the job back without counting a failure and retries after a back-off, for as long
   as it takes.  Should even the hand-back fail, the error goes to the task, which retries it
-  the same way; the lease is named after the task's message, so the retry takes it back.
+  the same way; the retry carries the failed run's lease name (``takeover``) and takes the
+  job back at once.
+* **One run per lease.**  Every run leases the job under a name of its own
+  (:func:`new_owner`), and a claim succeeds only when nobody holds a live lease: a message
+  delivered twice, or re-sent while its first run is alive, finds the job leased and hands
+  back without touching anything.
 * **Results.** A batch may produce the job's result (:class:`~worker.jobs.base.Result`); it
   is committed on the job row with the batch.  A failed result (status >= 400) ends the job
   ``rejected`` with ``info.error``, the result kept for the dialects.
@@ -55,7 +62,9 @@ Crash safety rests on the job row, not on the broker:
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -64,6 +73,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
 from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
@@ -83,12 +94,12 @@ from models.engine import (
     next_batch_size,
 )
 from models.jobs import DONE, PROCESSING, QUEUED, REJECTED, Job, JobItem
-from models.outbox import SyncOutbox
+from models.outbox import JOB_EVENT, SyncOutbox
 from models.resolve import delete_items, resolve_in_slices
 from models.selection import parse_selection
 from worker.jobs import CATALOGUE, Context, JobSpec
 from worker.jobs.base import Effects, Result
-from worker.progress import JobState, Publisher, append_state
+from worker.progress import JobState, Publisher, append_state, append_states_once
 
 logger = logging.getLogger(__name__)
 
@@ -168,18 +179,37 @@ def load_state(conn: Connection, token: str) -> Any:
     return conn.execute(select(*_STATE_COLUMNS).where(jobs.c.token == token)).first()
 
 
-def claim(conn: Connection, token: str, owner: str, *, stale_after: float) -> bool:
+def new_owner() -> str:
+    """A lease owner for one run: unique per run (host, process and a random part), never
+    per message or per worker process, so that a message delivered twice — or its copy the
+    reaper sent — cannot take over the lease of a run of the same job that is still alive."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
+
+
+def _claimable(now: float, stale_after: float, takeover: str | None) -> Any:
+    """Nobody holds the job's lease, its holder stopped heart-beating, or it is held by
+    ``takeover`` (the failed run whose retry this is)."""
+    cond = [jobs.c.owner.is_(None), jobs.c.heartbeat_on < now - stale_after]
+    if takeover:
+        cond.append(jobs.c.owner == takeover)
+    return or_(*cond)
+
+
+def claim(conn: Connection, token: str, owner: str, *, stale_after: float,
+          takeover: str | None = None) -> bool:
+    """Take the job's lease for the run ``owner``: only when nobody holds a live one (see
+    :func:`_claimable`).  A live run's lease is never shared, whoever asks."""
     now = time.time()
     result = conn.execute(update(jobs).where(
         jobs.c.token == token,
         jobs.c.status.in_((QUEUED, PROCESSING)),
-        or_(jobs.c.owner.is_(None), jobs.c.owner == owner,
-            jobs.c.heartbeat_on < now - stale_after),
+        _claimable(now, stale_after, takeover),
     ).values(owner=owner, heartbeat_on=now, attempts=jobs.c.attempts + 1))
     return result.rowcount == 1
 
 
-def first_in_line(conn: Connection, token: str, *, stale_after: float) -> str:
+def first_in_line(conn: Connection, token: str, *, stale_after: float,
+                  takeover: str | None = None) -> str:
     """The job a run for ``token`` should claim: ``token`` itself when that job has started
     before (a slice, a retry, a stale lease); otherwise — it has not started, or it cannot be
     claimed (finished, leased by a live run) — the oldest job of its project that has not
@@ -197,7 +227,8 @@ def first_in_line(conn: Connection, token: str, *, stale_after: float) -> str:
     if row is None:
         return token
     claimable = row.status in (QUEUED, PROCESSING) and (
-        row.owner is None or row.heartbeat_on < time.time() - stale_after)
+        row.owner is None or row.heartbeat_on < time.time() - stale_after
+        or (takeover is not None and row.owner == takeover))
     if claimable and row.attempts > 0:
         return token
     first = conn.execute(select(jobs.c.token).where(
@@ -327,7 +358,7 @@ class Heartbeat:
 
 def run(
     token: str, *, log: SyncLog, cfg: RunConfig, requeue: Callable[[str], None],
-    owner: str | None = None,
+    owner: str | None = None, takeover: str | None = None,
 ) -> str:
     """Run (a slice of) one job.  Returns what happened: ``done``, ``rejected``, ``sliced``,
     ``skipped`` (finished, cancelled before start, or leased by a live worker) or ``lost``.
@@ -335,11 +366,15 @@ def run(
     Raises :class:`RetryLater` when the job raised and may be retried; when it has failed
     more than ``cfg.max_retries`` times it is rejected instead (``rejected``).  An exception
     after the job was finished or handed on (e.g. Redis failing on the terminal event) is
-    re-raised as it is: the job itself did not fail, the reaper repairs the announcement."""
-    owner = owner or f"run-{uuid.uuid4()}"
+    re-raised as it is: the job itself did not fail, the reaper repairs the announcement.
+
+    ``owner`` names this run's lease (default :func:`new_owner`; it must be unique per run).
+    ``takeover``: the lease of an earlier run that could not hand the job back (the
+    database or Redis was away), which this run, its retry, may take over at once."""
+    owner = owner or new_owner()
     with get_write_engine().begin() as conn:
-        token = first_in_line(conn, token, stale_after=cfg.stale_after)
-        claimed = claim(conn, token, owner, stale_after=cfg.stale_after)
+        token = first_in_line(conn, token, stale_after=cfg.stale_after, takeover=takeover)
+        claimed = claim(conn, token, owner, stale_after=cfg.stale_after, takeover=takeover)
     if not claimed:
         logger.debug("job %s: not claimed (finished, or leased by a live run)", token,
                      extra={"job": token})
@@ -356,7 +391,7 @@ def run(
         return "lost"
     except Exception as exc:
         if unavailable(exc):
-            return _wait_for_database(token, owner, exc)
+            return _wait_for_services(token, owner, exc)
         failures = _count_failure(token, owner)
         if failures is None:  # not ours any more (finished, or taken over): nothing to retry
             raise
@@ -380,23 +415,32 @@ def run(
         raise
 
 
-def _wait_for_database(token: str, owner: str, exc: Exception) -> str:
-    """Hand the job back uncounted and ask for a retry (:class:`RetryLater` with ``outage``
-    set: the caller picks the back-off from its own count of attempts)."""
+def _wait_for_services(token: str, owner: str, exc: Exception) -> str:
+    """The database or Redis is away: hand the job back uncounted and ask for a retry
+    (:class:`RetryLater` with ``outage`` set: the caller picks the back-off from its own
+    count of attempts)."""
     with get_write_engine().begin() as conn:  # raises while the database is still away
         failures = conn.execute(update(jobs).where(jobs.c.token == token, jobs.c.owner == owner)
                                 .values(owner=None).returning(jobs.c.failures)).scalar()
     if failures is None:  # not ours any more: nothing to retry
         raise exc
-    logger.warning("job %s: database unavailable (%s), handed back for a retry", token, exc,
-                   extra={"job": token})
+    logger.warning("job %s: database or Redis unavailable (%s), handed back for a retry",
+                   token, exc, extra={"job": token})
     _push_heartbeat(token, OUTAGE_RETRY_MAX)
     raise RetryLater(token, int(failures), 1, outage=True) from exc
 
 
+#: Redis (the sync log, or the broker behind kombu) not answering, refusing connections, or
+#: loading its data after a restart (``BusyLoadingError`` is a ``ConnectionError``).
+REDIS_AWAY = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+              kombu.exceptions.OperationalError)
+
+
 def unavailable(exc: BaseException) -> bool:
     """The database could not be reached, lost the connection, or stayed locked past its
-    busy timeout: errors of the moment, not of the job."""
+    busy timeout, or Redis did not answer: errors of the moment, not of the job."""
+    if isinstance(exc, REDIS_AWAY):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
     if exc.connection_invalidated or isinstance(exc.orig, ConnectionError):
@@ -735,13 +779,18 @@ def _clear_outbox(conn: Connection, token: str, *, up_to: int | None = None) -> 
     conn.execute(delete(outbox).where(*cond))
 
 
-def drain_outbox(log: SyncLog, token: str) -> int:
-    """Append the events a job's committed batches left in the outbox, oldest first, and
-    delete those rows; returns the number of events appended.  A failure leaves the rows
-    (and raises): the next drain appends them again, and the once-keys of
-    :func:`_append_events` keep what had been appended from being appended twice."""
+def drain_outbox(log: SyncLog, token: str, *, job_events_only: bool = False) -> int:
+    """Append the events a job left in the outbox — its ``queued`` event, its committed
+    batches' events — oldest first, and delete those rows; returns the number of events
+    appended.  A failure leaves the rows (and raises): the next drain appends them again,
+    and the once-keys of :func:`_append_events` and :func:`_append_job_event` keep what had
+    been appended from being appended twice.  ``job_events_only``: leave the batches' rows
+    to the job's run (the reaper drains a waiting job's ``queued`` event)."""
+    cond = [outbox.c.job_token == token]
+    if job_events_only:
+        cond.append(outbox.c.data_type == JOB_EVENT)
     with get_engine().connect() as conn:
-        ids = list(conn.execute(select(outbox.c.id).where(outbox.c.job_token == token)
+        ids = list(conn.execute(select(outbox.c.id).where(*cond)
                                 .order_by(outbox.c.id)).scalars())
     if not ids:
         return 0
@@ -751,6 +800,10 @@ def drain_outbox(log: SyncLog, token: str) -> int:
             row = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).first()
         if row is None:  # drained meanwhile by another run
             continue
+        if row.data_type == JOB_EVENT:
+            _append_job_event(log, row)
+            appended += 1
+            continue
         gids = row.gids.split()
         _append_events(log, row.project_gid, [(row.id, row.data_type, row.action, gids)])
         appended += len(gids)
@@ -759,6 +812,19 @@ def drain_outbox(log: SyncLog, token: str) -> int:
     logger.info("job %s: appended %s events left in the outbox", token, appended,
                 extra={"job": token})
     return appended
+
+
+def _append_job_event(log: SyncLog, row: Any) -> None:
+    """Append the job event of an outbox row (its ``queued`` event, rebuilt from the job
+    row's fields that never change), at most once (the row's once-key)."""
+    with get_engine().connect() as conn:
+        job = conn.execute(select(jobs.c.token, jobs.c.project_gid, jobs.c.job,
+                                  jobs.c.created_on).where(jobs.c.token == row.job_token)).first()
+    if job is None:
+        return
+    state = JobState(job.token, job.project_gid, job.job, row.action, {}, job.created_on,
+                     job.created_on)
+    append_states_once(log, [(state, keys.outbox_appended(row.id, 0))], insert=True)
 
 
 def _commit(conn: Connection, token: str, owner: str, values: dict[str, Any]) -> None:

@@ -3,13 +3,21 @@
 The selection is parsed (:func:`check`) before anything is written, so a malformed one is
 rejected with :class:`~bulkjobs.errors.SelectionError` and nothing is queued; so are
 parameters whose stored JSON would be larger than :data:`MAX_PARAMS_BYTES`.  Jobs queued
-together (:func:`submit_many`) share one transaction and one sync-log append.
+together (:func:`submit_many`) share one transaction and one sync-log round trip.
+
+A job's ``queued`` event goes through the sync outbox (:mod:`models.outbox`): its outbox row
+commits with the job row, and the submitter appends it right after the commit, under a
+once-key named after the row.  A process dying in between, or an append whose reply was
+lost, leaves the row behind: the job's run appends it before anything else, and the reaper
+appends it meanwhile — once, whoever does it, so there is never a job without its event nor
+an event without its job.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,16 +26,19 @@ from typing import Any
 
 from sqlalchemy import delete, insert, update
 
+from bulkjobs import keys
 from bulkjobs.errors import BadRequest, NotFound, PayloadTooLarge
 from bulkjobs.synclog import SyncLog
 from models.engine import get_engine, get_write_engine
 from models.jobs import PROCESSING, QUEUED, Job
+from models.outbox import JOB_EVENT, SyncOutbox
 from models.selection import parse_selection
 from worker.jobs import CATALOGUE
-from worker.progress import JobState, append_states
+from worker.progress import JobState, append_states_once
 from worker.runner import load, reject
 
 jobs = Job.__table__
+outbox = SyncOutbox.__table__
 logger = logging.getLogger(__name__)
 
 #: The most a job's ``params`` may take as the JSON the database stores (``json.dumps``,
@@ -76,15 +87,22 @@ def submit(
 
 def submit_many(
     submissions: Sequence[Submission], *, log: SyncLog,
-    enqueue: Callable[[Sequence[str]], None],
+    enqueue: Callable[[Sequence[str]], None], clear_outbox: bool = True,
 ) -> list[str]:
     """Queue already :func:`check`\ ed submissions together; their tokens, in order.
 
-    One transaction writes every job row, one sync-log append announces them all (each its
-    own ``queued`` event), then their tokens are handed to ``enqueue`` for their Celery
-    messages (:func:`send`).  The commit and the round trip are shared, so a web process that
-    gathers concurrent requests into one call (:mod:`api.queueing`) pays them once for all
-    of them."""
+    One transaction writes every job row with its ``queued`` event's outbox row, one
+    sync-log round trip appends those events (:func:`append_queued`), then their tokens are
+    handed to ``enqueue`` for their Celery messages (:func:`send`).  The commit and the round
+    trip are shared, so a web process that gathers concurrent requests into one call
+    (:mod:`api.queueing`) pays them once for all of them.
+
+    Once the rows are committed the jobs stand: should the append fail (Redis away), the
+    events stay in the outbox for the jobs' runs or the reaper, and the tokens are answered
+    all the same (an error would make the client queue them twice).  The appended outbox
+    rows are deleted later, off the answer's path (:data:`APPENDED`): at once with
+    ``clear_outbox``, else by whoever calls :meth:`Appended.clear` (the web's sending
+    thread)."""
     if not submissions:
         return []
     now = time.time()
@@ -95,20 +113,66 @@ def submit_many(
              "info": {}, "params": s.params, "actor": s.actor, "created_on": now,
              "updated_on": now, "heartbeat_on": now}
             for token, s in zip(tokens, submissions, strict=True)])
-    try:
-        append_states(log, [JobState(token, s.project_gid, s.job, QUEUED, {}, now, now)
-                            for token, s in zip(tokens, submissions, strict=True)], insert=True)
-    except Exception:
-        # The sync log (Redis) is down: the caller answers 503, so the jobs must not run later
-        # (the reaper would re-queue a queued row).  Nobody has seen their tokens yet.
-        with get_write_engine().begin() as conn:
-            conn.execute(delete(jobs).where(jobs.c.token.in_(tokens)))
-        raise
+        ids = conn.execute(insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True), [
+            {"job_token": token, "project_gid": s.project_gid, "data_type": JOB_EVENT,
+             "action": QUEUED, "gids": token, "created_on": now}
+            for token, s in zip(tokens, submissions, strict=True)]).scalars().all()
+    states = [JobState(token, s.project_gid, s.job, QUEUED, {}, now, now)
+              for token, s in zip(tokens, submissions, strict=True)]
+    if append_queued(log, list(zip(ids, states, strict=True))):
+        APPENDED.add(ids)
+        if clear_outbox:
+            APPENDED.clear()
     for token, s in zip(tokens, submissions, strict=True):
         logger.info("job %s: queued (%s in project %s)", token, s.job, s.project_gid,
                     extra={"job": token})
     send(tokens, enqueue)
     return tokens
+
+
+def append_queued(log: SyncLog, rows: Sequence[tuple[int, JobState]]) -> bool:
+    """Append the ``queued`` events of outbox rows ``(row id, job state)``, each under its
+    row's once-key, in one round trip.  An append whose reply was lost is tried once more
+    at once: what had gone through is not appended again.  ``False`` when Redis stays away:
+    the rows stay in the outbox, for the jobs' runs or the reaper."""
+    calls = [(state, keys.outbox_appended(row_id, 0)) for row_id, state in rows]
+    for attempt in (1, 2):
+        try:
+            append_states_once(log, calls, insert=True)
+            return True
+        except Exception:
+            logger.warning("queued events of %d job(s) not appended (attempt %d); they stay "
+                           "in the outbox", len(rows), attempt, exc_info=True)
+    return False
+
+
+class Appended:
+    """Ids of outbox rows whose events this process appended and has yet to delete (a row
+    left behind only costs its job's run or the reaper an append that adds nothing)."""
+
+    def __init__(self) -> None:
+        self._ids: list[int] = []
+        self._lock = threading.Lock()
+
+    def add(self, ids: Sequence[int]) -> None:
+        with self._lock:
+            self._ids.extend(ids)
+
+    def clear(self) -> None:
+        """Delete the rows gathered so far, in one transaction."""
+        with self._lock:
+            ids, self._ids = self._ids, []
+        if not ids:
+            return
+        try:
+            with get_write_engine().begin() as conn:
+                conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+        except Exception:
+            logger.warning("%d appended outbox row(s) not deleted; their jobs' runs or the "
+                           "reaper will", len(ids), exc_info=True)
+
+
+APPENDED = Appended()
 
 
 def send(tokens: Sequence[str], enqueue: Callable[[Sequence[str]], None]) -> None:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
+from typing import Any
+
+from celery.exceptions import Reject
 
 from bulkjobs.connections import get_synclog
 from bulkjobs.settings import get_settings
 from worker import reaper, runner
-from worker.app import app, enqueue
+from worker.app import app, enqueue, oldest_waiting
 
 logger = logging.getLogger(__name__)
+
+#: The longest a task keeps sending its retry while the broker is away (then the message
+#: is dropped and the reaper re-sends the job).
+RETRY_SEND_FOR = 600.0
 
 
 def run_config() -> runner.RunConfig:
@@ -25,7 +34,7 @@ def run_config() -> runner.RunConfig:
 
 
 @app.task(name="bulkjobs.run_job", bind=True, max_retries=3)
-def run_job(self, token: str) -> str:  # type: ignore[no-untyped-def]
+def run_job(self, token: str, takeover: str | None = None) -> str:  # type: ignore[no-untyped-def]
     """Run (a slice of) one job.
 
     A job that raises is retried with back-off and rejected with ``info.error`` after
@@ -33,35 +42,61 @@ def run_job(self, token: str) -> str:  # type: ignore[no-untyped-def]
     it holds across lost messages and dead workers.  Errors outside the job's own work (the
     database or Redis unreachable before the job could even be claimed) are retried by Celery
     with the same back-off (without end while the database is away); should those retries run
-    out, the reaper re-queues the job."""
-    # The lease is named after the message: a retry of this message (same task id) takes
-    # the job back even when the failed run could not hand it back (the database was away).
-    owner = f"task-{self.request.id}" if self.request.id else None
+    out, the reaper re-queues the job.
+
+    Each run leases the job under a name of its own (:func:`runner.new_owner`), so that the
+    same message delivered twice never runs beside itself.  A retry sent because the run
+    could not even hand the job back (the database or Redis away) carries that run's lease
+    name as ``takeover`` and takes the job back at once; any other copy of a message waits
+    for the lease to go stale."""
+    owner = runner.new_owner()
     try:
         return runner.run(token, log=get_synclog(), cfg=run_config(), requeue=enqueue,
-                          owner=owner)
+                          owner=owner, takeover=takeover)
     except runner.RetryLater as later:
         # The limit is the job row's failure count (the runner rejects beyond it), not
         # Celery's per-message count: always allow this retry.  While the database is away
         # the wait grows with the retries of this message.
         countdown = (runner.backoff(self.request.retries + 1) if later.outage
                      else later.countdown)
-        raise self.retry(countdown=countdown, max_retries=self.request.retries + 1) from later
+        raise _retry(self, kwargs={}, countdown=countdown,
+                     max_retries=self.request.retries + 1) from later
     except Exception as exc:
         logger.warning("job %s: %r before it could run, retrying", token, exc,
                        extra={"job": token})
         # The database away: retry for as long as it takes (the job is not at fault).
         limit = self.request.retries + 1 if runner.unavailable(exc) else self.max_retries
-        raise self.retry(exc=exc, countdown=runner.backoff(self.request.retries + 1),
-                         max_retries=limit) from exc
+        # The run may have kept the lease (its hand-back failed too): its retry takes it over.
+        raise _retry(self, exc=exc, kwargs={"takeover": owner},
+                     countdown=runner.backoff(self.request.retries + 1),
+                     max_retries=limit) from exc
+
+
+def _retry(task: Any, **options: Any) -> BaseException:
+    """``task.retry(**options)``, whose new message is sent again and again (with back-off,
+    up to :data:`RETRY_SEND_FOR` seconds) while the broker is away: Celery would otherwise
+    drop this message with the retry unsent (``Reject``), and the job would wait for the
+    reaper.  Meanwhile this message stays unacknowledged with the worker."""
+    deadline = time.monotonic() + RETRY_SEND_FOR
+    for n in itertools.count(1):
+        try:
+            return task.retry(**options)  # raises Retry once the message is sent
+        except Reject as rejected:
+            if not runner.unavailable(rejected.reason) or time.monotonic() > deadline:
+                raise
+            logger.warning("the broker is away (%r); sending the retry again", rejected.reason)
+            time.sleep(runner.backoff(n))
+    raise AssertionError("unreachable")
 
 
 @app.task(name="bulkjobs.reap")
 def reap() -> int:
-    """Re-queue jobs whose heartbeat stopped; announce finished jobs that were not."""
+    """Re-queue jobs whose heartbeat stopped or whose message the broker lost; announce
+    finished jobs that were not."""
     s = get_settings()
     return len(reaper.reap(log=get_synclog(), stale_after=s.stale_after,
-                           queued_stale_after=s.queued_stale_after, requeue=enqueue))
+                           queued_stale_after=s.queued_stale_after, requeue=enqueue,
+                           oldest_waiting=oldest_waiting))
 
 
 @app.task(name="bulkjobs.trim")

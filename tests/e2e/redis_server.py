@@ -23,11 +23,13 @@ class PrivateRedis:
     """A private ``redis-server``.  It never saves by itself; :meth:`save` writes a snapshot
     (``dump.rdb`` in :attr:`dir`), which the next :meth:`start` loads — the way Redis comes
     back from an older snapshot.  :meth:`restart` with ``keep_data=False`` deletes it first:
-    Redis comes back empty."""
+    Redis comes back empty.  With ``persistent`` it keeps an append-only file written on
+    every command instead (``appendfsync always``): a SIGKILL loses nothing."""
 
     port: int = field(default_factory=free_port)
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="redis-")))
     popen: subprocess.Popen[bytes] | None = None
+    persistent: bool = False
 
     @property
     def url(self) -> str:
@@ -39,9 +41,10 @@ class PrivateRedis:
     def start(self) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
         log = (LOGS / f"redis-{self.port}-{time.time_ns()}.log").open("wb")
+        aof = ["yes", "--appendfsync", "always"] if self.persistent else ["no"]
         self.popen = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.dir),
+             "--appendonly", *aof, "--daemonize", "no", "--dir", str(self.dir),
              "--dbfilename", "dump.rdb"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         client = self.client()
@@ -77,9 +80,9 @@ class PrivateRedis:
 
 
 @contextlib.contextmanager
-def private_redis_server() -> Iterator[PrivateRedis]:
+def private_redis_server(*, persistent: bool = False) -> Iterator[PrivateRedis]:
     """A started :class:`PrivateRedis`, killed on the way out (a fixture's body)."""
-    server = PrivateRedis()
+    server = PrivateRedis(persistent=persistent)
     server.start()
     try:
         yield server

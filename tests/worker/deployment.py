@@ -31,7 +31,7 @@ from bulkjobs.settings import get_settings
 from bulkjobs.synclog import SyncLog
 from models import Job
 from models.engine import get_engine
-from worker.app import make_celery
+from worker.app import make_celery, sent_header
 from worker.reaper import reap
 from worker.submit import submit
 
@@ -109,7 +109,8 @@ class Deployment:
     workers: list[Worker] = field(default_factory=list)
 
     def enqueue(self, token: str) -> None:
-        self.app.send_task("bulkjobs.run_job", args=[token], queue=keys.JOBS_QUEUE)
+        self.app.send_task("bulkjobs.run_job", args=[token], queue=keys.JOBS_QUEUE,
+                           headers=sent_header())
 
     def worker(self, name: str = "worker", concurrency: int = 1, **env: str) -> Worker:
         """Start a worker process and wait until it consumes."""

@@ -134,18 +134,20 @@ class FailingLog(CountingLog):
         raise redis.ConnectionError("project space unavailable")
 
 
-def test_failed_record_event_append_counts_as_the_jobs_failure(
+def test_failed_record_event_append_hands_the_job_back_uncounted(
     redis_client: redis.Redis, project: SeededProject
 ) -> None:
     """Record events are appended off the batch loop, but an append that fails still
-    surfaces before the job finishes: the run fails (and will be retried) instead of
-    reporting ``done`` with events missing."""
+    surfaces before the job finishes: the run hands the job back for a retry instead of
+    reporting ``done`` with events missing — without counting a failure (Redis away is not
+    the job's fault)."""
     log = FailingLog(redis_client)
     token = new_job(log, project, "bulk_delete_records", project.heads[:2])
-    with pytest.raises(runner.RetryLater):
+    with pytest.raises(runner.RetryLater) as later:
         runner.run(token, log=log, cfg=cfg(record_events=True), requeue=pytest.fail)
+    assert later.value.outage
     row = job_row(token)
-    assert (row.status, row.failures, row.owner) == ("processing", 1, None)
+    assert (row.status, row.failures, row.owner) == ("processing", 0, None)
     assert row.info["remaining"] == 0  # the batch itself committed
 
 
@@ -186,9 +188,10 @@ def test_events_of_a_batch_committed_while_redis_was_away_reach_the_log_on_retry
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Redis goes away while the second of three batches runs: the batch commits, its events
-    cannot be appended and the run fails.  A retry while Redis is still away fails too;
-    once Redis is back the retry appends what the committed batches left in the outbox, then
-    runs the last batch: every changed record has its event, and the outbox is empty."""
+    cannot be appended and the run hands the job back.  A retry while Redis is still away
+    does too; once Redis is back the retry appends what the committed batches left in the
+    outbox, then runs the last batch: every changed record has its event, the outbox is
+    empty, and no failure was counted."""
     redis_away_during_batch(monkeypatch, proxy, "bulk_delete_records", batch=2)
     log = SyncLog(proxy.client(), dedupe_ttl=600)
     reader = SyncLog(redis_client, dedupe_ttl=600)  # the test's own view, straight to Redis
@@ -200,13 +203,13 @@ def test_events_of_a_batch_committed_while_redis_was_away_reach_the_log_on_retry
     with pytest.raises(runner.RetryLater):
         runner.run(token, log=log, cfg=config, requeue=pytest.fail)
     row = job_row(token)
-    assert (row.status, row.info["remaining"], row.failures) == ("processing", 2, 1)
+    assert (row.status, row.info["remaining"], row.failures) == ("processing", 2, 0)
     with pytest.raises(runner.RetryLater):  # Redis still away
         runner.run(token, log=log, cfg=config, requeue=pytest.fail)
     proxy.up()
     assert runner.run(token, log=log, cfg=config, requeue=pytest.fail) == "done"
     row = job_row(token)
-    assert (row.status, row.failures, row.info["failed"]) == ("done", 2, 0)
+    assert (row.status, row.failures, row.info["failed"]) == ("done", 0, 0)
     assert set(actions(reader, project)) == expected  # each at least once, nothing else
     assert outbox_rows(token) == 0
 
@@ -215,18 +218,21 @@ def test_events_of_a_job_rejected_while_redis_was_away_are_appended_by_the_reape
     redis_client: redis.Redis, project: SeededProject, proxy: RedisProxy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A job whose retries are used up is rejected while Redis is away: neither its batch's
-    events nor its terminal event can be appended.  The reaper, once Redis is back, appends
-    both: the records the committed batch changed are announced, then the job ends."""
+    """A job handed back while Redis is away is cancelled (rejected) before Redis is back:
+    neither its batch's events nor its terminal event can be appended.  The reaper, once
+    Redis is back, appends both: the records the committed batch changed are announced, then
+    the job ends."""
     redis_away_during_batch(monkeypatch, proxy, "bulk_delete_records", batch=1)
     log = SyncLog(proxy.client(), dedupe_ttl=600)
     reader = SyncLog(redis_client, dedupe_ttl=600)
     recs = records(project.gid)
     heads = [h for h in project.heads if recs[h].status != "deleted"][:4]
     token = new_job(log, project, "bulk_delete_records", heads)
-    with pytest.raises(redis.ConnectionError):  # rejected, but the rejection not announced
-        runner.run(token, log=log, cfg=cfg(record_events=True, batch_size=2, max_retries=0),
+    with pytest.raises(runner.RetryLater):
+        runner.run(token, log=log, cfg=cfg(record_events=True, batch_size=2),
                    requeue=pytest.fail)
+    with pytest.raises(redis.ConnectionError):  # rejected, but the rejection not announced
+        runner.reject(token, log=log, error="cancelled")
     row = job_row(token)
     assert (row.status, row.announced) == ("rejected", False)
     proxy.up()

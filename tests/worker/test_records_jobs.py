@@ -426,7 +426,8 @@ def test_run_that_lost_its_lease_stops_without_committing(
         i < after_batches for i in range(6)]
     assert [e["data"]["status"] for e in job_events(log, token)][-1] == "processing"
     # the new owner finishes the job: every item exactly once
-    assert run(token, log=log, cfg=cfg(), requeue=lambda t: None, owner="other-worker") == "done"
+    assert run(token, log=log, cfg=cfg(), requeue=lambda t: None,
+               takeover="other-worker") == "done"
     done = job_row(token)
     assert done.info == {"total": 6, "remaining": 0, "failed": 0, "errors": []}
     assert all(records(project.gid)[h].status == "deleted" for h in heads)
