@@ -341,6 +341,30 @@ def test_undelete_parent_and_child_together_in_any_order(
     assert all(after[g].status == recs[g].status for g in subtree(recs, head))
 
 
+@pytest.mark.parametrize("batch_size", [1000, 1])
+@pytest.mark.parametrize("child_first", [True, False], ids=["child-first", "parent-first"])
+def test_undelete_of_records_deleted_with_a_selected_ancestor_counts_them_done(
+    log: HookedLog, project: SeededProject, child_first: bool, batch_size: int
+) -> None:
+    """Records deleted with their head (one generation) and selected together with it come
+    back with it and count as done, each with an undelete entry of this job, whatever their
+    order in the selection and however the batches fall."""
+    recs = records(project.gid)
+    head = project.heads[7]
+    child = children(recs, head)[4]
+    below = [g for g in subtree(recs, child) if g != child][-1]
+    do(log, project, DELETE, [head])
+    selection = [below, child, head] if child_first else [head, child, below]
+    token, row = do(log, project, UNDELETE, selection, batch_size=batch_size)
+    assert row.status == "done"
+    assert row.info == {"total": 3, "remaining": 0, "failed": 0, "errors": []}
+    after = records(project.gid)
+    assert all(after[g].status == recs[g].status for g in subtree(recs, head))
+    for gid in (head, child, below):
+        entries = [w for w in workflow([after[gid].id]) if w.action == "undelete"]
+        assert [(e.job_token, e.review_state) for e in entries] == [(token, recs[gid].status)]
+
+
 # --- events and lifecycle ----------------------------------------------------------------------
 
 

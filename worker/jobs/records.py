@@ -254,19 +254,35 @@ def _deleted_by_job(conn: Connection, job_token: str | None, roots: set[int]) ->
     """Those of the generation roots ``roots`` that the job ``job_token`` deleted (none for a
     single-record delete).  The token is a column of its own: the comment text, shared by
     every single-record delete, could name another delete's generation as this one's."""
-    if not roots or job_token is None:
+    return _done_by_job(conn, job_token, roots, "delete")
+
+
+def _done_by_job(conn: Connection, job_token: str | None, ids: set[int], action: str
+                 ) -> set[int]:
+    """Those of the records ``ids`` on which the job ``job_token`` wrote an ``action``
+    workflow entry (none for a single-record edit, which has no token)."""
+    if not ids or job_token is None:
         return set()
     return set(conn.execute(ids_param(conn,
-        "SELECT record_id FROM workflow_entry WHERE record_id IN :ids AND action = 'delete' "
-        "AND job_token = :job_token"), {"ids": sorted(roots), "job_token": job_token}
-    ).scalars())
+        "SELECT record_id FROM workflow_entry WHERE record_id IN :ids AND action = :action "
+        "AND job_token = :job_token"),
+        {"ids": sorted(ids), "action": action, "job_token": job_token}).scalars())
 
 
 def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
+    """Undelete each item's delete generation.
+
+    A selected record that was deleted with an ancestor (its generation is the ancestor's)
+    comes back when this job undeletes that ancestor, and then counts as done with a workflow
+    entry of its own, whatever the order of items and batches: in the same batch it rides
+    with the ancestor's item (``rides``); in a later one it reads as live, with an ancestor
+    this job undeleted.  It fails ("deleted with an ancestor") only when that ancestor stays
+    deleted."""
     record_ids, tombstone_ids = _split(ids)
     failures: dict[int, Failure] = {}
     vanished: list[Failure] = []
     done: list[int] = []
+    rides: dict[int, tuple[int, str]] = {}  # item -> (its generation's root, its gid)
     states: dict[int, str] = {}  # the review state each undeleted record returns to
     pending = record_ids
     # Undeleting a record can make a later item's parent live again, so items that failed only
@@ -276,9 +292,15 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
         found = {r.id for r in rows}
         others = [i for i in pending if i not in found]
         if others:  # live, or gone
-            live = conn.execute(ids_param(conn, "SELECT id, gid FROM record WHERE id IN :ids"),
-                                {"ids": others}).all()
-            failures.update((rid, Failure(gid, "not deleted")) for rid, gid in live)
+            live = conn.execute(ids_param(conn, "SELECT id, gid, mpath, status FROM record "
+                                                "WHERE id IN :ids"), {"ids": others}).all()
+            back = _back_with_ancestor(conn, ctx, live)
+            for rid, gid, _, status in live:
+                if rid in back:  # an earlier batch of this job undeleted it with an ancestor
+                    states[rid] = status
+                    done.append(rid)
+                else:
+                    failures[rid] = Failure(gid, "not deleted")
             vanished += _vanished_failures(conn, others, live)
         deleted_ancestors = _deleted_ancestors(conn, rows)
         ok: list[int] = []
@@ -286,7 +308,7 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
         for rid, gid, parent_id, _, deleted_root, status in rows:
             states[rid] = status
             if deleted_root != rid:
-                failures[rid] = Failure(gid, "deleted with an ancestor; undelete that ancestor")
+                rides[rid] = (deleted_root, gid)  # decided once its generation's fate is known
             elif parent_id in deleted_ancestors:
                 failures[rid] = Failure(gid, "the parent is deleted")
                 retry.append(rid)
@@ -319,10 +341,27 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
         for rid in retry:
             failures.pop(rid, None)
         pending = retry
+    undeleted = set(done)
+    for rid, (root, gid) in rides.items():
+        if root in undeleted:
+            done.append(rid)
+        else:
+            failures[rid] = Failure(gid, "deleted with an ancestor; undelete that ancestor")
     write_workflow(conn, done, action="undelete", actor=ctx.actor, now=ctx.now,
                    comment=f"bulk job {ctx.token}", states=states,
                    job_token=ctx.token or None)
     return vanished + list(failures.values()) + _tombstone_failures(conn, tombstone_ids)
+
+
+def _back_with_ancestor(conn: Connection, ctx: Context, live: Sequence[Any]) -> set[int]:
+    """Those of the live records ``live`` (rows with ``id`` and ``mpath``) of which this job
+    undeleted an ancestor: they were deleted with it and came back with it.  (A record under
+    a deleted ancestor is always deleted too, so one that is live now was brought back.)"""
+    ancestors = {rid: [int(a) for a in mpath.strip("/").split("/")[:-1]]
+                 for rid, _, mpath, _ in live}
+    undeleted = _done_by_job(conn, ctx.token or None,
+                             {a for up in ancestors.values() for a in up}, "undelete")
+    return {rid for rid, up in ancestors.items() if undeleted.intersection(up)}
 
 
 def _in_generations(conn: Connection) -> str:
