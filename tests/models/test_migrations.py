@@ -103,3 +103,28 @@ def test_0005_moves_deletions_out_of_the_record_row_and_back(engine: Engine) -> 
             "SELECT gid, id, parent_id, mpath, status, prev_status, deleted_root FROM record"
         )).all()
     assert sorted(tuple(r) for r in rows) == sorted(OLD_RECORDS)
+
+
+def test_0009_gives_existing_api_keys_an_id_and_users_a_clean_standing(engine: Engine) -> None:
+    """Keys created before 0009 get distinct public ids; users are neither disabled nor
+    past token version 0; and 0009 goes back down."""
+    _to(engine, "0008")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO project (gid, name, status, languages, channels, orderings, created_on)"
+            " VALUES ('p', 'P', 'active', '[\"en\"]', '{}', '{}', 0)"))
+        conn.execute(text('INSERT INTO "user" (gid, username, name, password_hash, ops) '
+                          "VALUES ('u', 'u', '', '', false)"))
+        for name in ("one", "two"):
+            conn.execute(text(
+                "INSERT INTO apikey (key_hash, user_gid, project_gid, name, created_on) "
+                "VALUES (:hash, 'u', 'p', :name, 0)"), {"hash": name * 8, "name": name})
+    _to(engine, "0009")
+    with engine.connect() as conn:
+        ids = conn.execute(text("SELECT key_id FROM apikey")).scalars().all()
+        user = conn.execute(text('SELECT disabled, token_version FROM "user"')).one()
+    assert len(set(ids)) == 2 and all(ids)
+    assert tuple(user) == (False, 0)
+    _to(engine, "0008", down=True)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM apikey")).scalar_one() == 2
