@@ -97,7 +97,9 @@ def get_redis() -> redis.Redis:
 
 @lru_cache(maxsize=1)
 def get_synclog() -> SyncLog:
-    return SyncLog(get_redis(), dedupe_ttl=2 * get_settings().sync_retention_seconds)
+    s = get_settings()
+    return SyncLog(get_redis(), dedupe_ttl=2 * s.sync_retention_seconds,
+                   max_events=s.sync_max_events)
 
 
 def make_async_redis() -> redis.asyncio.Redis:
@@ -105,7 +107,7 @@ def make_async_redis() -> redis.asyncio.Redis:
 
 
 def make_async_synclog(client: redis.asyncio.Redis) -> AsyncSyncLog:
-    return AsyncSyncLog(client)
+    return AsyncSyncLog(client, max_events=get_settings().sync_max_events)
 
 
 @lru_cache(maxsize=1)

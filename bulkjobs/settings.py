@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # Retention of each sync space: at least this many events and at least this many seconds.
     sync_retention: int = Field(default=100_000, alias="SYNC_RETENTION", ge=1)
     sync_retention_seconds: int = Field(default=86_400, alias="SYNC_RETENTION_SECONDS", ge=1)
+    # The most events a sync space holds whatever their age, enforced at every append (Redis
+    # memory stays bounded between two trims); at least SYNC_RETENTION.
+    sync_max_events: int = Field(default=1_000_000, alias="SYNC_MAX_EVENTS", ge=1)
     batch_size: int = Field(default=1000, alias="BATCH_SIZE", ge=1)
     # SQLite: how long a statement waits for another process's write lock before it fails
     # with "database is locked" (a job then waits and retries, see worker.runner).
@@ -127,6 +130,9 @@ class Settings(BaseSettings):
         if self.heartbeat_interval >= self.stale_after:
             raise ValueError("HEARTBEAT_INTERVAL must be shorter than STALE_AFTER (a running "
                              "job would look dead between two heartbeats)")
+        if self.sync_max_events < self.sync_retention:
+            raise ValueError("SYNC_MAX_EVENTS must be at least SYNC_RETENTION (the retention "
+                             "would never be kept)")
         return self
 
     @property

@@ -50,6 +50,13 @@ Contract
   cursors, so they count events.  Trimming by ``MINID`` removes whole entries whose (last)
   cursor is below the cutoff and keeps a pack that straddles it whole, so every event at or
   above the cutoff is still there and the cutoff is a correct floor.
+* Hard bound (``SYNC_MAX_EVENTS``, :attr:`SyncLog.max_events`): every append script trims
+  its space to the last ``max_events`` events as it appends (the same ``MINID`` cut at
+  ``counter - max_events + 1``, raising the floor), so a burst between two trims cannot
+  grow Redis without bound.  A space then holds at most ``max_events`` events plus the
+  older part of one pack that straddles the cut (fewer than :data:`PACK` events); entries
+  left from before a Redis restart (below the floor) go once ``max_events`` newer events
+  are in.  A reader whose cursor the cut passed is told ``recovered = False``.
 """
 
 from __future__ import annotations
@@ -96,9 +103,24 @@ local function ensure_counter()
 end
 """
 
+# KEYS[1] stream, KEYS[2] counter, KEYS[3] floor.  The hard bound: after an append, the
+# entries whose (last) cursor is below ``counter - max_events + 1`` go and the floor rises to
+# it, as a trim by count does (``_TRIM_LUA``).  ``__MAX_EVENTS__`` is the log's bound
+# (:func:`_bounded`).
+_BOUND_LUA = """
+local function bound()
+  local cutoff = tonumber(redis.call('GET', KEYS[2])) - __MAX_EVENTS__ + 1
+  local floor = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if cutoff > floor then
+    redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', cutoff) .. '-0')
+    redis.call('SET', KEYS[3], string.format('%.0f', cutoff))
+  end
+end
+"""
+
 # KEYS: stream, counter, floor, marks, spaces, metrics [, dedupe]
 # ARGV: space, now_us, minute, dedupe_ttl, n, then n * (p, k, s, d)
-_APPEND_LUA = _ENSURE_COUNTER_LUA + """
+_APPEND_LUA = _ENSURE_COUNTER_LUA + _BOUND_LUA + """
 ensure_counter()
 if KEYS[7] then
   if not redis.call('SET', KEYS[7], '1', 'NX', 'EX', tonumber(ARGV[4])) then
@@ -121,6 +143,7 @@ if n > 0 then
   redis.call('SADD', KEYS[5], ARGV[1])
   -- the events-appended counter of bulkjobs.metrics, counted here to cost no round trip
   redis.call('HINCRBY', KEYS[6], ARGV[1] == 'cc' and 'events:cc' or 'events:project', n)
+  bound()
 end
 return out
 """
@@ -129,7 +152,7 @@ return out
 # ARGV: space, now_us, minute, m, then m * (n, p, a, y, g), then once_ttl
 # -> {first cursor, last cursor}, {0, 0} when the once key was set already.
 # One entry per pack, its id the pack's last cursor (see the module docstring).
-_APPEND_PACKED_LUA = _ENSURE_COUNTER_LUA + """
+_APPEND_PACKED_LUA = _ENSURE_COUNTER_LUA + _BOUND_LUA + """
 ensure_counter()
 local m = tonumber(ARGV[4])
 if KEYS[7] then
@@ -153,6 +176,7 @@ if total > 0 then
   redis.call('HSETNX', KEYS[4], ARGV[3], string.format('%.0f', first))
   redis.call('SADD', KEYS[5], ARGV[1])
   redis.call('HINCRBY', KEYS[6], ARGV[1] == 'cc' and 'events:cc' or 'events:project', total)
+  bound()
 end
 return {first, last}
 """
@@ -178,6 +202,9 @@ return string.format('%.0f', cutoff)
 
 #: Events a single read returns at most (one ``/sync/get`` page).
 PAGE = 1000
+#: The most events a space holds by default (``SYNC_MAX_EVENTS``; see the hard bound in the
+#: module docstring).
+MAX_EVENTS = 1_000_000
 #: Events one packed entry holds at most: the wire text of one pack (about 150 characters
 #: an event) stays one websocket frame (``stream.fanout.FRAME_CHARS``).
 PACK = 1000
@@ -556,6 +583,15 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _bounded(script: str, max_events: int) -> str:
+    """An append script with the log's hard bound written in (it is part of the script's
+    text, so that every append through the log keeps it, whichever call builds the
+    arguments)."""
+    if max_events < 1:
+        raise ValueError("max_events must be at least 1")
+    return script.replace("__MAX_EVENTS__", str(int(max_events)))
+
+
 def is_recovered(after: int, floor: int, last: int) -> bool:
     """Can a reader that has seen everything up to ``after`` be caught up by replay?  Not
     from below the floor (trimmed or lost), nor from above the counter (a cursor of a history
@@ -566,10 +602,12 @@ def is_recovered(after: int, floor: int, last: int) -> bool:
 class SyncLog:
     """The sync log over a synchronous Redis client (worker, API, CLI)."""
 
-    def __init__(self, client: redis.Redis, *, dedupe_ttl: int = 2 * 86_400) -> None:
+    def __init__(self, client: redis.Redis, *, dedupe_ttl: int = 2 * 86_400,
+                 max_events: int = MAX_EVENTS) -> None:
         self.r = client
-        self._append = client.register_script(_APPEND_LUA)
-        self._append_packed = client.register_script(_APPEND_PACKED_LUA)
+        self.max_events = max_events
+        self._append = client.register_script(_bounded(_APPEND_LUA, max_events))
+        self._append_packed = client.register_script(_bounded(_APPEND_PACKED_LUA, max_events))
         self._cursors = client.register_script(_CURSORS_LUA)
         self._trim = client.register_script(_TRIM_LUA)
         self.dedupe_ttl = dedupe_ttl
@@ -721,9 +759,10 @@ def _minute_marks(marks: dict[Any, Any]) -> list[tuple[Any, int]]:
 class AsyncSyncLog:
     """The same log over an asyncio Redis client (stream server, async routes)."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, *, max_events: int = MAX_EVENTS) -> None:
         self.r = client
-        self._append = client.register_script(_APPEND_LUA)
+        self.max_events = max_events
+        self._append = client.register_script(_bounded(_APPEND_LUA, max_events))
         self._cursors = client.register_script(_CURSORS_LUA)
 
     async def append(self, space: str, events: Sequence[NewEvent]) -> list[int]:

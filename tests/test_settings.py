@@ -33,6 +33,8 @@ BAD = [
     ({"WORKER_HEARTBEAT": "-1"}, "WORKER_HEARTBEAT"),
     ({"JWT_TTL": "0"}, "JWT_TTL"),
     ({"SYNC_RETENTION": "0"}, "SYNC_RETENTION"),
+    ({"SYNC_MAX_EVENTS": "0"}, "SYNC_MAX_EVENTS"),
+    ({"SYNC_MAX_EVENTS": "1000", "SYNC_RETENTION": "5000"}, "SYNC_MAX_EVENTS"),
     ({"WEB_PORT": "70000"}, "WEB_PORT"),
     ({"BULKJOBS_ENV": "staging"}, "BULKJOBS_ENV"),
     ({"BULKJOBS_ENV": "production", "JWT_SECRET": ""}, "JWT_SECRET"),
