@@ -39,7 +39,18 @@ Protocol choices the SPEC leaves open
   already sent come.  To replay again, unsubscribe first.
 * Lost history (Redis lost its data or restarted, or the log was trimmed past the reader
   or during a replay): the affected connections are closed with 4008; resuming from their
-  last cursor they get ``recovered: false``.
+  last cursor they get ``recovered: false``.  So does a cursor more than
+  ``STREAM_MAX_REPLAY`` events behind (:func:`stream.limits.replay_size`): nothing is
+  replayed, the client reloads over HTTP.
+* Requests per connection are limited (:class:`stream.limits.OpBudget`): beyond
+  ``STREAM_OPS_PER_SECOND`` in one second each is answered ``{"op": "error", "code": 429,
+  "retry_after": 1}`` without being read; beyond twice as many the connection is closed with
+  4029.
+* Failed authentications (bad or missing token, by header, first message or re-``auth``)
+  are counted per client address as failed HTTP logins are (:mod:`bulkjobs.ratelimit`); once
+  ``LOGIN_FAILURES_PER_ADDRESS`` is reached, a new connection from that address gets
+  ``{"op": "error", "code": 429, "retry_after": N}`` and is closed with 4029 before any
+  token is looked at.
 * Membership is re-read every ``MEMBERSHIP_REFRESH`` seconds and on every subscribe; a
   revoked project is unsubscribed and announced with ``{"op": "error", "code": 403,
   "project": …, "message": "membership revoked; unsubscribed"}``.
@@ -58,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -77,12 +89,14 @@ from websockets.protocol import State
 from bulkjobs import keys, tokens
 from bulkjobs.errors import BulkJobsError, Unauthorized
 from bulkjobs.metrics import metrics_allowed
+from bulkjobs.ratelimit import login_blocked_async, login_failed_async, login_limits
 from bulkjobs.settings import get_settings
 from bulkjobs.synclog import AsyncSyncLog, Item, count_events, is_recovered
 from bulkjobs.tokens import Claims
 from models.engine import database_answers
 from stream import access, protocol
 from stream.fanout import DEFAULT_LIMIT, Hub, Subscriber, framed, frames
+from stream.limits import OpBudget, replay_size
 from stream.metrics import StreamCollector
 from stream.reader import Reader
 
@@ -91,6 +105,8 @@ logger = logging.getLogger(__name__)
 #: Close codes of SPEC §8.
 AUTH_FAILED = 4001
 TOO_SLOW = 4008
+#: Too many requests on one connection, or too many failed logins from its address.
+TOO_MANY = 4029
 
 #: Events read per XRANGE while replaying (and drained before the next page).
 REPLAY_PAGE = 500
@@ -131,9 +147,14 @@ class StreamServer:
         self, *, host: str = "0.0.0.0", port: int | None = None,
         outbox_limit: int = DEFAULT_LIMIT, auth_timeout: float | None = None,
         membership_refresh: float | None = None, ping_interval: float | None = 20.0,
-        write_limit: int = 64 * 1024, block_ms: int = 1000,
+        write_limit: int = 64 * 1024, block_ms: int = 1000, ops_per_second: int | None = None,
+        max_replay: int | None = None,
     ) -> None:
         settings = get_settings()
+        self.ops_per_second = (
+            settings.stream_ops_per_second if ops_per_second is None else ops_per_second
+        )
+        self.max_replay = settings.stream_max_replay if max_replay is None else max_replay
         self.host = host
         self.port = settings.stream_port if port is None else port
         self.outbox_limit = outbox_limit
@@ -370,9 +391,20 @@ class StreamServer:
             peer = Peer(ws, claims, allowed=allowed, limit=self.outbox_limit)
             self.hub.add(peer)
             await ws.send(protocol.auth_ok(claims.user, cc_cursor, request_id=request_id))
+            budget = OpBudget(self.ops_per_second)
             async for message in ws:
-                if not peer.slow:  # a peer being closed with 4008 is not served any more
+                if peer.slow:  # a peer being closed with 4008 is not served any more
+                    continue
+                verdict = budget.take(time.monotonic())
+                if verdict == "serve":
                     await self._dispatch(peer, message)
+                elif verdict == "refuse":
+                    await ws.send(protocol.error(
+                        429, f"too many requests: at most {self.ops_per_second} per second",
+                        retry_after=1))
+                else:
+                    await ws.close(TOO_MANY, "too many requests")
+                    break
         except ConnectionClosed:
             pass
         finally:
@@ -380,8 +412,16 @@ class StreamServer:
                 self.hub.remove(peer)
 
     async def _authenticate(self, ws: ServerConnection) -> tuple[Claims, Any] | None:
-        """Header or first message; on failure the connection is closed with 4001."""
+        """Header or first message; on failure the connection is closed with 4001 (and the
+        failure counted against the client's address), and with 4029 at once while that
+        address has failed too often."""
         header = ws.request.headers.get("Authorization") if ws.request else None
+        wait = await self._login_blocked(ws)
+        if wait is not None:
+            await ws.send(protocol.error(429, "too many failed logins; try again later",
+                                         retry_after=wait))
+            await ws.close(TOO_MANY, f"too many failed logins; retry in {wait} s")
+            return None
         try:
             if header is not None:
                 scheme, _, token = header.partition(" ")
@@ -397,8 +437,27 @@ class StreamServer:
         except TimeoutError:
             await ws.close(AUTH_FAILED, "no authentication in time")
         except BulkJobsError as exc:  # Unauthorized, ProtocolError
+            if isinstance(exc, Unauthorized):
+                await self._login_failed(ws)
             await ws.close(AUTH_FAILED, close_reason(exc.message))
         return None
+
+    async def _login_blocked(self, ws: ServerConnection) -> int | None:
+        """Seconds to wait if the client's address failed to log in too often; ``None`` also
+        when Redis does not answer (fail open, as the HTTP API does)."""
+        try:
+            return await login_blocked_async(self.redis, login_limits(), name=None,
+                                             address=_address(ws))
+        except (RedisError, OSError) as exc:
+            logger.warning("failed logins not checked, Redis unavailable: %s", exc)
+            return None
+
+    async def _login_failed(self, ws: ServerConnection) -> None:
+        try:
+            await login_failed_async(self.redis, login_limits(), name=None,
+                                     address=_address(ws))
+        except (RedisError, OSError) as exc:
+            logger.warning("failed login not counted, Redis unavailable: %s", exc)
 
     async def _dispatch(self, peer: Peer, message: str | bytes) -> None:
         """Act on one client message; every failure becomes an error frame, never a crash."""
@@ -430,6 +489,7 @@ class StreamServer:
         try:
             claims = verify(request.jwt)
         except Unauthorized as exc:
+            await self._login_failed(peer.ws)
             await peer.ws.close(AUTH_FAILED, close_reason(exc.message))
             return
         if claims.user != peer.user:
@@ -470,6 +530,8 @@ class StreamServer:
                     req.cursor is None or p_last is None
                     or is_recovered(req.cursor, p_floor, p_last)
                 )
+                if recovered and replay_size(req, cc_last, p_last) > self.max_replay:
+                    recovered = False  # too far behind: the client reloads over HTTP
                 replay = recovered and req.replays
                 cc_from = req.cc_cursor if replay and req.cc_cursor is not None else cc_last
                 p_from = req.cursor if replay and req.cursor is not None else p_last
@@ -632,6 +694,12 @@ def verify(jwt: str) -> Claims:
     if not jwt.isascii():
         raise Unauthorized("malformed token")
     return tokens.verify(jwt)
+
+
+def _address(ws: ServerConnection) -> str | None:
+    """The client's IP address (the peer of the TCP connection)."""
+    remote = ws.remote_address
+    return str(remote[0]) if remote else None
 
 
 def close_reason(text: str) -> str:

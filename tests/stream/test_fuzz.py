@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection
 
 from bulkjobs import tokens
+from bulkjobs.settings import get_settings
 from models.seed import SeedResult
 from stream import protocol
 from stream.server import MAX_CLOSE_REASON, close_reason
@@ -37,8 +38,13 @@ PROJECT, JWT = "@project", "@jwt"
 
 
 @pytest.fixture
-def threaded(seeded: SeedResult):  # type: ignore[no-untyped-def]
-    """A stream server in a background thread, over the seeded database."""
+def threaded(seeded: SeedResult, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A stream server in a background thread, over the seeded database.  Without the limits
+    of failed logins and of requests per second: hypothesis sends hundreds of bad tokens and
+    requests from one address in a few seconds, and the limits have tests of their own
+    (``tests/security/test_stream_limits.py``)."""
+    monkeypatch.setattr(get_settings(), "login_failures_per_address", 0)
+    monkeypatch.setattr(get_settings(), "stream_ops_per_second", 1_000_000)
     with ThreadedServer() as srv:
         yield srv
 
