@@ -50,7 +50,7 @@ from models.engine import (
 )
 from models.records import deleted_sql, live_sql
 from models.search.sql import resolve_search
-from models.selection import Children, Entry, Gids, Search, Selection
+from models.selection import Children, Entry, Gids, Kind, Search, Selection
 
 Mode = Literal["live", "deleted"]
 
@@ -62,21 +62,72 @@ def resolve_into(
     reading: bool = False,
 ) -> int:
     """Insert the selection's items into ``job_item`` for ``token``; returns how many."""
+    orderings = _orderings(conn, project_gid)
+    for entry in _runs(selection.entries):
+        _resolve(conn, token, project_gid, entry, selection.kind, mode, reading, orderings)
+    return _count(conn, token)
+
+
+def resolve_counted(
+    conn: Connection, *, token: str, project_gid: str, selection: Selection, mode: Mode,
+) -> list[int]:
+    """:func:`resolve_into` of a record selection, returning how many items each entry of
+    the selection (each plain gid is one) added: an item that several entries match counts
+    for the first of them."""
+    orderings = _orderings(conn, project_gid)
+    counts: list[int] = []
+    for entry in _runs(selection.entries):
+        before = _last_id(conn, token)
+        _resolve(conn, token, project_gid, entry, selection.kind, mode, False, orderings)
+        if isinstance(entry, Gids):  # one statement for the run: told apart by gid
+            added = set(conn.execute(text(
+                "SELECT r.gid FROM job_item ji JOIN record r ON r.id = ji.item_id "
+                "WHERE ji.job_token = :t AND ji.id > :before"), {"t": token, "before": before}
+            ).scalars())
+            for gid in entry.gids:
+                counts.append(int(gid in added))
+                added.discard(gid)
+        elif isinstance(entry, list):  # a run of children entries: told apart by parent
+            per_parent = dict(conn.execute(text(
+                "SELECT p.gid, COUNT(*) FROM job_item ji JOIN record r ON r.id = ji.item_id "
+                "JOIN record p ON p.id = r.parent_id WHERE ji.job_token = :t "
+                "AND ji.id > :before GROUP BY p.gid"), {"t": token, "before": before}
+            ).tuples().all())
+            for child in entry:
+                counts.append(int(per_parent.pop(child.parent, 0)))
+        else:
+            counts.append(int(conn.execute(text(
+                "SELECT COUNT(*) FROM job_item WHERE job_token = :t AND id > :before"
+            ), {"t": token, "before": before}).scalar_one()))
+    return counts
+
+
+def _resolve(
+    conn: Connection, token: str, project_gid: str, entry: Entry | list[Children], kind: Kind,
+    mode: Mode, reading: bool, orderings: dict[str, str],
+) -> None:
+    if isinstance(entry, Gids) and kind == "schema":
+        _schema_gids(conn, token, project_gid, entry)
+    elif isinstance(entry, Gids):
+        _gids(conn, token, project_gid, entry, _STATUS[mode] if reading else None)
+    elif isinstance(entry, list):
+        _children(conn, token, project_gid, entry, mode, orderings)
+    elif isinstance(entry, Search):
+        resolve_search(conn, token=token, project_gid=project_gid, entry=entry,
+                       kind=kind, mode=mode)
+
+
+def _orderings(conn: Connection, project_gid: str) -> dict[str, str]:
     project = conn.execute(
         text("SELECT orderings FROM project WHERE gid = :p"), {"p": project_gid}
     ).first()
-    orderings = _json(project[0]) if project else {}
-    for entry in _runs(selection.entries):
-        if isinstance(entry, Gids) and selection.kind == "schema":
-            _schema_gids(conn, token, project_gid, entry)
-        elif isinstance(entry, Gids):
-            _gids(conn, token, project_gid, entry, _STATUS[mode] if reading else None)
-        elif isinstance(entry, list):
-            _children(conn, token, project_gid, entry, mode, orderings)
-        elif isinstance(entry, Search):
-            resolve_search(conn, token=token, project_gid=project_gid, entry=entry,
-                           kind=selection.kind, mode=mode)
-    return _count(conn, token)
+    return _json(project[0]) if project else {}
+
+
+def _last_id(conn: Connection, token: str) -> int:
+    return int(conn.execute(text(
+        "SELECT COALESCE(MAX(id), 0) FROM job_item WHERE job_token = :t"), {"t": token}
+    ).scalar_one())
 
 
 def _gids(
@@ -178,7 +229,7 @@ Step = Callable[[Connection], None]
 
 def resolve_in_slices(
     engine: Engine, *, token: str, project_gid: str, selection: Selection, mode: Mode,
-    reading: bool = False, prepare: Callable[[Connection, str], None] | None = None,
+    reading: bool = False, prepare: Callable[[Connection, str, str, Selection], None] | None = None,
     each: Step | None = None, last: Callable[[Connection, int], None] | None = None,
     limit: int = SLICE_LIMIT,
 ) -> int:
@@ -192,7 +243,7 @@ def resolve_in_slices(
             total = resolve_into(conn, token=token, project_gid=project_gid,
                                  selection=selection, mode=mode, reading=reading)
             if prepare is not None:
-                prepare(conn, token)
+                prepare(conn, token, project_gid, selection)
                 total = _count(conn, token)
             if each is not None:
                 each(conn)
@@ -212,7 +263,7 @@ def resolve_in_slices(
             total = resolve_into(conn, token=token, project_gid=project_gid,
                                  selection=selection, mode=mode, reading=reading)
             if prepare is not None:
-                prepare(conn, token)
+                prepare(conn, token, project_gid, selection)
                 total = _count(conn, token)
         _copy_in_slices(conn, token, total, each=each, last=last, limit=limit)
         return total

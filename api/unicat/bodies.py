@@ -198,3 +198,9 @@ class RecordsBulkGetBody(Body):
     selection: Any = Field(description="the selection (SPEC §4)")
     page_cursor: str | None = Field(default=None, alias="page.cursor", max_length=200)
     page_size: int = Field(default=100, alias="page.size", ge=1, le=1000)
+
+
+class RecordsBulkPreviewBody(Body):
+    selection: Any = Field(description="the selection (SPEC §4)")
+    job: str = Field(max_length=40, description="the job whose items to count: delete, "
+                                                "undelete or permanent_delete")

@@ -16,6 +16,7 @@ from api.unicat.bodies import (
     RecordBody,
     RecordCreateBody,
     RecordsBulkGetBody,
+    RecordsBulkPreviewBody,
     RecordsGetBody,
     RecordsSearchBody,
     RecordUpdateBody,
@@ -25,6 +26,7 @@ from api.unicat.responses import (
     ChildrenOut,
     RecordOut,
     RecordsBulkOut,
+    RecordsBulkPreviewOut,
     RecordsGetOut,
     RecordsPageOut,
     RootOut,
@@ -41,6 +43,7 @@ from models.search.sql import search_count, search_ids
 from models.selection import parse_search, parse_selection
 from worker.jobs.base import Context
 from worker.jobs.records import delete_batch, undelete_batch
+from worker.preview import preview
 
 router = APIRouter(prefix="/api/p/{project}/records", tags=["unicat: records"])
 
@@ -196,3 +199,12 @@ def bulk_get(project: str, body: RecordsBulkGetBody, actor: MemberDep,
     recs = _in_order(session, result.ids)
     return ok({"records": [r.gid for r in recs], "records.size": result.total,
                "page.cursor": result.cursor}, {"records": records_public(session, recs)})
+
+
+@router.post("/bulk/preview", **answers(RecordsBulkPreviewOut))
+def bulk_preview(project: str, body: RecordsBulkPreviewBody, actor: MemberDep) -> Any:
+    """What `records/bulk/<job>` of the selection would take, without queueing or writing."""
+    selection = parse_selection(body.selection, kind="records")
+    result = preview(get_engine(), project_gid=actor.project.gid, job=body.job,
+                     selection=selection)
+    return ok(result.public())

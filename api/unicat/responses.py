@@ -221,6 +221,16 @@ class RecordsBulkOut(Out):
     data: RecordsData
 
 
+class RecordsBulkPreviewResult(Result):
+    total: int = Field(description="the job's total: the items it would take")
+    entries: list[int] = Field(description="items each selection entry adds, in order")
+    sample: list[str] = Field(description="the first 20 items, in the job's order")
+
+
+class RecordsBulkPreviewOut(Out):
+    result: RecordsBulkPreviewResult
+
+
 class RecordDefinitionResult(Result):
     record: str
     definition: str

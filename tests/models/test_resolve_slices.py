@@ -14,8 +14,8 @@ from sqlalchemy import Connection, bindparam, text
 from models.engine import get_engine, get_write_engine
 from models.resolve import Mode, delete_items, resolve_in_slices, resolve_into
 from models.seed import SeedResult
-from models.selection import parse_selection
-from worker.jobs.records import deepest_first, parents_first
+from models.selection import Selection, parse_selection
+from worker.jobs.records import delete_prepare, permanent_delete_prepare, undelete_prepare
 
 pytestmark = pytest.mark.services
 
@@ -27,14 +27,15 @@ def _items(token: str) -> list[int]:
 
 
 def _reference(project: str, selection: list[Any], mode: Mode,
-               prepare: Callable[[Connection, str], None] | None = None) -> list[int]:
+               prepare: Callable[[Connection, str, str, Selection], None] | None = None
+               ) -> list[int]:
     """The items one transaction resolves (rolled back)."""
     token = str(uuid.uuid4())
     with get_write_engine().connect() as conn, conn.begin() as tx:
-        resolve_into(conn, token=token, project_gid=project, mode=mode,
-                     selection=parse_selection(selection))
+        parsed = parse_selection(selection)
+        resolve_into(conn, token=token, project_gid=project, mode=mode, selection=parsed)
         if prepare is not None:
-            prepare(conn, token)
+            prepare(conn, token, project, parsed)
         ids = list(conn.execute(text("SELECT item_id FROM job_item WHERE job_token = :t "
                                      "ORDER BY id"), {"t": token}).scalars())
         tx.rollback()
@@ -75,11 +76,11 @@ def test_slices_leave_the_rows_of_one_transaction(seeded: SeedResult) -> None:
         assert _items(token) == []
 
 
-@pytest.mark.parametrize("prepare, mode", [(parents_first, "deleted"),
-                                           (deepest_first, "deleted"),
-                                           (parents_first, "live")])
+@pytest.mark.parametrize("prepare, mode", [(undelete_prepare, "deleted"),
+                                           (permanent_delete_prepare, "deleted"),
+                                           (delete_prepare, "live")])
 def test_a_prepare_step_runs_on_the_resolved_items(
-    seeded: SeedResult, prepare: Callable[[Connection, str], None], mode: Mode,
+    seeded: SeedResult, prepare: Callable[[Connection, str, str, Selection], None], mode: Mode,
 ) -> None:
     """A job's prepare step (which renumbers ``job_item``) sees the resolved items and its
     order is the one copied."""

@@ -136,10 +136,10 @@ def _run(conn: Connection, job: str, project: str, selection: list[Any], *,
     params = {"selection": selection, **(params or {})}
     conn.execute(insert(Job.__table__).values(
         token=token, project_gid=project, job=job, params=params, info={}, actor={}))
-    resolve_into(conn, token=token, project_gid=project, mode=spec.mode,
-                 selection=parse_selection(selection, kind=spec.kind))
+    parsed = parse_selection(selection, kind=spec.kind)
+    resolve_into(conn, token=token, project_gid=project, mode=spec.mode, selection=parsed)
     if spec.prepare is not None:
-        spec.prepare(conn, token)
+        spec.prepare(conn, token, project, parsed)
     ids = list(conn.execute(text("SELECT item_id FROM job_item WHERE job_token = :t "
                                  "ORDER BY id LIMIT :n"), {"t": token, "n": batch}).scalars())
     ctx = Context(token=token, project_gid=project, actor={}, params=params, now=time.time(),

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from models.resolve import Mode
-from models.selection import Kind
+from models.selection import Kind, Selection
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +93,9 @@ class Failure:
 
 
 Batch = Callable[[Connection, Context, Sequence[int]], list[Failure]]
-# Runs once after resolution, in the same transaction, with the job token (e.g. to reorder
-# the job's items).
-Prepare = Callable[[Connection, str], None]
+# Runs once after resolution, in the same transaction, with the job token, its project and
+# its parsed selection (e.g. to reorder the job's items).
+Prepare = Callable[[Connection, str, str, Selection], None]
 
 
 @dataclass(frozen=True, slots=True)

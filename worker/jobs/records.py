@@ -58,7 +58,7 @@ from models.dialect import ids_param, is_pg
 from models.history import write_workflow
 from models.records import subtree_upper
 from models.search.index import unindex
-from models.selection import Gids, parse_selection
+from models.selection import Gids, Selection
 from worker.jobs.base import Context, Failure, Result, error_result
 
 PERMANENTLY_DELETED = "permanently deleted"
@@ -435,18 +435,14 @@ def _by_treelevel(conn: Connection, token: str, *, descending: bool) -> None:
                  {"tok": token, "tmp": tmp})
 
 
-def add_tombstoned(conn: Connection, token: str) -> None:
+def add_tombstoned(conn: Connection, token: str, project_gid: str, selection: Selection
+                   ) -> None:
     """Add the job's plain gids that were permanently deleted as items ``-tombstone.id``.
 
     Resolution skips unknown gids silently; a gid that *was* a record of this project is not
     unknown, and undelete or permanent delete must fail it per item ("permanently deleted").
     Runs after any renumbering (which keeps only items that are records).  One lookup of
     the tombstones' gid index per plain gid; selections without plain gids cost nothing."""
-    job = conn.execute(text("SELECT project_gid, params FROM job WHERE token = :t"),
-                       {"t": token}).one()
-    # JSON comes back as text from SQLite and decoded from PostgreSQL
-    params = job.params if isinstance(job.params, dict) else json.loads(job.params or "{}")
-    selection = parse_selection(params.get("selection"), kind="records")
     for entry in selection.entries:
         if not isinstance(entry, Gids):
             continue
@@ -455,10 +451,11 @@ def add_tombstoned(conn: Connection, token: str) -> None:
             f"SELECT :tok, -t.id FROM {dialect.json_rows(conn, 'gids')} "
             "JOIN record_tombstone t ON t.gid = j.value WHERE t.project_gid = :proj "
             "ORDER BY j.key ON CONFLICT (job_token, item_id) DO NOTHING"
-        ), {"tok": token, "proj": job.project_gid, "gids": json.dumps(entry.gids)})
+        ), {"tok": token, "proj": project_gid, "gids": json.dumps(entry.gids)})
 
 
-def delete_prepare(conn: Connection, token: str) -> None:
+def delete_prepare(conn: Connection, token: str, project_gid: str, selection: Selection
+                   ) -> None:
     """Prepare step of ``bulk_delete_records``: parents first.  A selected record is then
     never deleted before a selected ancestor, whose deletion takes it along (it counts as
     done, see :func:`delete_batch`): every selected subtree is one generation, whatever the
@@ -466,16 +463,18 @@ def delete_prepare(conn: Connection, token: str) -> None:
     parents_first(conn, token)
 
 
-def undelete_prepare(conn: Connection, token: str) -> None:
+def undelete_prepare(conn: Connection, token: str, project_gid: str, selection: Selection
+                     ) -> None:
     """Prepare step of ``bulk_undelete_records``: parents first, then tombstoned gids."""
     parents_first(conn, token)
-    add_tombstoned(conn, token)
+    add_tombstoned(conn, token, project_gid, selection)
 
 
-def permanent_delete_prepare(conn: Connection, token: str) -> None:
+def permanent_delete_prepare(conn: Connection, token: str, project_gid: str,
+                             selection: Selection) -> None:
     """Prepare step of the permanent deletes: descendants first, then tombstoned gids."""
     deepest_first(conn, token)
-    add_tombstoned(conn, token)
+    add_tombstoned(conn, token, project_gid, selection)
 
 
 def permanent_delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Failure]:
