@@ -259,9 +259,10 @@ def jobs_list(
 
     from models import Job
     from models.engine import get_engine
+    from models.jobs import PUBLIC_ONLY
 
     _ready()
-    query = select(Job).order_by(col(Job.created_on).desc()).limit(limit)
+    query = select(Job).options(*PUBLIC_ONLY).order_by(col(Job.created_on).desc()).limit(limit)
     if project:
         query = query.where(col(Job.project_gid) == project)
     if status:
