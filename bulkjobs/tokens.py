@@ -112,16 +112,13 @@ def _verified(token: str, secret: str) -> Claims:
     auth_time = payload.get("auth_time", payload.get("iat"))
     ver = payload.get("ver", 0)
     prj, kid = payload.get("prj"), payload.get("kid")
-    if (not isinstance(sub, str) or not _number(auth_time) or type(ver) is not int
+    if (not isinstance(sub, str) or not isinstance(auth_time, int | float)
+            or isinstance(auth_time, bool) or type(ver) is not int
             or not isinstance(prj, str | None) or not isinstance(kid, str | None)
             or (prj is None) != (kid is None)):
         raise Unauthorized("Invalid JWT")
     return Claims(user=sub, ops=bool(payload.get("ops")), exp=float(payload["exp"]),
                   auth_time=float(auth_time), ver=ver, prj=prj, kid=kid)
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def hash_password(password: str) -> str:

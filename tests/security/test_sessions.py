@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+import jwt as pyjwt
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -81,6 +82,21 @@ def test_a_session_older_than_session_max_age_is_401_even_renewed(client: TestCl
         jwt = r.headers["authorization"]
         time.sleep(0.2)
     assert refused(r), r.text
+
+
+@pytest.mark.parametrize("claims", [
+    {"prj": "a project"}, {"kid": "a key"}, {"prj": 1, "kid": "a key"}, {"ver": "0"},
+    {"ver": 1.5}, {"auth_time": "yesterday"}, {"auth_time": True},
+], ids=["prj-without-kid", "kid-without-prj", "prj-not-a-string", "ver-a-string",
+        "ver-a-float", "auth_time-a-string", "auth_time-a-bool"])
+def test_tokens_with_malformed_session_claims_are_401(client: TestClient, seeded: SeedResult,
+                                                      claims: dict[str, Any]):
+    """Correctly signed tokens whose session claims do not parse are refused."""
+    now = int(time.time())
+    payload = {"sub": seeded.users[0].gid, "iat": now, "exp": now + 600, "auth_time": now,
+               "ver": 0, **claims}
+    jwt = pyjwt.encode(payload, get_settings().effective_jwt_secret, "HS256")
+    assert refused(jobs_list(client, seeded, jwt))
 
 
 # -- the CLI's revocations over HTTP ------------------------------------------------------
