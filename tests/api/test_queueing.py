@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -27,9 +28,11 @@ from bulkjobs.tokens import Claims, issue
 from models.auth import Member
 from models.engine import get_engine
 from models.jobs import Job
+from models.outbox import SyncOutbox
 from models.seed import SeededProject
 from tests.api.dialects import jwt_of
 from tests.stream.conftest import make_user
+from worker.reaper import reap
 from worker.submit import Submission
 
 pytestmark = pytest.mark.services
@@ -213,3 +216,35 @@ def test_a_broker_refusing_the_messages_does_not_fail_the_requests(
     assert token in queued_events()
     assert any(token in rec.getMessage() and "reaper" in rec.getMessage()
                for rec in caplog.records)
+
+
+def test_redis_failing_after_the_commit_answers_the_token_and_the_event_follows_once(
+        project: SeededProject, client: TestClient, sent: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis fails between the job row's commit and the ``queued`` event's append: the
+    request is answered with its token (the job stands, its message is sent), the event
+    waits in the outbox, and the reaper appends it — once, however often it comes."""
+    jwt = jwt_of(client, project)
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    log = get_synclog()
+    with monkeypatch.context() as patch:
+        patch.setattr(log, "append", broken, raising=False)
+        patch.setattr(log, "append_each", broken, raising=False)
+        r = client.post(f"/api/p/{project.gid}/records/bulk/delete",
+                        json={"selection": [project.heads[0]]},
+                        headers={"Authorization": f"Bearer {jwt}"})
+    assert r.status_code == 200, r.text
+    token = r.json()["result"]["job.token"]
+    assert wait_sent(sent, 1) == [token]
+    assert token not in queued_events()
+    with get_engine().connect() as conn:
+        assert conn.execute(select(SyncOutbox.job_token)).scalars().all() == [token]
+    monkeypatch.setattr(time, "time", lambda real=time.time: real() + 60)
+    for _ in range(2):
+        reap(log=log, stale_after=30, queued_stale_after=120, requeue=pytest.fail)
+    assert queued_events().count(token) == 1
+    with get_engine().connect() as conn:
+        assert conn.execute(select(func.count()).select_from(SyncOutbox)).scalar_one() == 0
