@@ -10,8 +10,9 @@ routes, completed with what they cannot say themselves.
   health, metrics, the dashboard page) keeps it;
 * the **response headers**: ``X-RateLimit-Limit``/``-Remaining``/``-Reset`` on every answer of
   an operation that takes credentials (:mod:`api.ratelimit`; absent while no limit is set),
-  the renewed JWT in ``Authorization`` on every success of a Unicat operation, and
-  ``WWW-Authenticate`` on a Unicat 401.
+  the renewed JWT in ``Authorization`` on every success of a Unicat operation,
+  ``WWW-Authenticate`` on a Unicat 401 and ``Retry-After`` on every 429 (too many requests,
+  or too many failed logins).
 
 The error bodies of each dialect are declared where its routers are (``responses=`` of the
 routers, :data:`api.unicat.openapi.ERRORS` and the dato and plone ``schemas.ERRORS``).
@@ -62,6 +63,11 @@ WWW_AUTHENTICATE: dict[str, Any] = {
     "schema": {"type": "string"},
 }
 
+RETRY_AFTER: dict[str, Any] = {
+    "description": "seconds to wait before trying again", "required": True,
+    "schema": {"type": "integer"},
+}
+
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
@@ -103,6 +109,8 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
                     headers["Authorization"] = JWT_HEADER
                 if scheme == UNICAT_SCHEME and str(status) == "401":
                     headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+                if str(status) == "429":
+                    headers["Retry-After"] = RETRY_AFTER
                 if not headers:
                     del response["headers"]
     return spec

@@ -15,6 +15,7 @@ import redis
 from fastapi.testclient import TestClient
 
 import api.ratelimit
+from api.app import app
 from bulkjobs import tokens
 from bulkjobs.settings import get_settings
 from models.seed import SeedResult
@@ -95,3 +96,11 @@ def test_logins_work_without_redis(client: TestClient, seeded: SeedResult,
     user = seeded.users[1]
     assert login(client, "/api/login", user.username, "wrong").status_code == 401
     assert login(client, "/api/login", user.username, user.password).status_code == 200
+
+
+def test_the_429_and_its_retry_after_are_documented():
+    """The OpenAPI document of each login route shows the 429 with its Retry-After."""
+    paths = app.openapi()["paths"]
+    for path in ("/api/login", "/api/p/{project}/login", "/api/p/{project}/auth"):
+        response = paths[path]["post"]["responses"]["429"]
+        assert response["headers"]["Retry-After"]["required"] is True, path
