@@ -78,10 +78,12 @@ def read_page(
     the module docstring)."""
     if cursor is None:
         now = time.time()
-        _drop_old_tokens(engine, now)
         token = _token(now)
         with engine.execution_options(writer=True).begin() as conn:
+            # The old owners go first: a token whose items are half dropped is unknown.
+            conn.execute(text("DELETE FROM read_token WHERE token < :old"), _old(now))
             _own(conn, token, project_gid=project_gid, user_gid=user_gid)
+        _drop_old_tokens(engine, now)
         total = resolve_in_slices(engine, token=token, project_gid=project_gid,
                                   selection=selection, mode="live", reading=True)
         cursor = _encode(token, 0, total)  # the first page, read as a next one
@@ -106,11 +108,13 @@ def _check_owner(conn: Connection, token: str, *, project_gid: str, user_gid: st
         raise SelectionError(EXPIRED)
 
 
+def _old(now: float) -> dict[str, str]:
+    """The bound below which read tokens are older than ``KEEP_SECONDS``."""
+    return {"old": f"get-{int(now - KEEP_SECONDS):08x}"}
+
+
 def _drop_old_tokens(engine: Engine, now: float) -> None:
-    old = {"old": f"get-{int(now - KEEP_SECONDS):08x}"}
-    # The owners first: a token whose items are half dropped is already unknown.
-    with engine.execution_options(writer=True).begin() as conn:
-        conn.execute(text("DELETE FROM read_token WHERE token < :old"), old)
+    old = _old(now)
     if writers_file(engine) is None:
         with engine.execution_options(writer=True).begin() as conn:
             conn.execute(text("DELETE FROM job_item WHERE job_token LIKE 'get-%' "
@@ -135,7 +139,7 @@ def page(
     for another project or user answers as an expired one."""
     if cursor is None:
         now = time.time()
-        old = {"old": f"get-{int(now - KEEP_SECONDS):08x}"}
+        old = _old(now)
         conn.execute(text("DELETE FROM read_token WHERE token < :old"), old)
         # One range of the token index: read tokens sort after every job's (a uuid's
         # first character is a hex digit, below "g").
