@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from models.jobs import JobStatus
+
 app = typer.Typer(help="bulkjobs: bulk content jobs with a live, resumable event stream.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 err = Console(stderr=True)
@@ -244,16 +246,51 @@ def watch(
     _watch(token, username, stream_url)
 
 
+def _rows(columns: list[str], rows: list[list[object]], as_json: bool) -> None:
+    """Rows on stdout: a table, or with ``--json`` one JSON array of objects keyed by column.
+    Tokens, gids and ids are never cut: their columns keep their width, the others give way
+    (``--json`` for narrow terminals)."""
+    if as_json:
+        sys.stdout.write(json.dumps([dict(zip(columns, row, strict=True)) for row in rows]) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(*columns)
+    for column, name in zip(table.columns, columns, strict=True):
+        if name in WHOLE:
+            column.no_wrap, column.overflow = True, "ignore"
+            column.min_width = max([len(str(row[columns.index(name)])) for row in rows] + [1])
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    Console().print(table)
+
+
+def _cell(value: object) -> str:
+    """A table cell: ``yes`` or empty for a flag, empty for nothing."""
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    return "" if value is None else str(value)
+
+
+#: Columns printed whole, whatever the terminal's width.
+WHOLE = frozenset({"token", "gid", "id", "project"})
+JSON_OPTION = typer.Option("--json", help="print one JSON array")
+
+
+def _when(seconds: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(seconds).isoformat(timespec="seconds")
+
+
 @jobs_app.command("list")
 def jobs_list(
     project: Annotated[str | None, typer.Option(help="only this project")] = None,
-    status: Annotated[str | None, typer.Option(help="only this status")] = None,
-    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+    status: Annotated[JobStatus | None, typer.Option(help="only this status")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many", min=1)] = 50,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """The newest jobs as a table."""
-    from datetime import datetime
-
-    from rich.table import Table
     from sqlalchemy import select
     from sqlmodel import Session, col
 
@@ -269,19 +306,16 @@ def jobs_list(
         query = query.where(col(Job.status) == status)
 
     with Session(get_engine()) as session:
-        rows = session.execute(query).scalars().all()
-    table = Table("token", "job", "status", "total", "remaining", "failed", "created")
-    for j in rows:
-        info = j.info or {}
-        table.add_row(j.token, j.job, j.status, str(info.get("total", "")),
-                      str(info.get("remaining", "")), str(info.get("failed", "")),
-                      datetime.fromtimestamp(j.created_on).isoformat(timespec="seconds"))
-    Console().print(table)
+        jobs = session.execute(query).scalars().all()
+    _rows(["token", "project", "job", "status", "total", "remaining", "failed", "created"],
+          [[j.token, j.project_gid, j.job, j.status, (j.info or {}).get("total"),
+            (j.info or {}).get("remaining"), (j.info or {}).get("failed"),
+            _when(j.created_on)] for j in jobs], as_json)
 
 
 @jobs_app.command("cancel")
 def jobs_cancel(token: Annotated[str, typer.Argument(help="the job token")]) -> None:
-    """Stop a job after its current batch."""
+    """Stop a job after its current batch (exit 1: no such job, or it has finished)."""
     from bulkjobs.connections import get_synclog
     from bulkjobs.errors import NotFound
     from models import Job
@@ -293,10 +327,13 @@ def jobs_cancel(token: Annotated[str, typer.Argument(help="the job token")]) -> 
         from sqlalchemy import select
         from sqlmodel import col
 
-        row = conn.execute(
-            select(col(Job.project_gid)).where(col(Job.token) == token)).first()
+        row = conn.execute(select(col(Job.project_gid), col(Job.status))
+                           .where(col(Job.token) == token)).first()
     if row is None:
         err.print(f"[red]no job {token}")
+        raise typer.Exit(1)
+    if JobStatus(row[1]).terminal:
+        err.print(f"[red]job {token} has finished ({row[1]}): nothing to cancel")
         raise typer.Exit(1)
     try:
         result = cancel(project_gid=row[0], token=token, log=get_synclog())
@@ -357,9 +394,8 @@ def users_add(
 
 
 @users_app.command("list")
-def users_list() -> None:
+def users_list(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
     """Every user with its gid, ops flag, active projects and whether it is disabled."""
-    from rich.table import Table
     from sqlalchemy import func, select
     from sqlmodel import Session, col
 
@@ -372,12 +408,9 @@ def users_list() -> None:
             select(col(Member.user_gid), func.count()).where(col(Member.status) == "active")
             .group_by(col(Member.user_gid)))}
         users = session.execute(select(User).order_by(col(User.username))).scalars().all()
-    table = Table("username", "gid", "name", "ops", "projects", "disabled")
-    for u in users:
-        table.add_row(u.username, u.gid, u.name, "yes" if u.ops else "",
-                      "all" if u.ops else str(projects.get(u.gid, 0)),
-                      "yes" if u.disabled else "")
-    Console().print(table)
+    _rows(["username", "gid", "name", "ops", "projects", "disabled"],
+          [[u.username, u.gid, u.name, u.ops, "all" if u.ops else projects.get(u.gid, 0),
+            u.disabled] for u in users], as_json)
 
 
 def _end_access(change, what: str, **name: str) -> None:  # type: ignore[no-untyped-def]
@@ -457,11 +490,9 @@ def apikeys_add(
 @apikeys_app.command("list")
 def apikeys_list(
     username: Annotated[str | None, typer.Option(help="only this user's keys")] = None,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """API keys by id, name, user and project (never the keys themselves)."""
-    from datetime import datetime
-
-    from rich.table import Table
     from sqlalchemy import select
     from sqlmodel import Session, col
 
@@ -476,11 +507,9 @@ def apikeys_list(
         query = query.where(col(User.username) == username)
     with Session(get_engine()) as session:
         rows = session.execute(query).all()
-    table = Table("id", "name", "user", "project", "created")
-    for key, user in rows:
-        created = datetime.fromtimestamp(key.created_on).isoformat(timespec="seconds")
-        table.add_row(key.key_id, key.name, user, key.project_gid, created)
-    Console().print(table)
+    _rows(["id", "name", "user", "project", "created"],
+          [[key.key_id, key.name, user, key.project_gid, _when(key.created_on)]
+           for key, user in rows], as_json)
 
 
 @apikeys_app.command("revoke")

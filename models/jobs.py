@@ -9,13 +9,33 @@ stopped.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel
 
-QUEUED, PROCESSING, DONE, REJECTED = "queued", "processing", "done", "rejected"
+
+class JobStatus(StrEnum):
+    """The four statuses of SPEC §6 (each equal to its plain string)."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    REJECTED = "rejected"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def unfinished(self) -> bool:
+        return self in UNFINISHED
+
+
+QUEUED, PROCESSING, DONE, REJECTED = (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.DONE,
+                                      JobStatus.REJECTED)
 TERMINAL = (DONE, REJECTED)
 UNFINISHED = (QUEUED, PROCESSING)
 

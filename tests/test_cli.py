@@ -324,3 +324,38 @@ def test_users_disable_enable_and_remove_ops_change_the_user_row(demo):
     for command in ("disable", "enable", "remove-ops"):
         unknown = cli("users", command, "nobody")
         assert unknown.exit_code == 1 and "no user" in unknown.stderr
+
+
+def test_every_listing_has_json_and_prints_tokens_whole(demo):
+    """`jobs list`, `users list` and `apikeys list` take --json (one array of objects keyed
+    by column); in a table on a narrow terminal tokens, gids and ids are printed whole."""
+    project = demo["projects"][0]
+    token = cli("submit", "bulk_delete_records", "--project", project["gid"],
+                "--selection", json.dumps([{"children": project["root"]}])).stdout.strip()
+    jobs = json.loads(cli("jobs", "list", "--json").stdout)
+    assert [j["token"] for j in jobs] == [token]
+    assert jobs[0]["status"] == "queued" and jobs[0]["project"] == project["gid"]
+    narrow = cli("jobs", "list", env={"COLUMNS": "40"})
+    assert narrow.exit_code == 0 and token in narrow.stdout
+    users = json.loads(cli("users", "list", "--json").stdout)
+    assert sorted(u["username"] for u in users) == sorted(u["username"] for u in demo["users"])
+    assert all(u["gid"] in cli("users", "list", env={"COLUMNS": "40"}).stdout for u in users)
+    keys = json.loads(cli("apikeys", "list", "--json").stdout)
+    assert {k["project"] for k in keys} == {p["gid"] for p in demo["projects"]}
+    assert all(set(k) == {"id", "name", "user", "project", "created"} for k in keys)
+
+
+def test_jobs_list_refuses_an_unknown_status(demo):
+    result = cli("jobs", "list", "--status", "bogus")
+    assert result.exit_code == 2
+    assert "bogus" in result.output and "queued" in result.output
+
+
+def test_jobs_cancel_of_a_finished_job_says_so_and_exits_1(demo):
+    project = demo["projects"][0]
+    token = cli("submit", "bulk_delete_records", "--project", project["gid"],
+                "--selection", json.dumps([{"children": project["root"]}])).stdout.strip()
+    assert cli("jobs", "cancel", token).exit_code == 0  # queued: cancelled, now rejected
+    again = cli("jobs", "cancel", token)
+    assert again.exit_code == 1
+    assert "has finished (rejected)" in again.stderr
