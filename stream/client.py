@@ -29,6 +29,9 @@ Contract
 * A failed authentication raises :class:`AuthFailed` (from ``__aenter__``, or from
   :meth:`events` after a reconnect).  With ``reconnect=False`` a dropped connection raises
   :class:`StreamError` from :meth:`events` instead.
+* A server that refuses the login because this address failed too often (error 429, close
+  4029) raises :class:`StreamError` with ``code`` 429 from ``__aenter__``; when reconnecting,
+  the client waits and tries again with its back-off.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 logger = logging.getLogger(__name__)
 
 AUTH_FAILED = 4001
+TOO_MANY = 4029
 
 
 class StreamError(Exception):
@@ -196,7 +200,14 @@ class StreamClient:
         except ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code == AUTH_FAILED:
                 raise AuthFailed(exc.rcvd.reason or "authentication failed", code=401) from None
+            if exc.rcvd is not None and exc.rcvd.code == TOO_MANY:
+                raise StreamError(exc.rcvd.reason or "too many failed logins", code=429) from None
             raise
+        if reply.get("op") == "error" and reply.get("code") == 429:
+            # Too many failed logins from this address (not this token's fault): the
+            # reconnect loop waits and tries again.
+            await ws.close()
+            raise StreamError(str(reply.get("message")), code=429, reply=reply)
         if reply.get("op") != "auth" or not reply.get("ok"):
             await ws.close()
             raise AuthFailed(f"unexpected auth reply: {reply!r}", code=401)
@@ -245,6 +256,12 @@ class StreamClient:
                 break
             except AuthFailed:
                 raise
+            except StreamError as exc:
+                if exc.code != 429:
+                    raise
+                logger.info("reconnect refused (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
             except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
                 logger.info("reconnect failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)

@@ -10,6 +10,7 @@ import pytest
 
 from bulkjobs import keys, tokens
 from bulkjobs.connections import get_redis
+from bulkjobs.settings import get_settings
 from stream.client import AuthFailed, StreamClient, StreamError
 from stream.server import StreamServer
 from tests.stream.conftest import WAIT, append_job, append_record, jwt_for, make_user, url
@@ -98,6 +99,19 @@ async def test_bad_jwt_raises_auth_failed(server, seeded):
     with pytest.raises(AuthFailed):
         async with StreamClient(url(server), "not-a-jwt"):
             pass
+
+
+async def test_a_blocked_address_is_a_429_not_a_rejected_jwt(server, seeded, monkeypatch):
+    """While the address has failed to log in too often, entering the client with a valid
+    JWT raises StreamError 429, not AuthFailed (the token is fine: try again later)."""
+    monkeypatch.setattr(get_settings(), "login_failures_per_address", 1)
+    with pytest.raises(AuthFailed):
+        async with StreamClient(url(server), "not-a-jwt"):
+            pass
+    with pytest.raises(StreamError) as info:
+        async with StreamClient(url(server), jwt_for(seeded, 0)):
+            pass
+    assert info.value.code == 429 and not isinstance(info.value, AuthFailed)
 
 
 async def test_unsubscribe_stops_events_for_that_project(server, seeded):
