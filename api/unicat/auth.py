@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from sqlmodel import Session
 
+from api import ratelimit
 from api.deps import ClaimsDep, MemberDep, SessionDep
 from api.unicat.bodies import ApiKeyBody, InitBody, LoginBody
 from api.unicat.envelope import ok
@@ -39,24 +40,30 @@ def _answer(session: Session, response: Response, user: User, project: str, *,
 
 
 @router.post("/p/{project}/auth", **answers(InitOut), openapi_extra=PUBLIC)
-def auth(project: str, body: ApiKeyBody, session: SessionDep, response: Response) -> Any:
+def auth(project: str, body: ApiKeyBody, session: SessionDep, request: Request,
+         response: Response) -> Any:
     """Exchange an API key for a JWT and the project's init data."""
-    user, key = api_key_login(session, project_gid=project, api_key=body.api_key)
+    with ratelimit.login_attempt(request):
+        user, key = api_key_login(session, project_gid=project, api_key=body.api_key)
     return _answer(session, response, user, project, key=key,
                    omit_extended=body.omit_extended_definitions)
 
 
 @router.post("/p/{project}/login", **answers(InitOut), openapi_extra=PUBLIC)
-def login(project: str, body: LoginBody, session: SessionDep, response: Response) -> Any:
+def login(project: str, body: LoginBody, session: SessionDep, request: Request,
+          response: Response) -> Any:
     """Log in with username and password for a project."""
-    user = user_for_password(session, username=body.username, password=body.password)
+    with ratelimit.login_attempt(request, name=body.username):
+        user = user_for_password(session, username=body.username, password=body.password)
     return _answer(session, response, user, project)
 
 
 @router.post("/login", **answers(GlobalLoginOut), openapi_extra=PUBLIC)
-def global_login(body: LoginBody, session: SessionDep, response: Response) -> Any:
+def global_login(body: LoginBody, session: SessionDep, request: Request,
+                 response: Response) -> Any:
     """Log in with username and password (no project): a JWT and the user's projects."""
-    user = user_for_password(session, username=body.username, password=body.password)
+    with ratelimit.login_attempt(request, name=body.username):
+        user = user_for_password(session, username=body.username, password=body.password)
     response.headers["Authorization"] = renew(session_claims(user))
     from models.queries import visible_projects
 
