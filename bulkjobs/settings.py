@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     # A run gives a job back and re-queues it after this many seconds (fairness).
     slice_seconds: float = Field(default=5.0, alias="SLICE_SECONDS", gt=0)
     record_events: bool = Field(default=True, alias="RECORD_EVENTS")
+    # Finished jobs (and what is kept of them) are removed this many days after they ended.
+    job_retention_days: float = Field(default=30.0, alias="JOB_RETENTION_DAYS", gt=0)
     auth_timeout: float = Field(default=10.0, alias="AUTH_TIMEOUT", gt=0)
     membership_refresh: float = Field(default=2.0, alias="MEMBERSHIP_REFRESH", gt=0)
     # Logs: "plain" text or "json" (one object per line), applied by bulkjobs.logs.

@@ -12,9 +12,22 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    UniqueConstraint,
+    bindparam,
+    delete,
+    select,
+)
 from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel
+
+from models.engine import in_slices
+from models.outbox import SyncOutbox
 
 
 class JobStatus(StrEnum):
@@ -38,10 +51,16 @@ QUEUED, PROCESSING, DONE, REJECTED = (JobStatus.QUEUED, JobStatus.PROCESSING, Jo
                                       JobStatus.REJECTED)
 TERMINAL = (DONE, REJECTED)
 UNFINISHED = (QUEUED, PROCESSING)
+#: ``info.error`` of a cancelled job; its ``info.cancelled`` is true besides.
+CANCELLED = "cancelled"
 
 
 class Job(SQLModel, table=True):
-    __table_args__ = (Index("ix_job_status_heartbeat", "status", "heartbeat_on"),)
+    __table_args__ = (Index("ix_job_status_heartbeat", "status", "heartbeat_on"),
+                      Index("ix_job_project_created", "project_gid", "created_on", "token"),
+                      Index("ix_job_status_finished", "status", "finished_on"),
+                      Index("ix_job_token_prefix", "token",
+                            postgresql_ops={"token": "varchar_pattern_ops"}))
 
     token: str = Field(primary_key=True, max_length=36)
     project_gid: str = Field(foreign_key="project.gid", max_length=36, index=True)
@@ -99,3 +118,31 @@ class ReadToken(SQLModel, table=True):
     token: str = Field(primary_key=True, max_length=36)
     project_gid: str = Field(max_length=36)
     user_gid: str = Field(max_length=36)
+
+
+def expire_finished(engine: Engine, *, before: float, limit: int = 1000) -> int:
+    """Remove the jobs that finished before ``before`` (epoch seconds), with any outbox rows
+    still naming them, in short write transactions (:func:`models.engine.in_slices`: writers
+    waiting their turn go in between); returns how many jobs went.  Each slice finds its jobs
+    along ``ix_job_status_finished``, one range per terminal status."""
+    table = Job.__table__
+    outbox = SyncOutbox.__table__
+    tokens = bindparam("tokens", expanding=True)
+
+    def step(conn: Connection, n: int) -> int:
+        found: list[str] = []
+        for status in TERMINAL:  # two index ranges, not an OR the planners would scan
+            found += conn.execute(
+                select(table.c.token).where(table.c.status == status,
+                                            table.c.finished_on < before)
+                .limit(n - len(found))).scalars().all()
+            if len(found) >= n:
+                break
+        if found:
+            conn.execute(delete(outbox).where(outbox.c.job_token.in_(tokens)), {"tokens": found})
+            conn.execute(delete(JobItem.__table__).where(
+                JobItem.__table__.c.job_token.in_(tokens)), {"tokens": found})
+            conn.execute(delete(table).where(table.c.token.in_(tokens)), {"tokens": found})
+        return len(found)
+
+    return in_slices(engine, step, limit=limit)

@@ -71,7 +71,8 @@ def _aliases(sql: str) -> dict[str, str]:
     return out
 
 
-def _sqlite_violations(conn: Connection, sql: str, params: Any) -> list[str]:
+def _sqlite_violations(conn: Connection, sql: str, params: Any, big: frozenset[str]
+                       ) -> list[str]:
     aliases = _aliases(sql)
     bad = []
     for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all():
@@ -79,13 +80,13 @@ def _sqlite_violations(conn: Connection, sql: str, params: Any) -> list[str]:
         scan = re.match(r"SCAN (\S+)(.*)", detail)
         if scan and "VIRTUAL TABLE" not in scan.group(2):
             table = aliases.get(scan.group(1).lower(), scan.group(1).lower())
-            if table in BIG_TABLES:
+            if table in big:
                 bad.append(detail)
         if any(ix in detail for ix in PROJECT_WIDE):
             bad.append(detail)
         if "AUTOMATIC" in detail:  # an index built for the statement, from a full scan
             table = aliases.get(detail.split()[1].lower(), detail.split()[1].lower())
-            if table in BIG_TABLES:
+            if table in big:
                 bad.append(detail)
     return bad
 
@@ -96,21 +97,23 @@ def _pg_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _pg_nodes(child)
 
 
-def _pg_violations(conn: Connection, sql: str, params: Any) -> list[str]:
+def _pg_violations(conn: Connection, sql: str, params: Any, big: frozenset[str]
+                   ) -> list[str]:
     raw = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params).scalar()
     plan = raw if isinstance(raw, list) else json.loads(raw)
     bad = []
     for node in _pg_nodes(plan[0]["Plan"]):
         kind = node.get("Node Type", "")
-        if "Seq Scan" in kind and node.get("Relation Name") in BIG_TABLES:
+        if "Seq Scan" in kind and node.get("Relation Name") in big:
             bad.append(f"{kind} on {node['Relation Name']}")
         if node.get("Index Name") in PROJECT_WIDE:
             bad.append(f"{kind} using {node['Index Name']}")
     return bad
 
 
-def violations(conn: Connection, cap: Capture) -> list[str]:
-    """Each captured statement whose plan breaks the rules, with what breaks them."""
+def violations(conn: Connection, cap: Capture, big: frozenset[str] = BIG_TABLES) -> list[str]:
+    """Each captured statement whose plan breaks the rules, with what breaks them (``big``:
+    the tables no statement may scan whole)."""
     check = _pg_violations if conn.dialect.name == "postgresql" else _sqlite_violations
     out = []
     for sql, params in cap.statements:
@@ -119,7 +122,7 @@ def violations(conn: Connection, cap: Capture) -> list[str]:
             continue
         if _SKIP.match(sql):
             continue
-        bad = check(conn, sql, params)
+        bad = check(conn, sql, params, big)
         if bad:
             out.append(" ".join(sql.split())[:200] + "\n    " + "\n    ".join(bad))
     return out

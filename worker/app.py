@@ -30,6 +30,8 @@ from worker import signals  # noqa: F401  (log format and worker heartbeat handl
 
 #: Seconds between two sync-log trimmings.
 TRIM_INTERVAL = 300.0
+#: Seconds between two removals of expired jobs (JOB_RETENTION_DAYS).
+EXPIRE_INTERVAL = 3600.0
 
 
 def _periodic(interval: float) -> dict[str, Any]:
@@ -58,6 +60,8 @@ def make_celery(settings: Settings) -> Celery:
                                   "options": _periodic(settings.reaper_interval)},
             "trim-sync-log": {"task": "bulkjobs.trim", "schedule": TRIM_INTERVAL,
                               "options": _periodic(TRIM_INTERVAL)},
+            "expire-finished-jobs": {"task": "bulkjobs.expire_jobs", "schedule": EXPIRE_INTERVAL,
+                                     "options": _periodic(EXPIRE_INTERVAL)},
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )

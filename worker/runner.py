@@ -93,7 +93,7 @@ from models.engine import (
     make_engine,
     next_batch_size,
 )
-from models.jobs import DONE, PROCESSING, QUEUED, REJECTED, Job, JobItem
+from models.jobs import CANCELLED, DONE, PROCESSING, QUEUED, REJECTED, Job, JobItem
 from models.outbox import JOB_EVENT, SyncOutbox
 from models.resolve import delete_items, resolve_in_slices
 from models.selection import parse_selection
@@ -487,7 +487,7 @@ def _run_claimed(
         return _reject(token, owner, log, dict(row.info or {}), f"unknown job {row.job!r}",
                        publisher=publisher)
     if row.cancel_requested:
-        return _reject(token, owner, log, dict(row.info or {}), "cancelled", publisher=publisher)
+        return _reject(token, owner, log, dict(row.info or {}), CANCELLED, publisher=publisher)
     if not row.resolved:
         try:
             selection = parse_selection(row.params.get("selection"), kind=spec.kind)
@@ -549,7 +549,7 @@ def _run_claimed(
             return "sliced"
     record_events.flush()  # every record event before the job's terminal event
     if row.cancel_requested:
-        return _reject(token, owner, log, dict(row.info or {}), "cancelled", publisher=publisher,
+        return _reject(token, owner, log, dict(row.info or {}), CANCELLED, publisher=publisher,
                        clear_outbox=True)
     info = dict(row.info or {})
     info["remaining"] = 0
@@ -841,6 +841,8 @@ def _reject(token: str, owner: str | None, log: SyncLog, info: dict[str, Any], e
     """Commit the job ``rejected`` and announce it.  ``clear_outbox``: every event the job's
     batches owe is in the log (the run flushed them), so its outbox rows go with it."""
     info = {**info, "error": error}
+    if error == CANCELLED:  # told apart from a failure (the error text is the same for both)
+        info["cancelled"] = True
     with get_write_engine().begin() as conn:
         if not finish(conn, token, status=REJECTED, info=info, owner=owner,
                       result_status=result.status if result else None,

@@ -30,7 +30,7 @@ from bulkjobs import keys
 from bulkjobs.errors import BadRequest, NotFound, PayloadTooLarge
 from bulkjobs.synclog import SyncLog
 from models.engine import get_engine, get_write_engine
-from models.jobs import PROCESSING, QUEUED, Job
+from models.jobs import CANCELLED, PROCESSING, QUEUED, Job
 from models.outbox import JOB_EVENT, SyncOutbox
 from models.selection import parse_selection
 from worker.jobs import CATALOGUE
@@ -199,6 +199,6 @@ def cancel(*, project_gid: str, token: str, log: SyncLog) -> dict[str, Any]:
             conn.execute(update(jobs).where(jobs.c.token == token).values(cancel_requested=True))
             logger.info("job %s: cancel requested", token, extra={"job": token})
     if row.status == QUEUED and row.owner is None:
-        reject(token, log=log, error="cancelled")
+        reject(token, log=log, error=CANCELLED)
     with engine.connect() as conn:
         return dict(load(conn, token)._mapping)

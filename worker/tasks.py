@@ -11,6 +11,8 @@ from celery.exceptions import Reject
 
 from bulkjobs.connections import get_synclog
 from bulkjobs.settings import get_settings
+from models.engine import get_write_engine
+from models.jobs import expire_finished
 from worker import reaper, runner
 from worker.app import app, enqueue, oldest_waiting
 
@@ -106,3 +108,10 @@ def trim() -> None:
     log = get_synclog()
     for space in log.spaces():
         log.trim(space, keep=s.sync_retention, keep_seconds=s.sync_retention_seconds)
+
+
+@app.task(name="bulkjobs.expire_jobs")
+def expire_jobs() -> int:
+    """Remove the jobs that finished more than ``JOB_RETENTION_DAYS`` ago (hourly, by beat)."""
+    days = get_settings().job_retention_days
+    return expire_finished(get_write_engine(), before=time.time() - days * 86_400)

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.jobs import JobStatus
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -48,7 +50,16 @@ class JobBody(Body):
 
 
 class JobsListBody(Body):
-    status: str | None = Field(default=None, max_length=20)
+    status: JobStatus | None = Field(default=None, description="only jobs in this status")
+    job: str | None = Field(default=None, max_length=64,
+                            description="only jobs of this kind, e.g. bulk_delete_records")
+    token_prefix: str | None = Field(default=None, alias="token.prefix", min_length=1,
+                                     max_length=36, pattern=r"^[0-9a-f-]+$",
+                                     description="only jobs whose token starts with this")
+    created_after: float | None = Field(default=None, alias="created.after", ge=0,
+                                        description="created at or after (epoch seconds)")
+    created_before: float | None = Field(default=None, alias="created.before", ge=0,
+                                         description="created before (epoch seconds)")
     page_cursor: str | None = Field(default=None, alias="page.cursor", max_length=100)
     page_size: int = Field(default=100, alias="page.size", ge=1, le=1000)
 

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlmodel import col
 
 from api.deps import Actor, MemberDep, SessionDep, bearer
 from api.queueing import queue_for, queue_job
@@ -29,6 +30,7 @@ from bulkjobs.tokens import renew, verify
 from models.jobs import PUBLIC_ONLY, Job
 from models.queries import records_public
 from models.records import Record
+from worker.jobs import CATALOGUE
 from worker.submit import cancel
 
 router = APIRouter(prefix="/api/p/{project}", tags=["unicat: jobs"])
@@ -121,10 +123,21 @@ def jobs_get(project: str, body: JobBody, actor: MemberDep, session: SessionDep)
 
 @router.post("/jobs/list", **answers(JobsListOut))
 def jobs_list(project: str, body: JobsListBody, actor: MemberDep, session: SessionDep) -> Any:
-    """The project's jobs, newest first, paged with ``page.cursor``."""
+    """The project's jobs, newest first, paged with ``page.cursor``; optionally only those of
+    one status or kind, created in a time range, or whose token starts with a prefix."""
     query = select(Job).options(*PUBLIC_ONLY).where(Job.project_gid == actor.project.gid)
     if body.status:
         query = query.where(Job.status == body.status)
+    if body.job is not None:
+        if body.job not in CATALOGUE:
+            raise BadRequest(f"unknown job {body.job!r}", info={"job": body.job})
+        query = query.where(Job.job == body.job)
+    if body.token_prefix:
+        query = query.where(col(Job.token).startswith(body.token_prefix, autoescape=True))
+    if body.created_after is not None:
+        query = query.where(Job.created_on >= body.created_after)
+    if body.created_before is not None:
+        query = query.where(Job.created_on < body.created_before)
     if body.page_cursor:
         try:
             created_on, token = json.loads(base64.urlsafe_b64decode(body.page_cursor))
