@@ -10,9 +10,9 @@ from fastapi import Depends, Request, Response
 from sqlmodel import Session
 
 from api import ratelimit
-from bulkjobs.accounts import api_key_login, authorize, member_access, session_claims
 from bulkjobs.errors import Unauthorized
 from bulkjobs.tokens import Claims, renew, verify
+from models.accounts import api_key_login, authorize, member_access, session_claims
 from models.auth import Project
 from models.engine import get_engine
 

@@ -6,7 +6,7 @@
   method, route template and status (:data:`REQUESTS`), their latency (:data:`LATENCY`), and
   the library's process/platform collectors;
 * :data:`CLUSTER`: metrics of the whole deployment, read at scrape time — jobs by status from
-  the job table (gauge), queue depth and live workers (:mod:`bulkjobs.ops`), and the counters
+  the job table (gauge), queue depth and live workers (:mod:`models.ops`), and the counters
   every worker and web process keeps in Redis (:mod:`bulkjobs.metrics`: items processed, jobs
   finished, events appended, the job-duration histogram).  Every web process reports the same
   cluster numbers; scrape one, or aggregate them with ``max``.
@@ -34,9 +34,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bulkjobs import metrics, ops
+from bulkjobs import metrics
 from bulkjobs.connections import get_broker_redis, get_redis
 from bulkjobs.settings import get_settings
+from models import ops
 from models.engine import get_engine
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@
 * ``GET /ops/api/config``: ``{"stream_url": …}`` — ``STREAM_PUBLIC_URL`` when set, else
   ``ws://<host>:<STREAM_PORT>/sync`` with the host the browser used (``X-Forwarded-Host`` and
   ``X-Forwarded-Proto`` honoured, so behind a TLS proxy it is ``wss://``).
-* ``GET /ops/api/stats`` (JWT): :meth:`bulkjobs.ops.Stats.as_json` over the projects the
+* ``GET /ops/api/stats`` (JWT): :meth:`models.ops.Stats.as_json` over the projects the
   user may watch — every project for ops users, active memberships for others.
 
 Successful answers are plain JSON objects; errors (401 without a valid JWT) come in the
@@ -28,10 +28,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from api.deps import ClaimsDep, SessionDep
-from bulkjobs import ops
-from bulkjobs.accounts import visible_to
 from bulkjobs.connections import get_broker_redis, get_redis
 from bulkjobs.settings import get_settings
+from models import ops
+from models.accounts import visible_to
 
 STATIC = Path(__file__).parent / "static"
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d+)?$")
@@ -59,7 +59,7 @@ class Throughput(BaseModel):
 
 
 class Stats(BaseModel):
-    """:meth:`bulkjobs.ops.Stats.as_json`; ``queue_depth`` is null when the broker is not
+    """:meth:`models.ops.Stats.as_json`; ``queue_depth`` is null when the broker is not
     Redis."""
 
     now: float

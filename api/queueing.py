@@ -7,7 +7,7 @@ process's queueing thread handles at once:
 
 1. counts the requests against their users' rate limits (one pipelined round trip),
 2. checks that each token may act on the project, as the database says now (two queries,
-   :func:`bulkjobs.accounts.may_act`),
+   :func:`models.accounts.may_act`),
 3. checks each job name and selection (:func:`worker.submit.check`),
 4. writes the job rows (one transaction) and appends their ``queued`` events (one script
    call), and hands the tokens to :class:`Sender` for their Celery messages.
@@ -47,10 +47,10 @@ from prometheus_client import Histogram
 
 from api import ratelimit
 from api.deps import Actor
-from bulkjobs.accounts import may_act
 from bulkjobs.connections import get_synclog
 from bulkjobs.ratelimit import RateState
 from bulkjobs.tokens import Claims
+from models.accounts import may_act
 from models.engine import get_engine
 from worker import app as worker_app
 from worker.submit import APPENDED, Submission, check, send, submit_many

@@ -6,7 +6,7 @@
   renewed token keeps it, and no token outlives it by more than ``SESSION_MAX_AGE``),
   ``ver`` (the user's token version at that login), ``ops`` (what the user row said when
   the token was issued: informative only, authority is read from the database on every
-  request, see :mod:`bulkjobs.accounts`), and for a token made from an API key ``prj`` (the
+  request, see :mod:`models.accounts`), and for a token made from an API key ``prj`` (the
   one project it opens) and ``kid`` (the key's public id).
 * Passwords are hashed with scrypt (a deliberately slow, memory-hard hash) and a per-user salt.
 * API keys are 256-bit random strings; only their SHA-256 digest is stored.
@@ -35,7 +35,7 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 @dataclass(frozen=True, slots=True)
 class Claims:
     """A token's claims.  ``ops`` is what the token says until
-    :func:`bulkjobs.accounts.authorize` (or a membership check) has replaced it by what the
+    :func:`models.accounts.authorize` (or a membership check) has replaced it by what the
     user row says now; nothing grants ops access on the token's word."""
 
     user: str
@@ -83,7 +83,7 @@ def _issue(user_gid: str, ops: bool, now: int, exp: int, auth_time: int, ver: in
 def verify(token: str) -> Claims:
     """Decode a JWT or raise :class:`Unauthorized` (forged, expired, ``alg: none``, a session
     older than ``SESSION_MAX_AGE`` …).  Whether its user may still use it is the database's
-    to say (:func:`bulkjobs.accounts.authorize`), on every request.
+    to say (:func:`models.accounts.authorize`), on every request.
 
     A token that verified once is remembered (its signature and claims do not change), so a
     client sending the same JWT again costs a lookup and the expiry checks."""

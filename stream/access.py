@@ -2,10 +2,10 @@
 
 All functions are synchronous (SQLAlchemy sessions); the server calls them through
 ``asyncio.to_thread``.  A token is judged by the rule the HTTP API applies on every request
-(:func:`bulkjobs.accounts.backed`: the user row's ``ops``, disabled users, ended sessions,
+(:func:`models.accounts.backed`: the user row's ``ops``, disabled users, ended sessions,
 revoked API keys; a token made from an API key sees that key's project only), plus the
 session's age.  :func:`recheck` batches that judgement for every open connection into a few
-queries instead of a few per connection (``bulkjobs.accounts.visible_to`` does one token;
+queries instead of a few per connection (``models.accounts.visible_to`` does one token;
 this is its bulk twin, kept here because only the stream needs it).
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from bulkjobs.accounts import Standing, authorize, backed, visible_to
 from bulkjobs.errors import Unauthorized
 from bulkjobs.settings import get_settings
 from bulkjobs.tokens import Claims
+from models.accounts import Standing, authorize, backed, visible_to
 from models.auth import ApiKey, Member, Project, User
 from models.engine import get_engine
 from models.jobs import PUBLIC_ONLY, UNFINISHED, Job

@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from bulkjobs.accounts import user_for_api_key, user_for_password
-from bulkjobs.cli import app
 from bulkjobs.errors import Unauthorized
 from bulkjobs.tokens import api_key_digest, verify
+from cli.main import app
 from models import Job
+from models.accounts import user_for_api_key, user_for_password
 from models.auth import ApiKey, Member, User
 from models.engine import get_engine
 
@@ -195,7 +195,7 @@ def test_as_a_subprocess_seed_json_is_alone_on_stdout_and_errors_exit_non_zero(s
 ])
 def test_parse_params_reads_json_values_and_falls_back_to_text(pairs, params):
     """--param KEY=VALUE: the value is JSON when it parses, else the text."""
-    from bulkjobs.cli import parse_params
+    from cli.main import parse_params
 
     assert parse_params(pairs) == params
 
@@ -203,7 +203,7 @@ def test_parse_params_reads_json_values_and_falls_back_to_text(pairs, params):
 @pytest.mark.parametrize("pair", ["no-equals", "=3", "selection=[]"])
 def test_parse_params_refuses_malformed_pairs_and_the_selection(pair):
     """A pair without a key, or one naming the selection (that is --selection), is refused."""
-    from bulkjobs.cli import parse_params
+    from cli.main import parse_params
 
     with pytest.raises(ValueError):
         parse_params([pair])

@@ -1,4 +1,4 @@
-"""bulkjobs.ops: worker heartbeats, queue depth, jobs by status and throughput estimates."""
+"""models.ops: worker heartbeats, queue depth, jobs by status and throughput estimates."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
-from bulkjobs import keys, ops
+from bulkjobs import keys
+from models import ops
 from models.engine import get_engine, get_write_engine
 from models.jobs import Job
 from models.seed import SeedResult

@@ -7,7 +7,7 @@
   job does not wait for them; a database or Redis that is away then is only logged.
 * ``worker_ready`` starts a daemon thread in the main worker process that renews the worker's
   hostname in the Redis set of live workers every ``WORKER_HEARTBEAT`` seconds
-  (:func:`bulkjobs.ops.beat_worker`); ``worker_shutdown`` stops it and removes the hostname,
+  (:func:`models.ops.beat_worker`); ``worker_shutdown`` stops it and removes the hostname,
   so a clean shutdown stops counting at once and a killed worker stops after three periods.
 """
 
@@ -25,9 +25,10 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from bulkjobs import keys, logs, ops
+from bulkjobs import keys, logs
 from bulkjobs.connections import get_redis, get_synclog
 from bulkjobs.settings import get_settings
+from models import ops
 
 logger = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from api.unicat.bodies import ApiKeyBody, InitBody, LoginBody
 from api.unicat.envelope import ok
 from api.unicat.init import init_payload
 from api.unicat.responses import GlobalLoginOut, InitOut, UserOut, answers
-from bulkjobs.accounts import (
+from bulkjobs.tokens import renew
+from models.accounts import (
     api_key_login,
     member_access,
     require_user,
     session_claims,
     user_for_password,
 )
-from bulkjobs.tokens import renew
 from models.auth import ApiKey, User
 
 router = APIRouter(prefix="/api", tags=["unicat: auth"])

@@ -18,8 +18,8 @@ from api.unicat.bodies import SyncCursorsBody, SyncGetBody
 from api.unicat.envelope import ok
 from api.unicat.responses import CursorsOut, SyncGetOut, answers
 from bulkjobs import keys
-from bulkjobs.accounts import require_member, visible_to
 from bulkjobs.connections import get_synclog
+from models.accounts import require_member, visible_to
 
 router = APIRouter(prefix="/sync", tags=["unicat: sync"])
 

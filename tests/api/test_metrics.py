@@ -8,8 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from bulkjobs import keys, ops
+from bulkjobs import keys
 from bulkjobs.connections import get_redis, get_synclog
+from models import ops
 from models.seed import SeedResult
 from worker.runner import RunConfig, run
 from worker.submit import submit

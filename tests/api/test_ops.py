@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
-from bulkjobs import ops
-from bulkjobs.accounts import add_member, create_user
 from bulkjobs.connections import get_redis, get_synclog
 from bulkjobs.settings import get_settings
 from bulkjobs.tokens import issue
+from models import ops
+from models.accounts import add_member, create_user
 from models.engine import get_write_engine
 from models.seed import SeedResult
 from worker.submit import submit

@@ -42,8 +42,8 @@ from sqlalchemy import Engine, func, select, text
 from sqlmodel import Session
 
 from bulkjobs import tokens
-from bulkjobs.accounts import add_member, create_user
 from models import Job, JobItem, Record, RecordVersion, WorkflowEntry
+from models.accounts import add_member, create_user
 from models.engine import get_engine, get_write_engine
 from models.seed import SeedResult, seed
 from stream.client import StreamClient

@@ -21,10 +21,10 @@ from sqlmodel import Session, SQLModel
 
 from api.app import app
 from bulkjobs import tokens
-from bulkjobs.accounts import add_member, create_api_key, create_user
 from bulkjobs.connections import get_synclog
 from bulkjobs.settings import get_settings
 from models import Job
+from models.accounts import add_member, create_api_key, create_user
 from models.engine import get_engine, get_write_engine
 from models.seed import SeedResult, seed
 from tests.worker.helpers import cfg, run_to_end

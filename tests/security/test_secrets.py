@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlmodel import Session, SQLModel
 
 from bulkjobs import tokens
-from bulkjobs.accounts import create_user, user_for_password
 from bulkjobs.errors import Unauthorized
+from models.accounts import create_user, user_for_password
 from models.auth import ApiKey, User
 from models.engine import get_engine
 from models.seed import SeedResult

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from bulkjobs import tokens
-from bulkjobs.cli import app as cli_app
 from bulkjobs.settings import get_settings
+from cli.main import app as cli_app
 from models.seed import SeedResult
 from tests.security.accounts import (
     claims_of,

@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from bulkjobs.cli import app
+from cli.main import app
 from tests.e2e.conftest import free_port
 from tests.stream.conftest import make_user
 from tests.stream.threaded import ThreadedServer

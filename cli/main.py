@@ -130,7 +130,7 @@ def _require_project(user, project: str) -> None:  # type: ignore[no-untyped-def
     """Raise :class:`~bulkjobs.errors.Forbidden` unless ``user`` may act on ``project``."""
     from sqlmodel import Session
 
-    from bulkjobs.accounts import require_member, session_claims
+    from models.accounts import require_member, session_claims
     from models.engine import get_engine
 
     with Session(get_engine()) as session:
@@ -147,7 +147,7 @@ def _watch(token: str, username: str | None, url: str | None) -> None:
     from websockets.exceptions import WebSocketException
 
     from bulkjobs.tokens import issue
-    from bulkjobs.watching import run_watch
+    from cli.watching import run_watch
     from stream.client import AuthFailed, StreamError
 
     user = _user(username)
@@ -367,8 +367,8 @@ def users_add(
     """Create a user (and memberships); prints the user's gid."""
     from sqlmodel import Session
 
-    from bulkjobs.accounts import add_member, create_user
     from bulkjobs.errors import BulkJobsError, NotFound
+    from models.accounts import add_member, create_user
     from models.auth import Project
     from models.engine import get_write_engine
 
@@ -414,7 +414,7 @@ def users_list(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
 
 
 def _end_access(change, what: str, **name: str) -> None:  # type: ignore[no-untyped-def]
-    """Run one of :mod:`bulkjobs.accounts`' ``disable_user`` & co. and say what it did."""
+    """Run one of :mod:`models.accounts`' ``disable_user`` & co. and say what it did."""
     from sqlmodel import Session
 
     from bulkjobs.errors import NotFound
@@ -434,7 +434,7 @@ def _end_access(change, what: str, **name: str) -> None:  # type: ignore[no-unty
 def users_disable(username: Annotated[str, typer.Argument(help="the login name")]) -> None:
     """Disable a user: no more logins, and every token of theirs is refused from the next
     request on (open websockets close within MEMBERSHIP_REFRESH seconds)."""
-    from bulkjobs.accounts import disable_user
+    from models.accounts import disable_user
 
     _end_access(disable_user, f"user [bold]{username}[/] disabled; their sessions are ended",
                 username=username)
@@ -443,7 +443,7 @@ def users_disable(username: Annotated[str, typer.Argument(help="the login name")
 @users_app.command("enable")
 def users_enable(username: Annotated[str, typer.Argument(help="the login name")]) -> None:
     """Let a disabled user log in again (their old tokens stay refused)."""
-    from bulkjobs.accounts import enable_user
+    from models.accounts import enable_user
 
     _end_access(enable_user, f"user [bold]{username}[/] enabled", username=username)
 
@@ -452,7 +452,7 @@ def users_enable(username: Annotated[str, typer.Argument(help="the login name")]
 def users_remove_ops(username: Annotated[str, typer.Argument(help="the login name")]) -> None:
     """Take the ops flag away: from the user's next request on (and on open websockets within
     MEMBERSHIP_REFRESH seconds) they see their own projects only."""
-    from bulkjobs.accounts import remove_ops
+    from models.accounts import remove_ops
 
     _end_access(remove_ops, f"user [bold]{username}[/] is no longer ops", username=username)
 
@@ -466,9 +466,9 @@ def apikeys_add(
     """Create an API key and print it; it is shown this once (only its digest is stored)."""
     from sqlmodel import Session
 
-    from bulkjobs.accounts import create_api_key
     from bulkjobs.errors import BulkJobsError
     from bulkjobs.tokens import api_key_digest
+    from models.accounts import create_api_key
     from models.auth import ApiKey
     from models.engine import get_write_engine
 
@@ -518,7 +518,7 @@ def apikeys_revoke(
 ) -> None:
     """Revoke an API key: it opens nothing any more, and the JWTs made from it are refused
     from their next request on (open websockets close within MEMBERSHIP_REFRESH seconds)."""
-    from bulkjobs.accounts import revoke_api_key
+    from models.accounts import revoke_api_key
 
     _end_access(revoke_api_key, f"API key [bold]{key_id}[/] revoked", key_id=key_id)
 
@@ -535,9 +535,9 @@ def stats(
     """Queue depth, live workers, jobs by status and the last minute's throughput."""
     from rich.table import Table
 
-    from bulkjobs import ops
     from bulkjobs.connections import get_broker_redis, get_redis
     from bulkjobs.settings import get_settings
+    from models import ops
     from models.engine import get_engine
 
     _ready()
