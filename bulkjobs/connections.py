@@ -107,7 +107,7 @@ def make_async_redis() -> redis.asyncio.Redis:
 
 
 def make_async_synclog(client: redis.asyncio.Redis) -> AsyncSyncLog:
-    return AsyncSyncLog(client, max_events=get_settings().sync_max_events)
+    return AsyncSyncLog(client)
 
 
 @lru_cache(maxsize=1)

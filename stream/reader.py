@@ -45,7 +45,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bulkjobs import keys
-from bulkjobs.synclog import AsyncSyncLog, Item, after, decode_items
+from bulkjobs.synclog import AsyncSyncLog, Item, decode_after, fields_of
 
 logger = logging.getLogger(__name__)
 
@@ -195,11 +195,10 @@ class Reader:
             pos = self.positions.get(space)
             if pos is None or not entries:
                 continue
-            events = decode_items(space, [(eid, _fields(f)) for eid, f in entries])
-            if events[0].first <= pos:  # read from a cursor inside a packed entry
-                events = after(events, pos)
-                if not events:
-                    continue
+            # read from a cursor inside a packed entry: only the events after it
+            events = decode_after(space, entries, pos)
+            if not events:
+                continue
             start = 0
             for i, ev in enumerate(events):
                 if ev.first != pos + 1:
@@ -217,7 +216,7 @@ class Reader:
             self.sink.deliver(events[start:])
 
     def _measure_lag(self, fields: Any) -> None:
-        fields = _fields(fields)
+        fields = fields_of(fields)
         appended = fields.get(b"t", fields.get("t"))
         if appended is not None:
             self.lag = max(0.0, time.time() - int(appended) / 1_000_000)
@@ -239,11 +238,3 @@ class Reader:
             logger.debug("CLIENT UNBLOCK failed: %s", exc)
         finally:
             self._waking = False
-
-
-def _fields(raw: Any) -> dict[Any, Any]:
-    """An entry's fields as a dict: a raw XREAD reply has them as a flat list."""
-    if isinstance(raw, dict):
-        return raw
-    it = iter(raw)
-    return dict(zip(it, it, strict=False))

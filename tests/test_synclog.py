@@ -1,4 +1,4 @@
-"""The sync log (``bulkjobs/synclog.py``) against the real Redis (database 9, flushed per test)."""
+"""The sync log (``bulkjobs/synclog/``) against the real Redis (database 9, flushed per test)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import redis
 
-from bulkjobs import keys, synclog
+from bulkjobs import keys
 from bulkjobs.connections import make_async_redis
 from bulkjobs.synclog import AsyncSyncLog, NewEvent, SyncLog, job_event, record_event
+from bulkjobs.synclog import append as appending
 from tests.e2e.redis_server import private_redis_server
 
 pytestmark = pytest.mark.services
@@ -35,11 +36,11 @@ def job(token: str = "tok-1", status: str = "processing", **info: Any) -> NewEve
 
 
 class FakeClock:
-    """Stands in for the client's clock (``synclog._now_us``), in microseconds."""
+    """Stands in for the client's clock (``bulkjobs.synclog.append._now_us``), in microseconds."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, start_us: int) -> None:
         self.us = start_us
-        monkeypatch.setattr(synclog, "_now_us", lambda: self.us)
+        monkeypatch.setattr(appending, "_now_us", lambda: self.us)
 
     def at_minute(self, minute: int) -> None:
         self.us = minute * 60_000_000 + 1_000_000

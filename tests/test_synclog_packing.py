@@ -1,4 +1,4 @@
-"""Packed entries of the sync log (``bulkjobs/synclog.py``) as pure functions: packing,
+"""Packed entries of the sync log (``bulkjobs/synclog/packing.py``, ``read.py``) as pure functions: packing,
 unpacking, cursor arithmetic and the event-counting pager.  No services."""
 
 from __future__ import annotations
