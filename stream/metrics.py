@@ -8,17 +8,32 @@ into metric families when ``/metrics`` is scraped.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from stream.server import StreamServer
+from stream.fanout import Hub
+from stream.reader import Reader
+
+
+class Observed(Protocol):
+    """What the collector reads of a stream process (a :class:`stream.server.StreamServer`)."""
+
+    @property
+    def hub(self) -> Hub: ...
+    @property
+    def reader(self) -> Reader: ...
+    @property
+    def deliveries(self) -> int: ...
+    @property
+    def slow_closed(self) -> int: ...
+    @property
+    def gap_closed(self) -> int: ...
 
 
 class StreamCollector(Collector):
-    def __init__(self, server: StreamServer) -> None:
+    def __init__(self, server: Observed) -> None:
         self.server = server
 
     def collect(self) -> Iterator[Metric]:

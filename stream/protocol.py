@@ -21,12 +21,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bulkjobs.errors import BadRequest
+from bulkjobs.errors import BadRequest, Unauthorized
 
 #: Longest project gid / job token / request id accepted (UUIDs are 36 characters).
 MAX_ID = 64
 #: Most job tokens one ``jobs`` filter may name.
 MAX_JOBS = 1000
+#: Longest close reason, in bytes: a control frame's payload is at most 125 bytes, two of
+#: which are the close code.
+MAX_CLOSE_REASON = 123
 
 RequestId = str | int | None
 
@@ -176,3 +179,19 @@ def error(
     code: int, message: str, *, request_id: RequestId = None, **extra: Any
 ) -> str:
     return _dump({"op": "error", "code": code, "message": message, **extra}, request_id)
+
+
+def bearer(header: str) -> str:
+    """The token of an ``Authorization: Bearer <JWT>`` header on the upgrade request, or
+    :class:`Unauthorized` (a failed login, counted as one)."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization header must be 'Bearer <JWT>'")
+    return token.strip()
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to fit a close frame: at most 123 bytes of UTF-8 (RFC 6455 §5.5).  Reasons
+    may echo client input (``unknown op: …``); 100 *characters* of CJK text would be 300 bytes,
+    and websockets would fail the handler (1011) instead of closing with our code."""
+    return text.encode(errors="replace")[:MAX_CLOSE_REASON].decode(errors="ignore")

@@ -1,21 +1,12 @@
 """The websocket relay: SPEC §8 over ``ws://host:STREAM_PORT/sync``, plus ``/healthz`` and
 ``/metrics`` over plain HTTP on the same port.
 
-This is the thin asyncio layer around :mod:`stream.fanout` (who gets what) and
-:mod:`stream.protocol` (what the frames say).  One :class:`~stream.reader.Reader` per process
-feeds the :class:`~stream.fanout.Hub`; connections never read Redis for live events.
-
-Writing without a task per connection
--------------------------------------
-After routing a batch of events, each connection whose outbox became non-empty is flushed
-synchronously: the frame goes straight into the transport, serialised once and shared by
-every connection that gets the identical batch.  A connection that keeps up therefore gets
-every event, without a task of its own.  Only a connection whose transport is congested
-(more than ``write_limit`` bytes unsent) gets a writer task, which awaits the drain;
-meanwhile its outbox coalesces progress events, and if it still overflows the connection is
-closed with 4008 (SPEC §8.5).  An idle connection costs the websockets handler (and
-keepalive) task and a small :class:`Peer`, nothing else: about 18 KiB RSS each at 10,000
-connections.
+This is the asyncio layer around the cores that do no I/O: :mod:`stream.protocol` (what the
+frames say), :mod:`stream.relay` (what a subscribe replays, whether it is ``recovered``, the
+cursors it starts from), :mod:`stream.fanout` (who gets what) and :mod:`stream.limits`
+(requests per second, replay size).  One :class:`~stream.reader.Reader` per process feeds
+the :class:`~stream.fanout.Hub`; connections never read Redis for live events, and
+:class:`~stream.writer.Writer` writes them without a task per connection.
 
 Protocol choices the SPEC leaves open
 -------------------------------------
@@ -30,18 +21,10 @@ Protocol choices the SPEC leaves open
   spaces, so ``"*"`` takes none (400): project-space events are replayed only to a
   subscription of that one project with its ``cursor``.  (An unfiltered ``"*"`` of an ops
   user makes the reader follow every project space.)
-* ``subscribed.cc.cursor`` / ``cursor`` are the spaces' current cursors when the subscription
-  was registered; ``cursor`` is ``null`` for ``"*"``.  Without cursors, live events follow
-  from there; with cursors and ``recovered: true`` the missed events come first; with
-  ``recovered: false`` (a cursor below the floor, or beyond the current cursor) nothing is
-  replayed and live events follow from the current cursors.
-* Re-subscribing a covered project keeps its dedupe cursors: only events after what was
-  already sent come.  To replay again, unsubscribe first.
+* What a subscribe replays and whether it is ``recovered``: see :mod:`stream.relay`.
 * Lost history (Redis lost its data or restarted, or the log was trimmed past the reader
   or during a replay): the affected connections are closed with 4008; resuming from their
-  last cursor they get ``recovered: false``.  So does a cursor more than
-  ``STREAM_MAX_REPLAY`` events behind (:func:`stream.limits.replay_size`): nothing is
-  replayed, the client reloads over HTTP.
+  last cursor they get ``recovered: false``.
 * Requests per connection are limited (:class:`stream.limits.OpBudget`): beyond
   ``STREAM_OPS_PER_SECOND`` in one second each is answered ``{"op": "error", "code": 429,
   "retry_after": 1}`` without being read; beyond twice as many the connection is closed with
@@ -82,7 +65,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -91,14 +73,16 @@ from bulkjobs.errors import BulkJobsError, Unauthorized
 from bulkjobs.metrics import metrics_allowed
 from bulkjobs.ratelimit import login_blocked_async, login_failed_async, login_limits
 from bulkjobs.settings import get_settings
-from bulkjobs.synclog import AsyncSyncLog, Item, count_events, is_recovered
+from bulkjobs.synclog import AsyncSyncLog, Item
 from bulkjobs.tokens import Claims
 from models.engine import database_answers
-from stream import access, protocol
-from stream.fanout import DEFAULT_LIMIT, Hub, Subscriber, framed, frames
-from stream.limits import OpBudget, replay_size
+from stream import access, protocol, relay
+from stream.fanout import DEFAULT_LIMIT, Hub
+from stream.limits import OpBudget
 from stream.metrics import StreamCollector
+from stream.protocol import close_reason
 from stream.reader import Reader
+from stream.writer import Peer, Writer
 
 logger = logging.getLogger(__name__)
 
@@ -111,29 +95,8 @@ TOO_MANY = 4029
 #: Events read per XRANGE while replaying (and drained before the next page).
 REPLAY_PAGE = 500
 
-#: Longest close reason, in bytes: a control frame's payload is at most 125 bytes, two of
-#: which are the close code.
-MAX_CLOSE_REASON = 123
-
 #: Redis connections the server uses for commands besides the reader's own.
 COMMAND_CONNECTIONS = 32
-
-
-class Peer(Subscriber):
-    """A :class:`Subscriber` bound to its websocket (its transport and protocol kept at hand
-    for the write loop: they do not change during a connection's life)."""
-
-    __slots__ = ("ws", "claims", "transport", "protocol", "writer", "drained")
-
-    def __init__(self, ws: ServerConnection, claims: Claims, **kwargs: Any) -> None:
-        super().__init__(user=claims.user, ops=claims.ops, **kwargs)
-        self.ws = ws
-        #: The token the connection authenticated with, as the database backed it last.
-        self.claims = claims
-        self.transport = ws.transport
-        self.protocol = ws.protocol
-        self.writer: asyncio.Task[None] | None = None
-        self.drained: asyncio.Event | None = None
 
 
 class StreamServer:
@@ -164,6 +127,7 @@ class StreamServer:
         )
         self.ping_interval = ping_interval
         self.write_limit = write_limit
+        self.writer = Writer(write_limit=write_limit)
         self.hub = Hub()
         self.redis = _command_client(settings.redis_url)
         self.log = AsyncSyncLog(self.redis)
@@ -171,7 +135,6 @@ class StreamServer:
         self.reader_grace = block_ms / 1000 + 5
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StreamCollector(self))
-        self.deliveries = 0
         self.slow_closed = 0
         self.gap_closed = 0
         self._server: Server | None = None
@@ -253,107 +216,24 @@ class StreamServer:
     def deliver(self, events: list[Item]) -> None:
         routed = self.hub.route(events)
         if routed.direct:
-            self._write_direct(routed.events, cast(list[Peer], routed.direct))
+            self.writer.direct(routed.events, cast(list[Peer], routed.direct))
         for peer in routed.slow:
             self.slow_closed += 1
             self._close(cast(Peer, peer), TOO_SLOW, "too slow; resume from your last cursor")
         if routed.woken:
-            self._flush(routed.woken)
+            self.writer.flush(routed.woken)
 
     def gap(self, space: str) -> None:
         for peer in self.hub.gap(space):
             self.gap_closed += 1
             self._close(cast(Peer, peer), TOO_SLOW, "sync log lost events; resume from last cursor")
 
-    # -- writing --------------------------------------------------------------------------
+    @property
+    def deliveries(self) -> int:
+        """Events written to subscribers so far."""
+        return self.writer.deliveries
 
-    def _write_direct(self, events: list[Item], peers: list[Peer]) -> None:
-        """Write one batch to connections that all get exactly it and have nothing queued
-        (the hub's direct connections): the frames are built once and written to each
-        transport in turn.  A connection whose transport is over ``write_limit`` — before the
-        batch, or between two of its frames (a batch of packed record events may be many
-        frames) — gets the rest of the batch queued and a writer task instead, as
-        :meth:`_flush` would: a batch never piles up in a slow connection's buffer."""
-        data = _encode(events)
-        limit = self.write_limit
-        open_ = State.OPEN
-        for peer in peers:
-            transport = peer.transport
-            if transport.get_write_buffer_size() > limit:
-                self._congest(peer, events)  # counted by the writer when it sends them
-            elif peer.protocol.state is open_:  # closing connections are skipped
-                start = 0
-                for chunk, end, n in data:
-                    if start and transport.get_write_buffer_size() > limit:
-                        self._congest(peer, events[start:])
-                        break
-                    transport.write(chunk)
-                    self.deliveries += n
-                    start = end
-
-    def _congest(self, peer: Peer, events: list[Item]) -> None:
-        """Queue ``events`` for a direct connection whose socket is not keeping up, and start
-        its writer."""
-        peer.congested = True
-        peer.requeue(events)
-        peer.writer = asyncio.create_task(self._write(peer))
-
-    def _flush(self, peers: list[Any]) -> None:
-        """Write what the peers have queued, without waiting (see the module docstring)."""
-        # Connections that got the very same batch share one frame (and one encoding), built
-        # for the first of them; each connection is written as soon as it is reached, so the
-        # first subscribers do not wait for the whole list to be sorted out first.
-        encoded: dict[tuple[int, ...], tuple[list[Item], list[tuple[bytes, int, int]]]] = {}
-        for peer in peers:
-            if peer.writer is not None or peer.slow:
-                continue  # a running writer takes the new events with its next batch
-            ws = peer.ws
-            transport = ws.transport
-            if transport.get_write_buffer_size() > self.write_limit:
-                peer.congested = True
-                peer.writer = asyncio.create_task(self._write(peer))
-                continue
-            events = peer.take()
-            if not events:
-                continue
-            key = tuple(map(id, events))
-            shared = encoded.get(key)
-            if shared is None:
-                # Connections that are closing are skipped as broadcast() would.  The events
-                # are kept with their bytes so that their ids, the key, stay theirs for the
-                # whole flush.
-                shared = encoded[key] = (events, _encode(events))
-            if ws.protocol.state is State.OPEN:
-                for data, _, _ in shared[1]:
-                    transport.write(data)
-            self.deliveries += count_events(events)
-
-    async def _write(self, peer: Peer) -> None:
-        """Writer of a congested connection: waits for the socket to drain between batches."""
-        try:
-            while not peer.slow:
-                events = peer.take()
-                if not events:
-                    break
-                for frame in frames(events):
-                    await peer.ws.send(frame)
-                self.deliveries += count_events(events)
-        except ConnectionClosed:
-            pass
-        finally:
-            peer.writer = None
-            peer.congested = False
-            if peer.drained is not None:
-                peer.drained.set()
-
-    async def _drain(self, peer: Peer) -> None:
-        """Flush and wait until everything queued for ``peer`` is handed to the socket."""
-        self._flush([peer])
-        while peer.writer is not None and not peer.slow:
-            peer.drained = asyncio.Event()
-            await peer.drained.wait()
-            peer.drained = None
-            self._flush([peer])
+    # -- connections ----------------------------------------------------------------------
 
     def _alive(self, peer: Peer) -> bool:
         return peer in self.hub and peer.ws.state is State.OPEN
@@ -368,8 +248,6 @@ class StreamServer:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    # -- connections ----------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
         peer: Peer | None = None
@@ -424,10 +302,7 @@ class StreamServer:
             return None
         try:
             if header is not None:
-                scheme, _, token = header.partition(" ")
-                if scheme.lower() != "bearer" or not token.strip():
-                    raise Unauthorized("Authorization header must be 'Bearer <JWT>'")
-                return verify(token.strip()), None
+                return verify(protocol.bearer(header)), None
             async with asyncio.timeout(self.auth_timeout):
                 message = await ws.recv()
             request = protocol.parse(message)
@@ -501,11 +376,12 @@ class StreamServer:
 
     async def _subscribe(self, peer: Peer, req: protocol.Subscribe) -> None:
         """Register for live events first, then snapshot and replay, then release the held
-        live events through the dedupe: gap-free and duplicate-free (see stream.fanout)."""
+        live events through the dedupe: gap-free and duplicate-free (see stream.fanout).
+        What is replayed and from which cursors is :func:`stream.relay.plan`'s to decide."""
         if not await self._admit(peer, peer.claims):
             return
         single = req.project != "*"
-        if single and req.project not in peer.allowed:
+        if relay.forbidden(req.project, peer.allowed):
             await peer.ws.send(protocol.error(
                 403, "not a member of this project", project=req.project, request_id=req.id,
             ))
@@ -515,27 +391,16 @@ class StreamServer:
         try:
             self.hub.subscribe(peer, req.project, jobs=req.jobs)
             try:
-                cc_last, cc_floor = await self.log.cursors(keys.CC_SPACE)
-                p_last: int | None = None
-                p_floor = 0
+                cc = relay.Cursors(*await self.log.cursors(keys.CC_SPACE))
+                space: relay.Cursors | None = None
                 if single:
-                    p_last, p_floor = await self.log.cursors(req.project)
+                    space = relay.Cursors(*await self.log.cursors(req.project))
                     if req.jobs is None:
-                        self.reader.want(req.project, p_last)
+                        self.reader.want(req.project, space.last)
                 elif req.jobs is None:
                     await self._read_new_spaces()
-                recovered = (
-                    req.cc_cursor is None or is_recovered(req.cc_cursor, cc_floor, cc_last)
-                ) and (
-                    req.cursor is None or p_last is None
-                    or is_recovered(req.cursor, p_floor, p_last)
-                )
-                if recovered and replay_size(req, cc_last, p_last) > self.max_replay:
-                    recovered = False  # too far behind: the client reloads over HTTP
-                replay = recovered and req.replays
-                cc_from = req.cc_cursor if replay and req.cc_cursor is not None else cc_last
-                p_from = req.cursor if replay and req.cursor is not None else p_last
-                self.hub.start(peer, req.project, cc=cc_from, space=p_from)
+                plan = relay.plan(req, cc, space, max_replay=self.max_replay)
+                self.hub.start(peer, req.project, cc=plan.cc_from, space=plan.p_from)
                 projects = [req.project] if single else sorted(peer.allowed)
                 snapshot = await asyncio.to_thread(access.job_snapshot, projects, req.jobs)
             except BaseException:
@@ -543,42 +408,36 @@ class StreamServer:
                     self.hub.unsubscribe(peer, req.project)
                 raise
             await peer.ws.send(protocol.subscribed(
-                req.project, recovered=recovered, cc_cursor=cc_last, cursor=p_last,
-                jobs=snapshot, request_id=req.id,
+                req.project, recovered=plan.recovered, cc_cursor=plan.cc_last,
+                cursor=plan.p_last, jobs=snapshot, request_id=req.id,
             ))
-            if replay:
-                complete = await self._replay(peer, keys.CC_SPACE, cc_from, cc_last)
-                if complete and p_last is not None and req.jobs is None and p_from is not None:
-                    complete = await self._replay(peer, req.project, p_from, p_last)
-                if not complete:
-                    self.gap_closed += 1
-                    self._close(peer, TOO_SLOW, "sync log lost events during replay; resume")
-                    return
-                self.hub.start(peer, req.project, cc=cc_last, space=p_last)
+            if plan.replay:
+                for part in plan.replays:
+                    if not await self._replay(peer, part):
+                        self.gap_closed += 1
+                        self._close(peer, TOO_SLOW, "sync log lost events during replay; resume")
+                        return
+                self.hub.start(peer, req.project, cc=plan.cc_last, space=plan.p_last)
         finally:
             if peer in self.hub and self.hub.release(peer):
-                self._flush([peer])
+                self.writer.flush([peer])
 
-    async def _replay(self, peer: Peer, space: str, after: int, upto: int) -> bool:
-        """Queue the events of ``space`` in ``(after, upto]`` page by page, draining between
-        pages.  Returns False when the history has a hole (cursors are dense, so a missing
-        cursor means events were trimmed or lost since ``recovered`` was decided)."""
-        expected = after + 1
-        while expected <= upto and self._alive(peer):
+    async def _replay(self, peer: Peer, part: relay.Replay) -> bool:
+        """Queue the events of ``part`` page by page, draining between pages.  Returns False
+        when the history has a hole (:func:`stream.relay.dense`)."""
+        expected = part.after + 1
+        while expected <= part.upto and self._alive(peer):
             # Read in events, not entries; a resume from inside a packed entry gets the rest
             # of it (the log cuts the first item to start at ``expected``).
-            events = await self.log.read_items(space, expected - 1, count=REPLAY_PAGE, upto=upto)
-            for ev in events:
-                if ev.first != expected:
-                    break
-                expected = ev.cursor + 1
-            else:
-                if events:
-                    self.hub.replay(peer, events)
-                    await self._drain(peer)
-                    continue
-            logger.warning("hole in sync space %s at cursor %s during replay", space, expected)
-            return False
+            events = await self.log.read_items(part.space, expected - 1, count=REPLAY_PAGE,
+                                               upto=part.upto)
+            expected, whole = relay.dense(events, expected)
+            if not whole:
+                logger.warning("hole in sync space %s at cursor %s during replay",
+                               part.space, expected)
+                return False
+            self.hub.replay(peer, events)
+            await self.writer.drain(peer)
         return True
 
     # -- membership -----------------------------------------------------------------------
@@ -700,29 +559,6 @@ def _address(ws: ServerConnection) -> str | None:
     """The client's IP address (the peer of the TCP connection)."""
     remote = ws.remote_address
     return str(remote[0]) if remote else None
-
-
-def close_reason(text: str) -> str:
-    """``text`` cut to fit a close frame: at most 123 bytes of UTF-8 (RFC 6455 §5.5).  Reasons
-    may echo client input (``unknown op: …``); 100 *characters* of CJK text would be 300 bytes,
-    and websockets would fail the handler (1011) instead of closing with our code."""
-    return text.encode(errors="replace")[:MAX_CLOSE_REASON].decode(errors="ignore")
-
-
-def _encode(events: list[Item]) -> list[tuple[bytes, int, int]]:
-    """The websocket frames carrying ``events``, as bytes on the wire, each with the index in
-    ``events`` where the next frame starts and the number of events it carries.  Server
-    frames are unmasked and we negotiate no extension, so the bytes are the same for every
-    connection: serialise once, write to each transport (``websockets.broadcast`` would
-    rebuild the frame per connection).  Never fragmented, so the protocol's state machine
-    has nothing to track."""
-    out = []
-    start = 0
-    for frame, end in framed(events):
-        out.append((Frame(Opcode.TEXT, frame.encode()).serialize(mask=False), end,
-                    count_events(events[start:end])))
-        start = end
-    return out
 
 
 def _command_client(url: str) -> redis.asyncio.Redis:

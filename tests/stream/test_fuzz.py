@@ -24,7 +24,7 @@ from bulkjobs import tokens
 from bulkjobs.settings import get_settings
 from models.seed import SeedResult
 from stream import protocol
-from stream.server import MAX_CLOSE_REASON, close_reason
+from stream.protocol import MAX_CLOSE_REASON, close_reason
 from tests.models.adversarial import nasty_json, nasty_numbers, nasty_scalars, nasty_text
 from tests.stream.conftest import WAIT, append_job, jwt_for
 from tests.stream.threaded import ThreadedServer, open_client, reply_or_close

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bulkjobs.errors import Unauthorized
 from stream import protocol
 from stream.protocol import Auth, ProtocolError, Subscribe, Unsubscribe
 
@@ -119,3 +120,21 @@ def test_builders_produce_the_spec_shapes():
     assert json.loads(protocol.error(403, "no", project=G)) == {
         "op": "error", "code": 403, "message": "no", "project": G,
     }
+
+
+@pytest.mark.parametrize(("header", "token"), [
+    ("Bearer abc.def.ghi", "abc.def.ghi"),
+    ("bearer abc", "abc"),
+    ("Bearer  abc ", "abc"),
+    ("Basic abc", None),
+    ("Bearer", None),
+    ("Bearer   ", None),
+    ("", None),
+])
+def test_bearer_header(header, token):
+    """The upgrade request's Authorization header carries 'Bearer <JWT>' or is a failed login."""
+    if token is None:
+        with pytest.raises(Unauthorized):
+            protocol.bearer(header)
+    else:
+        assert protocol.bearer(header) == token
