@@ -15,8 +15,9 @@ venv:
 	@bash scripts/venv.sh
 
 lint: venv
-	.venv/bin/ruff check bulkjobs models worker stream api tests bench
-	.venv/bin/mypy bulkjobs models worker stream api
+	.venv/bin/ruff check bulkjobs models worker stream api cli tests bench
+	.venv/bin/mypy bulkjobs models worker stream api cli
+	.venv/bin/lint-imports
 
 clean:
 	rm -rf .venv data .pytest_cache .mypy_cache .ruff_cache .hypothesis

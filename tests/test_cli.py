@@ -195,7 +195,7 @@ def test_as_a_subprocess_seed_json_is_alone_on_stdout_and_errors_exit_non_zero(s
 ])
 def test_parse_params_reads_json_values_and_falls_back_to_text(pairs, params):
     """--param KEY=VALUE: the value is JSON when it parses, else the text."""
-    from cli.main import parse_params
+    from cli.jobs import parse_params
 
     assert parse_params(pairs) == params
 
@@ -203,7 +203,7 @@ def test_parse_params_reads_json_values_and_falls_back_to_text(pairs, params):
 @pytest.mark.parametrize("pair", ["no-equals", "=3", "selection=[]"])
 def test_parse_params_refuses_malformed_pairs_and_the_selection(pair):
     """A pair without a key, or one naming the selection (that is --selection), is refused."""
-    from cli.main import parse_params
+    from cli.jobs import parse_params
 
     with pytest.raises(ValueError):
         parse_params([pair])

@@ -1,0 +1,194 @@
+"""Job commands: ``submit``, ``watch`` and the ``jobs`` group (``list``, ``cancel``)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cli.common import JSON_OPTION, acting_user, err, print_rows, ready, when
+from models.jobs import JobStatus
+
+if TYPE_CHECKING:
+    from models.auth import User
+
+jobs_app = typer.Typer(help="List and cancel jobs.", no_args_is_help=True)
+
+
+def _require_project(user: User, project: str) -> None:
+    """Raise :class:`~bulkjobs.errors.Forbidden` unless ``user`` may act on ``project``."""
+    from sqlmodel import Session
+
+    from models.accounts import require_member, session_claims
+    from models.engine import get_engine
+
+    with Session(get_engine()) as session:
+        require_member(session, session_claims(user), project)
+
+
+def _stream_url() -> str:
+    from bulkjobs.settings import get_settings
+
+    return f"ws://127.0.0.1:{get_settings().stream_port}/sync"
+
+
+def _watch(token: str, username: str | None, url: str | None) -> None:
+    from websockets.exceptions import WebSocketException
+
+    from bulkjobs.tokens import issue
+    from cli.watching import run_watch
+    from stream.client import AuthFailed, StreamError
+
+    user = acting_user(username)
+    url = url or _stream_url()
+    try:
+        final = run_watch(token, url=url, console=err,
+                          jwt=issue(user.gid, ops=user.ops, ver=user.token_version))
+    except LookupError:
+        err.print(f"[red]no job {token}")
+        raise typer.Exit(1) from None
+    except AuthFailed as exc:
+        err.print(f"[red]the stream at {url} refused the token: {exc}")
+        raise typer.Exit(3) from None
+    except StreamError as exc:
+        code = f" ({exc.code})" if exc.code is not None else ""
+        err.print(f"[red]the stream at {url} refused to follow job {token}{code}: {exc}")
+        raise typer.Exit(3) from None
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        err.print(f"[red]cannot reach the stream at {url}: {exc or type(exc).__name__}")
+        raise typer.Exit(3) from None
+    err.print(f"job {token}: [bold]{final.status}[/] {json.dumps(final.info)}")
+    raise typer.Exit(0 if final.status == "done" else 1)
+
+
+def parse_params(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs as job parameters: a value is JSON when it parses as JSON (``3``,
+    ``true``, ``{"a": 1}``), else the text itself (a version id); quote a number to pass it
+    as a string (``version='"3"'``).  Raises :class:`ValueError` naming a bad pair."""
+    params: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{pair!r} is not KEY=VALUE")
+        if key == "selection":
+            raise ValueError("the selection goes in --selection")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+def submit(
+    job: Annotated[str, typer.Argument(help="job name, e.g. bulk_delete_records")],
+    project: Annotated[str, typer.Option(help="project gid")],
+    selection: Annotated[str, typer.Option(help="the selection as JSON")],
+    param: Annotated[list[str] | None, typer.Option(
+        help="a job parameter KEY=VALUE, the value JSON or text (repeatable), e.g. "
+             "version=3 for revert_record_version")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="follow it with a progress bar")] = False,
+    username: Annotated[str | None, typer.Option(help="act as this user")] = None,
+    stream_url: Annotated[str | None, typer.Option(help="ws://host:port/sync")] = None,
+) -> None:
+    """Queue a job and print its token."""
+    from bulkjobs.connections import get_synclog
+    from bulkjobs.errors import BulkJobsError
+    from worker.app import enqueue
+    from worker.submit import submit as queue_job
+
+    ready()
+    try:
+        parsed = json.loads(selection)
+    except ValueError as exc:
+        err.print(f"[red]--selection is not JSON: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        params = {**parse_params(param or []), "selection": parsed}
+    except ValueError as exc:
+        err.print(f"[red]--param: {exc}")
+        raise typer.Exit(2) from None
+    user = acting_user(username)
+    try:
+        _require_project(user, project)
+        token = queue_job(project_gid=project, job=job, params=params,
+                          actor={"type": "user", "id": user.gid}, log=get_synclog(),
+                          enqueue=enqueue)
+    except BulkJobsError as exc:
+        err.print(f"[red]{exc.message} {json.dumps(exc.info) if exc.info else ''}")
+        raise typer.Exit(2) from None
+    print(token)
+    if watch:
+        _watch(token, username, stream_url)
+
+
+def watch(
+    token: Annotated[str, typer.Argument(help="the job token")],
+    username: Annotated[str | None, typer.Option(help="watch as this user")] = None,
+    stream_url: Annotated[str | None, typer.Option(help="ws://host:port/sync")] = None,
+) -> None:
+    """Follow a job live over the websocket stream until it ends (exit 0: done; 1: not done,
+    or no such job; 3: the stream could not be reached or refused)."""
+    ready()
+    _watch(token, username, stream_url)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    project: Annotated[str | None, typer.Option(help="only this project")] = None,
+    status: Annotated[JobStatus | None, typer.Option(help="only this status")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many", min=1)] = 50,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """The newest jobs as a table."""
+    from sqlalchemy import select
+    from sqlmodel import Session, col
+
+    from models import Job
+    from models.engine import get_engine
+    from models.jobs import PUBLIC_ONLY
+
+    ready()
+    query = select(Job).options(*PUBLIC_ONLY).order_by(col(Job.created_on).desc()).limit(limit)
+    if project:
+        query = query.where(col(Job.project_gid) == project)
+    if status:
+        query = query.where(col(Job.status) == status)
+
+    with Session(get_engine()) as session:
+        jobs = session.execute(query).scalars().all()
+    print_rows(["token", "project", "job", "status", "total", "remaining", "failed", "created"],
+               [[j.token, j.project_gid, j.job, j.status, (j.info or {}).get("total"),
+                (j.info or {}).get("remaining"), (j.info or {}).get("failed"),
+                when(j.created_on)] for j in jobs], as_json)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(token: Annotated[str, typer.Argument(help="the job token")]) -> None:
+    """Stop a job after its current batch (exit 1: no such job, or it has finished)."""
+    from bulkjobs.connections import get_synclog
+    from bulkjobs.errors import NotFound
+    from models import Job
+    from models.engine import get_engine
+    from worker.submit import cancel
+
+    ready()
+    with get_engine().connect() as conn:
+        from sqlalchemy import select
+        from sqlmodel import col
+
+        row = conn.execute(select(col(Job.project_gid), col(Job.status))
+                           .where(col(Job.token) == token)).first()
+    if row is None:
+        err.print(f"[red]no job {token}")
+        raise typer.Exit(1)
+    if JobStatus(row[1]).terminal:
+        err.print(f"[red]job {token} has finished ({row[1]}): nothing to cancel")
+        raise typer.Exit(1)
+    try:
+        result = cancel(project_gid=row[0], token=token, log=get_synclog())
+    except NotFound:
+        err.print(f"[red]no job {token}")
+        raise typer.Exit(1) from None
+    err.print(f"job {token}: {result['status']} (cancel requested)")
