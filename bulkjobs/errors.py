@@ -1,7 +1,8 @@
 """The error hierarchy shared by every layer.
 
 Core code raises these; each HTTP dialect maps them to its own envelope in one place
-(``api/unicat/errors.py`` and friends), and the websocket server maps them to ``op: error``.
+(:mod:`api.errors`, through ``api/unicat/envelope.py`` and friends), and the websocket server
+maps them to ``op: error``.
 """
 
 from __future__ import annotations

@@ -7,12 +7,12 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection, select, update
 
 from bulkjobs.errors import Unprocessable, ValidationError
 from models.auth import ALL_CHANNEL, Project
 from models.history import clear_published, mark_published, write_versions, write_workflow
-from models.records import Record, is_deleted, live_sql
+from models.records import Record, is_deleted
 from models.schema import SchemaItem
 from models.search.index import reindex
 
@@ -190,9 +190,3 @@ def set_published(conn: Connection, project: Project, *, gid: str, editor: dict[
     (mark_published if published else clear_published)(conn, [row.id])
     write_workflow(conn, [row.id], action="publish" if published else "unpublish",
                    actor=editor, now=now)
-
-
-def children_count(conn: Connection, parent_id: int) -> int:
-    return int(conn.execute(text(
-        f"SELECT COUNT(*) FROM record r WHERE r.parent_id = :p AND {live_sql('r')}"
-    ), {"p": parent_id}).scalar_one())

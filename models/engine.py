@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlmodel import Session
 
 from bulkjobs.settings import get_settings
 
@@ -350,18 +349,6 @@ def get_engine() -> Engine:
 def get_write_engine() -> Engine:
     """The engine for transactions that write (``with get_write_engine().begin() as conn``)."""
     return get_engine().execution_options(writer=True)
-
-
-@contextlib.contextmanager
-def session_scope() -> Iterator[Session]:
-    """A writing session that commits on success and rolls back on error."""
-    with Session(get_write_engine(), expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
 
 
 def migrate(engine: Engine | None = None) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
-from models.auth import Member, Project, User
+from models.auth import Member, Project
 from models.records import DELETED, Record, deleted_ids
 
 
@@ -24,15 +24,6 @@ def visible_projects(session: Session, *, user_gid: str, ops: bool = False) -> s
             )
         )
     return {r[0] for r in rows}
-
-
-def is_active_member(session: Session, *, user_gid: str, project_gid: str) -> bool:
-    row = session.get(Member, (project_gid, user_gid))
-    return row is not None and row.status == "active"
-
-
-def get_user(session: Session, gid: str) -> User | None:
-    return session.get(User, gid)
 
 
 def records_public(session: Session, records: Sequence[Record]) -> dict[str, dict[str, Any]]:

@@ -33,8 +33,3 @@ def error_response(exc: BulkJobsError) -> JSONResponse:
     headers = {"WWW-Authenticate": REALM} if status == 401 else None
     return JSONResponse(error_body(exc.code, exc.message, exc.info), status_code=status,
                         headers=headers)
-
-
-def http_error(status: int, message: str, info: dict[str, Any] | None = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": REALM} if status == 401 else None
-    return JSONResponse(error_body(status, message, info), status_code=status, headers=headers)
