@@ -449,6 +449,18 @@ def test_read_pages_through_packed_entries_by_events(log: SyncLog, count: int) -
     assert asyncio.run(async_pages()) == got
 
 
+def test_pages_follow_a_space_from_a_cursor_to_its_end(log: SyncLog) -> None:
+    """``pages`` reads on from each page's last cursor: every event after the cursor once, in
+    order, in pages of at most ``count``; only the last page has no ``more``."""
+    start = log.cursor(PROJECT)
+    expected = append_mixed(log)
+    pages = list(log.pages(PROJECT, start, count=999))
+    assert [len(p.events) for p in pages] == [999, 999, 512]
+    assert [p.more for p in pages] == [True, True, False]
+    assert [(e.cursor, e.key) for p in pages for e in p.events] == [(c, g) for c, _, g in expected]
+    assert [len(p.events) for p in log.pages(PROJECT, expected[-1][0])] == [0]
+
+
 @pytest.mark.parametrize("offset", [1, 2, 500, 1000, 1001, 2499, 2502, 2503, 2504, 2509])
 def test_read_resumes_from_a_cursor_inside_a_packed_entry(log: SyncLog, offset: int) -> None:
     """From any cursor, inside a pack or on an entry's boundary, a read returns exactly the

@@ -1,5 +1,5 @@
-"""Packed entries of the sync log (``bulkjobs/synclog/packing.py``, ``read.py``) as pure functions: packing,
-unpacking, cursor arithmetic and the event-counting pager.  No services."""
+"""Packed entries of the sync log (``bulkjobs/synclog/packing.py`` and ``read.py``) as pure
+functions: packing, unpacking, cursor arithmetic and the event-counting pager.  No services."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from bulkjobs.synclog import (
     Event,
     Pack,
     Pager,
+    PageRead,
     after,
     count_events,
     decode,
+    decode_after,
     decode_items,
     expand,
     first_cursor,
@@ -209,3 +211,43 @@ def test_pager_stops_at_upto():
     pager.take([[entry(packed(11, ["a", "b", "c"]))]])
     assert pager.done and pager.pos == 13
     assert Pager(P, 13, 100, upto=13).done
+
+
+@pytest.mark.parametrize(("after_", "start", "recovered"), [
+    (99, 99, True),     # at floor - 1: caught up by replay
+    (150, 150, True),   # inside the history
+    (200, 200, True),   # at the current cursor
+    (98, 99, False),    # below the floor: the page starts at the floor
+    (201, 99, False),   # above the counter: a history this log no longer has
+])
+def test_page_read_starts_at_the_floor_when_not_recovered(after_, start, recovered):
+    """A page read from below the floor or above the counter starts at the floor and says
+    ``recovered`` False; from anywhere else it starts at the cursor."""
+    read = PageRead(P, after_, count=10, last=200, floor=100)
+    assert read.recovered is recovered and read.pos == start and read.need == 11
+
+
+def test_page_read_reads_one_event_more_to_tell_whether_more_follow():
+    """A page holds ``count`` events, cut inside a pack, and ``more`` when one follows; a page
+    that reaches the end has no ``more``."""
+    read = PageRead(P, 101, count=3, last=109, floor=100)
+    read.take([[entry(packed(100, GIDS[:5]))], [entry(packed(105, GIDS[5:10]))]])
+    page = read.page()
+    assert [e.cursor for e in page.events] == [102, 103, 104]
+    assert page.more and page.recovered and (page.floor, page.last) == (100, 109)
+    read = PageRead(P, 106, count=5, last=109, floor=100)
+    read.take([[entry(packed(105, GIDS[5:10]))], []])
+    read.take([[], []])
+    page = read.page()
+    assert [e.cursor for e in page.events] == [107, 108, 109] and not page.more
+
+
+def test_decode_after_cuts_the_entry_holding_the_cursor():
+    """Raw entries read from a cursor inside a pack give only the events after it; entries
+    at or below the cursor give none; flat field lists (a raw XREAD reply) decode alike."""
+    pk, later = packed(100, GIDS[:5]), packed(105, GIDS[5:7])
+    flat = [(eid, [x for kv in f.items() for x in kv]) for eid, f in (entry(pk), entry(later))]
+    for raw in ([entry(pk), entry(later)], flat):
+        got = decode_after(P, raw, 102)
+        assert [(i.first, i.cursor) for i in got] == [(103, 104), (105, 106)]
+        assert decode_after(P, raw, 106) == []

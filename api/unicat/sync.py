@@ -9,6 +9,7 @@ oldest retained events, ``warning`` and ``"recovered": false``.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from fastapi import APIRouter
@@ -47,14 +48,13 @@ def get(body: SyncGetBody, c: ClaimsDep, session: SessionDep) -> Any:
     after = body.cc_cursor
     recovered = True
     more = False
-    for _ in range(MAX_SCANNED_PAGES):
-        page = log.read(keys.CC_SPACE, after)
+    for page in islice(log.pages(keys.CC_SPACE, after), MAX_SCANNED_PAGES):
         recovered = recovered and page.recovered
         events += [e.as_dict() for e in page.events if e.project in visible]
         if page.events:
             after = page.events[-1].cursor
         more = page.more
-        if events or not more:
+        if events:
             break
     result: dict[str, Any] = {"cc.cursor": max(after, body.cc_cursor)}
     if body.project is not None:

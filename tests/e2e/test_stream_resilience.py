@@ -37,16 +37,13 @@ def logged(r: redis.Redis, space: str, after: int, project: str | None = None
            ) -> list[dict[str, Any]]:
     """Every event of ``space`` after cursor ``after`` as the sync log holds it (of
     ``project`` only, for the ``cc`` space), following pages."""
-    log = SyncLog(r)
     out: list[dict[str, Any]] = []
-    while True:
-        page = log.read(space, after)
+    for page in SyncLog(r).pages(space, after):
         assert page.recovered, f"the log lost events of {space} after {after}"
         out += [e.as_dict() for e in page.events if project is None or e.project == project]
         if page.events:
             after = page.events[-1].cursor
-        if not page.more:
-            return out
+    return out
 
 
 def ids(events: list[dict[str, Any]]) -> list[tuple[str, int]]:
