@@ -22,14 +22,13 @@ transaction.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, text
 
+from bulkjobs import cursors
 from bulkjobs.errors import SelectionError
 from models import dialect
 from models.engine import in_slices, writers_file
@@ -53,20 +52,14 @@ def _token(now: float) -> str:
 
 
 def _encode(token: str, position: int, total: int) -> str:
-    raw = json.dumps([token, position, total], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode([token, position, total])
 
 
 def _decode(cursor: str) -> tuple[str, int, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        token, position, total = json.loads(raw)
-        if not (isinstance(token, str) and token.startswith("get-") and len(token) <= 36
-                and isinstance(position, int) and isinstance(total, int)
-                and 0 <= position < 2**63 and 0 <= total < 2**63):  # SQL BIGINT range
-            raise ValueError(cursor)
-    except (ValueError, TypeError) as exc:
-        raise SelectionError("invalid page.cursor") from exc
+    token, position, total = cursors.decode(cursor, (str, int, int), error=SelectionError)
+    if not (token.startswith("get-") and len(token) <= 36
+            and 0 <= position < 2**63 and 0 <= total < 2**63):  # SQL BIGINT range
+        raise SelectionError(cursors.INVALID)
     return token, position, total
 
 

@@ -31,8 +31,6 @@ Errors: :class:`~bulkjobs.errors.ValidationError` (1001) for invalid values,
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import time
@@ -43,6 +41,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, or_, select, text, update
 
+from bulkjobs import cursors
 from bulkjobs.errors import SelectionError, Unprocessable, ValidationError
 from bulkjobs.synclog import NewEvent, record_event
 from models import dialect
@@ -427,19 +426,16 @@ class BulkPage:
 
 
 def _encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
+    return cursors.encode([offset])
 
 
 def _decode_cursor(value: str | None) -> int:
     if value is None or value == "":
         return 0
-    try:
-        offset = json.loads(base64.urlsafe_b64decode(value.encode()))["o"]
-    except (ValueError, TypeError, KeyError, binascii.Error) as exc:
-        raise SelectionError("invalid page.cursor") from exc
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise SelectionError("invalid page.cursor")
-    return offset
+    (offset,) = cursors.decode(value, (int,), error=SelectionError)
+    if offset < 0:
+        raise SelectionError(cursors.INVALID)
+    return int(offset)
 
 
 #: Search results a schema selection entry may contribute (schema tables are small).

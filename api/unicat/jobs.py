@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,6 +22,7 @@ from api.unicat.responses import (
     PermanentDeleteOut,
     answers,
 )
+from bulkjobs import cursors
 from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, NotFound, Unprocessable
 from bulkjobs.tokens import renew, verify
@@ -139,11 +138,7 @@ def jobs_list(project: str, body: JobsListBody, actor: MemberDep, session: Sessi
     if body.created_before is not None:
         query = query.where(Job.created_on < body.created_before)
     if body.page_cursor:
-        try:
-            created_on, token = json.loads(base64.urlsafe_b64decode(body.page_cursor))
-            created_on, token = float(created_on), str(token)
-        except (ValueError, TypeError) as exc:
-            raise BadRequest("invalid page.cursor") from exc
+        created_on, token = cursors.decode(body.page_cursor, (float, str))
         query = query.where((Job.created_on < created_on) |
                             ((Job.created_on == created_on) & (Job.token < token)))
     rows = session.execute(
@@ -153,9 +148,8 @@ def jobs_list(project: str, body: JobsListBody, actor: MemberDep, session: Sessi
     cursor = None
     if len(rows) > body.page_size:
         last = page[-1]
-        cursor = base64.urlsafe_b64encode(json.dumps([last.created_on, last.token]).encode())
-    return ok({"jobs": [job_public(j) for j in page],
-               "page.cursor": cursor.decode() if cursor else None})
+        cursor = cursors.encode([last.created_on, last.token])
+    return ok({"jobs": [job_public(j) for j in page], "page.cursor": cursor})
 
 
 @router.post("/jobs/cancel", **answers(JobStateOut))
