@@ -4,7 +4,7 @@ the one decoder every reader uses), and a range of a space's events after a curs
 
 Every read of a range goes through :class:`Pager`: :meth:`SyncLog.read
 <bulkjobs.synclog.SyncLog.read>` and :meth:`~bulkjobs.synclog.SyncLog.pages` (``/sync/get``,
-the CLI, tests), :meth:`AsyncSyncLog.read_items <bulkjobs.synclog.AsyncSyncLog.read_items>`
+tests, benchmarks), :meth:`AsyncSyncLog.read_items <bulkjobs.synclog.AsyncSyncLog.read_items>`
 (the stream server's replay) and :meth:`AsyncSyncLog.read
 <bulkjobs.synclog.AsyncSyncLog.read>` drive it, each with its own client.  The stream's
 reader follows the live log with ``XREAD BLOCK``, a different operation, and decodes what it
