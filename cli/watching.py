@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from models.engine import get_engine
 from models.jobs import TERMINAL
 from worker.progress import JobState
-from worker.runner import load, state_of
+from worker.rows import load, state_of
 
 
 def current(token: str) -> JobState | None:

@@ -17,7 +17,7 @@ text, so that a batch of 100,000 changed rows costs one insert of a few megabyte
 A job's ``queued`` event goes the same way: its row (``data_type`` :data:`JOB_EVENT`,
 ``action`` ``queued``, ``gids`` the job's token) commits with the job row, so there is never
 a job without its event nor an event without its job; the event is rebuilt from the job row
-when appended (:func:`worker.runner.drain_outbox`).
+when appended (:func:`worker.outbox.drain_outbox`).
 """
 
 from __future__ import annotations

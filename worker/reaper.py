@@ -30,10 +30,11 @@ from collections.abc import Callable
 from sqlalchemy import and_, or_, select, update
 
 from bulkjobs.synclog import SyncLog
-from models.engine import get_engine, get_write_engine
 from models.jobs import DONE, PROCESSING, QUEUED, REJECTED, Job
 from models.outbox import JOB_EVENT, SyncOutbox
-from worker.runner import announce, drain_outbox
+from worker.deps import Deps
+from worker.outbox import drain_outbox
+from worker.terminal import announce
 
 logger = logging.getLogger(__name__)
 jobs = Job.__table__
@@ -68,7 +69,8 @@ def reap(
              jobs.c.heartbeat_on < now - stale_after),
         and_(waiting, jobs.c.heartbeat_on < resend_before),
     )
-    engine = get_engine()
+    deps = Deps.default(log)
+    engine = deps.engine
     with engine.connect() as conn:
         unappended = [r[0] for r in conn.execute(
             select(outbox.c.job_token).distinct().where(
@@ -76,7 +78,7 @@ def reap(
             ).limit(limit)
         )]
     for token in unappended:  # before the job is re-queued: its queued event comes first
-        drain_outbox(log, token, job_events_only=True)
+        drain_outbox(deps, token, job_events_only=True)
     with engine.connect() as conn:
         tokens = [r[0] for r in conn.execute(select(jobs.c.token).where(stale).limit(limit))]
         unannounced = [r[0] for r in conn.execute(
@@ -92,7 +94,7 @@ def reap(
         )]
     requeued = []
     for token in tokens:
-        with get_write_engine().begin() as conn:
+        with deps.write_engine.begin() as conn:
             taken = conn.execute(update(jobs).where(jobs.c.token == token, stale)
                                  .values(owner=None, heartbeat_on=now)).rowcount
         if taken:
@@ -100,7 +102,7 @@ def reap(
             requeue(token)
             requeued.append(token)
     for token in unannounced:
-        announce(log, token)  # appends the job's outbox first
+        announce(deps, token)  # appends the job's outbox first
     for token in undrained:
-        drain_outbox(log, token)
+        drain_outbox(deps, token)
     return requeued

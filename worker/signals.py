@@ -101,7 +101,7 @@ def _open_connections() -> None:
     from sqlalchemy import text
 
     from models.engine import get_engine, get_write_engine
-    from worker.runner import side_engine
+    from worker.deps import side_engine
 
     try:
         for engine in (get_engine(), get_write_engine(), side_engine()):

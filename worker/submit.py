@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, select, update
 
 from bulkjobs import keys
 from bulkjobs.errors import BadRequest, NotFound, PayloadTooLarge
@@ -33,9 +33,11 @@ from models.engine import get_engine, get_write_engine
 from models.jobs import CANCELLED, PROCESSING, QUEUED, Job
 from models.outbox import JOB_EVENT, SyncOutbox
 from models.selection import parse_selection
+from worker.deps import Deps
 from worker.jobs import CATALOGUE
 from worker.progress import JobState, append_states_once
-from worker.runner import load, reject
+from worker.rows import load
+from worker.terminal import reject
 
 jobs = Job.__table__
 outbox = SyncOutbox.__table__
@@ -199,6 +201,6 @@ def cancel(*, project_gid: str, token: str, log: SyncLog) -> dict[str, Any]:
             conn.execute(update(jobs).where(jobs.c.token == token).values(cancel_requested=True))
             logger.info("job %s: cancel requested", token, extra={"job": token})
     if row.status == QUEUED and row.owner is None:
-        reject(token, log=log, error=CANCELLED)
+        reject(token, deps=Deps.default(log, heartbeat=False), error=CANCELLED)
     with engine.connect() as conn:
-        return dict(load(conn, token)._mapping)
+        return dict(conn.execute(select(jobs).where(jobs.c.token == token)).one()._mapping)

@@ -15,6 +15,9 @@ from models.engine import get_write_engine
 from models.jobs import expire_finished
 from worker import reaper, runner
 from worker.app import app, enqueue, oldest_waiting
+from worker.deps import Deps, RunConfig
+from worker.lease import new_owner
+from worker.retry import RetryLater, backoff, unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +26,9 @@ logger = logging.getLogger(__name__)
 RETRY_SEND_FOR = 600.0
 
 
-def run_config() -> runner.RunConfig:
+def run_config() -> RunConfig:
     s = get_settings()
-    return runner.RunConfig(
+    return RunConfig(
         # On SQLite batches are sized to take tens of milliseconds (BATCH_SIZE the upper
         # bound), so that writers taking turns wait little; PostgreSQL locks rows only.
         batch_size=s.batch_size, adaptive_batches=s.is_sqlite,
@@ -40,26 +43,26 @@ def run_job(self, token: str, takeover: str | None = None) -> str:  # type: igno
     """Run (a slice of) one job.
 
     A job that raises is retried with back-off and rejected with ``info.error`` after
-    ``max_retries`` retries; the count lives on the job row (:class:`runner.RetryLater`), so
+    ``max_retries`` retries; the count lives on the job row (:class:`worker.retry.RetryLater`), so
     it holds across lost messages and dead workers.  Errors outside the job's own work (the
     database or Redis unreachable before the job could even be claimed) are retried by Celery
     with the same back-off (without end while the database is away); should those retries run
     out, the reaper re-queues the job.
 
-    Each run leases the job under a name of its own (:func:`runner.new_owner`), so that the
+    Each run leases the job under a name of its own (:func:`worker.lease.new_owner`), so that the
     same message delivered twice never runs beside itself.  A retry sent because the run
     could not even hand the job back (the database or Redis away) carries that run's lease
     name as ``takeover`` and takes the job back at once; any other copy of a message waits
     for the lease to go stale."""
-    owner = runner.new_owner()
+    owner = new_owner()
     try:
-        return runner.run(token, log=get_synclog(), cfg=run_config(), requeue=enqueue,
-                          owner=owner, takeover=takeover)
-    except runner.RetryLater as later:
+        return runner.run(token, deps=Deps.default(get_synclog()), cfg=run_config(),
+                          requeue=enqueue, owner=owner, takeover=takeover)
+    except RetryLater as later:
         # The limit is the job row's failure count (the runner rejects beyond it), not
         # Celery's per-message count: always allow this retry.  While the database is away
         # the wait grows with the retries of this message.
-        countdown = (runner.backoff(self.request.retries + 1) if later.outage
+        countdown = (backoff(self.request.retries + 1) if later.outage
                      else later.countdown)
         raise _retry(self, kwargs={}, countdown=countdown,
                      max_retries=self.request.retries + 1) from later
@@ -67,10 +70,10 @@ def run_job(self, token: str, takeover: str | None = None) -> str:  # type: igno
         logger.warning("job %s: %r before it could run, retrying", token, exc,
                        extra={"job": token})
         # The database away: retry for as long as it takes (the job is not at fault).
-        limit = self.request.retries + 1 if runner.unavailable(exc) else self.max_retries
+        limit = self.request.retries + 1 if unavailable(exc) else self.max_retries
         # The run may have kept the lease (its hand-back failed too): its retry takes it over.
         raise _retry(self, exc=exc, kwargs={"takeover": owner},
-                     countdown=runner.backoff(self.request.retries + 1),
+                     countdown=backoff(self.request.retries + 1),
                      max_retries=limit) from exc
 
 
@@ -84,10 +87,10 @@ def _retry(task: Any, **options: Any) -> BaseException:
         try:
             return task.retry(**options)  # raises Retry once the message is sent
         except Reject as rejected:
-            if not runner.unavailable(rejected.reason) or time.monotonic() > deadline:
+            if not unavailable(rejected.reason) or time.monotonic() > deadline:
                 raise
             logger.warning("the broker is away (%r); sending the retry again", rejected.reason)
-            time.sleep(runner.backoff(n))
+            time.sleep(backoff(n))
     raise AssertionError("unreachable")
 
 

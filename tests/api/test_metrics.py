@@ -12,7 +12,8 @@ from bulkjobs import keys
 from bulkjobs.connections import get_redis, get_synclog
 from models import ops
 from models.seed import SeedResult
-from worker.runner import RunConfig, run
+from worker.deps import Deps, RunConfig
+from worker.runner import run
 from worker.submit import submit
 
 pytestmark = pytest.mark.services
@@ -66,8 +67,8 @@ def test_job_metrics_move_when_a_job_is_queued_and_runs(client, seeded: SeedResu
     assert value(queued, "bulkjobs_events_appended_total", space="cc") \
         - value(before, "bulkjobs_events_appended_total", space="cc") == 1
 
-    outcome = run(token, log=get_synclog(), cfg=RunConfig(batch_size=3, record_events=True),
-                  requeue=lambda _token: None)
+    outcome = run(token, deps=Deps.default(get_synclog()),
+                  cfg=RunConfig(batch_size=3, record_events=True), requeue=lambda _token: None)
     assert outcome == "done"
     after = scrape(client)
     job = "bulk_delete_records"

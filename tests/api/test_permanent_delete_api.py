@@ -14,7 +14,8 @@ from models import Job, Record, RecordDeletion
 from models.engine import get_engine
 from models.seed import SeedResult
 from tests.worker.helpers import PUBLIC_STATUS
-from worker.runner import RunConfig, run
+from worker.deps import Deps, RunConfig
+from worker.runner import run
 
 pytestmark = pytest.mark.services
 
@@ -28,7 +29,8 @@ def call(client: TestClient, seeded: SeedResult, endpoint: str, body: dict[str, 
 
 
 def run_job(token: str) -> Any:
-    run(token, log=get_synclog(), cfg=RunConfig(slice_seconds=60), requeue=lambda t: None)
+    run(token, deps=Deps.default(get_synclog()), cfg=RunConfig(slice_seconds=60),
+        requeue=lambda t: None)
     with get_engine().connect() as conn:
         return conn.execute(select(Job.__table__).where(Job.token == token)).one()
 

@@ -18,8 +18,9 @@ from bulkjobs.synclog import SyncLog
 from models.engine import get_write_engine
 from models.seed import SeedResult
 from tests.security.conftest import call, jwt_of
-from tests.worker.helpers import cfg, job_row, new_job, space_events
+from tests.worker.helpers import cfg, deps, job_row, new_job, space_events
 from worker import runner
+from worker.retry import RetryLater
 
 INTERNALS = ("UPDATE", "SELECT", "INSERT", "[SQL", "parameters", "Traceback", "File \"",
              "probe refused", "record.")
@@ -61,9 +62,9 @@ def test_a_database_error_reaches_clients_as_its_kind_only(
     token = new_job(log, project, "bulk_delete_records", [refusing_record])
     caplog.set_level(logging.INFO)
     for _ in range(3):
-        with pytest.raises(runner.RetryLater):
-            runner.run(token, log=log, cfg=cfg(stale_after=0.0), requeue=pytest.fail)
-    assert runner.run(token, log=log, cfg=cfg(), requeue=pytest.fail) == "rejected"
+        with pytest.raises(RetryLater):
+            runner.run(token, deps=deps(log), cfg=cfg(stale_after=0.0), requeue=pytest.fail)
+    assert runner.run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "rejected"
 
     error = job_row(token).info["error"]
     assert error.split(":")[0] in ("IntegrityError", "ProgrammingError")  # the kind is kept

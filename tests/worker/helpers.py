@@ -14,7 +14,8 @@ from bulkjobs.synclog import SyncLog
 from models import Job, Record, RecordDeletion, RecordTombstone, RecordVersion, WorkflowEntry
 from models.engine import get_engine, get_write_engine
 from models.seed import SeededProject, SeedResult, seed
-from worker.runner import RunConfig, run
+from worker.deps import Deps, RunConfig
+from worker.runner import run
 from worker.submit import submit
 
 records_t = Record.__table__
@@ -89,6 +90,11 @@ def job_row(token: str) -> Any:
         return conn.execute(select(jobs_t).where(jobs_t.c.token == token)).one()
 
 
+def deps(log: SyncLog) -> Deps:
+    """What a run works with: the test process's engines and ``log``."""
+    return Deps.default(log)
+
+
 def cfg(**kw: Any) -> RunConfig:
     base: dict[str, Any] = dict(batch_size=1000, progress_interval=0.0, heartbeat_interval=2.0,
                                 stale_after=30.0, slice_seconds=60.0)
@@ -101,7 +107,7 @@ def run_to_end(token: str, log: SyncLog, config: RunConfig, limit: int = 500) ->
     outcomes: list[str] = []
     while queued and len(outcomes) < limit:
         queued.pop()
-        outcomes.append(run(token, log=log, cfg=config, requeue=queued.append))
+        outcomes.append(run(token, deps=Deps.default(log), cfg=config, requeue=queued.append))
     return outcomes
 
 

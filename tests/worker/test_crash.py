@@ -22,6 +22,7 @@ from tests.worker.helpers import (
     assert_event_stream,
     cfg,
     deletions_t,
+    deps,
     entries,
     job_row,
     new_job,
@@ -32,6 +33,7 @@ from tests.worker.helpers import (
 )
 from worker import runner
 from worker.reaper import reap
+from worker.retry import RetryLater
 from worker.submit import cancel
 
 pytestmark = pytest.mark.services
@@ -201,8 +203,8 @@ def test_retry_path_in_process(redis_client: redis.Redis, seeded: SeedResult) ->
     token = new_job(log, project, DELETE, [project.heads[0]])
     countdowns = []
     for _ in range(3):
-        with pytest.raises(runner.RetryLater) as caught:
-            runner.run(token, log=log, cfg=cfg(stale_after=0.0), requeue=pytest.fail)
+        with pytest.raises(RetryLater) as caught:
+            runner.run(token, deps=deps(log), cfg=cfg(stale_after=0.0), requeue=pytest.fail)
         countdowns.append(caught.value.countdown)
         row = job_row(token)
         assert (row.owner, row.failures) == (None, caught.value.failures)
@@ -210,7 +212,7 @@ def test_retry_path_in_process(redis_client: redis.Redis, seeded: SeedResult) ->
         assert reap(log=log, stale_after=0.0, queued_stale_after=0.0,
                     requeue=pytest.fail) == []
     assert countdowns == [1, 2, 4]
-    assert runner.run(token, log=log, cfg=cfg(), requeue=pytest.fail) == "rejected"
+    assert runner.run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "rejected"
     row = job_row(token)
     assert (row.status, row.failures) == ("rejected", 4)
     assert row.info["error"].startswith("ValueError: ")

@@ -15,7 +15,7 @@ from models.engine import get_engine, get_write_engine
 from models.seed import SeededProject
 from tests.worker.deployment import Deployment, wait_for
 from tests.worker.helpers import assert_consistent, new_job, records
-from worker import runner
+from worker.lease import claim, new_owner
 from worker.submit import submit
 
 pytestmark = pytest.mark.services
@@ -29,13 +29,13 @@ def test_a_live_lease_is_never_shared(log: SyncLog, project: SeededProject) -> N
     lease is taken over; every run's name is its own."""
     token = new_job(log, project, DELETE, [project.heads[0]])
     with get_write_engine().begin() as conn:
-        assert runner.claim(conn, token, "a", stale_after=30)
-        assert not runner.claim(conn, token, "b", stale_after=30)
-        assert not runner.claim(conn, token, "a", stale_after=30)
-        assert runner.claim(conn, token, "c", stale_after=30, takeover="a")
-        assert not runner.claim(conn, token, "d", stale_after=30, takeover="a")
-        assert runner.claim(conn, token, "e", stale_after=-1)  # every lease looks stale
-    assert len({runner.new_owner() for _ in range(100)}) == 100
+        assert claim(conn, token, "a", stale_after=30)
+        assert not claim(conn, token, "b", stale_after=30)
+        assert not claim(conn, token, "a", stale_after=30)
+        assert claim(conn, token, "c", stale_after=30, takeover="a")
+        assert not claim(conn, token, "d", stale_after=30, takeover="a")
+        assert claim(conn, token, "e", stale_after=-1)  # every lease looks stale
+    assert len({new_owner() for _ in range(100)}) == 100
 
 
 @pytest.mark.timeout(300)

@@ -1,5 +1,5 @@
 """Jobs of one project start in the order they were queued, whatever order their messages
-come in (``worker.runner.first_in_line``); jobs of another project are not held behind them."""
+come in (``worker.lease.first_in_line``); jobs of another project are not held behind them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from bulkjobs.synclog import SyncLog
 from models.seed import SeedResult
-from tests.worker.helpers import cfg, job_row, new_job
+from tests.worker.helpers import cfg, deps, job_row, new_job
 from worker.runner import run
 
 DELETE = "bulk_delete_records"
@@ -28,18 +28,18 @@ def test_messages_in_any_order_start_jobs_in_queue_order(log: SyncLog,
     first, second, third = (new_job(log, p, DELETE, [h]) for h in p.heads[:3])
     tokens = [first, second, third]
     config = cfg()
-    assert run(third, log=log, cfg=config, requeue=pytest.fail) == "done"
+    assert run(third, deps=deps(log), cfg=config, requeue=pytest.fail) == "done"
     assert _started(tokens) == [first]
-    assert run(first, log=log, cfg=config, requeue=pytest.fail) == "done"  # its job ran
+    assert run(first, deps=deps(log), cfg=config, requeue=pytest.fail) == "done"  # its job ran
     assert _started(tokens) == [first, second]
-    assert run(second, log=log, cfg=config, requeue=pytest.fail) == "done"
+    assert run(second, deps=deps(log), cfg=config, requeue=pytest.fail) == "done"
     assert _started(tokens) == tokens
     assert [job_row(t).status for t in tokens] == ["done"] * 3
     assert [job_row(t).attempts for t in tokens] == [1, 1, 1]
     started = [job_row(t).started_on for t in tokens]
     assert started == sorted(started)
     # a spare message (its job and every other of the project started): nothing to do
-    assert run(third, log=log, cfg=config, requeue=pytest.fail) == "skipped"
+    assert run(third, deps=deps(log), cfg=config, requeue=pytest.fail) == "skipped"
 
 
 def test_another_projects_job_is_not_held_behind(log: SyncLog, seeded: SeedResult) -> None:
@@ -47,7 +47,7 @@ def test_another_projects_job_is_not_held_behind(log: SyncLog, seeded: SeedResul
     p, q = seeded.projects
     older = new_job(log, p, DELETE, [p.heads[0]])
     other = new_job(log, q, DELETE, [q.heads[0]])
-    assert run(other, log=log, cfg=cfg(), requeue=pytest.fail) == "done"
+    assert run(other, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
     assert job_row(other).status == "done" and job_row(older).attempts == 0
 
 
@@ -56,10 +56,10 @@ def test_a_started_job_is_resumed_by_its_own_message(log: SyncLog, seeded: SeedR
     another job of its project not started yet."""
     p = seeded.projects[0]
     sliced = new_job(log, p, DELETE, [{"children": h} for h in p.heads])
-    assert run(sliced, log=log, cfg=cfg(batch_size=1, slice_seconds=0),
+    assert run(sliced, deps=deps(log), cfg=cfg(batch_size=1, slice_seconds=0),
                requeue=lambda t: None) == "sliced"
     # a job of the project that has not started does not take the sliced job's message
     waiting = new_job(log, p, DELETE, [p.heads[0]])
     assert job_row(waiting).created_on > job_row(sliced).created_on
-    assert run(sliced, log=log, cfg=cfg(batch_size=1000), requeue=pytest.fail) == "done"
+    assert run(sliced, deps=deps(log), cfg=cfg(batch_size=1000), requeue=pytest.fail) == "done"
     assert job_row(waiting).attempts == 0

@@ -30,7 +30,7 @@ from models.selection import parse_selection
 from tests.plans import captured, explained, violations
 from worker.jobs import CATALOGUE, Context
 from worker.jobs.base import Effects
-from worker.runner import finish
+from worker.lease import finish
 
 pytestmark = pytest.mark.services
 

@@ -16,7 +16,7 @@ from bulkjobs import keys
 from bulkjobs.synclog import SyncLog
 from models.seed import SeedResult
 from tests.worker.deployment import wait_for
-from tests.worker.helpers import cfg, new_job, space_events
+from tests.worker.helpers import cfg, deps, new_job, space_events
 from worker.jobs import CATALOGUE, Context, Failure
 from worker.progress import JobState, Publisher
 from worker.runner import run
@@ -83,7 +83,7 @@ def test_a_slow_batch_still_gets_a_progress_event_every_second(
     token = new_job(log, project, DELETE, heads)
     outcome: list[str] = []
     runner = threading.Thread(target=lambda: outcome.append(run(
-        token, log=log, cfg=cfg(batch_size=1), requeue=pytest.fail)))
+        token, deps=deps(log), cfg=cfg(batch_size=1), requeue=pytest.fail)))
     runner.start()
 
     def untouched() -> list[dict]:  # processing events from before the first commit

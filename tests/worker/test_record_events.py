@@ -23,6 +23,7 @@ from models.seed import SeededProject
 from tests.worker.helpers import (
     cfg,
     children,
+    deps,
     do,
     job_row,
     make_link,
@@ -35,6 +36,8 @@ from tests.worker.proxy import RedisProxy
 from worker import runner
 from worker.jobs import CATALOGUE, Context, Failure
 from worker.reaper import reap
+from worker.retry import RetryLater
+from worker.terminal import reject
 
 pytestmark = pytest.mark.services
 
@@ -143,8 +146,8 @@ def test_failed_record_event_append_hands_the_job_back_uncounted(
     the job's fault)."""
     log = FailingLog(redis_client)
     token = new_job(log, project, "bulk_delete_records", project.heads[:2])
-    with pytest.raises(runner.RetryLater) as later:
-        runner.run(token, log=log, cfg=cfg(record_events=True), requeue=pytest.fail)
+    with pytest.raises(RetryLater) as later:
+        runner.run(token, deps=deps(log), cfg=cfg(record_events=True), requeue=pytest.fail)
     assert later.value.outage
     row = job_row(token)
     assert (row.status, row.failures, row.owner) == ("processing", 0, None)
@@ -200,14 +203,14 @@ def test_events_of_a_batch_committed_while_redis_was_away_reach_the_log_on_retry
     expected = {("DELETE", g) for h in heads for g in subtree(recs, h)}
     token = new_job(log, project, "bulk_delete_records", heads)
     config = cfg(record_events=True, batch_size=2)
-    with pytest.raises(runner.RetryLater):
-        runner.run(token, log=log, cfg=config, requeue=pytest.fail)
+    with pytest.raises(RetryLater):
+        runner.run(token, deps=deps(log), cfg=config, requeue=pytest.fail)
     row = job_row(token)
     assert (row.status, row.info["remaining"], row.failures) == ("processing", 2, 0)
-    with pytest.raises(runner.RetryLater):  # Redis still away
-        runner.run(token, log=log, cfg=config, requeue=pytest.fail)
+    with pytest.raises(RetryLater):  # Redis still away
+        runner.run(token, deps=deps(log), cfg=config, requeue=pytest.fail)
     proxy.up()
-    assert runner.run(token, log=log, cfg=config, requeue=pytest.fail) == "done"
+    assert runner.run(token, deps=deps(log), cfg=config, requeue=pytest.fail) == "done"
     row = job_row(token)
     assert (row.status, row.failures, row.info["failed"]) == ("done", 0, 0)
     assert set(actions(reader, project)) == expected  # each at least once, nothing else
@@ -228,11 +231,11 @@ def test_events_of_a_job_rejected_while_redis_was_away_are_appended_by_the_reape
     recs = records(project.gid)
     heads = [h for h in project.heads if recs[h].status != "deleted"][:4]
     token = new_job(log, project, "bulk_delete_records", heads)
-    with pytest.raises(runner.RetryLater):
-        runner.run(token, log=log, cfg=cfg(record_events=True, batch_size=2),
+    with pytest.raises(RetryLater):
+        runner.run(token, deps=deps(log), cfg=cfg(record_events=True, batch_size=2),
                    requeue=pytest.fail)
     with pytest.raises(redis.ConnectionError):  # rejected, but the rejection not announced
-        runner.reject(token, log=log, error="cancelled")
+        reject(token, deps=deps(log), error="cancelled")
     row = job_row(token)
     assert (row.status, row.announced) == ("rejected", False)
     proxy.up()

@@ -19,10 +19,13 @@ from bulkjobs.synclog import NewEvent, SyncLog
 from models import Job, Record, WorkflowEntry
 from models.engine import get_engine, get_write_engine
 from models.seed import SeededProject, SeedResult
-from tests.worker.helpers import children, records, subtree
+from tests.worker.helpers import children, deps, records, subtree
+from worker.deps import RunConfig
+from worker.lease import claim
 from worker.reaper import reap
-from worker.runner import RunConfig, announce, claim, run
+from worker.runner import run
 from worker.submit import cancel, submit
+from worker.terminal import announce
 
 pytestmark = pytest.mark.services
 
@@ -101,7 +104,7 @@ def run_to_end(token: str, log: SyncLog, config: RunConfig, limit: int = 200) ->
     outcomes = []
     while queued and len(outcomes) < limit:
         queued.pop()
-        outcomes.append(run(token, log=log, cfg=config, requeue=queued.append))
+        outcomes.append(run(token, deps=deps(log), cfg=config, requeue=queued.append))
     return outcomes
 
 
@@ -375,7 +378,7 @@ def test_event_sequence_of_a_job(log: HookedLog, project: SeededProject) -> None
     selection = [{"children": project.root}]  # the nine live heads
     n = len([h for h in project.heads if recs[h].status != "deleted"])
     token = new_job(log, project, DELETE, selection)
-    assert run(token, log=log, cfg=cfg(batch_size=2), requeue=lambda t: None) == "done"
+    assert run(token, deps=deps(log), cfg=cfg(batch_size=2), requeue=lambda t: None) == "done"
     events = job_events(log, token)
     cursors = [e["cursor"] for e in events]
     assert cursors == sorted(set(cursors))
@@ -408,7 +411,7 @@ def test_rerun_of_finished_job_is_a_no_op(log: HookedLog, project: SeededProject
     cursor = log.cursor(keys.CC_SPACE)
     before = records(project.gid)
     for _ in range(2):
-        assert run(token, log=log, cfg=cfg(), requeue=lambda t: pytest.fail("requeued")) == (
+        assert run(token, deps=deps(log), cfg=cfg(), requeue=lambda t: pytest.fail("requeued")) == (
             "skipped")
     assert job_events(log, token) == events
     assert log.cursor(keys.CC_SPACE) == cursor
@@ -440,7 +443,7 @@ def test_run_that_lost_its_lease_stops_without_committing(
             log.hook = None
 
     log.hook = take_over
-    outcome = run(token, log=log, cfg=cfg(batch_size=1), requeue=lambda t: pytest.fail("!"))
+    outcome = run(token, deps=deps(log), cfg=cfg(batch_size=1), requeue=lambda t: pytest.fail("!"))
     assert outcome == "lost"
     row = job_row(token)
     assert (row.status, row.owner) == ("processing", "other-worker")
@@ -450,7 +453,7 @@ def test_run_that_lost_its_lease_stops_without_committing(
         i < after_batches for i in range(6)]
     assert [e["data"]["status"] for e in job_events(log, token)][-1] == "processing"
     # the new owner finishes the job: every item exactly once
-    assert run(token, log=log, cfg=cfg(), requeue=lambda t: None,
+    assert run(token, deps=deps(log), cfg=cfg(), requeue=lambda t: None,
                takeover="other-worker") == "done"
     done = job_row(token)
     assert done.info == {"total": 6, "remaining": 0, "failed": 0, "errors": []}
@@ -462,7 +465,7 @@ def test_run_skips_a_job_leased_by_a_live_worker(log: HookedLog, project: Seeded
     token = new_job(log, project, DELETE, [project.heads[0]])
     with get_write_engine().begin() as conn:
         assert claim(conn, token, "worker-a", stale_after=30) is True
-    assert run(token, log=log, cfg=cfg(), requeue=lambda t: None) == "skipped"
+    assert run(token, deps=deps(log), cfg=cfg(), requeue=lambda t: None) == "skipped"
     row = job_row(token)
     assert (row.status, row.owner, row.resolved) == ("queued", "worker-a", False)
     assert records(project.gid)[project.heads[0]].status != "deleted"
@@ -478,7 +481,7 @@ def test_slices_requeue_and_every_item_is_processed_once(
     kids = children(recs, parent)
     token = new_job(log, project, DELETE, [{"children": parent}])
     queued: list[str] = []
-    assert run(token, log=log, cfg=cfg(batch_size=3, slice_seconds=0),
+    assert run(token, deps=deps(log), cfg=cfg(batch_size=3, slice_seconds=0),
                requeue=queued.append) == "sliced"
     assert queued == [token]
     row = job_row(token)
@@ -505,7 +508,7 @@ def test_cancel_of_queued_job_rejects_it(log: HookedLog, project: SeededProject)
     token = new_job(log, project, DELETE, [project.heads[0]])
     result = cancel(project_gid=project.gid, token=token, log=log)
     assert result["status"] == "rejected" and result["info"]["error"] == "cancelled"
-    assert run(token, log=log, cfg=cfg(), requeue=lambda t: None) == "skipped"
+    assert run(token, deps=deps(log), cfg=cfg(), requeue=lambda t: None) == "skipped"
     assert records(project.gid)[project.heads[0]].status != "deleted"
     events = job_events(log, token)
     assert [(e["action"], e["data"]["status"]) for e in events] == [
@@ -528,7 +531,7 @@ def test_cancel_of_running_job_stops_after_the_current_batch(
             assert row["status"] == "processing" and row["cancel_requested"]
 
     log.hook = cancel_after_first_batch
-    assert run(token, log=log, cfg=cfg(batch_size=1), requeue=lambda t: None) == "rejected"
+    assert run(token, deps=deps(log), cfg=cfg(batch_size=1), requeue=lambda t: None) == "rejected"
     row = job_row(token)
     assert (row.status, row.info["error"], row.info["remaining"]) == ("rejected", "cancelled", 3)
     after = records(project.gid)
@@ -553,7 +556,7 @@ def test_reaper_requeues_a_job_whose_worker_died(log: HookedLog, project: Seeded
     recs = records(project.gid)
     heads = [h for h in project.heads if recs[h].status != "deleted"][:5]
     token = new_job(log, project, DELETE, heads)
-    assert run(token, log=log, cfg=cfg(batch_size=2, slice_seconds=0),
+    assert run(token, deps=deps(log), cfg=cfg(batch_size=2, slice_seconds=0),
                requeue=lambda t: None) == "sliced"
     # a worker took it and died (SIGKILL): it holds the lease but stopped heart-beating
     with get_write_engine().begin() as conn:
@@ -565,7 +568,7 @@ def test_reaper_requeues_a_job_whose_worker_died(log: HookedLog, project: Seeded
         claim(conn, fresh, "live-worker", stale_after=30)
         conn.execute(update(jobs_t).where(jobs_t.c.token == fresh).values(status="processing"))
 
-    assert run(token, log=log, cfg=cfg(stale_after=30), requeue=lambda t: None) == "skipped"
+    assert run(token, deps=deps(log), cfg=cfg(stale_after=30), requeue=lambda t: None) == "skipped"
     queued: list[str] = []
     assert reap(log=log, stale_after=30, queued_stale_after=120, requeue=queued.append) == []
     assert reap(log=log, stale_after=5, queued_stale_after=120, requeue=queued.append) == [token]
@@ -573,7 +576,7 @@ def test_reaper_requeues_a_job_whose_worker_died(log: HookedLog, project: Seeded
     assert job_row(token).owner is None
     # the re-queue bumped the heartbeat: another reaper pass does not re-queue it again
     assert reap(log=log, stale_after=5, queued_stale_after=120, requeue=queued.append) == []
-    assert run(token, log=log, cfg=cfg(), requeue=lambda t: None) == "done"
+    assert run(token, deps=deps(log), cfg=cfg(), requeue=lambda t: None) == "done"
     row = job_row(token)
     assert row.info == {"total": 5, "remaining": 0, "failed": 0, "errors": []}
     after = records(project.gid)
@@ -591,7 +594,7 @@ def test_reaper_leaves_a_sliced_job_waiting_in_the_queue(
     recs = records(project.gid)
     heads = [h for h in project.heads if recs[h].status != "deleted"][:5]
     token = new_job(log, project, DELETE, heads)
-    assert run(token, log=log, cfg=cfg(batch_size=2, slice_seconds=0),
+    assert run(token, deps=deps(log), cfg=cfg(batch_size=2, slice_seconds=0),
                requeue=lambda t: None) == "sliced"
     row = job_row(token)
     assert (row.status, row.owner) == ("processing", None)
@@ -606,7 +609,7 @@ def test_reaper_leaves_a_sliced_job_waiting_in_the_queue(
         conn.execute(update(jobs_t).where(jobs_t.c.token == token)
                      .values(heartbeat_on=time.time() - 200))
     assert reap(log=log, stale_after=5, queued_stale_after=120, requeue=queued.append) == [token]
-    assert run(queued[0], log=log, cfg=cfg(), requeue=lambda t: None) == "done"
+    assert run(queued[0], deps=deps(log), cfg=cfg(), requeue=lambda t: None) == "done"
 
 
 def test_reaper_requeues_a_queued_job_whose_message_was_lost(
@@ -620,7 +623,7 @@ def test_reaper_requeues_a_queued_job_whose_message_was_lost(
         conn.execute(update(jobs_t).where(jobs_t.c.token == token)
                      .values(heartbeat_on=time.time() - 200))
     assert reap(log=log, stale_after=30, queued_stale_after=120, requeue=queued.append) == [token]
-    assert run(queued[0], log=log, cfg=cfg(), requeue=lambda t: None) == "done"
+    assert run(queued[0], deps=deps(log), cfg=cfg(), requeue=lambda t: None) == "done"
 
 
 @pytest.mark.parametrize("repair", ["announce", "reaper", "next-run"])
@@ -632,13 +635,13 @@ def test_unannounced_finished_job_is_announced_exactly_once(
     token = new_job(log, project, DELETE, [project.heads[0]])
     log.fail_terminal = True
     with pytest.raises(redis.ConnectionError):
-        run(token, log=log, cfg=cfg(), requeue=lambda t: None)
+        run(token, deps=deps(log), cfg=cfg(), requeue=lambda t: None)
     row = job_row(token)
     assert (row.status, row.announced, row.owner) == ("done", False, None)
     assert "done" not in [e["data"]["status"] for e in job_events(log, token)]
 
     if repair == "announce":
-        assert announce(log, token) is True
+        assert announce(deps(log), token) is True
     elif repair == "reaper":
         assert reap(log=log, stale_after=30, queued_stale_after=120, requeue=pytest.fail) == []
         assert job_row(token).announced is False  # finished too recently: maybe still running
@@ -647,13 +650,13 @@ def test_unannounced_finished_job_is_announced_exactly_once(
                          .values(finished_on=time.time() - 60))
         assert reap(log=log, stale_after=30, queued_stale_after=120, requeue=pytest.fail) == []
     else:
-        assert run(token, log=log, cfg=cfg(), requeue=lambda t: None) == "skipped"
+        assert run(token, deps=deps(log), cfg=cfg(), requeue=lambda t: None) == "skipped"
     assert job_row(token).announced is True
-    assert announce(log, token) is False
+    assert announce(deps(log), token) is False
     # announced flag lost after the append (crash between append and flag): the once-key holds
     with get_write_engine().begin() as conn:
         conn.execute(update(jobs_t).where(jobs_t.c.token == token).values(announced=False))
-    assert announce(log, token) is True
+    assert announce(deps(log), token) is True
     events = job_events(log, token)
     assert [e["data"]["status"] for e in events].count("done") == 1
     assert events[-1]["data"]["info"] == {"total": 1, "remaining": 0, "failed": 0, "errors": []}
@@ -665,7 +668,7 @@ def test_malformed_stored_selection_rejects_the_job(log: HookedLog, project: See
     with get_write_engine().begin() as conn:
         conn.execute(update(jobs_t).where(jobs_t.c.token == token)
                      .values(params={"selection": [{"bogus": 1}]}))
-    assert run(token, log=log, cfg=cfg(), requeue=lambda t: None) == "rejected"
+    assert run(token, deps=deps(log), cfg=cfg(), requeue=lambda t: None) == "rejected"
     row = job_row(token)
     assert row.status == "rejected"
     assert row.info["error"].startswith("Selection error: entry 0:")

@@ -1,6 +1,6 @@
 """A run reads its job's selection (``params``) and actor a fixed number of times, not once
 a batch: the batch loop and the heartbeat read the job row without them
-(``worker.runner.load_state``)."""
+(``worker.rows.load_state``)."""
 
 from __future__ import annotations
 

@@ -21,10 +21,11 @@ from models.engine import get_engine, get_write_engine
 from models.resolve import resolve_into
 from models.seed import SeedResult, seed
 from models.selection import parse_selection
+from worker.deps import Deps, RunConfig
 from worker.jobs import CATALOGUE
 from worker.jobs.base import Context, Effects
 from worker.jobs.schema import COPY_SUFFIX, NOT_MODIFIED
-from worker.runner import RunConfig, run
+from worker.runner import run
 from worker.submit import submit
 
 pytestmark = pytest.mark.services
@@ -107,7 +108,7 @@ def do(project: Project, job: str, selection: list[Any], **kw: Any) -> Any:
     queued, outcomes = [token], []
     while queued and len(outcomes) < 100:
         queued.pop()
-        outcomes.append(run(token, log=log, cfg=cfg(**kw), requeue=queued.append))
+        outcomes.append(run(token, deps=Deps.default(log), cfg=cfg(**kw), requeue=queued.append))
     assert outcomes[-1] == "done"
     with get_engine().connect() as conn:
         return conn.execute(select(jobs_t).where(jobs_t.c.token == token)).one()

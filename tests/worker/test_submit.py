@@ -19,8 +19,9 @@ from models import Job
 from models.engine import get_engine
 from models.outbox import SyncOutbox
 from models.seed import SeedResult
-from tests.worker.helpers import cfg, job_events
+from tests.worker.helpers import cfg, deps, job_events
 from worker import runner
+from worker.outbox import drain_outbox
 from worker.reaper import reap
 from worker.submit import submit
 
@@ -90,7 +91,7 @@ def test_a_job_whose_queued_event_was_not_appended_stands_and_gets_it_once(
     assert queued_events(token) == [] and outbox_rows() == 1
     log = get_synclog()
     if drain == "run":
-        assert runner.run(token, log=log, cfg=cfg(), requeue=pytest.fail) == "done"
+        assert runner.run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
         statuses = [e["data"]["status"] for e in job_events(log, token)]
         assert statuses[:2] == ["queued", "processing"] and statuses[-1] == "done"
     else:
@@ -100,7 +101,7 @@ def test_a_job_whose_queued_event_was_not_appended_stands_and_gets_it_once(
         for _ in range(2):
             reap(log=log, stale_after=30, queued_stale_after=120, requeue=pytest.fail)
     assert queued_events(token) == ["queued"] and outbox_rows() == 0
-    runner.drain_outbox(log, token)  # nothing left, nothing appended again
+    drain_outbox(deps(log), token)  # nothing left, nothing appended again
     assert queued_events(token) == ["queued"]
 
 

@@ -15,9 +15,10 @@ from sqlalchemy import select, text, update
 from bulkjobs.synclog import SyncLog
 from models.engine import get_engine, get_write_engine
 from models.seed import SeededProject
-from tests.worker.helpers import cfg, children, job_events, job_row, jobs_t, new_job, records
+from tests.worker.helpers import cfg, children, deps, job_events, job_row, jobs_t, new_job, records
 from worker import reaper
-from worker.runner import finish, run
+from worker.lease import finish
+from worker.runner import run
 
 DELETE = "bulk_delete_records"
 
@@ -46,7 +47,7 @@ def test_a_writer_asking_while_a_job_runs_gets_in_before_its_next_batch(
     token = new_job(log, project, DELETE, _leaves(project))
     outcome: list[str] = []
     runner = threading.Thread(target=lambda: outcome.append(
-        run(token, log=log, cfg=cfg(batch_size=1), requeue=lambda t: None)))
+        run(token, deps=deps(log), cfg=cfg(batch_size=1), requeue=lambda t: None)))
     with get_engine().connect() as conn:
         ids = list(conn.execute(text("SELECT id FROM record WHERE project_gid = :p"),
                                 {"p": project.gid}).scalars())
@@ -81,7 +82,7 @@ def test_the_heartbeat_never_fails_while_batches_run(
     """With a heartbeat due every few milliseconds and hundreds of batches, no beat fails."""
     token = new_job(log, project, DELETE, _leaves(project))
     with caplog.at_level(logging.WARNING, logger="worker.runner"):
-        assert run(token, log=log, cfg=cfg(batch_size=1, heartbeat_interval=0.002),
+        assert run(token, deps=deps(log), cfg=cfg(batch_size=1, heartbeat_interval=0.002),
                    requeue=lambda t: None) == "done"
     assert not [r for r in caplog.records if "heartbeat" in r.getMessage()]
 
@@ -92,7 +93,7 @@ def test_adaptive_batches_process_every_item_once(log: SyncLog, project: SeededP
     expected = {g for h in project.heads for g in children(recs, h)
                 if recs[g].status != "deleted" and recs[h].status != "deleted"}
     token = new_job(log, project, DELETE, _leaves(project))
-    assert run(token, log=log, cfg=cfg(batch_size=1000, adaptive_batches=True),
+    assert run(token, deps=deps(log), cfg=cfg(batch_size=1000, adaptive_batches=True),
                requeue=lambda t: None) == "done"
     row = job_row(token)
     assert row.info["remaining"] == 0 and row.info["total"] >= len(expected)
@@ -112,7 +113,7 @@ def _items(token: str) -> int:
 def test_a_finished_job_leaves_no_items(log: SyncLog, project: SeededProject) -> None:
     """The items go once the job is done (in slices, before its terminal event)."""
     token = new_job(log, project, DELETE, _leaves(project))
-    assert run(token, log=log, cfg=cfg(batch_size=50), requeue=lambda t: None) == "done"
+    assert run(token, deps=deps(log), cfg=cfg(batch_size=50), requeue=lambda t: None) == "done"
     assert _items(token) == 0
 
 
@@ -122,7 +123,7 @@ def test_the_reaper_finishes_a_clean_up_a_crash_interrupted(
     """A run that died after committing the terminal state (items left, no terminal event):
     the reaper deletes the items and appends the event, once."""
     token = new_job(log, project, DELETE, _leaves(project))
-    assert run(token, log=log, cfg=cfg(batch_size=1, slice_seconds=0),
+    assert run(token, deps=deps(log), cfg=cfg(batch_size=1, slice_seconds=0),
                requeue=lambda t: None) == "sliced"
     assert _items(token) > 0
     with get_write_engine().begin() as conn:  # what the dead run committed last

@@ -1,0 +1,127 @@
+"""The job's lease: who may run it and commit its progress (the SQL on the job row).
+
+* **Lease.** A run first *claims* the job (``owner`` + fresh ``heartbeat_on``); a claim
+  succeeds only when nobody holds a live lease.  Every batch commits with
+  ``WHERE owner = <me>`` (:func:`commit`), so a run that lost its lease (the reaper gave the
+  job to another worker) can never commit again (:class:`LeaseLost`).
+* **One run per lease.**  Every run leases the job under a name of its own
+  (:func:`new_owner`), and a claim succeeds only when nobody holds a live lease: a message
+  delivered twice, or re-sent while its first run is alive, finds the job leased and hands
+  back without touching anything.
+* **Order.** Jobs of one project start in the order they were queued (:func:`first_in_line`).
+* **Terminal.** :func:`finish` commits the terminal status and ``finished_on`` (while holding
+  the lease); the announcement follows (:mod:`worker.terminal`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
+
+from models.jobs import PROCESSING, QUEUED, Job
+from worker.deps import Deps
+
+jobs = Job.__table__
+
+
+class LeaseLost(Exception):
+    """The job was handed to another worker; this run must stop without committing."""
+
+
+def new_owner() -> str:
+    """A lease owner for one run: unique per run (host, process and a random part), never
+    per message or per worker process, so that a message delivered twice — or its copy the
+    reaper sent — cannot take over the lease of a run of the same job that is still alive."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
+
+
+def _claimable(now: float, stale_after: float, takeover: str | None) -> ColumnElement[bool]:
+    """Nobody holds the job's lease, its holder stopped heart-beating, or it is held by
+    ``takeover`` (the failed run whose retry this is)."""
+    cond = [jobs.c.owner.is_(None), jobs.c.heartbeat_on < now - stale_after]
+    if takeover:
+        cond.append(jobs.c.owner == takeover)
+    return or_(*cond)
+
+
+def claim(conn: Connection, token: str, owner: str, *, stale_after: float,
+          takeover: str | None = None) -> bool:
+    """Take the job's lease for the run ``owner``: only when nobody holds a live one (see
+    :func:`_claimable`).  A live run's lease is never shared, whoever asks."""
+    now = time.time()
+    result = conn.execute(update(jobs).where(
+        jobs.c.token == token,
+        jobs.c.status.in_((QUEUED, PROCESSING)),
+        _claimable(now, stale_after, takeover),
+    ).values(owner=owner, heartbeat_on=now, attempts=jobs.c.attempts + 1))
+    return result.rowcount == 1
+
+
+def first_in_line(conn: Connection, token: str, *, stale_after: float,
+                  takeover: str | None = None) -> str:
+    """The job a run for ``token`` should claim: ``token`` itself when that job has started
+    before (a slice, a retry, a stale lease); otherwise — it has not started, or it cannot be
+    claimed (finished, leased by a live run) — the oldest job of its project that has not
+    started yet, when there is one.
+
+    A job's message is a ticket for the next job of its project, so that jobs of one project
+    start in the order they were queued whatever order their messages come in (two web
+    processes sending at once, two worker processes taking messages at once, a message sent
+    again by the reaper).  Every job has a message, and each message starts at most the one
+    job first in line, so every job is started; a message that finds its job started by
+    another one starts the next in line instead.  Jobs of other projects are not held up."""
+    row = conn.execute(select(jobs.c.project_gid, jobs.c.status, jobs.c.owner,
+                              jobs.c.heartbeat_on, jobs.c.attempts)
+                       .where(jobs.c.token == token)).first()
+    if row is None:
+        return token
+    claimable = row.status in (QUEUED, PROCESSING) and (
+        row.owner is None or row.heartbeat_on < time.time() - stale_after
+        or (takeover is not None and row.owner == takeover))
+    if claimable and row.attempts > 0:
+        return token
+    first = conn.execute(select(jobs.c.token).where(
+        jobs.c.status == QUEUED, jobs.c.project_gid == row.project_gid, jobs.c.attempts == 0,
+        jobs.c.owner.is_(None), jobs.c.cancel_requested.is_(False),
+    ).order_by(jobs.c.created_on, jobs.c.token).limit(1)).scalar()
+    return first or token
+
+
+def commit(conn: Connection, token: str, owner: str, values: dict[str, Any]) -> None:
+    """Write ``values`` on the job row while ``owner`` holds the lease; :class:`LeaseLost`
+    when it does not any more."""
+    result = conn.execute(
+        update(jobs).where(jobs.c.token == token, jobs.c.owner == owner).values(**values)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost(token)
+
+
+def release(deps: Deps, token: str, owner: str) -> None:
+    """Hand the job back (at shutdown: another worker need not wait for the reaper)."""
+    with deps.write_engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.token == token, jobs.c.owner == owner)
+                     .values(owner=None))
+
+
+def finish(
+    conn: Connection, token: str, *, status: str, info: dict[str, Any], owner: str | None,
+    result_status: int | None = None, result_payload: dict[str, Any] | None = None,
+) -> bool:
+    """Commit a terminal state (only while holding the lease, when ``owner`` is given).  The
+    job's ``job_item`` rows are deleted afterwards, in slices, by
+    :func:`worker.terminal.announce`."""
+    now = time.time()
+    cond = [jobs.c.token == token, jobs.c.status.in_((QUEUED, PROCESSING))]
+    if owner is not None:
+        cond.append(jobs.c.owner == owner)
+    values: dict[str, Any] = dict(status=status, info=info, updated_on=now, finished_on=now,
+                                  owner=None)
+    if result_status is not None:
+        values.update(result_status=result_status, result_payload=result_payload)
+    return conn.execute(update(jobs).where(and_(*cond)).values(**values)).rowcount == 1

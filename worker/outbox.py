@@ -1,0 +1,203 @@
+"""A job's project-space events, from the sync outbox into the sync log.
+
+* **Record events.**  Each batch writes the project-space events it owes (``records``
+  UPDATE/DELETE, unless ``record_events`` is off, and schema events, SPEC §7) into the sync
+  outbox (:mod:`models.outbox`) in the same transaction as the batch (:func:`write_outbox`).
+  After the commit a thread of their own appends them (:class:`RecordEvents`, one append per
+  :data:`EVENT_CHUNK` events) while the next batch runs, and a later transaction of the run
+  deletes the appended rows (:func:`clear_outbox`).  They are appended after the commit, so a
+  subscriber that reloads on an event sees the change, and all are in the log before the
+  job's terminal event.
+* **Rows left behind** — the append failed (Redis away) or the worker died between the
+  commit and the append — are appended by the job's next run before it does anything else
+  (:func:`drain_outbox`), by :func:`worker.terminal.announce` before a terminal event, and by
+  the reaper: no event of a committed batch is lost, and none is appended twice: each part of
+  an outbox row is appended under a once-key named after the row (outbox ids are never
+  reused).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Connection, Row, delete, insert, select
+
+from bulkjobs import keys
+from bulkjobs.synclog import SyncLog
+from models.jobs import Job
+from models.outbox import JOB_EVENT, SyncOutbox
+from worker.deps import Deps
+from worker.jobs.base import Effects
+from worker.progress import JobState, append_states_once
+
+# The job lifecycle logs under one name, whichever of its modules writes the line.
+logger = logging.getLogger("worker.runner")
+
+#: Record events appended per call (a batch of 1,000 subtree heads may change 100,000 rows);
+#: they go into the log packed, :data:`bulkjobs.synclog.PACK` events per stream entry.
+EVENT_CHUNK = 100_000
+jobs = Job.__table__
+outbox = SyncOutbox.__table__
+
+
+class RecordEvents:
+    """Appends each committed batch's project-space events from a thread of its own, so that
+    the Redis work for batch *n* overlaps the SQL of batch *n + 1*.
+
+    Batches are appended in commit order.  At most one batch waits while another is being
+    appended (:meth:`submit` blocks meanwhile), so memory stays bounded.  :meth:`flush` waits
+    until everything submitted is appended and re-raises an append's error (so does the next
+    :meth:`submit`), which then counts as the job's failure, as a failed append in the batch
+    loop would.  The events are in the outbox all the while: :meth:`appended` tells the run
+    which of its outbox rows it may delete; whatever was not appended stays there for the
+    next run (or the reaper) to append.
+    """
+
+    def __init__(self, log: SyncLog) -> None:
+        self.log = log
+        self.queue: queue.Queue[tuple[str, Effects, Sequence[int] | None] | None] = (
+            queue.Queue(maxsize=1))
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+        self._appended: int | None = None  # the last outbox row appended
+
+    def __enter__(self) -> RecordEvents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.thread is not None:  # drain what was submitted, then stop
+            self.queue.put(None)
+            self.thread.join()
+
+    def submit(self, project_gid: str, effects: Effects,
+               outbox_id: Sequence[int] | None = None) -> None:
+        """Queue a committed batch's events; ``outbox_id`` holds the ids of the outbox rows
+        they were written to (one per group of ``effects.events`` that has gids)."""
+        self._raise()
+        if not effects.events:
+            return
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="record-events", daemon=True)
+            self.thread.start()
+        self.queue.put((project_gid, effects, outbox_id))
+
+    def flush(self) -> None:
+        if self.thread is not None:
+            self.queue.join()
+        self._raise()
+
+    def appended(self) -> int | None:
+        """The last outbox row whose events are in the log (rows are appended in order)."""
+        return self._appended
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                if self.error is None:
+                    project_gid, effects, outbox_id = item
+                    groups = [(data_type, action, gids)
+                              for (data_type, action), gids in effects.events.items() if gids]
+                    if outbox_id is not None:
+                        _append_events(self.log, project_gid, [
+                            (row_id, *group)
+                            for row_id, group in zip(outbox_id, groups, strict=True)])
+                        self._appended = max(outbox_id)
+            except Exception as exc:
+                self.error = exc
+            finally:
+                self.queue.task_done()
+
+
+def _append_events(log: SyncLog, project_gid: str,
+                   rows: Iterable[tuple[int, str, str, Sequence[str]]]) -> None:
+    """Append outbox rows' events ``(row id, data type, action, gids)`` to the project's
+    space, packed (:meth:`SyncLog.append_records`): one append (one Lua call, one round trip)
+    per :data:`EVENT_CHUNK` events of a row.  Each part carries a once-key named after its
+    row and its place in the row (:func:`keys.outbox_appended`), so a row appended again —
+    its job's next run after a crash between the append and the row's deletion, or the
+    reaper — adds nothing twice: every event is in the log exactly once."""
+    for row_id, data_type, action, gids in rows:
+        for part, start in enumerate(range(0, len(gids), EVENT_CHUNK)):
+            log.append_records(project_gid, [(data_type, action, gids[start:start + EVENT_CHUNK])],
+                               once_key=keys.outbox_appended(row_id, part))
+
+
+def write_outbox(conn: Connection, token: str, project_gid: str, effects: Effects, *,
+                 now: float) -> Sequence[int] | None:
+    """Write a batch's events into the outbox (one row per data type and action that has
+    gids, in the order of ``effects.events``); returns the rows' ids in that order, or
+    ``None`` when the batch owes no events."""
+    rows = [dict(job_token=token, project_gid=project_gid, data_type=data_type,
+                 action=action, gids=" ".join(gids), created_on=now)
+            for (data_type, action), gids in effects.events.items() if gids]
+    if not rows:
+        return None
+    return conn.execute(insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
+                        rows).scalars().all()
+
+
+def clear_outbox(conn: Connection, token: str, *, up_to: int | None = None) -> None:
+    """Delete the job's outbox rows (up to id ``up_to``): their events are in the log."""
+    cond = [outbox.c.job_token == token]
+    if up_to is not None:
+        cond.append(outbox.c.id <= up_to)
+    conn.execute(delete(outbox).where(*cond))
+
+
+def drain_outbox(deps: Deps, token: str, *, job_events_only: bool = False) -> int:
+    """Append the events a job left in the outbox — its ``queued`` event, its committed
+    batches' events — oldest first, and delete those rows; returns the number of events
+    appended.  A failure leaves the rows (and raises): the next drain appends them again,
+    and the once-keys of :func:`_append_events` and :func:`_append_job_event` keep what had
+    been appended from being appended twice.  ``job_events_only``: leave the batches' rows
+    to the job's run (the reaper drains a waiting job's ``queued`` event)."""
+    cond = [outbox.c.job_token == token]
+    if job_events_only:
+        cond.append(outbox.c.data_type == JOB_EVENT)
+    with deps.engine.connect() as conn:
+        ids = list(conn.execute(select(outbox.c.id).where(*cond)
+                                .order_by(outbox.c.id)).scalars())
+    if not ids:
+        return 0
+    appended = 0
+    for outbox_id in ids:  # one row at a time: a row may hold 100,000 gids
+        with deps.engine.connect() as conn:
+            row = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).first()
+        if row is None:  # drained meanwhile by another run
+            continue
+        if row.data_type == JOB_EVENT:
+            _append_job_event(deps, row)
+            appended += 1
+            continue
+        gids = row.gids.split()
+        _append_events(deps.log, row.project_gid, [(row.id, row.data_type, row.action, gids)])
+        appended += len(gids)
+    with deps.write_engine.begin() as conn:
+        conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+    logger.info("job %s: appended %s events left in the outbox", token, appended,
+                extra={"job": token})
+    return appended
+
+
+def _append_job_event(deps: Deps, row: Row) -> None:
+    """Append the job event of an outbox row (its ``queued`` event, rebuilt from the job
+    row's fields that never change), at most once (the row's once-key)."""
+    with deps.engine.connect() as conn:
+        job = conn.execute(select(jobs.c.token, jobs.c.project_gid, jobs.c.job,
+                                  jobs.c.created_on).where(jobs.c.token == row.job_token)).first()
+    if job is None:
+        return
+    state = JobState(job.token, job.project_gid, job.job, row.action, {}, job.created_on,
+                     job.created_on)
+    append_states_once(deps.log, [(state, keys.outbox_appended(row.id, 0))], insert=True)

@@ -1,0 +1,78 @@
+"""The job row as the lifecycle reads it: typed, and only the columns it needs.
+
+:func:`load` reads what a run, a cancel or an announcement needs once (:class:`JobRow`,
+with the selection in ``params`` and the ``actor``); :func:`load_state` what the batch loop
+and the heartbeat read again and again (:class:`StateRow`, without ``params`` and ``actor``:
+a large selection's text would otherwise be read and decoded twice a batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from models.jobs import Job
+from worker.progress import JobState
+
+jobs = Job.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """The job row as read once per run (:func:`load`)."""
+
+    token: str
+    project_gid: str
+    job: str
+    status: str
+    info: dict[str, Any]
+    created_on: float
+    updated_on: float
+    owner: str | None
+    resolved: bool
+    cancel_requested: bool
+    announced: bool
+    params: dict[str, Any]
+    actor: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StateRow:
+    """The job row as the batch loop and the heartbeat read it (:func:`load_state`)."""
+
+    token: str
+    project_gid: str
+    job: str
+    status: str
+    info: dict[str, Any]
+    created_on: float
+    updated_on: float
+    owner: str | None
+    position: int
+    cancel_requested: bool
+    result_status: int | None
+    result_payload: dict[str, Any] | None
+
+
+_JOB_COLUMNS = [jobs.c[f.name] for f in fields(JobRow)]
+_STATE_COLUMNS = [jobs.c[f.name] for f in fields(StateRow)]
+
+
+def load(conn: Connection, token: str) -> JobRow | None:
+    row = conn.execute(select(*_JOB_COLUMNS).where(jobs.c.token == token)).first()
+    return None if row is None else JobRow(*row)
+
+
+def load_state(conn: Connection, token: str) -> StateRow | None:
+    """The job row without ``params`` and ``actor``, which a run reads once."""
+    row = conn.execute(select(*_STATE_COLUMNS).where(jobs.c.token == token)).first()
+    return None if row is None else StateRow(*row)
+
+
+def state_of(row: JobRow | StateRow) -> JobState:
+    return JobState(
+        token=row.token, project_gid=row.project_gid, job=row.job, status=row.status,
+        info=dict(row.info or {}), created_on=row.created_on, updated_on=row.updated_on,
+    )

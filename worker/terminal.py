@@ -1,0 +1,121 @@
+"""A job's end: its terminal state committed, then announced.
+
+* **Terminal.** The terminal status and ``finished_on`` commit first
+  (:func:`worker.lease.finish`); then the job's items are deleted (in slices), the terminal
+  event is appended with a once-key and ``announced`` is set (:func:`announce`).  A crash in
+  between is repaired by the next claim attempt or by the reaper, which call
+  :func:`announce` again.
+* **Results.** A batch may produce the job's result (:class:`~worker.jobs.base.Result`); it
+  is committed on the job row with the batch.  A failed result (status >= 400) ends the job
+  ``rejected`` with ``info.error``, the result kept for the dialects (:func:`conclude`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import update
+
+from models.jobs import CANCELLED, DONE, PROCESSING, QUEUED, REJECTED, Job
+from models.resolve import delete_items
+from worker.deps import Deps
+from worker.jobs import JobSpec
+from worker.jobs.base import Result
+from worker.lease import LeaseLost, finish
+from worker.outbox import clear_outbox, drain_outbox
+from worker.progress import Publisher, append_state
+from worker.rows import StateRow, load, state_of
+
+# The job lifecycle logs under one name, whichever of its modules writes the line.
+logger = logging.getLogger("worker.runner")
+
+jobs = Job.__table__
+
+
+def announce(deps: Deps, token: str) -> bool:
+    """Append the terminal event of a finished job if it has not been (idempotent)."""
+    with deps.engine.connect() as conn:
+        row = load(conn, token)
+    if row is None or row.status not in (DONE, REJECTED) or row.announced:
+        return False
+    drain_outbox(deps, token)  # the job's project-space events before its terminal event
+    # The job's items go before its terminal event (whoever sees the event sees them gone),
+    # in slices: a million rows are not deleted in one write transaction.  A run that dies
+    # meanwhile leaves the job unannounced, and the reaper calls this again.
+    delete_items(deps.engine, token)
+    append_state(deps.log, state_of(row))
+    with deps.write_engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.token == token).values(announced=True))
+    return True
+
+
+def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *,
+             publisher: Publisher) -> str:
+    """End a run that has no item left (``row``: the job row after its last batch): ``done``,
+    or ``rejected`` when it was cancelled or its result failed.  Every record event of the
+    run must be in the log already (the terminal event comes after them)."""
+    if row.cancel_requested:
+        return reject_run(deps, token, owner, dict(row.info or {}), CANCELLED,
+                          publisher=publisher, flushed=True)
+    info = dict(row.info or {})
+    info["remaining"] = 0
+    result = spec.no_item_result
+    if row.result_status is not None:
+        result = Result(int(row.result_status), dict(row.result_payload or {}))
+    if result is not None and result.failed:
+        return reject_run(deps, token, owner, info, _result_error(result), result=result,
+                          publisher=publisher, flushed=True)
+    with deps.write_engine.begin() as conn:
+        if not finish(conn, token, status=DONE, info=info, owner=owner,
+                      result_status=result.status if result else None,
+                      result_payload=result.payload if result else None):
+            raise LeaseLost(token)
+        clear_outbox(conn, token)
+    publisher.close()  # no heartbeat progress event may follow the terminal one
+    announce(deps, token)
+    logger.info("job %s: done", token, extra={"job": token})
+    return DONE
+
+
+def _result_error(result: Result) -> str:
+    error = result.payload.get("error") if isinstance(result.payload, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    return f"failed with status {result.status}"
+
+
+def reject_run(deps: Deps, token: str, owner: str | None, info: dict[str, Any], error: str,
+               *, result: Result | None = None, publisher: Publisher | None = None,
+               flushed: bool = False) -> str:
+    """Commit the job ``rejected`` (while ``owner`` holds it, when given) and announce it.
+    ``flushed``: every event the job's batches owe is in the log (the run flushed them), so
+    its outbox rows go with it."""
+    info = {**info, "error": error}
+    if error == CANCELLED:  # told apart from a failure (the error text is the same for both)
+        info["cancelled"] = True
+    with deps.write_engine.begin() as conn:
+        if not finish(conn, token, status=REJECTED, info=info, owner=owner,
+                      result_status=result.status if result else None,
+                      result_payload=result.payload if result else None):
+            raise LeaseLost(token)
+        if flushed:
+            clear_outbox(conn, token)
+    if publisher is not None:
+        publisher.close()  # no heartbeat progress event may follow the terminal one
+    announce(deps, token)
+    logger.info("job %s: rejected (%s)", token, error, extra={"job": token})
+    return REJECTED
+
+
+def reject(token: str, *, deps: Deps, error: str) -> bool:
+    """Reject an unfinished job whoever holds it (retries exhausted, cancelled in queue)."""
+    with deps.engine.connect() as conn:
+        row = load(conn, token)
+    if row is None or row.status not in (QUEUED, PROCESSING):
+        return False
+    try:
+        reject_run(deps, token, None, dict(row.info or {}), error)
+    except LeaseLost:
+        return False
+    return True
