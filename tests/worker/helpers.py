@@ -124,14 +124,10 @@ def space_events(log: SyncLog, space: str, key: str | None = None) -> list[dict[
     """Every event of a sync space (optionally of one data key), in cursor order."""
     _, floor = log.cursors(space)
     out: list[dict[str, Any]] = []
-    after = floor - 1
-    while True:
-        page = log.read(space, after)
+    for page in log.pages(space, floor - 1):
         assert page.recovered
         out += [e.as_dict() for e in page.events if key is None or e.key == key]
-        if not page.more:
-            return out
-        after = page.events[-1].cursor
+    return out
 
 
 def job_events(log: SyncLog, token: str) -> list[dict[str, Any]]:

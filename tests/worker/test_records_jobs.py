@@ -19,7 +19,7 @@ from bulkjobs.synclog import NewEvent, SyncLog
 from models import Job, Record, WorkflowEntry
 from models.engine import get_engine, get_write_engine
 from models.seed import SeededProject, SeedResult
-from tests.worker.helpers import children, deps, records, subtree
+from tests.worker.helpers import children, deps, job_events, records, subtree
 from worker.deps import RunConfig
 from worker.lease import claim
 from worker.reaper import reap
@@ -114,19 +114,6 @@ def do(log: SyncLog, project: SeededProject, job: str, selection: list[Any],
     outcomes = run_to_end(token, log, cfg(**kw))
     assert outcomes[-1] in ("done", "rejected")
     return token, job_row(token)
-
-
-def job_events(log: SyncLog, token: str) -> list[dict[str, Any]]:
-    """Every ``cc`` event of one job, in cursor order (as wire dicts)."""
-    _, floor = log.cursors(keys.CC_SPACE)
-    out, after = [], floor - 1
-    while True:
-        page = log.read(keys.CC_SPACE, after)
-        assert page.recovered
-        out += [e.as_dict() for e in page.events if e.key == token]
-        if not page.more:
-            return out
-        after = page.events[-1].cursor
 
 
 def workflow(ids: list[int]) -> list[Any]:
