@@ -35,7 +35,7 @@ def test_periodic_tasks_have_their_own_queue_and_expire_after_their_interval() -
     workers consume that queue beside the jobs' (no ``-Q`` needed)."""
     app = make_celery(get_settings())
     entries = list(app.conf.beat_schedule.values())
-    assert {e["task"] for e in entries} == {"bulkjobs.reap", "bulkjobs.trim"}
+    assert {"bulkjobs.reap", "bulkjobs.trim"} <= {e["task"] for e in entries}
     for entry in entries:
         assert entry["options"] == {"queue": keys.MAINTENANCE_QUEUE,
                                     "expires": entry["schedule"]}
