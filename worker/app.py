@@ -45,7 +45,8 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         task_queues=[Queue(JOBS_QUEUE), Queue(MAINTENANCE_QUEUE)],
         task_routes={"bulkjobs.reap": {"queue": MAINTENANCE_QUEUE},
-                     "bulkjobs.trim": {"queue": MAINTENANCE_QUEUE}},
+                     "bulkjobs.trim": {"queue": MAINTENANCE_QUEUE},
+                     "bulkjobs.expire_jobs": {"queue": MAINTENANCE_QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
