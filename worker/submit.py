@@ -99,7 +99,10 @@ def submit_many(
     trip are shared, so a web process that gathers concurrent requests into one call
     (:mod:`api.queueing`) pays them once for all of them.
 
-    Once the rows are committed the jobs stand: should the append fail (Redis away), the
+    Redis must answer first (one ``PING``): while it is away nothing is written and the
+    error is raised (the dialects answer 503, nothing queued; the job could not start
+    anyway, as the broker is Redis too by default).  Once the rows are committed the jobs
+    stand: should the append still fail (Redis gone in between, or its reply lost), the
     events stay in the outbox for the jobs' runs or the reaper, and the tokens are answered
     all the same (an error would make the client queue them twice).  The appended outbox
     rows are deleted later, off the answer's path (:data:`APPENDED`): at once with
@@ -107,6 +110,7 @@ def submit_many(
     thread)."""
     if not submissions:
         return []
+    log.r.ping()  # Redis away: nothing is written (see above)
     now = time.time()
     tokens = [str(uuid.uuid4()) for _ in submissions]
     with get_write_engine().begin() as conn:
