@@ -14,16 +14,14 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import text
 
 from bulkjobs import keys
 from bulkjobs.settings import get_settings
 from bulkjobs.synclog import SyncLog, decode
-from models.engine import get_engine
 from models.seed import SeedResult
 from tests.e2e.redis_server import PrivateRedis, private_redis_server
 from tests.worker.deployment import Deployment, wait_for
-from tests.worker.helpers import assert_consistent, records
+from tests.worker.helpers import assert_consistent, entries, records
 from worker.app import make_celery
 
 pytestmark = pytest.mark.e2e
@@ -97,11 +95,7 @@ def test_a_job_rides_out_redis_frozen_and_restarted(
     assert (row.info["total"], row.info["remaining"], row.info["failed"]) == (len(targets), 0, 0)
     after = records(project.gid)
     assert all(after[g].status == "deleted" for g in targets)
-    with get_engine().connect() as conn:
-        entries = conn.execute(text(
-            "SELECT COUNT(*) FROM workflow_entry WHERE action = 'delete' AND comment LIKE :t"),
-            {"t": f"%{token}%"}).scalar_one()
-    assert entries == len(targets)
+    assert len(entries(token, "delete")) == len(targets)
     assert_consistent(project.gid)
 
     deletes = Counter(e["data_key"] for e in stream_events(server, project.gid)

@@ -7,14 +7,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import text
 
 from bulkjobs import keys
 from bulkjobs.synclog import SyncLog
-from models.engine import get_engine, get_write_engine
+from models.engine import get_write_engine
 from models.seed import SeededProject
 from tests.worker.deployment import Deployment, wait_for
-from tests.worker.helpers import assert_consistent, new_job, records
+from tests.worker.helpers import assert_consistent, entries, new_job, records
 from worker.lease import claim, new_owner
 from worker.submit import submit
 
@@ -66,9 +65,5 @@ def test_a_message_delivered_twice_runs_once(
     assert row.status == "done", row.info
     assert row.attempts == 1  # one claim: the second delivery never ran the job
     assert (row.info["total"], row.info["remaining"], row.info["failed"]) == (len(targets), 0, 0)
-    with get_engine().connect() as conn:
-        entries = conn.execute(text(
-            "SELECT COUNT(*) FROM workflow_entry WHERE action = 'delete' AND comment LIKE :t"),
-            {"t": f"%{token}%"}).scalar_one()
-    assert entries == len(targets)
+    assert len(entries(token, "delete")) == len(targets)
     assert_consistent(project.gid)

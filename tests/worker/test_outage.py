@@ -14,7 +14,7 @@ from sqlalchemy import Engine, text
 from models.engine import get_engine
 from models.seed import SeedResult
 from tests.worker.deployment import Deployment, wait_for
-from tests.worker.helpers import assert_consistent, records
+from tests.worker.helpers import assert_consistent, entries, records
 
 pytestmark = pytest.mark.services
 
@@ -92,11 +92,7 @@ def test_jobs_wait_out_database_outages_and_end_done(
     assert row.attempts > OUTAGES
     after = records(project.gid)
     assert all(after[g].status == "deleted" for g in targets)
-    with get_engine().connect() as conn:
-        entries = conn.execute(text(
-            "SELECT COUNT(*) FROM workflow_entry WHERE action = 'delete' AND comment LIKE :t"),
-            {"t": f"%{token}%"}).scalar_one()
-    assert entries == len(targets)
+    assert len(entries(token, "delete")) == len(targets)
     assert_consistent(project.gid)
 
 
