@@ -59,7 +59,7 @@ def _watch(token: str, username: str | None, url: str | None) -> None:
         err.print(f"[red]cannot reach the stream at {url}: {exc or type(exc).__name__}")
         raise typer.Exit(3) from None
     err.print(f"job {token}: [bold]{final.status}[/] {json.dumps(final.info)}")
-    raise typer.Exit(0 if final.status == "done" else 1)
+    raise typer.Exit(0 if final.status == JobStatus.DONE else 1)
 
 
 def parse_params(pairs: list[str]) -> dict[str, object]:

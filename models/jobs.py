@@ -9,7 +9,6 @@ stopped.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -26,33 +25,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel
 
+from bulkjobs.statuses import (  # noqa: F401  (re-exported)
+    CANCELLED,
+    DONE,
+    PROCESSING,
+    QUEUED,
+    REJECTED,
+    TERMINAL,
+    UNFINISHED,
+    JobStatus,
+)
 from models.engine import in_slices
 from models.outbox import SyncOutbox
-
-
-class JobStatus(StrEnum):
-    """The four statuses of SPEC §6 (each equal to its plain string)."""
-
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    DONE = "done"
-    REJECTED = "rejected"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-    @property
-    def unfinished(self) -> bool:
-        return self in UNFINISHED
-
-
-QUEUED, PROCESSING, DONE, REJECTED = (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.DONE,
-                                      JobStatus.REJECTED)
-TERMINAL = (DONE, REJECTED)
-UNFINISHED = (QUEUED, PROCESSING)
-#: ``info.error`` of a cancelled job; its ``info.cancelled`` is true besides.
-CANCELLED = "cancelled"
 
 
 class Job(SQLModel, table=True):

@@ -58,10 +58,11 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from bulkjobs.keys import CC_SPACE
+from bulkjobs.statuses import UNFINISHED
 from bulkjobs.synclog import Event, Item, Pack
 
 #: Job statuses whose events may be replaced by a newer event of the same job while queued.
-COALESCABLE = frozenset({"queued", "processing"})
+COALESCABLE = UNFINISHED
 
 #: Default bound of one connection's outbox (entries left after coalescing).
 DEFAULT_LIMIT = 1000

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulkjobs import keys, metrics
+from bulkjobs.statuses import TERMINAL
 from bulkjobs.synclog import NewEvent, SyncLog, job_event
 
 
@@ -31,7 +32,7 @@ class JobState:
 
     @property
     def terminal(self) -> bool:
-        return self.status in ("done", "rejected")
+        return self.status in TERMINAL
 
 
 def append_state(log: SyncLog, state: JobState, *, insert: bool = False) -> list[int]:

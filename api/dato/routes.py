@@ -33,7 +33,7 @@ from api.deps import CredentialsMemberDep, SessionDep
 from api.queueing import queue_job
 from bulkjobs.errors import NotFound
 from models.history_reads import Marks, find_version, live_record, version_marks, versions_page
-from models.jobs import TERMINAL, Job
+from models.jobs import DONE, TERMINAL, Job
 from models.queries import records_public
 from models.records import Record
 
@@ -109,7 +109,7 @@ def job_result(project: str, job_id: str, actor: CredentialsMemberDep,
 def result_of(session: Session, job: Job, lang: str) -> tuple[int, dict[str, Any] | None]:
     """A finished job's result in DatoCMS terms: ``(status, payload)``."""
     if job.result_status is None:
-        if job.status == "done":
+        if job.status == DONE:
             return 200, None
         reason = str((job.info or {}).get("error") or "the job failed")
         return 500, envelope.error_body(500, reason, {"job": job.token})

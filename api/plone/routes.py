@@ -44,7 +44,7 @@ from bulkjobs import keys
 from bulkjobs.connections import get_synclog, make_async_redis, make_async_synclog
 from bulkjobs.errors import BadRequest, NotFound, error_for_status
 from models.history_reads import current_version, find_version, history, live_record, users_by_gid
-from models.jobs import Job
+from models.jobs import DONE, REJECTED, Job
 from models.records import Record
 
 router = APIRouter(prefix="/plone/p/{project}/{record}", tags=["plone"], responses=ERRORS)
@@ -113,11 +113,11 @@ async def revert(project: str, record: str, body: RevertBody, actor: Credentials
     await wait_terminal(token, after=after, timeout=REVERT_WAIT)
     job = await run_in_threadpool(_job_now, session, token)
     lang = actor.language
-    if job.status == "done":
+    if job.status == DONE:
         record_public = as_dict((job.result_payload or {}).get("record"))
         title = title_of(record_public.get("title"), lang, rec.gid)
         return {"message": f"{title} has been reverted to revision {body.version}."}
-    if job.status == "rejected":
+    if job.status == REJECTED:
         error = as_dict((job.result_payload or {}).get("error"))
         message = error.get("message") or (job.info or {}).get("error") or "Revert failed"
         raise error_for_status(int(job.result_status or 500), str(message),

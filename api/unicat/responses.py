@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bulkjobs.statuses import JobStatus
+
 
 def answers(model: type[BaseModel]) -> dict[str, Any]:
     """Route options documenting ``model`` as the 200 body (the route's own dict is sent)."""
@@ -303,7 +305,7 @@ class JobPublic(BaseModel):
     token: str
     project_gid: str
     job: str
-    status: Literal["queued", "processing", "done", "rejected"]
+    status: JobStatus
     info: dict[str, Any]
     created_on: float
     updated_on: float

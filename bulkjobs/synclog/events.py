@@ -7,8 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-#: Job statuses that end a job: its ``cc`` event with one of them is its last.
-TERMINAL = frozenset({"done", "rejected"})
+from bulkjobs.statuses import TERMINAL
 
 
 @dataclass(frozen=True, slots=True)
