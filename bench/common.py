@@ -56,7 +56,7 @@ def cleanup_redis() -> None:
     from bulkjobs.connections import get_redis
 
     r = get_redis()
-    stale = list(r.scan_iter(match=f"{keys.PREFIX}*", count=1000))
+    stale = list(r.scan_iter(match=f"{keys.prefix()}*", count=1000))
     for i in range(0, len(stale), 1000):
         r.delete(*stale[i : i + 1000])
 

@@ -74,7 +74,7 @@ def main() -> None:
 
     # -- baseline: raw Celery send_task --------------------------------------------------
     celery = Celery("bench", broker=get_settings().effective_broker_url)
-    scratch = keys.PREFIX + "-scratch"
+    scratch = keys.prefix() + "-scratch"
     per_thread = args.requests // args.concurrency
 
     def producer() -> None:

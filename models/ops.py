@@ -2,7 +2,7 @@
 
 One core for ``GET /ops/api/stats``, ``bulkjobs stats`` and the web's ``/metrics``.
 
-* **Queue depth**: messages waiting in the Celery queue (:data:`bulkjobs.keys.JOBS_QUEUE`),
+* **Queue depth**: messages waiting in the Celery queue (:func:`bulkjobs.keys.jobs_queue`),
   the lengths of kombu's Redis lists for it; ``None`` when the broker is not Redis.  A job
   being worked on is not in the queue (its message is unacknowledged, not waiting).
 * **Workers alive**: every Celery worker renews its hostname in a Redis sorted set every

@@ -65,7 +65,7 @@ def db(schema: Engine) -> Iterator[Engine]:
 def redis_client():  # type: ignore[no-untyped-def]
     """The test Redis, with every key of this session deleted before the test."""
     client = get_redis()
-    stale = list(client.scan_iter(match=f"{keys.PREFIX}*", count=1000))
+    stale = list(client.scan_iter(match=f"{keys.prefix()}*", count=1000))
     for i in range(0, len(stale), 1000):
         client.delete(*stale[i : i + 1000])
     yield client

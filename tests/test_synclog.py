@@ -351,7 +351,7 @@ def test_sync_wait_sees_the_terminal_event_after_the_cursor_only(log: SyncLog) -
 def _lose_everything(client) -> None:  # type: ignore[no-untyped-def]
     """Simulate a Redis restart that lost its data, for this session's keys only (a FLUSHDB
     would also wipe other test sessions sharing the server)."""
-    doomed = list(client.scan_iter(match=f"{keys.PREFIX}*", count=1000))
+    doomed = list(client.scan_iter(match=f"{keys.prefix()}*", count=1000))
     if doomed:
         client.delete(*doomed)
 

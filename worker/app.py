@@ -5,7 +5,7 @@ and the sync-log trimming on a schedule.  Late acknowledgement and a prefetch of
 message is only acknowledged once its job slice has returned, and a worker holds at most one
 job it has not started.  Crash safety does not rest on this alone (see ``worker.runner``).
 
-The periodic tasks go to a queue of their own (:data:`~bulkjobs.keys.MAINTENANCE_QUEUE`),
+The periodic tasks go to a queue of their own (:func:`~bulkjobs.keys.maintenance_queue`),
 which every worker consumes beside the jobs' queue (both are ``task_queues``, so a worker
 started without ``-Q`` takes both): a backlog of jobs does not hold them up.  Each copy
 expires after its interval, so copies sent while every worker was busy are dropped instead
@@ -23,7 +23,7 @@ from celery import Celery
 from celery.signals import worker_init
 from kombu import Queue
 
-from bulkjobs.keys import JOBS_QUEUE, MAINTENANCE_QUEUE, broker_transport_keys, jobs_queue_lists
+from bulkjobs.keys import broker_transport_keys, jobs_queue, jobs_queue_lists, maintenance_queue
 from bulkjobs.settings import Settings, settings_or_exit
 from models.engine import use_file_temp_store
 from worker import signals  # noqa: F401  (log format and worker heartbeat handlers)
@@ -37,20 +37,20 @@ EXPIRE_INTERVAL = 3600.0
 def _periodic(interval: float) -> dict[str, Any]:
     """Send options of a periodic task: the maintenance queue, and an expiry of one interval
     (a copy not started by then is dropped; the next one is on its way)."""
-    return {"queue": MAINTENANCE_QUEUE, "expires": interval}
+    return {"queue": maintenance_queue(), "expires": interval}
 
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("bulkjobs", broker=settings.effective_broker_url, include=["worker.tasks"])
     app.conf.update(
-        task_queues=[Queue(JOBS_QUEUE), Queue(MAINTENANCE_QUEUE)],
-        task_routes={"bulkjobs.reap": {"queue": MAINTENANCE_QUEUE},
-                     "bulkjobs.trim": {"queue": MAINTENANCE_QUEUE},
-                     "bulkjobs.expire_jobs": {"queue": MAINTENANCE_QUEUE}},
+        task_queues=[Queue(jobs_queue()), Queue(maintenance_queue())],
+        task_routes={"bulkjobs.reap": {"queue": maintenance_queue()},
+                     "bulkjobs.trim": {"queue": maintenance_queue()},
+                     "bulkjobs.expire_jobs": {"queue": maintenance_queue()}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue=JOBS_QUEUE,
+        task_default_queue=jobs_queue(),
         task_ignore_result=True,
         task_send_sent_event=False,  # one more broker round trip per job; Flower needs only -E
         worker_send_task_events=True,
@@ -81,7 +81,7 @@ def _worker_connections(**_: object) -> None:
 
 def enqueue(token: str) -> None:
     """Send the job's task; the message carries only the token (and when it was sent)."""
-    app.send_task("bulkjobs.run_job", args=[token], queue=JOBS_QUEUE, **_reprs(token),
+    app.send_task("bulkjobs.run_job", args=[token], queue=jobs_queue(), **_reprs(token),
                   headers=sent_header())
 
 
@@ -92,7 +92,7 @@ def enqueue_many(tokens: Sequence[str]) -> None:
     raised."""
     with app.producer_or_acquire() as producer, producer.batch():
         for token in tokens:
-            app.send_task("bulkjobs.run_job", args=[token], queue=JOBS_QUEUE,
+            app.send_task("bulkjobs.run_job", args=[token], queue=jobs_queue(),
                           producer=producer, **_reprs(token), headers=sent_header())
 
 

@@ -86,8 +86,8 @@ def test_job_metrics_move_when_a_job_is_queued_and_runs(client, seeded: SeedResu
 
 def test_queue_depth_and_live_workers_are_exported(client, seeded: SeedResult, monkeypatch):
     """Waiting messages and heart-beating workers show as gauges."""
-    monkeypatch.setattr(keys, "JOBS_QUEUE", f"{keys.PREFIX}:metrics-depth-test")
-    get_redis().lpush(keys.JOBS_QUEUE, "m1", "m2", "m3")
+    monkeypatch.setattr(keys, "jobs_queue", lambda: f"{keys.prefix()}:metrics-depth-test")
+    get_redis().lpush(keys.jobs_queue(), "m1", "m2", "m3")
     ops.beat_worker(get_redis(), "metrics-test@host")
     samples = scrape(client)
     assert value(samples, "bulkjobs_queue_depth") == 3

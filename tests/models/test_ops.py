@@ -44,7 +44,7 @@ def test_alive_workers_are_those_with_a_recent_heartbeat(redis_client):
 
 def test_queue_depth_sums_the_priority_lists(redis_client, monkeypatch):
     """Waiting messages are counted over kombu's list per priority step."""
-    monkeypatch.setattr(keys, "JOBS_QUEUE", f"{keys.PREFIX}:depth-test")
+    monkeypatch.setattr(keys, "jobs_queue", lambda: f"{keys.prefix()}:depth-test")
     names = keys.jobs_queue_lists()
     redis_client.lpush(names[0], "m1", "m2")
     redis_client.lpush(names[2], "m3")

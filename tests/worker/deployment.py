@@ -109,7 +109,7 @@ class Deployment:
     workers: list[Worker] = field(default_factory=list)
 
     def enqueue(self, token: str) -> None:
-        self.app.send_task("bulkjobs.run_job", args=[token], queue=keys.JOBS_QUEUE,
+        self.app.send_task("bulkjobs.run_job", args=[token], queue=keys.jobs_queue(),
                            headers=sent_header())
 
     def worker(self, name: str = "worker", concurrency: int = 1, **env: str) -> Worker:
@@ -163,7 +163,7 @@ class Deployment:
     def flush_broker(self) -> int:
         """Lose every message of this deployment's queue, delivered or not (a broker that
         lost its data): the queue list and kombu's unacked bookkeeping."""
-        names = [keys.JOBS_QUEUE, *keys.broker_transport_keys().values()]
+        names = [keys.jobs_queue(), *keys.broker_transport_keys().values()]
         return int(self.client.delete(*names))
 
     def close(self) -> None:
@@ -178,7 +178,7 @@ def make_deployment() -> Iterator[Deployment]:
     client = redis.Redis.from_url(url)
 
     def clean() -> None:
-        stale = list(client.scan_iter(match=f"{keys.PREFIX}*", count=1000))
+        stale = list(client.scan_iter(match=f"{keys.prefix()}*", count=1000))
         for i in range(0, len(stale), 1000):
             client.delete(*stale[i: i + 1000])
 

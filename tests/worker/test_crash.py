@@ -136,7 +136,7 @@ def test_reaper_finishes_jobs_whose_worker_died_and_whose_messages_were_lost(
     deployment.workers[-1].kill()
     queued = deployment.submit(project.gid, DELETE, second_half)
     assert deployment.flush_broker() >= 1
-    assert deployment.client.llen(keys.JOBS_QUEUE) == 0
+    assert deployment.client.llen(keys.jobs_queue()) == 0
     deployment.worker("rescuer", BATCH_SIZE="1")
     last_reap = 0.0
 

@@ -37,9 +37,9 @@ def test_periodic_tasks_have_their_own_queue_and_expire_after_their_interval() -
     entries = list(app.conf.beat_schedule.values())
     assert {"bulkjobs.reap", "bulkjobs.trim"} <= {e["task"] for e in entries}
     for entry in entries:
-        assert entry["options"] == {"queue": keys.MAINTENANCE_QUEUE,
+        assert entry["options"] == {"queue": keys.maintenance_queue(),
                                     "expires": entry["schedule"]}
-    assert {q.name for q in app.conf.task_queues} == {keys.JOBS_QUEUE, keys.MAINTENANCE_QUEUE}
+    assert {q.name for q in app.conf.task_queues} == {keys.jobs_queue(), keys.maintenance_queue()}
 
 
 @pytest.mark.timeout(180)

@@ -53,7 +53,7 @@ def test_a_message_delivered_twice_runs_once(
 
     def twice(token: str) -> None:
         for _ in range(2):
-            deployment.app.send_task("bulkjobs.run_job", args=[token], queue=keys.JOBS_QUEUE,
+            deployment.app.send_task("bulkjobs.run_job", args=[token], queue=keys.jobs_queue(),
                                      task_id=task_id)
 
     token = submit(project_gid=project.gid, job=DELETE, params={"selection": targets},
