@@ -9,19 +9,24 @@ process's queueing thread handles at once:
 2. checks that each token may act on the project, as the database says now (two queries,
    :func:`models.accounts.may_act`),
 3. checks each job name and selection (:func:`worker.submit.check`),
-4. writes the job rows (one transaction) and appends their ``queued`` events (one script
-   call), and hands the tokens to :class:`Sender` for their Celery messages.
+4. reserves the ``Idempotency-Key`` of each request that sent one (one transaction,
+   :func:`models.idempotency.reserve`): a request that repeats one whose job is queued
+   is answered that job's token here, and queues nothing,
+5. writes the job rows (one transaction, which names each reserved key's job) and appends
+   their ``queued`` events (one script call), and hands the tokens to :class:`Sender` for
+   their Celery messages; a request whose job was not written gives its key back.
 
 A request of an async route is one ask (:func:`queue_for`): its access is checked, then its
 job queued, in the same batch.  Sync routes, whose dependency has checked the access, queue
-through :func:`queue_job`: steps 3 and 4 in their own thread, a batch of one.
+through :func:`queue_job`: steps 3 to 5 in their own thread, a batch of one.
 
 Each request gets its own outcome: its token, or the error it alone caused (429, 403, a bad
-selection), or the error that stopped the whole batch (the database or Redis away: 503) —
-a refused request queues nothing.  There is no timer: a lone request is a batch of one and
-waits for nothing; under load, the requests that arrive while a batch is being written form
-the next one, so the commit and the round trips are shared by as many requests as arrive in
-their time (``bulkjobs_queueing_batch_size`` in ``/metrics``).
+selection, a bad or clashing ``Idempotency-Key``), or the error that stopped the whole batch
+(the database or Redis away: 503) — a refused request queues nothing.  There is no timer:
+a lone request is a batch of one and waits for nothing; under load, the requests that arrive
+while a batch is being written form the next one, so the commit and the round trips are
+shared by as many requests as arrive in their time (``bulkjobs_queueing_batch_size`` in
+``/metrics``).
 
 The Celery messages are sent by the sending thread after the answer; ``enqueue_many`` is
 looked up when they are sent (not bound at import), so tests can stand in for the Celery
@@ -32,17 +37,19 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import logging
 import os
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Header, Request
 from prometheus_client import Histogram
 
 from api import ratelimit
@@ -50,10 +57,12 @@ from api.deps import Actor
 from bulkjobs.connections import get_synclog
 from bulkjobs.ratelimit import RateState
 from bulkjobs.tokens import Claims
+from models import idempotency
 from models.accounts import may_act
 from models.engine import get_engine
+from models.idempotency import Key, Replay, Reservation, parse_key, release, reserve
 from worker import app as worker_app
-from worker.submit import APPENDED, Submission, check, send, submit_many
+from worker.submit import APPENDED, Submission, check, send, submit_each
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +74,54 @@ BATCH_SIZE = Histogram("bulkjobs_queueing_batch_size",
                        "process's queueing thread.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 
 
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A request's ``Idempotency-Key`` header as sent (checked in the batch, after the
+    access) and the fingerprint of the request (:func:`models.idempotency.fingerprint`)."""
+
+    header: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, request: Request, body: bytes) -> Idempotency | None:
+        """The request's, or ``None`` without the header."""
+        header = request.headers.get(idempotency.HEADER)
+        if header is None:
+            return None
+        try:
+            parsed: Any = json.loads(body) if body.strip() else None
+        except ValueError:  # refused by the route's own parsing; the text stands for it
+            parsed = body.decode("utf-8", "replace")
+        return cls(header, idempotency.fingerprint(request.method, request.url.path, parsed))
+
+
+async def idempotency_of(request: Request, key: Annotated[str | None, Header(
+        alias=idempotency.HEADER, description=(
+            "Makes the request safe to retry: the same key with the same body within 24 "
+            "hours answers the job the first request queued and queues nothing; with "
+            "another body 422; while the first is being handled 409. At most 255 "
+            "characters; a key is the user's own within the project."))] = None,
+) -> Idempotency | None:
+    """A queueing route's :class:`Idempotency` (its body is read once and kept by the
+    request, so the route's own parsing does not read it again)."""
+    return Idempotency.of(request, await request.body()) if key is not None else None
+
+
+IdempotencyDep = Annotated[Idempotency | None, Depends(idempotency_of)]
+
+
 @dataclass(slots=True)
 class Ask:
     """One request's part of a batch.  With ``claims``: an access check on ``project_gid``
     (counted against the rate limit, membership checked).  With a ``submission``: a job to
     queue — after that check when both are given; without ``claims``, the route's dependency
-    has checked the access."""
+    has checked the access.  With ``idempotency``: the submission is queued at most once
+    per key."""
 
     submission: Submission | None = None
     claims: Claims | None = None
     project_gid: str = ""
+    idempotency: Idempotency | None = None
 
 
 @dataclass(slots=True)
@@ -222,32 +269,76 @@ def process_safely(asks: Sequence[Ask]) -> list[Outcome]:
 
 
 def process(asks: Sequence[Ask]) -> list[Outcome]:
-    """Steps 1–4 of the module docstring for one batch; an outcome per ask, in order."""
+    """Steps 1–5 of the module docstring for one batch; an outcome per ask, in order."""
     outcomes = [Outcome() for _ in asks]
     access = [i for i, ask in enumerate(asks) if ask.claims is not None]
     if access:
         check_access([asks[i] for i in access], [outcomes[i] for i in access])
-    valid = []
+    keys: dict[int, str] = {}
     for i, ask in enumerate(asks):
         if ask.submission is None or outcomes[i].error is not None:
             continue
         try:
             check(ask.submission.job, ask.submission.params)
+            if ask.idempotency is not None:
+                keys[i] = parse_key(ask.idempotency.header)
         except Exception as exc:
             outcomes[i].error = exc
-        else:
-            valid.append(i)
-    if valid:
-        try:
-            tokens = submit_many([asks[i].submission for i in valid],  # type: ignore[misc]
-                                 log=get_synclog(), enqueue=SENDER.put, clear_outbox=False)
-        except Exception as exc:
-            for i in valid:
-                outcomes[i].error = exc
-        else:
-            for i, token in zip(valid, tokens, strict=True):
+    valid = reserve_keys(asks, outcomes, keys)
+    if not valid:
+        return outcomes
+    try:
+        tokens = submit_each(list(valid.values()), log=get_synclog(), enqueue=SENDER.put,
+                             clear_outbox=False)
+    except Exception as exc:
+        for i in valid:
+            outcomes[i].error = exc
+        give_back([s.reservation for s in valid.values() if s.reservation is not None])
+    else:
+        for i, token in zip(valid, tokens, strict=True):
+            if isinstance(token, str):
                 outcomes[i].token = token
+            else:
+                outcomes[i].error = token
     return outcomes
+
+
+def reserve_keys(asks: Sequence[Ask], outcomes: Sequence[Outcome], keys: dict[int, str]
+                 ) -> dict[int, Submission]:
+    """Step 4: the submissions to write, by ask, each with its key's reservation; an ask
+    whose key names a job already is answered that job's token, one whose key clashes its
+    error."""
+    valid = {i: ask.submission for i, ask in enumerate(asks)
+             if ask.submission is not None and outcomes[i].error is None}
+    if not keys:
+        return valid
+    wanted = [(i, Key(str(valid[i].actor["id"]), valid[i].project_gid, key,
+                      asks[i].idempotency.fingerprint))  # type: ignore[union-attr]
+              for i, key in keys.items()]
+    try:
+        answers = reserve(get_engine(), [key for _, key in wanted], now=time.time())
+    except Exception as exc:
+        answers = [exc] * len(wanted)
+    for (i, _), answer in zip(wanted, answers, strict=True):
+        if isinstance(answer, Reservation):
+            valid[i] = replace(valid[i], reservation=answer)
+            continue
+        del valid[i]
+        if isinstance(answer, Replay):
+            outcomes[i].token = answer.token
+        else:
+            outcomes[i].error = answer
+    return valid
+
+
+def give_back(reservations: Sequence[Reservation]) -> None:
+    """Release the keys of requests whose jobs were not written, so that the clients may
+    retry at once; should that fail too, a retry takes them over after
+    :data:`models.idempotency.ABANDONED_AFTER`."""
+    try:
+        release(get_engine(), reservations)
+    except Exception:
+        logger.warning("%d idempotency key(s) not released", len(reservations), exc_info=True)
 
 
 def check_access(asks: Sequence[Ask], outcomes: Sequence[Outcome]) -> None:
@@ -279,14 +370,16 @@ def check_access(asks: Sequence[Ask], outcomes: Sequence[Outcome]) -> None:
 
 
 async def queue_for(request: Request, claims: Claims, project_gid: str, job: str,
-                    params: dict[str, Any] | None) -> tuple[str | None, Claims]:
+                    params: dict[str, Any] | None, idempotency: Idempotency | None = None
+                    ) -> tuple[str | None, Claims]:
     """Count the request against the rate limit of the user of ``claims``, check that they
-    may act on ``project_gid`` and, with ``params``, queue ``job`` — one ask of the next
-    batch; the token (``None`` without ``params``: the access check alone) and the claims as
-    the database backs them, or the error."""
+    may act on ``project_gid`` and, with ``params``, queue ``job`` (at most once per
+    ``idempotency`` key) — one ask of the next batch; the token (``None`` without
+    ``params``: the access check alone) and the claims as the database backs them, or the
+    error."""
     submission = (Submission(project_gid, job, params, {"type": "user", "id": claims.user})
                   if params is not None else None)
-    outcome = await _queuer().queue(Ask(submission, claims, project_gid))
+    outcome = await _queuer().queue(Ask(submission, claims, project_gid, idempotency))
     ratelimit.remember(request, outcome.rate)
     if outcome.error is not None:
         raise outcome.error
@@ -294,9 +387,10 @@ async def queue_for(request: Request, claims: Claims, project_gid: str, job: str
     return outcome.token, outcome.claims
 
 
-def queue_job(actor: Actor, job: str, params: dict[str, Any]) -> str:
+def queue_job(actor: Actor, job: str, params: dict[str, Any],
+              idempotency: Idempotency | None = None) -> str:
     """Queue ``job`` with ``params`` (selection included) for the acting member, whose access
-    the route has checked; the token."""
+    the route has checked, at most once per ``idempotency`` key; the token."""
     [outcome] = process_safely([Ask(Submission(actor.project.gid, job, params,
-                                                actor.as_editor()))])
+                                                actor.as_editor()), idempotency=idempotency)])
     return outcome.result()

@@ -53,6 +53,13 @@ class NotFound(BulkJobsError):
     message = "Not found"
 
 
+class Conflict(BulkJobsError):
+    """The request clashes with another one still being handled (HTTP 409)."""
+
+    status = code = 409
+    message = "Conflict"
+
+
 class PayloadTooLarge(BulkJobsError):
     status = code = 413
     message = "Request body too large"
@@ -104,8 +111,8 @@ class SelectionError(BulkJobsError):
 
 
 _BY_STATUS: dict[int, type[BulkJobsError]] = {
-    cls.status: cls for cls in (BadRequest, Unauthorized, Forbidden, NotFound, PayloadTooLarge,
-                                Unprocessable, RateLimited, ServiceUnavailable)
+    cls.status: cls for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict,
+                                PayloadTooLarge, Unprocessable, RateLimited, ServiceUnavailable)
 }
 
 

@@ -1,6 +1,7 @@
 """Tables, engine, queries and selection resolution.  Every table is re-exported here."""
 
 from models.auth import ALL_CHANNEL, ApiKey, Member, Project, User
+from models.idempotency import IdempotencyKey
 from models.jobs import Job, JobItem, ReadToken
 from models.outbox import SyncOutbox
 from models.records import Record, RecordDeletion, RecordTombstone
@@ -8,7 +9,7 @@ from models.schema import SchemaItem
 from models.versions import RecordVersion, WorkflowEntry
 
 __all__ = [
-    "ALL_CHANNEL", "ApiKey", "Job", "JobItem", "Member", "Project", "ReadToken", "Record",
-    "RecordDeletion", "RecordTombstone", "RecordVersion", "SchemaItem", "SyncOutbox", "User",
-    "WorkflowEntry",
+    "ALL_CHANNEL", "ApiKey", "IdempotencyKey", "Job", "JobItem", "Member", "Project",
+    "ReadToken", "Record", "RecordDeletion", "RecordTombstone", "RecordVersion", "SchemaItem",
+    "SyncOutbox", "User", "WorkflowEntry",
 ]

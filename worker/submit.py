@@ -3,7 +3,7 @@
 The selection is parsed (:func:`check`) before anything is written, so a malformed one is
 rejected with :class:`~bulkjobs.errors.SelectionError` and nothing is queued; so are
 parameters whose stored JSON would be larger than :data:`MAX_PARAMS_BYTES`.  Jobs queued
-together (:func:`submit_many`) share one transaction and one sync-log round trip.
+together (:func:`submit_each`) share one transaction and one sync-log round trip.
 
 A job's ``queued`` event goes through the sync outbox (:mod:`models.outbox`): its outbox row
 commits with the job row, and the submitter appends it right after the commit, under a
@@ -27,9 +27,10 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from bulkjobs import keys
-from bulkjobs.errors import BadRequest, NotFound, PayloadTooLarge
+from bulkjobs.errors import BadRequest, BulkJobsError, Conflict, NotFound, PayloadTooLarge
 from bulkjobs.synclog import SyncLog
 from models.engine import get_engine, get_write_engine
+from models.idempotency import HEADER, Reservation, attach
 from models.jobs import CANCELLED, PROCESSING, QUEUED, Job
 from models.outbox import JOB_EVENT, SyncOutbox
 from models.selection import parse_selection
@@ -59,6 +60,8 @@ class Submission:
     job: str
     params: dict[str, Any]
     actor: dict[str, Any]
+    #: The request's idempotency key, reserved (:mod:`models.idempotency`).
+    reservation: Reservation | None = None
 
 
 def check(job: str, params: dict[str, Any]) -> None:
@@ -91,13 +94,30 @@ def submit_many(
     submissions: Sequence[Submission], *, log: SyncLog,
     enqueue: Callable[[Sequence[str]], None], clear_outbox: bool = True,
 ) -> list[str]:
-    """Queue already :func:`check`\ ed submissions together; their tokens, in order.
+    """:func:`submit_each`, raising the first submission's error, if any."""
+    tokens = submit_each(submissions, log=log, enqueue=enqueue, clear_outbox=clear_outbox)
+    for token in tokens:
+        if isinstance(token, BulkJobsError):
+            raise token
+    return [str(token) for token in tokens]
+
+
+def submit_each(
+    submissions: Sequence[Submission], *, log: SyncLog,
+    enqueue: Callable[[Sequence[str]], None], clear_outbox: bool = True,
+) -> list[str | Conflict]:
+    r"""Queue already :func:`check`\ ed submissions together; their tokens, in order.
 
     One transaction writes every job row with its ``queued`` event's outbox row, one
     sync-log round trip appends those events (:func:`append_queued`), then their tokens are
     handed to ``enqueue`` for their Celery messages (:func:`send`).  The commit and the round
     trip are shared, so a web process that gathers concurrent requests into one call
     (:mod:`api.queueing`) pays them once for all of them.
+
+    A submission with an idempotency key's reservation names its job on the key in the
+    same transaction (:func:`models.idempotency.attach`), so the key names the job as soon
+    as the job exists.  One whose reservation was taken over meanwhile (as abandoned) writes
+    no job: its place in the answer is a :class:`~bulkjobs.errors.Conflict`.
 
     Redis must answer first (one ``PING``): while it is away nothing is written and the
     error is raised (the dialects answer 503, nothing queued; the job could not start
@@ -113,27 +133,42 @@ def submit_many(
     log.r.ping()  # Redis away: nothing is written (see above)
     now = time.time()
     tokens = [str(uuid.uuid4()) for _ in submissions]
+    keyed = [i for i, s in enumerate(submissions) if s.reservation is not None]
     with get_write_engine().begin() as conn:
-        conn.execute(insert(jobs), [
-            {"token": token, "project_gid": s.project_gid, "job": s.job, "status": QUEUED,
-             "info": {}, "params": s.params, "actor": s.actor, "created_on": now,
-             "updated_on": now, "heartbeat_on": now}
-            for token, s in zip(tokens, submissions, strict=True)])
-        ids = conn.execute(insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True), [
-            {"job_token": token, "project_gid": s.project_gid, "data_type": JOB_EVENT,
-             "action": QUEUED, "gids": token, "created_on": now}
-            for token, s in zip(tokens, submissions, strict=True)]).scalars().all()
-    states = [JobState(token, s.project_gid, s.job, QUEUED, {}, now, now)
-              for token, s in zip(tokens, submissions, strict=True)]
+        held = attach(conn, [submissions[i].reservation for i in keyed],  # type: ignore[misc]
+                      [tokens[i] for i in keyed])
+        lost = {i for i, still in zip(keyed, held, strict=True) if not still}
+        kept = [(token, s) for i, (token, s) in enumerate(zip(tokens, submissions, strict=True))
+                if i not in lost]
+        if kept:
+            conn.execute(insert(jobs), [
+                {"token": token, "project_gid": s.project_gid, "job": s.job, "status": QUEUED,
+                 "info": {}, "params": s.params, "actor": s.actor, "created_on": now,
+                 "updated_on": now, "heartbeat_on": now}
+                for token, s in kept])
+            ids = conn.execute(
+                insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True), [
+                    {"job_token": token, "project_gid": s.project_gid, "data_type": JOB_EVENT,
+                     "action": QUEUED, "gids": token, "created_on": now}
+                    for token, s in kept]).scalars().all()
+    if not kept:
+        return [taken_over() for _ in submissions]
+    states = [JobState(token, s.project_gid, s.job, QUEUED, {}, now, now) for token, s in kept]
     if append_queued(log, list(zip(ids, states, strict=True))):
         APPENDED.add(ids)
         if clear_outbox:
             APPENDED.clear()
-    for token, s in zip(tokens, submissions, strict=True):
+    for token, s in kept:
         logger.info("job %s: queued (%s in project %s)", token, s.job, s.project_gid,
                     extra={"job": token})
-    send(tokens, enqueue)
-    return tokens
+    send([token for token, _ in kept], enqueue)
+    return [taken_over() if i in lost else token for i, token in enumerate(tokens)]
+
+
+def taken_over() -> Conflict:
+    """The answer of a submission whose idempotency key was taken over by a retry."""
+    return Conflict(f"A retry with this {HEADER} is being handled; retry later",
+                    info={"header": HEADER})
 
 
 def append_queued(log: SyncLog, rows: Sequence[tuple[int, JobState]]) -> bool:

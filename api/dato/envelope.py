@@ -8,11 +8,12 @@ result) to DatoCMS's shape::
 
 HTTP status → code (DatoCMS's documented codes): 400 ``INVALID_PARAMS``, 401
 ``INVALID_AUTHORIZATION_HEADER``, 403 ``INSUFFICIENT_PERMISSIONS``, 404 ``NOT_FOUND``, 405
-``INVALID_ENDPOINT``, 413 ``INVALID_REQUEST``, 422 ``INVALID_FIELD`` (field and selection
-errors, application codes 1000–1006) or ``INVALID_REQUEST`` (an operation not possible on
-the entity), 429 ``RATE_LIMIT_EXCEEDED``, 503 ``SERVICE_UNAVAILABLE`` (``transient``: the
-client retries), anything else ``EXCEPTION``.  ``details`` holds the error's ``message`` and
-its ``info``.
+``INVALID_ENDPOINT``, 409 ``INVALID_REQUEST`` (``transient``: a request with the same
+``Idempotency-Key`` is still being handled), 413 ``INVALID_REQUEST``, 422 ``INVALID_FIELD``
+(field and selection errors, application codes 1000–1006) or ``INVALID_REQUEST`` (an
+operation not possible on the entity), 429 ``RATE_LIMIT_EXCEEDED``, 503
+``SERVICE_UNAVAILABLE`` (``transient``: the client retries), anything else ``EXCEPTION``.
+``details`` holds the error's ``message`` and its ``info``.
 
 Resources: an item's ``attributes`` are its fields in the project's first language plus
 ``title``.  Records without a definition have a null ``item_type``.  Timestamps are ISO 8601
@@ -48,10 +49,10 @@ from models.versions import RecordVersion
 
 CODES = {
     400: "INVALID_PARAMS", 401: "INVALID_AUTHORIZATION_HEADER", 403: "INSUFFICIENT_PERMISSIONS",
-    404: "NOT_FOUND", 405: "INVALID_ENDPOINT", 413: "INVALID_REQUEST",
+    404: "NOT_FOUND", 405: "INVALID_ENDPOINT", 409: "INVALID_REQUEST", 413: "INVALID_REQUEST",
     422: "INVALID_REQUEST", 429: "RATE_LIMIT_EXCEEDED", 503: "SERVICE_UNAVAILABLE",
 }
-TRANSIENT = frozenset({503})
+TRANSIENT = frozenset({409, 503})
 
 
 def error_code(status: int, app_code: int | None = None) -> str:

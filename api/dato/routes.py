@@ -30,7 +30,7 @@ from api.dato import envelope
 from api.dato.envelope import as_dict
 from api.dato.schemas import ERRORS, ItemOut, JobOut, JobResultOut, VersionOut, VersionsOut
 from api.deps import CredentialsMemberDep, SessionDep
-from api.queueing import queue_job
+from api.queueing import IdempotencyDep, queue_job
 from bulkjobs.errors import NotFound
 from models.history_reads import Marks, find_version, live_record, version_marks, versions_page
 from models.jobs import DONE, TERMINAL, Job
@@ -81,12 +81,12 @@ def get_version(project: str, version_id: str, actor: CredentialsMemberDep,
 @router.post("/versions/{version_id}/restore", status_code=202, response_model=None,
              responses={202: {"model": JobOut}})
 def restore_version(project: str, version_id: str, actor: CredentialsMemberDep,
-                    session: SessionDep) -> Any:
+                    session: SessionDep, idempotency: IdempotencyDep) -> Any:
     """Restore a record version (a job): 202 with the job id to poll in job-results."""
     # 404 now, not in the job result
     _, rec = find_version(session, actor.project.gid, version_id=version_id, live=True)
     token = queue_job(actor, "restore_record_version",
-                      {"selection": [rec.gid], "version": version_id})
+                      {"selection": [rec.gid], "version": version_id}, idempotency)
     return JSONResponse({"data": {"type": "job", "id": token}}, status_code=202)
 
 

@@ -4,8 +4,8 @@ Errors are mapped here, and only here, to plone.restapi's JSON error ``{"type", 
 with the HTTP status of the core error (:func:`api.error_codes.http_status`: application
 codes 1000–1006 as 422).  ``type`` names the HTTP error as Zope does: ``BadRequest`` (400),
 ``Unauthorized`` (401), ``Forbidden`` (403), ``NotFound`` (404), ``MethodNotAllowed``
-(405), ``RequestEntityTooLarge`` (413), ``UnprocessableEntity`` (422), ``TooManyRequests``
-(429), ``ServiceUnavailable`` (503), ``InternalServerError`` otherwise.
+(405), ``Conflict`` (409), ``RequestEntityTooLarge`` (413), ``UnprocessableEntity`` (422),
+``TooManyRequests`` (429), ``ServiceUnavailable`` (503), ``InternalServerError`` otherwise.
 
 History entries follow plone.restapi: versioning entries (``@id``, ``action`` — ``"Create"``
 for version 0, ``"Edited"`` after —, ``actor``, ``comments``, ``may_revert``, ``time``,
@@ -30,8 +30,8 @@ from models.versions import RecordVersion
 
 TYPES = {
     400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-    405: "MethodNotAllowed", 413: "RequestEntityTooLarge", 422: "UnprocessableEntity",
-    429: "TooManyRequests", 503: "ServiceUnavailable",
+    405: "MethodNotAllowed", 409: "Conflict", 413: "RequestEntityTooLarge",
+    422: "UnprocessableEntity", 429: "TooManyRequests", 503: "ServiceUnavailable",
 }
 STATE_TITLES = {"draft": "Draft", "published": "Published", "deleted": "Deleted"}
 

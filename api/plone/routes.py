@@ -39,12 +39,12 @@ from api.plone.schemas import (
     Reverted,
     RevertRunning,
 )
-from api.queueing import queue_job
+from api.queueing import Idempotency, IdempotencyDep, queue_job
 from bulkjobs import keys
 from bulkjobs.connections import get_synclog, make_async_redis, make_async_synclog
 from bulkjobs.errors import BadRequest, NotFound, error_for_status
 from models.history_reads import current_version, find_version, history, live_record, users_by_gid
-from models.jobs import DONE, REJECTED, Job
+from models.jobs import DONE, REJECTED, TERMINAL, Job
 from models.records import Record
 
 router = APIRouter(prefix="/plone/p/{project}/{record}", tags=["plone"], responses=ERRORS)
@@ -104,14 +104,18 @@ def get_version(project: str, record: str, version: str, request: Request,
 @router.patch("/@history", response_model=None,
               responses={200: {"model": Reverted}, 202: {"model": RevertRunning}})
 async def revert(project: str, record: str, body: RevertBody, actor: CredentialsMemberDep,
-                 session: SessionDep) -> Any:
+                 session: SessionDep, idempotency: IdempotencyDep) -> Any:
     """Revert the record to a version (a job; waits up to 30 s for it, else 202)."""
     rec, token, after = await run_in_threadpool(_queue_revert, session, actor, record,
-                                                body.version)
+                                                body.version, idempotency)
     # On the event loop, with no database connection held: the wait takes neither a thread
-    # nor a connection from their pools, however many reverts wait at once.
-    await wait_terminal(token, after=after, timeout=REVERT_WAIT)
-    job = await run_in_threadpool(_job_now, session, token)
+    # nor a connection from their pools, however many reverts wait at once.  A retry under
+    # an Idempotency-Key answers the job its first request queued, which may have ended
+    # before ``after``: its end is read from the job row instead.
+    job = await run_in_threadpool(_job_now, session, token) if idempotency else None
+    if job is None or job.status not in TERMINAL:
+        await wait_terminal(token, after=after, timeout=REVERT_WAIT)
+        job = await run_in_threadpool(_job_now, session, token)
     lang = actor.language
     if job.status == DONE:
         record_public = as_dict((job.result_payload or {}).get("record"))
@@ -139,8 +143,8 @@ async def wait_terminal(token: str, *, after: int, timeout: float) -> bool:
         await client.aclose()
 
 
-def _queue_revert(session: Session, actor: Actor, record: str, version: int
-                  ) -> tuple[Record, str, int]:
+def _queue_revert(session: Session, actor: Actor, record: str, version: int,
+                  idempotency: Idempotency | None) -> tuple[Record, str, int]:
     """Check the record and the version, queue the revert job: the record, the job's token
     and the ``cc`` cursor its terminal event comes after.  The session's connection is
     handed back before the job is queued (see :func:`api.deps._checked`)."""
@@ -149,7 +153,8 @@ def _queue_revert(session: Session, actor: Actor, record: str, version: int
     find_version(session, rec.project_gid, record_id=rec.id, number=version)
     session.commit()
     after = get_synclog().cursor(keys.CC_SPACE)  # before queueing: the terminal event follows
-    token = queue_job(actor, "revert_record_version", {"selection": [rec.gid], "version": version})
+    token = queue_job(actor, "revert_record_version", {"selection": [rec.gid], "version": version},
+                      idempotency)
     return rec, token, after
 
 

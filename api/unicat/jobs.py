@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from api.deps import Actor, MemberDep, SessionDep, bearer
-from api.queueing import queue_for, queue_job
+from api.queueing import Idempotency, IdempotencyDep, queue_for, queue_job
 from api.unicat.bodies import JobBody, JobsListBody, RecordBody, SelectionBody
 from api.unicat.envelope import ok
 from api.unicat.responses import (
@@ -35,14 +35,21 @@ from worker.submit import cancel
 router = APIRouter(prefix="/api/p/{project}", tags=["unicat: jobs"])
 
 
-def queue(actor: Actor, job: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Queue a job for a member checked by the route's dependency; the Unicat answer."""
-    return ok({"job.token": queue_job(actor, job, params)})
+def queue(actor: Actor, job: str, params: dict[str, Any],
+          idempotency: Idempotency | None = None) -> dict[str, Any]:
+    """Queue a job for a member checked by the route's dependency (at most once per
+    idempotency key); the Unicat answer."""
+    return ok({"job.token": queue_job(actor, job, params, idempotency)})
 
 
-#: The bulk routes read their body themselves (:func:`queued`); this documents it.
-SELECTION_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"$ref": "#/components/schemas/SelectionBody"}}}}}
+#: The bulk routes read their body and headers themselves (:func:`queued`); this documents
+#: them.
+SELECTION_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/SelectionBody"}}}},
+    "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                    "schema": {"type": "string", "maxLength": 255},
+                    "description": "Makes the request safe to retry (see the README)."}]}
 
 
 async def queued(request: Request, project: str, job: str) -> JSONResponse:
@@ -61,7 +68,8 @@ async def queued(request: Request, project: str, job: str) -> JSONResponse:
             "selection": SelectionBody.model_validate_json(body or b"null").selection}
     except ValidationError as exc:
         params, invalid = None, exc
-    token, c = await queue_for(request, c, project, job, params)
+    token, c = await queue_for(request, c, project, job, params,
+                               Idempotency.of(request, body))
     if params is None:
         raise RequestValidationError([
             {**e, "loc": ("body", *e["loc"])} if body else
@@ -93,14 +101,15 @@ async def bulk_permanent_delete(project: str, request: Request) -> Any:
 
 @router.post("/records/permanent_delete", **answers(PermanentDeleteOut))
 def permanent_delete(project: str, body: RecordBody, actor: MemberDep,
-                     session: SessionDep) -> Any:
+                     session: SessionDep, idempotency: IdempotencyDep) -> Any:
     """Remove one deleted record for good (a job); answers with its parent."""
     rec = session.execute(select(Record).where(
         Record.gid == body.record, Record.project_gid == actor.project.gid)).scalars().first()
     if rec is None:
         raise Unprocessable("Record not found", info={"record": body.record})
     parent = session.get(Record, rec.parent_id) if rec.parent_id is not None else None
-    answer = queue(actor, "permanent_delete_record", {"selection": [body.record]})
+    answer = queue(actor, "permanent_delete_record", {"selection": [body.record]},
+                   idempotency)
     answer["result"]["parent"] = parent.gid if parent else None
     if parent is not None:
         answer["data"] = {"records": records_public(session, [parent])}

@@ -15,6 +15,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import Actor, MemberDep, SessionDep
+from api.queueing import IdempotencyDep
 from api.unicat.bodies import (
     ClassCreateBody,
     ClassesGetBody,
@@ -213,24 +214,28 @@ def bulk_get(project: str, body: SchemaBulkGetBody, actor: MemberDep,
 
 
 @router.post("/schema/bulk/commit", **answers(JobQueuedOut))
-def bulk_commit(project: str, body: SelectionBody, actor: MemberDep) -> Any:
+def bulk_commit(project: str, body: SelectionBody, actor: MemberDep,
+                idempotency: IdempotencyDep) -> Any:
     """Commit the selected working copies into their originals and new items (a job)."""
-    return queue(actor, "bulk_commit_schema_items", {"selection": body.selection})
+    return queue(actor, "bulk_commit_schema_items", {"selection": body.selection}, idempotency)
 
 
 @router.post("/schema/bulk/revert", **answers(JobQueuedOut))
-def bulk_revert(project: str, body: SelectionBody, actor: MemberDep) -> Any:
+def bulk_revert(project: str, body: SelectionBody, actor: MemberDep,
+                idempotency: IdempotencyDep) -> Any:
     """Drop the selected working copies (layouts too) and remove new items (a job)."""
-    return queue(actor, "bulk_revert_schema_items", {"selection": body.selection})
+    return queue(actor, "bulk_revert_schema_items", {"selection": body.selection}, idempotency)
 
 
 @router.post("/schema/bulk/save_as_new", **answers(JobQueuedOut))
-def bulk_save_as_new(project: str, body: SelectionBody, actor: MemberDep) -> Any:
+def bulk_save_as_new(project: str, body: SelectionBody, actor: MemberDep,
+                     idempotency: IdempotencyDep) -> Any:
     """Turn the selected working copies into new items of their own (a job)."""
-    return queue(actor, "bulk_save_as_new_schema_items", {"selection": body.selection})
+    return queue(actor, "bulk_save_as_new_schema_items", {"selection": body.selection}, idempotency)
 
 
 @router.post("/schema/bulk/copy", **answers(JobQueuedOut))
-def bulk_copy(project: str, body: SelectionBody, actor: MemberDep) -> Any:
+def bulk_copy(project: str, body: SelectionBody, actor: MemberDep,
+              idempotency: IdempotencyDep) -> Any:
     """Copy the selected committed items as new items (a job)."""
-    return queue(actor, "bulk_copy_schema_items", {"selection": body.selection})
+    return queue(actor, "bulk_copy_schema_items", {"selection": body.selection}, idempotency)
