@@ -12,7 +12,13 @@ from sqlmodel import Session
 from api import ratelimit
 from bulkjobs.errors import Unauthorized
 from bulkjobs.tokens import Claims, renew, verify
-from models.accounts import api_key_login, authorize, member_access, session_claims
+from models.accounts import (
+    api_key_login,
+    authorize,
+    member_access,
+    require_owner,
+    session_claims,
+)
 from models.auth import Project
 from models.engine import get_engine
 
@@ -96,6 +102,17 @@ def _checked(session: Session, c: Claims, project: str) -> Actor:
 
 
 MemberDep = Annotated[Actor, Depends(project_member)]
+
+
+def project_owner(actor: MemberDep, session: SessionDep) -> Actor:
+    """:func:`project_member`, who must be an owner of the project (or ops): 403 otherwise
+    (:func:`models.accounts.require_owner`); the session's connection is handed back."""
+    require_owner(session, actor.claims, actor.project.gid)
+    session.commit()
+    return actor
+
+
+OwnerDep = Annotated[Actor, Depends(project_owner)]
 
 
 def looks_like_jwt(token: str) -> bool:

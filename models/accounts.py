@@ -131,6 +131,21 @@ def member_access(session: Session, claims: Claims, project_gid: str) -> tuple[P
     raise Forbidden("Not a member of this project")
 
 
+def require_owner(session: Session, claims: Claims, project_gid: str) -> None:
+    """Refuse (403) a member who is not one of the project's owners (``owner`` among the
+    member's roles); ops users pass.  For the actions that change how a project's jobs run
+    or where their state is sent (webhooks, pause and resume).  Call after
+    :func:`member_access`, with the claims it backed."""
+    if claims.ops:
+        return
+    roles = session.execute(
+        select(Member.roles).where(col(Member.project_gid) == project_gid,
+                                   col(Member.user_gid) == claims.user,
+                                   col(Member.status) == "active")).scalar()
+    if not roles or "owner" not in roles:
+        raise Forbidden("Only an owner of the project may do this")
+
+
 def require_member(session: Session, claims: Claims, project_gid: str) -> Project:
     """:func:`member_access`'s project."""
     return member_access(session, claims, project_gid)[0]
