@@ -60,7 +60,7 @@ from bulkjobs.tokens import Claims
 from models import idempotency
 from models.accounts import may_act
 from models.engine import get_engine
-from models.idempotency import Key, Replay, Reservation, parse_key, release, reserve
+from models.idempotency import Follow, Key, Replay, Reservation, parse_key, release, reserve
 from worker import app as worker_app
 from worker.submit import APPENDED, Submission, check, send, submit_each
 
@@ -284,7 +284,7 @@ def process(asks: Sequence[Ask]) -> list[Outcome]:
                 keys[i] = parse_key(ask.idempotency.header)
         except Exception as exc:
             outcomes[i].error = exc
-    valid = reserve_keys(asks, outcomes, keys)
+    valid, followers = reserve_keys(asks, outcomes, keys)
     if not valid:
         return outcomes
     try:
@@ -300,18 +300,22 @@ def process(asks: Sequence[Ask]) -> list[Outcome]:
                 outcomes[i].token = token
             else:
                 outcomes[i].error = token
+    for i, first in followers.items():
+        outcomes[i].token, outcomes[i].error = outcomes[first].token, outcomes[first].error
     return outcomes
 
 
 def reserve_keys(asks: Sequence[Ask], outcomes: Sequence[Outcome], keys: dict[int, str]
-                 ) -> dict[int, Submission]:
-    """Step 4: the submissions to write, by ask, each with its key's reservation; an ask
+                 ) -> tuple[dict[int, Submission], dict[int, int]]:
+    """Step 4: the submissions to write, by ask, each with its key's reservation, and the
+    asks that repeat another of the batch (by ask: that ask), which get its outcome; an ask
     whose key names a job already is answered that job's token, one whose key clashes its
     error."""
     valid = {i: ask.submission for i, ask in enumerate(asks)
              if ask.submission is not None and outcomes[i].error is None}
+    followers: dict[int, int] = {}
     if not keys:
-        return valid
+        return valid, followers
     wanted = [(i, Key(str(valid[i].actor["id"]), valid[i].project_gid, key,
                       asks[i].idempotency.fingerprint))  # type: ignore[union-attr]
               for i, key in keys.items()]
@@ -326,9 +330,11 @@ def reserve_keys(asks: Sequence[Ask], outcomes: Sequence[Outcome], keys: dict[in
         del valid[i]
         if isinstance(answer, Replay):
             outcomes[i].token = answer.token
+        elif isinstance(answer, Follow):
+            followers[i] = wanted[answer.first][0]
         else:
             outcomes[i].error = answer
-    return valid
+    return valid, followers
 
 
 def give_back(reservations: Sequence[Reservation]) -> None:

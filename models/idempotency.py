@@ -128,14 +128,22 @@ class Replay:
     token: str
 
 
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """The request repeats one of the same call to :func:`reserve` (at index ``first``)
+    that reserved the key: it gets what that one gets."""
+
+    first: int
+
+
 def reserve(engine: Engine, keys: Sequence[Key], *, now: float
-            ) -> list[Reservation | Replay | Exception]:
+            ) -> list[Reservation | Replay | Follow | Exception]:
     """Reserve ``keys`` (distinct or not) in one short write transaction: for each, a
     :class:`Reservation`, the :class:`Replay` of the job an earlier request queued under it
     with the same fingerprint, or the error the request gets (:class:`Conflict` while that
     request is being handled, :class:`Unprocessable` for another fingerprint).  An expired
     key, or an abandoned reservation, is replaced.  Within ``keys`` the first of a repeated
-    key wins, as if it had come first."""
+    key goes first: a repeat with its fingerprint gets a :class:`Follow`."""
     if not keys:
         return []
     first: dict[tuple[str, str, str], int] = {}
@@ -158,14 +166,17 @@ def reserve(engine: Engine, keys: Sequence[Key], *, now: float
                 for k in mine if (k.user_gid, k.project_gid, k.key) not in won}
         else:
             found = {}
-    answers: list[Reservation | Replay | Exception] = []
+    answers: list[Reservation | Replay | Follow | Exception] = []
     for i, k in enumerate(keys):
         pk = (k.user_gid, k.project_gid, k.key)
         if pk in won and first[pk] == i:
             answers.append(Reservation(k, now))
             continue
         row = found.get(pk)
-        if pk in won:  # a repeat within ``keys``: the first is in flight
+        if pk in won and keys[first[pk]].fingerprint == k.fingerprint:
+            answers.append(Follow(first[pk]))
+            continue
+        if pk in won:  # a repeat within ``keys`` asking for something else
             fp, token = keys[first[pk]].fingerprint, None
         elif row is None:  # gone again in between (released): the client may retry
             fp, token = k.fingerprint, None

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 import worker.submit
 from api.queueing import Ask, Idempotency, process
-from bulkjobs.errors import Conflict
+from bulkjobs.errors import Conflict, Unprocessable
 from bulkjobs.tokens import Claims, issue
 from models import idempotency
 from models.engine import get_engine, get_write_engine
@@ -224,18 +224,20 @@ def test_a_retry_while_the_first_is_in_flight_is_409_in_every_dialect(
     assert len(job_tokens()) == 3
 
 
-def test_one_batch_with_a_key_twice_queues_one_job(project: SeededProject) -> None:
-    """Two requests of one batch under one key: the first queues the job, the second is
-    told the first is in flight (409)."""
+def test_one_batch_with_a_key_three_times_queues_one_job(project: SeededProject) -> None:
+    """Requests of one batch under one key: the first queues the job, a repeat of it is
+    answered the same token, one asking for something else 422."""
     user = make_user(ops=True)
     submission = Submission(project.gid, "bulk_delete_records",
                             {"selection": [project.heads[0]]}, {"type": "user", "id": user})
-    same = Idempotency(KEY, "f" * 64)
-    first, second = process([
-        Ask(submission, Claims(user=user, ops=True, exp=4e9), project.gid, same),
-        Ask(submission, Claims(user=user, ops=True, exp=4e9), project.gid, same)])
+    claims = Claims(user=user, ops=True, exp=4e9)
+    first, again, other = process([
+        Ask(submission, claims, project.gid, Idempotency(KEY, "f" * 64)),
+        Ask(submission, claims, project.gid, Idempotency(KEY, "f" * 64)),
+        Ask(submission, claims, project.gid, Idempotency(KEY, "e" * 64))])
     assert first.error is None and first.token is not None
-    assert isinstance(second.error, Conflict)
+    assert again.error is None and again.token == first.token
+    assert isinstance(other.error, Unprocessable)
     assert job_tokens() == [first.token]
 
 
