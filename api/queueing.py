@@ -60,7 +60,16 @@ from bulkjobs.tokens import Claims
 from models import idempotency
 from models.accounts import may_act
 from models.engine import get_engine
-from models.idempotency import Follow, Key, Replay, Reservation, parse_key, release, reserve
+from models.idempotency import (
+    Follow,
+    Key,
+    Replay,
+    Reservation,
+    job_of,
+    parse_key,
+    release,
+    reserve,
+)
 from worker import app as worker_app
 from worker.submit import APPENDED, Submission, check, send, submit_each
 
@@ -400,3 +409,15 @@ def queue_job(actor: Actor, job: str, params: dict[str, Any],
     [outcome] = process_safely([Ask(Submission(actor.project.gid, job, params,
                                                 actor.as_editor()), idempotency=idempotency)])
     return outcome.result()
+
+
+def replayed(actor: Actor, idempotency: Idempotency | None) -> str | None:
+    """The job an earlier request like this one queued under its ``Idempotency-Key``, if
+    any, without queueing — for a route whose own checks no longer hold once that job ran
+    (a permanent delete's record is gone)."""
+    if idempotency is None:
+        return None
+    key = Key(actor.user, actor.project.gid, parse_key(idempotency.header),
+              idempotency.fingerprint)
+    with get_engine().connect() as conn:
+        return job_of(conn, key, now=time.time())

@@ -194,6 +194,13 @@ def reserve(engine: Engine, keys: Sequence[Key], *, now: float
     return answers
 
 
+def job_of(conn: Connection, key: Key, *, now: float) -> str | None:
+    """The job an earlier request under ``key`` (same fingerprint, within :data:`TTL`)
+    queued, if any; nothing is reserved."""
+    return conn.execute(select(c.job_token).where(
+        key.where(), c.fingerprint == key.fingerprint, c.created_on >= now - TTL)).scalar()
+
+
 def _insert_new(conn: Connection) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING`` for the connection's database."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite

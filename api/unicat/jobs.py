@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from api.deps import Actor, MemberDep, SessionDep, bearer
-from api.queueing import Idempotency, IdempotencyDep, queue_for, queue_job
+from api.queueing import Idempotency, IdempotencyDep, queue_for, queue_job, replayed
 from api.unicat.bodies import JobBody, JobsListBody, RecordBody, SelectionBody
 from api.unicat.envelope import ok
 from api.unicat.responses import (
@@ -28,7 +28,7 @@ from bulkjobs.errors import BadRequest, NotFound, Unprocessable
 from bulkjobs.tokens import renew, verify
 from models.jobs import PUBLIC_ONLY, Job
 from models.queries import records_public
-from models.records import Record
+from models.records import Record, RecordTombstone
 from worker.jobs import CATALOGUE
 from worker.submit import cancel
 
@@ -105,11 +105,20 @@ def permanent_delete(project: str, body: RecordBody, actor: MemberDep,
     """Remove one deleted record for good (a job); answers with its parent."""
     rec = session.execute(select(Record).where(
         Record.gid == body.record, Record.project_gid == actor.project.gid)).scalars().first()
-    if rec is None:
-        raise Unprocessable("Record not found", info={"record": body.record})
-    parent = session.get(Record, rec.parent_id) if rec.parent_id is not None else None
-    answer = queue(actor, "permanent_delete_record", {"selection": [body.record]},
-                   idempotency)
+    if rec is not None:
+        parent = session.get(Record, rec.parent_id) if rec.parent_id is not None else None
+        answer = queue(actor, "permanent_delete_record", {"selection": [body.record]},
+                       idempotency)
+    else:  # a retry under an Idempotency-Key, after its job removed the record?
+        token = replayed(actor, idempotency)
+        if token is None:
+            raise Unprocessable("Record not found", info={"record": body.record})
+        parent_gid = session.execute(select(col(RecordTombstone.parent_gid)).where(
+            col(RecordTombstone.gid) == body.record)).scalar()
+        parent = session.execute(select(Record).where(
+            col(Record.gid) == parent_gid, col(Record.project_gid) == actor.project.gid)
+        ).scalars().first() if parent_gid is not None else None
+        answer = ok({"job.token": token})
     answer["result"]["parent"] = parent.gid if parent else None
     if parent is not None:
         answer["data"] = {"records": records_public(session, [parent])}

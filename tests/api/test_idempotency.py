@@ -140,6 +140,28 @@ def test_schema_and_permanent_delete_routes_replay(client: TestClient,
     assert len(job_tokens()) == 2
 
 
+def test_a_permanent_delete_replays_after_its_job_removed_the_record(
+        client: TestClient, project: SeededProject) -> None:
+    """A permanent delete retried under its key after the job removed the record answers
+    what the first request answered (token, parent, the parent in ``data``), not 422; the
+    same request without the key still gets 422."""
+    from tests.api.dialects import run_job
+    from tests.api.test_permanent_delete_api import status
+
+    head = next(h for h in project.heads if status(h) == "deleted")
+    first = unicat(client, project, "records/permanent_delete", {"record": head})
+    assert first.status_code == 200, first.text
+    assert run_job(first.json()["result"]["job.token"]).status == "done"
+    assert status(head) is None
+    again = unicat(client, project, "records/permanent_delete", {"record": head})
+    assert again.status_code == 200, again.text
+    assert again.json()["result"] == first.json()["result"]
+    assert set(again.json()["data"]["records"]) == {project.root}
+    assert_unicat_error(unicat(client, project, "records/permanent_delete", {"record": head},
+                               key=None), 422)
+    assert len(job_tokens()) == 1
+
+
 def test_dato_restore_and_plone_revert_replay(client: TestClient,
                                               project: SeededProject) -> None:
     """A DatoCMS restore and a Plone revert sent again under their keys answer the same job
