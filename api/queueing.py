@@ -288,7 +288,8 @@ def process(asks: Sequence[Ask]) -> list[Outcome]:
         if ask.submission is None or outcomes[i].error is not None:
             continue
         try:
-            check(ask.submission.job, ask.submission.params)
+            check(ask.submission.job, ask.submission.params,
+                  internal=ask.submission.internal)
             if ask.idempotency is not None:
                 keys[i] = parse_key(ask.idempotency.header)
         except Exception as exc:
@@ -406,8 +407,15 @@ def queue_job(actor: Actor, job: str, params: dict[str, Any],
               idempotency: Idempotency | None = None) -> str:
     """Queue ``job`` with ``params`` (selection included) for the acting member, whose access
     the route has checked, at most once per ``idempotency`` key; the token."""
-    [outcome] = process_safely([Ask(Submission(actor.project.gid, job, params,
-                                                actor.as_editor()), idempotency=idempotency)])
+    return queue_submission(Submission(actor.project.gid, job, params, actor.as_editor()),
+                            idempotency)
+
+
+def queue_submission(submission: Submission, idempotency: Idempotency | None = None) -> str:
+    """Queue a submission whose access the route has checked (:func:`queue_job`'s, or one
+    the product made, such as a retry's), at most once per ``idempotency`` key; the
+    token."""
+    [outcome] = process_safely([Ask(submission, idempotency=idempotency)])
     return outcome.result()
 
 

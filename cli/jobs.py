@@ -1,4 +1,5 @@
-"""Job commands: ``submit``, ``watch`` and the ``jobs`` group (``list``, ``cancel``)."""
+"""Job commands: ``submit``, ``watch`` and the ``jobs`` group (``list``, ``cancel``,
+``failures``, ``retry``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from models.jobs import JobStatus
 if TYPE_CHECKING:
     from models.auth import User
 
-jobs_app = typer.Typer(help="List and cancel jobs.", no_args_is_help=True)
+jobs_app = typer.Typer(help="List and cancel jobs, export and retry their failed items.",
+                       no_args_is_help=True)
 
 
 def _require_project(user: User, project: str) -> None:
@@ -192,3 +194,82 @@ def jobs_cancel(token: Annotated[str, typer.Argument(help="the job token")]) -> 
         err.print(f"[red]no job {token}")
         raise typer.Exit(1) from None
     err.print(f"job {token}: {result['status']} (cancel requested)")
+
+
+@jobs_app.command("failures")
+def jobs_failures(
+    token: Annotated[str, typer.Argument(help="the job token")],
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """Every item the job failed, with its reason (exit 1: no such job)."""
+    import sys
+
+    from models.engine import get_engine
+    from models.failures import MAX_PAGE, page
+
+    ready()
+    _job_project(token)
+    if not as_json:
+        with get_engine().connect() as conn:
+            rows = page(conn, token, size=MAX_PAGE)
+        print_rows(["gid", "reason"], [[gid, reason] for _, gid, reason in rows], False)
+        if len(rows) == MAX_PAGE:
+            err.print(f"the first {MAX_PAGE} failures; --json exports them all")
+        return
+    # Exported page by page: any number of failures, in bounded memory.
+    after, sep = 0, ""
+    sys.stdout.write("[")
+    while True:
+        with get_engine().connect() as conn:
+            rows = page(conn, token, after=after, size=MAX_PAGE)
+        for _, gid, reason in rows:
+            sys.stdout.write(sep + json.dumps({"gid": gid, "reason": reason}))
+            sep = ", "
+        if len(rows) < MAX_PAGE:
+            break
+        after = rows[-1][0]
+    sys.stdout.write("]\n")
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    token: Annotated[str, typer.Argument(help="the finished job's token")],
+    username: Annotated[str | None, typer.Option(help="act as this user")] = None,
+) -> None:
+    """Queue a job of the same kind and parameters over exactly the failed items of a
+    finished job and print its token (exit 1: no such job, not finished, or no failed
+    item)."""
+    from bulkjobs.connections import get_synclog
+    from bulkjobs.errors import BulkJobsError
+    from worker.app import enqueue_many
+    from worker.rerun import retry_failed
+
+    ready()
+    project = _job_project(token)
+    user = acting_user(username)
+    try:
+        _require_project(user, project)
+        new = retry_failed(project_gid=project, token=token,
+                           actor={"type": "user", "id": user.gid}, log=get_synclog(),
+                           enqueue=enqueue_many)
+    except BulkJobsError as exc:
+        err.print(f"[red]{exc.message} {json.dumps(exc.info) if exc.info else ''}")
+        raise typer.Exit(1) from None
+    print(new)
+
+
+def _job_project(token: str) -> str:
+    """The project of job ``token``; exit 1 when there is no such job."""
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from models import Job
+    from models.engine import get_engine
+
+    with get_engine().connect() as conn:
+        project = conn.execute(select(col(Job.project_gid))
+                               .where(col(Job.token) == token)).scalar()
+    if project is None:
+        err.print(f"[red]no job {token}")
+        raise typer.Exit(1)
+    return str(project)

@@ -36,6 +36,7 @@ from bulkjobs.statuses import (  # noqa: F401  (re-exported)
     JobStatus,
 )
 from models.engine import in_slices
+from models.failures import delete_some as delete_failures
 from models.outbox import SyncOutbox
 
 
@@ -105,15 +106,19 @@ class ReadToken(SQLModel, table=True):
 
 
 def expire_finished(engine: Engine, *, before: float, limit: int = 1000) -> int:
-    """Remove the jobs that finished before ``before`` (epoch seconds), with any outbox rows
-    still naming them, in short write transactions (:func:`models.engine.in_slices`: writers
-    waiting their turn go in between); returns how many jobs went.  Each slice finds its jobs
-    along ``ix_job_status_finished``, one range per terminal status."""
+    """Remove the jobs that finished before ``before`` (epoch seconds), with their failed
+    items (:mod:`models.failures`) and any outbox rows still naming them, in short write
+    transactions (:func:`models.engine.in_slices`: writers waiting their turn go in
+    between); returns how many jobs went.  Each slice finds its jobs along
+    ``ix_job_status_finished``, one range per terminal status; a slice that finds a slice's
+    worth of their failed items deletes only those, and the jobs go with a later slice."""
     table = Job.__table__
     outbox = SyncOutbox.__table__
     tokens = bindparam("tokens", expanding=True)
+    removed = 0
 
     def step(conn: Connection, n: int) -> int:
+        nonlocal removed
         found: list[str] = []
         for status in TERMINAL:  # two index ranges, not an OR the planners would scan
             found += conn.execute(
@@ -123,10 +128,14 @@ def expire_finished(engine: Engine, *, before: float, limit: int = 1000) -> int:
             if len(found) >= n:
                 break
         if found:
+            if delete_failures(conn, found, n) >= n:
+                return n  # more failed items may be left: the jobs go with a later slice
             conn.execute(delete(outbox).where(outbox.c.job_token.in_(tokens)), {"tokens": found})
             conn.execute(delete(JobItem.__table__).where(
                 JobItem.__table__.c.job_token.in_(tokens)), {"tokens": found})
             conn.execute(delete(table).where(table.c.token.in_(tokens)), {"tokens": found})
+            removed += len(found)
         return len(found)
 
-    return in_slices(engine, step, limit=limit)
+    in_slices(engine, step, limit=limit)
+    return removed

@@ -50,7 +50,7 @@ from models.engine import (
 )
 from models.records import deleted_sql, live_sql
 from models.search.sql import resolve_search
-from models.selection import Children, Entry, Gids, Kind, Search, Selection
+from models.selection import Children, Entry, Failed, Gids, Kind, Search, Selection
 
 Mode = Literal["live", "deleted"]
 
@@ -106,9 +106,9 @@ def _resolve(
     conn: Connection, token: str, project_gid: str, entry: Entry | list[Children], kind: Kind,
     mode: Mode, reading: bool, orderings: dict[str, str],
 ) -> None:
-    if isinstance(entry, Gids) and kind == "schema":
+    if isinstance(entry, Gids | Failed) and kind == "schema":
         _schema_gids(conn, token, project_gid, entry)
-    elif isinstance(entry, Gids):
+    elif isinstance(entry, Gids | Failed):
         _gids(conn, token, project_gid, entry, _STATUS[mode] if reading else None)
     elif isinstance(entry, list):
         _children(conn, token, project_gid, entry, mode, orderings)
@@ -130,33 +130,49 @@ def _last_id(conn: Connection, token: str) -> int:
     ).scalar_one())
 
 
+def gid_rows(conn: Connection, entry: Gids | Failed) -> tuple[str, str, dict[str, str]]:
+    """The gids of a plain-gid run, or the failed gids of a job (:class:`Failed`: its
+    ``job_failure`` rows, one range of their ``(job_token, id)`` index), as rows ``j.value``
+    ordered by ``j.key``; the join that takes the table looked up per gid (SQLite, left to
+    itself, could drive a job's failures from the project's range of records; ``CROSS
+    JOIN`` keeps it on the failures); the parameter they take."""
+    if isinstance(entry, Failed):
+        return ("(SELECT f.id AS key, f.gid AS value FROM job_failure f "
+                "WHERE f.job_token = :failed_job) AS j",
+                "JOIN" if dialect.is_pg(conn) else "CROSS JOIN", {"failed_job": entry.job})
+    return dialect.json_rows(conn, "gids"), "JOIN", {"gids": json.dumps(entry.gids)}
+
+
 def _gids(
-    conn: Connection, token: str, project_gid: str, entry: Gids, status: str | None
+    conn: Connection, token: str, project_gid: str, entry: Gids | Failed, status: str | None
 ) -> None:
     state = f" AND {status}" if status else ""
+    rows, join, args = gid_rows(conn, entry)
     conn.execute(text(
         f"INSERT INTO job_item (job_token, item_id) "
-        f"SELECT :tok, r.id FROM {dialect.json_rows(conn, 'gids')} "
-        f"JOIN record r ON r.gid = j.value "
+        f"SELECT :tok, r.id FROM {rows} "
+        f"{join} record r ON r.gid = j.value "
         f"WHERE r.project_gid = :proj{state} ORDER BY j.key "
         f"ON CONFLICT (job_token, item_id) DO NOTHING"
-    ), {"tok": token, "proj": project_gid, "gids": json.dumps(entry.gids)})
+    ), {"tok": token, "proj": project_gid, **args})
 
 
-def _schema_gids(conn: Connection, token: str, project_gid: str, entry: Gids) -> None:
+def _schema_gids(conn: Connection, token: str, project_gid: str, entry: Gids | Failed
+                 ) -> None:
     """Plain gids of schema items.  A committed item that has a working copy stands for that
     copy (the jobs act on "the" modified item, as Unicat's single-item endpoints do when given
     the original's gid); extended definitions are records' private copies, never a target."""
+    rows, join, args = gid_rows(conn, entry)
     conn.execute(text(
         f"INSERT INTO job_item (job_token, item_id) "
-        f"SELECT :tok, COALESCE(w.id, s.id) FROM {dialect.json_rows(conn, 'gids')} "
-        f"JOIN schema_item s ON s.gid = j.value "
+        f"SELECT :tok, COALESCE(w.id, s.id) FROM {rows} "
+        f"{join} schema_item s ON s.gid = j.value "
         f"LEFT JOIN schema_item w ON w.original = s.gid AND w.project_gid = :proj "
         f"AND w.is_working_copy = true AND w.is_extended = false "
         f"AND s.is_new = false AND s.is_working_copy = false "
         f"WHERE s.project_gid = :proj ORDER BY j.key, w.id "
         f"ON CONFLICT (job_token, item_id) DO NOTHING"
-    ), {"tok": token, "proj": project_gid, "gids": json.dumps(entry.gids)})
+    ), {"tok": token, "proj": project_gid, **args})
 
 
 def _runs(entries: tuple[Entry, ...]) -> list[Entry | list[Children]]:

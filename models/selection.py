@@ -15,6 +15,9 @@ Rules (stated in the README too):
   ``SelectionError``, since it cannot name anything and would make the database raise.
 * Limits: at most ``MAX_ENTRIES`` children/search entries and at most ``MAX_GIDS`` plain gid
   strings (plain gids are counted separately, so a selection of 100,000 gids is allowed).
+* ``{"failures_of": <token>}`` (:class:`Failed`, the failed items of a job) is internal: it
+  parses only with ``internal=True`` (a selection the product stored itself, such as a
+  retry's); from a client it is an object without a known key, and refused.
 """
 
 from __future__ import annotations
@@ -65,7 +68,17 @@ class Search:
     exclude: frozenset[str] = frozenset()
 
 
-Entry = Gids | Children | Search
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The failed items of a finished job (``{"failures_of": <token>}``), as its failure rows
+    name them (:mod:`models.failures`), each taken as a plain gid is.  Internal: only a job
+    the product queued itself (a retry) holds one; clients cannot send it."""
+
+    index: int
+    job: str
+
+
+Entry = Gids | Children | Search | Failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +90,15 @@ class Selection:
 CHILDREN_KEYS = frozenset({"children", "channel", "ordering", "exclude"})
 SEARCH_KEYS = frozenset({"search", "exclude"})
 SEARCH_OBJECT_KEYS = frozenset({"language", "q", "filter"})
+#: The internal entry :class:`Failed`.
+FAILED_KEY = "failures_of"
 
 
-def parse_selection(value: Any, *, kind: Kind = "records") -> Selection:
-    """Parse a selection or raise :class:`SelectionError` (application error 1006)."""
+def parse_selection(value: Any, *, kind: Kind = "records", internal: bool = False
+                    ) -> Selection:
+    """Parse a selection or raise :class:`SelectionError` (application error 1006).
+    ``internal``: the selection of a job the product queued itself, which may hold
+    :class:`Failed` entries (a client's never does)."""
     if not isinstance(value, list):
         raise SelectionError("selection must be a list")
     entries: list[Entry] = []
@@ -103,6 +121,9 @@ def parse_selection(value: Any, *, kind: Kind = "records") -> Selection:
         dict_count += 1
         if dict_count > MAX_ENTRIES:
             raise SelectionError(f"more than {MAX_ENTRIES} entries", entry=index)
+        if internal and isinstance(raw, dict) and FAILED_KEY in raw:
+            entries.append(_parse_failed(raw, index))
+            continue
         entries.append(_parse_entry(raw, index, kind))
     if run:
         entries.append(Gids(run_start, tuple(run)))
@@ -134,6 +155,12 @@ def _parse_children(raw: dict[str, Any], index: int) -> Children:
         ordering=_optional_key(raw.get("ordering"), index, "ordering"),
         exclude=_exclude(raw.get("exclude"), index),
     )
+
+
+def _parse_failed(raw: dict[str, Any], index: int) -> Failed:
+    if set(raw) != {FAILED_KEY}:
+        raise SelectionError(f"unknown key in {FAILED_KEY} entry", entry=index)
+    return Failed(index=index, job=_gid(raw[FAILED_KEY], index, FAILED_KEY))
 
 
 def _parse_search(raw: dict[str, Any], index: int, kind: Kind) -> Search:

@@ -8,6 +8,8 @@ progress, its result and its events in one transaction.
   lease (:func:`worker.lease.commit`).
 * The batch's project-space events go into the sync outbox in the same transaction
   (:func:`worker.outbox.write_outbox`); outbox rows already appended are deleted with it.
+* So do its failed items, each with its reason (:mod:`models.failures`): ``info.errors``
+  keeps the first 20, the failure rows keep them all.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, select
 
+from models.failures import keep as keep_failures
 from models.jobs import JobItem
 from worker.deps import Deps, RunConfig
 from worker.jobs import Context, JobSpec
@@ -83,6 +86,7 @@ def _batch_in(
     ctx = Context(token=token, project_gid=row.project_gid, actor=actor, params=params,
                   now=time.time(), effects=effects)
     failures = spec.batch(conn, ctx, [b.item_id for b in batch])
+    keep_failures(conn, token, failures)  # every failure, beyond the 20 of info.errors
     # The heartbeat as of the commit, not the batch's start: a batch that ran longer
     # than ``stale_after`` must not leave the lease looking stale behind it.
     values: dict[str, Any] = dict(

@@ -129,7 +129,9 @@ def _run_claimed(
                           publisher=publisher)
     if not row.resolved:
         try:
-            selection = parse_selection(row.params.get("selection"), kind=spec.kind)
+            # Stored by the product: it may hold internal entries (a retry's failed items).
+            selection = parse_selection(row.params.get("selection"), kind=spec.kind,
+                                        internal=True)
         except SelectionError as exc:
             return reject_run(deps, token, owner, dict(row.info or {}), exc.message,
                               publisher=publisher)

@@ -62,13 +62,16 @@ class Submission:
     actor: dict[str, Any]
     #: The request's idempotency key, reserved (:mod:`models.idempotency`).
     reservation: Reservation | None = None
+    #: Made by the product, not taken from a client: its selection may hold internal
+    #: entries (a retry's, :mod:`worker.rerun`).
+    internal: bool = False
 
 
-def check(job: str, params: dict[str, Any]) -> None:
+def check(job: str, params: dict[str, Any], *, internal: bool = False) -> None:
     """Raise the client error a submission of ``job`` with ``params`` gets, before anything
     is written: an unknown job (:class:`BadRequest`), parameters larger than
     :data:`MAX_PARAMS_BYTES` (:class:`PayloadTooLarge`) or a malformed selection
-    (:class:`~bulkjobs.errors.SelectionError`)."""
+    (:class:`~bulkjobs.errors.SelectionError`; internal entries only when ``internal``)."""
     spec = CATALOGUE.get(job)
     if spec is None:
         raise BadRequest(f"unknown job {job!r}")
@@ -77,7 +80,7 @@ def check(job: str, params: dict[str, Any]) -> None:
         raise PayloadTooLarge(f"Job parameters too large: {size} bytes stored, at most "
                               f"{MAX_PARAMS_BYTES}", info={"size": size,
                                                            "limit": MAX_PARAMS_BYTES})
-    parse_selection(params.get("selection"), kind=spec.kind)
+    parse_selection(params.get("selection"), kind=spec.kind, internal=internal)
 
 
 def submit(

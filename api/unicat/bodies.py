@@ -64,6 +64,12 @@ class JobsListBody(Body):
     page_size: int = Field(default=100, alias="page.size", ge=1, le=1000)
 
 
+class JobFailuresBody(Body):
+    job: str = Field(max_length=64)
+    page_cursor: str | None = Field(default=None, alias="page.cursor", max_length=100)
+    page_size: int = Field(default=100, alias="page.size", ge=1, le=1000)
+
+
 class SyncCursorsBody(Body):
     project: str | None = Field(default=None, max_length=64)
 

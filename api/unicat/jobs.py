@@ -1,4 +1,5 @@
-"""Unicat job endpoints: the bulk operations of SPEC §5 and ``jobs/get|list|cancel``."""
+"""Unicat job endpoints: the bulk operations of SPEC §5 and
+``jobs/get|list|cancel|failures|retry``."""
 
 from __future__ import annotations
 
@@ -12,10 +13,18 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from api.deps import Actor, MemberDep, SessionDep, bearer
-from api.queueing import Idempotency, IdempotencyDep, queue_for, queue_job, replayed
-from api.unicat.bodies import JobBody, JobsListBody, RecordBody, SelectionBody
+from api.queueing import (
+    Idempotency,
+    IdempotencyDep,
+    queue_for,
+    queue_job,
+    queue_submission,
+    replayed,
+)
+from api.unicat.bodies import JobBody, JobFailuresBody, JobsListBody, RecordBody, SelectionBody
 from api.unicat.envelope import ok
 from api.unicat.responses import (
+    JobFailuresOut,
     JobQueuedOut,
     JobsListOut,
     JobStateOut,
@@ -26,10 +35,12 @@ from bulkjobs import cursors
 from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, NotFound, Unprocessable
 from bulkjobs.tokens import renew, verify
+from models import failures
 from models.jobs import PUBLIC_ONLY, Job
 from models.queries import records_public
 from models.records import Record, RecordTombstone
 from worker.jobs import CATALOGUE
+from worker.rerun import retry_submission
 from worker.submit import cancel
 
 router = APIRouter(prefix="/api/p/{project}", tags=["unicat: jobs"])
@@ -177,3 +188,31 @@ def jobs_cancel(project: str, body: JobBody, actor: MemberDep) -> Any:
     return ok({"job": {"token": row["token"], "project_gid": row["project_gid"],
                        "job": row["job"], "status": row["status"], "info": row["info"],
                        "created_on": row["created_on"], "updated_on": row["updated_on"]}})
+
+
+@router.post("/jobs/failures", **answers(JobFailuresOut))
+def jobs_failures(project: str, body: JobFailuresBody, actor: MemberDep,
+                  session: SessionDep) -> Any:
+    """Every item the job failed, with its reason, in the order it failed them, paged with
+    ``page.cursor`` (``info.errors`` holds the first 20 only)."""
+    owner = session.execute(select(col(Job.project_gid)).where(col(Job.token) == body.job)
+                            ).scalar()
+    if owner != actor.project.gid:
+        raise NotFound("no such job", info={"job": body.job})
+    after = cursors.decode(body.page_cursor, (int,))[0] if body.page_cursor else 0
+    rows = failures.page(session.connection(), body.job, after=after, size=body.page_size + 1)
+    page = rows[: body.page_size]
+    cursor = cursors.encode([page[-1][0]]) if len(rows) > body.page_size else None
+    return ok({"job": body.job, "failures": [{"gid": gid, "reason": reason}
+                                             for _, gid, reason in page],
+               "page.cursor": cursor})
+
+
+@router.post("/jobs/retry", **answers(JobQueuedOut))
+def jobs_retry(project: str, body: JobBody, actor: MemberDep, session: SessionDep,
+               idempotency: IdempotencyDep) -> Any:
+    """Queue a job of the same kind and parameters over exactly the failed items of a
+    finished job; 422 when it has not finished or failed no item."""
+    submission = retry_submission(session.connection(), project_gid=actor.project.gid,
+                                  token=body.job, actor=actor.as_editor())
+    return ok({"job.token": queue_submission(submission, idempotency)})

@@ -328,6 +328,21 @@ class JobsListOut(Out):
     result: JobsListResult
 
 
+class JobFailure(BaseModel):
+    gid: str
+    reason: str
+
+
+class JobFailuresResult(Result):
+    job: str
+    failures: list[JobFailure] = Field(description="in the order the job failed them")
+    page_cursor: str | None = Field(alias="page.cursor", description="null at the end")
+
+
+class JobFailuresOut(Out):
+    result: JobFailuresResult
+
+
 # --- sync ---------------------------------------------------------------------------------------
 
 

@@ -57,8 +57,9 @@ from models import dialect
 from models.dialect import ids_param, is_pg
 from models.history import write_workflow
 from models.records import subtree_upper
+from models.resolve import gid_rows
 from models.search.index import unindex
-from models.selection import Gids, Selection
+from models.selection import Failed, Gids, Selection
 from worker.jobs.base import Context, Failure, Result, error_result
 
 PERMANENTLY_DELETED = "permanently deleted"
@@ -437,21 +438,23 @@ def _by_treelevel(conn: Connection, token: str, *, descending: bool) -> None:
 
 def add_tombstoned(conn: Connection, token: str, project_gid: str, selection: Selection
                    ) -> None:
-    """Add the job's plain gids that were permanently deleted as items ``-tombstone.id``.
+    """Add the job's plain gids (and the failed gids of a retried job) that were permanently
+    deleted as items ``-tombstone.id``.
 
     Resolution skips unknown gids silently; a gid that *was* a record of this project is not
     unknown, and undelete or permanent delete must fail it per item ("permanently deleted").
     Runs after any renumbering (which keeps only items that are records).  One lookup of
     the tombstones' gid index per plain gid; selections without plain gids cost nothing."""
     for entry in selection.entries:
-        if not isinstance(entry, Gids):
+        if not isinstance(entry, Gids | Failed):
             continue
+        rows, join, args = gid_rows(conn, entry)
         conn.execute(text(
             "INSERT INTO job_item (job_token, item_id) "
-            f"SELECT :tok, -t.id FROM {dialect.json_rows(conn, 'gids')} "
-            "JOIN record_tombstone t ON t.gid = j.value WHERE t.project_gid = :proj "
+            f"SELECT :tok, -t.id FROM {rows} "
+            f"{join} record_tombstone t ON t.gid = j.value WHERE t.project_gid = :proj "
             "ORDER BY j.key ON CONFLICT (job_token, item_id) DO NOTHING"
-        ), {"tok": token, "proj": project_gid, "gids": json.dumps(entry.gids)})
+        ), {"tok": token, "proj": project_gid, **args})
 
 
 def delete_prepare(conn: Connection, token: str, project_gid: str, selection: Selection
