@@ -1,6 +1,7 @@
 """Tables, engine, queries and selection resolution.  Every table is re-exported here."""
 
 from models.auth import ALL_CHANNEL, ApiKey, Member, Project, User
+from models.failures import JobFailure
 from models.idempotency import IdempotencyKey
 from models.jobs import Job, JobItem, ReadToken
 from models.outbox import SyncOutbox
@@ -9,7 +10,7 @@ from models.schema import SchemaItem
 from models.versions import RecordVersion, WorkflowEntry
 
 __all__ = [
-    "ALL_CHANNEL", "ApiKey", "IdempotencyKey", "Job", "JobItem", "Member", "Project",
+    "ALL_CHANNEL", "ApiKey", "IdempotencyKey", "Job", "JobFailure", "JobItem", "Member", "Project",
     "ReadToken", "Record", "RecordDeletion", "RecordTombstone", "RecordVersion", "SchemaItem",
     "SyncOutbox", "User", "WorkflowEntry",
 ]
