@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Index, and_, delete, or_, select, update
+from sqlalchemy import Connection, Engine, Index, and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 
@@ -237,12 +237,14 @@ def expire(engine: Engine, *, before: float, limit: int = 1000) -> int:
     """Delete the keys created before ``before`` (epoch seconds) in short write
     transactions (:func:`models.engine.in_slices`); how many went."""
 
+    by_key = delete(table).where(c.user_gid == bindparam("u"), c.project_gid == bindparam("p"),
+                                 c.key == bindparam("k"))
+
     def step(conn: Connection, n: int) -> int:
         found = conn.execute(select(c.user_gid, c.project_gid, c.key)
                              .where(c.created_on < before).limit(n)).all()
-        for user_gid, project_gid, key in found:
-            conn.execute(delete(table).where(c.user_gid == user_gid,
-                                             c.project_gid == project_gid, c.key == key))
+        if found:  # one primary-key lookup each, in one round trip
+            conn.execute(by_key, [{"u": u, "p": p, "k": k} for u, p, k in found])
         return len(found)
 
     return in_slices(engine, step, limit=limit)

@@ -41,7 +41,10 @@ def captured(engine: Engine) -> Iterator[Capture]:
 
     def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
                executemany: bool) -> None:
-        if executemany and parameters:
+        # An executemany's first row; a many-values INSERT (executemany, too) is one row of
+        # parameters already.
+        if executemany and isinstance(parameters, (list, tuple)) and parameters \
+                and isinstance(parameters[0], (dict, list, tuple)):
             parameters = parameters[0]
         cap.statements.append((statement, parameters))
 
