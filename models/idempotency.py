@@ -149,7 +149,9 @@ def reserve(engine: Engine, keys: Sequence[Key], *, now: float
     first: dict[tuple[str, str, str], int] = {}
     for i, k in enumerate(keys):
         first.setdefault((k.user_gid, k.project_gid, k.key), i)
-    mine = [keys[i] for i in sorted(first.values())]
+    # In primary-key order: concurrent calls (other processes) lock the keys they share in
+    # one order, so that two batches never wait for each other (a deadlock on PostgreSQL).
+    mine = [keys[i] for _, i in sorted(first.items())]
     with engine.execution_options(writer=True).begin() as conn:
         for k in mine:  # one primary-key lookup each
             conn.execute(delete(table).where(k.where(), or_(
