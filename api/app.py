@@ -11,7 +11,7 @@ from api.bodylimit import LimitBody
 from api.dato import routes as dato
 from api.plone import routes as plone
 from api.ratelimit import RateLimitHeaders
-from api.unicat import auth, jobs, record_definitions, records, schema, sync
+from api.unicat import auth, jobs, record_definitions, records, schema, sync, webhooks
 from api.unicat.openapi import ERRORS as UNICAT_ERRORS
 from bulkjobs import __version__, logs
 from bulkjobs.settings import settings_or_exit
@@ -35,7 +35,7 @@ def create_app() -> FastAPI:
     errors.install(app)
 
     # Jobs first: routes are matched in order, and queueing is the hot path (P8).
-    for module in (jobs, auth, records, record_definitions, schema, sync):
+    for module in (jobs, auth, records, record_definitions, schema, sync, webhooks):
         app.include_router(module.router, responses=UNICAT_ERRORS)
     app.include_router(dato.router)
     app.include_router(plone.router)

@@ -31,6 +31,12 @@ def maintenance_queue() -> str:
     return f"{prefix()}.maintenance"
 
 
+def webhooks_queue() -> str:
+    """The Celery queue of webhook deliveries, consumed apart from the jobs (a receiver that
+    is down must not hold up a job)."""
+    return f"{prefix()}.webhooks"
+
+
 def broker_transport_keys() -> dict[str, str]:
     """Kombu's Redis-transport bookkeeping of unacknowledged messages, under the prefix too
     (kombu's defaults, ``unacked`` and friends, would be shared by every deployment on the

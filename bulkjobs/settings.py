@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     # (a cursor further behind is answered with recovered: false).
     stream_ops_per_second: int = Field(default=50, alias="STREAM_OPS_PER_SECOND", ge=1)
     stream_max_replay: int = Field(default=100_000, alias="STREAM_MAX_REPLAY", ge=1)
+    # Webhooks may point at loopback, private and link-local addresses (models.webhooks).
+    webhooks_allow_private: bool = Field(default=False, alias="WEBHOOKS_ALLOW_PRIVATE")
+    # Seconds one delivery attempt may take (connecting, sending, the answer).
+    webhook_timeout: float = Field(default=10.0, alias="WEBHOOK_TIMEOUT", gt=0, le=300)
+    # Threads of the worker process's webhook deliveries' worker (0: none, see worker.__main__).
+    webhook_concurrency: int = Field(default=4, alias="WEBHOOK_CONCURRENCY", ge=0, le=256)
 
     @field_validator("log_level")
     @classmethod

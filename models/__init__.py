@@ -8,9 +8,11 @@ from models.outbox import SyncOutbox
 from models.records import Record, RecordDeletion, RecordTombstone
 from models.schema import SchemaItem
 from models.versions import RecordVersion, WorkflowEntry
+from models.webhook_deliveries import WebhookAttempt, WebhookDelivery
+from models.webhooks import Webhook
 
 __all__ = [
     "ALL_CHANNEL", "ApiKey", "IdempotencyKey", "Job", "JobFailure", "JobItem", "Member", "Project",
     "ReadToken", "Record", "RecordDeletion", "RecordTombstone", "RecordVersion", "SchemaItem",
-    "SyncOutbox", "User", "WorkflowEntry",
+    "SyncOutbox", "User", "Webhook", "WebhookAttempt", "WebhookDelivery", "WorkflowEntry",
 ]

@@ -10,6 +10,10 @@ which every worker consumes beside the jobs' queue (both are ``task_queues``, so
 started without ``-Q`` takes both): a backlog of jobs does not hold them up.  Each copy
 expires after its interval, so copies sent while every worker was busy are dropped instead
 of running one after another.
+
+Webhook deliveries go to a third queue (:func:`~bulkjobs.keys.webhooks_queue`), not among
+``task_queues``: the jobs' worker does not take them; a worker of their own does
+(:mod:`worker.__main__`), so a receiver that is down holds up no job.
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ from celery import Celery
 from celery.signals import worker_init
 from kombu import Queue
 
-from bulkjobs.keys import broker_transport_keys, jobs_queue, jobs_queue_lists, maintenance_queue
+from bulkjobs.keys import (
+    broker_transport_keys,
+    jobs_queue,
+    jobs_queue_lists,
+    maintenance_queue,
+    webhooks_queue,
+)
 from bulkjobs.settings import Settings, settings_or_exit
 from models.engine import use_file_temp_store
 from worker import signals  # noqa: F401  (log format and worker heartbeat handlers)
@@ -32,6 +42,8 @@ from worker import signals  # noqa: F401  (log format and worker heartbeat handl
 TRIM_INTERVAL = 300.0
 #: Seconds between two removals of expired jobs (JOB_RETENTION_DAYS).
 EXPIRE_INTERVAL = 3600.0
+#: Seconds between two sends of the webhook deliveries that are due (worker.webhooks).
+SWEEP_INTERVAL = 5.0
 
 
 def _periodic(interval: float) -> dict[str, Any]:
@@ -41,12 +53,15 @@ def _periodic(interval: float) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("bulkjobs", broker=settings.effective_broker_url, include=["worker.tasks"])
+    app = Celery("bulkjobs", broker=settings.effective_broker_url,
+                 include=["worker.tasks", "worker.webhooks"])
     app.conf.update(
         task_queues=[Queue(jobs_queue()), Queue(maintenance_queue())],
         task_routes={"bulkjobs.reap": {"queue": maintenance_queue()},
                      "bulkjobs.trim": {"queue": maintenance_queue()},
-                     "bulkjobs.expire_jobs": {"queue": maintenance_queue()}},
+                     "bulkjobs.expire_jobs": {"queue": maintenance_queue()},
+                     "bulkjobs.sweep_webhooks": {"queue": maintenance_queue()},
+                     "bulkjobs.deliver_webhook": {"queue": webhooks_queue()}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -63,6 +78,8 @@ def make_celery(settings: Settings) -> Celery:
                               "options": _periodic(TRIM_INTERVAL)},
             "expire-finished-jobs": {"task": "bulkjobs.expire_jobs", "schedule": EXPIRE_INTERVAL,
                                      "options": _periodic(EXPIRE_INTERVAL)},
+            "sweep-webhooks": {"task": "bulkjobs.sweep_webhooks", "schedule": SWEEP_INTERVAL,
+                               "options": _periodic(SWEEP_INTERVAL)},
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection
 
 from bulkjobs.errors import SelectionError
+from models import webhook_deliveries
 from models.engine import (
     BATCH_SECONDS,
     BATCH_SECONDS_CONTENDED,
@@ -65,6 +66,7 @@ from worker.progress import Publisher
 from worker.retry import failed, retrying
 from worker.rows import JobRow, load, state_of
 from worker.terminal import announce, conclude, reject_run
+from worker.webhooks import kick
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +179,7 @@ def _resolve(deps: Deps, token: str, owner: str, row: JobRow, spec: JobSpec,
     """Write the job's selection into ``job_item`` and start it (``processing``, ``total``);
     returns the job row after it."""
     now = time.time()
+    deliveries: list[int] = []
 
     def leased(conn: Connection) -> None:  # every slice: still ours?
         commit(conn, token, owner, dict(heartbeat_on=time.time()))
@@ -187,12 +190,14 @@ def _resolve(deps: Deps, token: str, owner: str, row: JobRow, spec: JobSpec,
             resolved=True, status=PROCESSING, started_on=now, updated_on=now, info=info,
             position=0, heartbeat_on=time.time(),
         ))
+        deliveries[:] = webhook_deliveries.outbox(conn, token, "job.processing")
 
     # In slices of short write transactions (models.resolve); a prepare step may add
     # items (e.g. tombstones of permanently deleted gids), and is counted in the total.
     total = resolve_in_slices(deps.engine, token=token, project_gid=row.project_gid,
                               selection=selection, mode=spec.mode, prepare=spec.prepare,
                               each=leased, last=resolved)
+    kick(deliveries)
     row = _load(deps, token)
     logger.info("job %s: processing %s items", token, total, extra={"job": token})
     publisher.publish(state_of(row), force=True)

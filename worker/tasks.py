@@ -11,7 +11,7 @@ from celery.exceptions import Reject
 
 from bulkjobs.connections import get_synclog
 from bulkjobs.settings import get_settings
-from models import idempotency
+from models import idempotency, webhook_deliveries
 from models.engine import get_write_engine
 from models.jobs import expire_finished
 from worker import reaper, runner
@@ -116,11 +116,15 @@ def trim() -> None:
 
 @app.task(name="bulkjobs.expire_jobs")
 def expire_jobs() -> int:
-    """Remove the jobs that finished more than ``JOB_RETENTION_DAYS`` ago, and the
-    idempotency keys older than 24 hours (hourly, by beat); how many jobs went."""
+    """Remove the jobs that finished more than ``JOB_RETENTION_DAYS`` ago with the webhook
+    deliveries made as long ago, and the idempotency keys older than 24 hours (hourly, by
+    beat); how many jobs went."""
     now = time.time()
     expired = idempotency.expire(get_write_engine(), before=now - idempotency.TTL)
     if expired:
         logger.info("%d idempotency key(s) expired", expired)
     days = get_settings().job_retention_days
+    deliveries = webhook_deliveries.expire(get_write_engine(), before=now - days * 86_400)
+    if deliveries:
+        logger.info("%d webhook deliveries expired", deliveries)
     return expire_finished(get_write_engine(), before=now - days * 86_400)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import update
 
+from models import webhook_deliveries
 from models.jobs import CANCELLED, DONE, PROCESSING, QUEUED, REJECTED, Job
 from models.resolve import delete_items
 from worker.deps import Deps
@@ -26,6 +27,7 @@ from worker.lease import LeaseLost, finish
 from worker.outbox import clear_outbox, drain_outbox
 from worker.progress import Publisher, append_state
 from worker.rows import StateRow, load, state_of
+from worker.webhooks import kick
 
 # The job lifecycle logs under one name, whichever of its modules writes the line.
 logger = logging.getLogger("worker.runner")
@@ -72,6 +74,8 @@ def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *
                       result_payload=result.payload if result else None):
             raise LeaseLost(token)
         clear_outbox(conn, token)
+        deliveries = webhook_deliveries.outbox(conn, token, "job.done")
+    kick(deliveries)
     publisher.close()  # no heartbeat progress event may follow the terminal one
     announce(deps, token)
     logger.info("job %s: done", token, extra={"job": token})
@@ -101,6 +105,8 @@ def reject_run(deps: Deps, token: str, owner: str | None, info: dict[str, Any], 
             raise LeaseLost(token)
         if flushed:
             clear_outbox(conn, token)
+        deliveries = webhook_deliveries.outbox(conn, token, "job.rejected")
+    kick(deliveries)
     if publisher is not None:
         publisher.close()  # no heartbeat progress event may follow the terminal one
     announce(deps, token)

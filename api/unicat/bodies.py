@@ -221,3 +221,18 @@ class RecordsBulkPreviewBody(Body):
     selection: Any = Field(description="the selection (SPEC §4)")
     job: str = Field(max_length=40, description="the job whose items to count: delete, "
                                                 "undelete or permanent_delete")
+
+
+class WebhookCreateBody(Body):
+    url: str = Field(max_length=2048)
+    events: list[str] = Field(max_length=10)
+    secret: str = Field(max_length=256)
+
+
+class WebhookBody(Body):
+    webhook: str = Field(max_length=64)
+
+
+class WebhookDeliveriesBody(WebhookBody):
+    page_size: int = Field(default=100, alias="page.size", ge=1, le=1000)
+    page_cursor: str | None = Field(default=None, alias="page.cursor", max_length=200)

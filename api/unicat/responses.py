@@ -376,3 +376,40 @@ class SyncGetResult(Result):
 
 class SyncGetOut(Out):
     result: SyncGetResult
+
+
+class WebhookPublic(BaseModel):
+    gid: str
+    url: str
+    events: list[str]
+    created_by: str
+    created_on: float
+
+
+class WebhookResult(Result):
+    webhook: dict[str, Any] = Field(description="the webhook (its gid alone on delete); "
+                                                "never its secret")
+
+
+class WebhookOut(Out):
+    result: WebhookResult
+
+
+class WebhookListResult(Result):
+    webhooks: list[WebhookPublic]
+
+
+class WebhookListOut(Out):
+    result: WebhookListResult
+
+
+class WebhookDeliveriesResult(Result):
+    deliveries: list[dict[str, Any]] = Field(description="newest first: delivery (the "
+                                             "X-Bulkjobs-Delivery id), event, job, status "
+                                             "(pending, delivered, failed), attempts (each "
+                                             "started_on, duration_ms, status_code, error)")
+    page_cursor: str | None = Field(alias="page.cursor", description="null at the end")
+
+
+class WebhookDeliveriesOut(Out):
+    result: WebhookDeliveriesResult
