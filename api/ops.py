@@ -9,6 +9,9 @@
   ``X-Forwarded-Proto`` honoured, so behind a TLS proxy it is ``wss://``).
 * ``GET /ops/api/stats`` (JWT): :meth:`models.ops.Stats.as_json` over the projects the
   user may watch — every project for ops users, active memberships for others.
+* ``POST /ops/api/jobs/pause`` and ``/ops/api/jobs/resume`` (JWT of an ops user, not an API
+  key's): the jobs of every project paused and resumed at once (:mod:`worker.pausing`);
+  403 for anyone else.
 
 Successful answers are plain JSON objects; errors (401 without a valid JWT) come in the
 Unicat envelope like every other path outside the dialect prefixes.
@@ -28,10 +31,16 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from api.deps import ClaimsDep, SessionDep
-from bulkjobs.connections import get_broker_redis, get_redis
+from bulkjobs.connections import get_broker_redis, get_redis, get_synclog
+from bulkjobs.errors import Forbidden
 from bulkjobs.settings import get_settings
+from bulkjobs.tokens import Claims
 from models import ops
 from models.accounts import visible_to
+from models.pauses import EVERY_PROJECT
+from worker.app import enqueue_many
+from worker.deps import Deps
+from worker.pausing import pause_jobs, resume
 
 STATIC = Path(__file__).parent / "static"
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d+)?$")
@@ -56,6 +65,14 @@ class Throughput(BaseModel):
     window: float
     items_per_s: float
     jobs_per_s: float
+
+
+class Paused(BaseModel):
+    """Whether every project's jobs are paused now; ``resumed``: the jobs whose messages
+    were sent again (on resume)."""
+
+    paused: bool
+    resumed: list[str] = []
 
 
 class Stats(BaseModel):
@@ -122,3 +139,27 @@ def stats(c: ClaimsDep, session: SessionDep) -> Any:
         heartbeat=settings.worker_heartbeat, stale_after=settings.stale_after,
     )
     return result.as_json()
+
+
+def _ops_only(c: Claims) -> None:
+    if not c.ops or c.prj is not None:  # a token made from an API key opens one project
+        raise Forbidden("Only ops users may pause every project's jobs")
+
+
+@router.post("/api/jobs/pause", response_model=None, responses={200: {"model": Paused}})
+def pause_all(c: ClaimsDep) -> Any:
+    """Pause the jobs of every project (ops only): running jobs stop after their current
+    batch with `info.paused` true, queued jobs wait."""
+    _ops_only(c)
+    pause_jobs(Deps.default(get_synclog(), heartbeat=False), EVERY_PROJECT, by=c.user)
+    return {"paused": True, "resumed": []}
+
+
+@router.post("/api/jobs/resume", response_model=None, responses={200: {"model": Paused}})
+def resume_all(c: ClaimsDep) -> Any:
+    """Resume the jobs of every project (ops only), except those of projects paused on their
+    own."""
+    _ops_only(c)
+    tokens = resume(Deps.default(get_synclog(), heartbeat=False), EVERY_PROJECT,
+                    enqueue=enqueue_many)
+    return {"paused": False, "resumed": tokens}

@@ -1,5 +1,5 @@
 """Job commands: ``submit``, ``watch`` and the ``jobs`` group (``list``, ``cancel``,
-``failures``, ``retry``)."""
+``failures``, ``retry``, ``pause``, ``resume``)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from models.jobs import JobStatus
 if TYPE_CHECKING:
     from models.auth import User
 
-jobs_app = typer.Typer(help="List and cancel jobs, export and retry their failed items.",
-                       no_args_is_help=True)
+jobs_app = typer.Typer(help="List, cancel, pause and resume jobs, export and retry their "
+                       "failed items.", no_args_is_help=True)
 
 
 def _require_project(user: User, project: str) -> None:
@@ -273,3 +273,49 @@ def _job_project(token: str) -> str:
         err.print(f"[red]no job {token}")
         raise typer.Exit(1)
     return str(project)
+
+
+def _scope(project: str | None, every: bool) -> str:
+    """The pause scope the options name: a project's gid, or every project (``--all``)."""
+    from models.pauses import EVERY_PROJECT
+
+    if (project is None) == (not every):
+        err.print("[red]give --project <gid> or --all")
+        raise typer.Exit(2)
+    return EVERY_PROJECT if every else str(project)
+
+
+@jobs_app.command("pause")
+def jobs_pause(
+    project: Annotated[str | None, typer.Option(help="pause this project's jobs")] = None,
+    every: Annotated[bool, typer.Option("--all", help="pause every project's jobs")] = False,
+) -> None:
+    """Pause jobs: running ones stop after their current batch, queued ones wait."""
+    from bulkjobs.connections import get_synclog
+    from worker.deps import Deps
+    from worker.pausing import pause_jobs
+
+    scope = _scope(project, every)
+    ready()
+    paused = pause_jobs(Deps.default(get_synclog(), heartbeat=False), scope, by="cli")
+    err.print(f"jobs of {'every project' if every else project}: "
+              f"{'paused' if paused else 'paused already'}")
+
+
+@jobs_app.command("resume")
+def jobs_resume(
+    project: Annotated[str | None, typer.Option(help="resume this project's jobs")] = None,
+    every: Annotated[bool, typer.Option("--all", help="resume every project's jobs")] = False,
+) -> None:
+    """Resume paused jobs where they stopped (jobs of a project paused on its own stay paused
+    after --all)."""
+    from bulkjobs.connections import get_synclog
+    from worker.app import enqueue_many
+    from worker.deps import Deps
+    from worker.pausing import resume
+
+    scope = _scope(project, every)
+    ready()
+    tokens = resume(Deps.default(get_synclog(), heartbeat=False), scope, enqueue=enqueue_many)
+    err.print(f"jobs of {'every project' if every else project}: resumed, "
+              f"{len(tokens)} job(s) sent again")

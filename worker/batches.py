@@ -6,6 +6,9 @@ progress, its result and its events in one transaction.
   is committed with its progress or not at all, so a run killed at any moment resumes at the
   first uncommitted batch and no item is processed twice.  The commit is guarded by the
   lease (:func:`worker.lease.commit`).
+* **Paused.** Before its items are read, a batch reads whether the job's project is paused
+  (:mod:`models.pauses`): then it does nothing and says so (:attr:`Batch.paused`), and the
+  run stops (:mod:`worker.pausing`).
 * The batch's project-space events go into the sync outbox in the same transaction
   (:func:`worker.outbox.write_outbox`); outbox rows already appended are deleted with it.
 * So do its failed items, each with its reason (:mod:`models.failures`): ``info.errors``
@@ -22,6 +25,7 @@ from sqlalchemy import Connection, select
 
 from models.failures import keep as keep_failures
 from models.jobs import JobItem
+from models.pauses import is_paused
 from worker.deps import Deps, RunConfig
 from worker.jobs import Context, JobSpec
 from worker.jobs.base import Effects
@@ -39,13 +43,15 @@ class Batch(NamedTuple):
 
     #: The job row after the batch.
     row: StateRow
-    #: Items processed (0: cancelled, or nothing left).
+    #: Items processed (0: cancelled, paused, or nothing left).
     processed: int
     effects: Effects
     #: The outbox rows the batch wrote (``None``: it owes no events).
     outbox_id: Sequence[int] | None
     #: Seconds the transaction took, from holding the write lock to the end of its commit.
     seconds: float
+    #: The job's project is paused: nothing was done.
+    paused: bool = False
 
 
 def batch_step(
@@ -60,29 +66,33 @@ def batch_step(
     effects = Effects(collect_events=cfg.record_events)
     with deps.write_engine.begin() as conn:
         began = time.perf_counter()
-        row, processed, outbox_id = _batch_in(conn, token, owner, spec, effects, actor=actor,
-                                              params=params, appended=appended,
-                                              size=size or cfg.batch_size)
-    return Batch(row, processed, effects, outbox_id, time.perf_counter() - began)
+        row, processed, outbox_id, paused = _batch_in(
+            conn, token, owner, spec, effects, actor=actor, params=params, appended=appended,
+            size=size or cfg.batch_size)
+    return Batch(row, processed, effects, outbox_id, time.perf_counter() - began,
+                 paused=paused)
 
 
 def _batch_in(
     conn: Connection, token: str, owner: str, spec: JobSpec, effects: Effects, *,
     actor: dict[str, Any], params: dict[str, Any], appended: int | None, size: int,
-) -> tuple[StateRow, int, Sequence[int] | None]:
-    """The body of :func:`batch_step`, inside its transaction."""
+) -> tuple[StateRow, int, Sequence[int] | None, bool]:
+    """The body of :func:`batch_step`, inside its transaction: the job row after it, the
+    items processed, the outbox rows written, and whether the job's project is paused."""
     if appended is not None:
         clear_outbox(conn, token, up_to=appended)
     row = _state(conn, token)
     if row.cancel_requested:
-        return row, 0, None
+        return row, 0, None, False
+    if is_paused(conn, row.project_gid):
+        return row, 0, None, True
     batch = conn.execute(
         select(items.c.id, items.c.item_id)
         .where(items.c.job_token == token, items.c.id > row.position)
         .order_by(items.c.id).limit(size)
     ).all()
     if not batch:
-        return row, 0, None
+        return row, 0, None, False
     ctx = Context(token=token, project_gid=row.project_gid, actor=actor, params=params,
                   now=time.time(), effects=effects)
     failures = spec.batch(conn, ctx, [b.item_id for b in batch])
@@ -98,7 +108,7 @@ def _batch_in(
                       result_payload=effects.result.payload)
     commit(conn, token, owner, values)
     outbox_id = write_outbox(conn, token, row.project_gid, effects, now=ctx.now)
-    return _state(conn, token), len(batch), outbox_id
+    return _state(conn, token), len(batch), outbox_id, False
 
 
 def _state(conn: Connection, token: str) -> StateRow:

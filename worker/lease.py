@@ -8,6 +8,7 @@
   (:func:`new_owner`), and a claim succeeds only when nobody holds a live lease: a message
   delivered twice, or re-sent while its first run is alive, finds the job leased and hands
   back without touching anything.
+* **Paused.** A job of a paused project is not claimed (:mod:`worker.pausing`).
 * **Order.** Jobs of one project start in the order they were queued (:func:`first_in_line`).
 * **Terminal.** :func:`finish` commits the terminal status and ``finished_on`` (while holding
   the lease); the announcement follows (:mod:`worker.terminal`).
@@ -21,12 +22,18 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, exists, or_, select, update
 
 from models.jobs import PROCESSING, QUEUED, Job
+from models.pauses import EVERY_PROJECT, JobPause
 from worker.deps import Deps
 
 jobs = Job.__table__
+pauses = JobPause.__table__
+
+#: The job's project is not paused (:mod:`models.pauses`), checked in the claim itself.
+_NOT_PAUSED = ~exists().where(or_(pauses.c.scope == jobs.c.project_gid,
+                                  pauses.c.scope == EVERY_PROJECT))
 
 
 class LeaseLost(Exception):
@@ -52,12 +59,14 @@ def _claimable(now: float, stale_after: float, takeover: str | None) -> ColumnEl
 def claim(conn: Connection, token: str, owner: str, *, stale_after: float,
           takeover: str | None = None) -> bool:
     """Take the job's lease for the run ``owner``: only when nobody holds a live one (see
-    :func:`_claimable`).  A live run's lease is never shared, whoever asks."""
+    :func:`_claimable`) and its project's jobs are not paused (:mod:`worker.pausing`).  A
+    live run's lease is never shared, whoever asks."""
     now = time.time()
     result = conn.execute(update(jobs).where(
         jobs.c.token == token,
         jobs.c.status.in_((QUEUED, PROCESSING)),
         _claimable(now, stale_after, takeover),
+        _NOT_PAUSED,
     ).values(owner=owner, heartbeat_on=now, attempts=jobs.c.attempts + 1))
     return result.rowcount == 1
 

@@ -13,6 +13,9 @@ the oldest message still waiting (:func:`worker.app.oldest_waiting`, less
 :data:`SENT_MARGIN`) is still in line.  Each re-queue bumps ``heartbeat_on``, so a job is
 re-queued at most once per staleness period however many reapers run.
 
+Jobs of paused projects (:mod:`worker.pausing`) are left alone: they wait for resume, which
+sends their messages.
+
 A job's ``queued`` event left in the outbox (the web process died, or Redis was away, right
 after the job's row committed) is appended before the job could be re-queued.
 
@@ -27,11 +30,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, false, or_, select, update
 
 from bulkjobs.synclog import SyncLog
 from models.jobs import DONE, PROCESSING, QUEUED, REJECTED, Job
 from models.outbox import JOB_EVENT, SyncOutbox
+from models.pauses import EVERY_PROJECT, paused_scopes
 from worker.deps import Deps
 from worker.outbox import drain_outbox
 from worker.terminal import announce
@@ -80,6 +84,10 @@ def reap(
     for token in unappended:  # before the job is re-queued: its queued event comes first
         drain_outbox(deps, token, job_events_only=True)
     with engine.connect() as conn:
+        paused = paused_scopes(conn)
+        if paused:  # their jobs wait for resume
+            stale = and_(stale, false() if EVERY_PROJECT in paused
+                         else jobs.c.project_gid.not_in(sorted(paused)))
         tokens = [r[0] for r in conn.execute(select(jobs.c.token).where(stale).limit(limit))]
         unannounced = [r[0] for r in conn.execute(
             select(jobs.c.token).where(

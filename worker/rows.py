@@ -71,8 +71,10 @@ def load_state(conn: Connection, token: str) -> StateRow | None:
     return None if row is None else StateRow(*row)
 
 
-def state_of(row: JobRow | StateRow) -> JobState:
+def state_of(row: JobRow | StateRow, *, info: dict[str, Any] | None = None) -> JobState:
+    """The row's state (its sync event's data); ``info`` in place of the row's, if given."""
     return JobState(
         token=row.token, project_gid=row.project_gid, job=row.job, status=row.status,
-        info=dict(row.info or {}), created_on=row.created_on, updated_on=row.updated_on,
+        info=dict(row.info or {}) if info is None else info, created_on=row.created_on,
+        updated_on=row.updated_on,
     )

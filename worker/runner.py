@@ -27,6 +27,9 @@ Crash safety rests on the job row, not on the broker.  The parts, each with its 
   fault: the job is handed back uncounted and retried for as long as it takes.
 * **Slices** (here).  A run gives the job back after ``slice_seconds`` and re-queues it, so a
   huge job never holds a worker while small jobs wait behind it.
+* **Pause** (:mod:`worker.pausing`).  Before each batch the run reads whether the job's
+  project is paused; then it hands the job back after the batch in hand, uncounted and not
+  re-queued, with an ``info.paused: true`` event; resuming sends its message again.
 * **Other writers** (here).  On SQLite batches are sized to take tens of milliseconds
   (shorter while other writers keep coming) and, between two batches, writers waiting for
   their turn go first (:func:`models.engine.let_writers_in`).
@@ -54,6 +57,7 @@ from models.engine import (
     next_batch_size,
 )
 from models.jobs import CANCELLED, PROCESSING
+from models.pauses import is_paused
 from models.resolve import resolve_in_slices
 from models.selection import Selection, parse_selection
 from worker.batches import Batch, batch_step
@@ -62,7 +66,8 @@ from worker.heartbeat import Heartbeat
 from worker.jobs import CATALOGUE, JobSpec
 from worker.lease import LeaseLost, claim, commit, first_in_line, new_owner, release
 from worker.outbox import RecordEvents, clear_outbox, drain_outbox
-from worker.progress import Publisher
+from worker.pausing import PAUSED, hold, stopped, unmark
+from worker.progress import Publisher, append_state
 from worker.retry import failed, retrying
 from worker.rows import JobRow, load, state_of
 from worker.terminal import announce, conclude, reject_run
@@ -76,7 +81,8 @@ def run(
     owner: str | None = None, takeover: str | None = None,
 ) -> str:
     """Run (a slice of) one job.  Returns what happened: ``done``, ``rejected``, ``sliced``,
-    ``skipped`` (finished, cancelled before start, or leased by a live worker) or ``lost``.
+    ``paused`` (stopped, or not started, because its project is paused), ``skipped``
+    (finished, cancelled before start, or leased by a live worker) or ``lost``.
 
     Raises :class:`worker.retry.RetryLater` when the job raised and may be retried; when it
     has failed more than ``cfg.max_retries`` times it is rejected instead (``rejected``).  An
@@ -88,14 +94,16 @@ def run(
     unique per run).  ``takeover``: the lease of an earlier run that could not hand the job
     back (the database or Redis was away), which this run, its retry, may take over at once."""
     owner = owner or new_owner()
+    sent_for = token
     with deps.write_engine.begin() as conn:
         token = first_in_line(conn, token, stale_after=cfg.stale_after, takeover=takeover)
         claimed = claim(conn, token, owner, stale_after=cfg.stale_after, takeover=takeover)
     if not claimed:
-        logger.debug("job %s: not claimed (finished, or leased by a live run)", token,
+        logger.debug("job %s: not claimed (finished, paused, or leased by a live run)", token,
                      extra={"job": token})
         announce(deps, token)
-        return "skipped"
+        # Its project paused: the job waits for resume, which sends its message again.
+        return "paused" if hold(deps, sent_for) else "skipped"
     logger.debug("job %s: claimed by %s", token, owner, extra={"job": token})
     publisher = Publisher(deps.log, interval=cfg.progress_interval)
     try:
@@ -122,6 +130,11 @@ def _run_claimed(
     # Events an earlier run committed but could not append come first.
     drain_outbox(deps, token)
     row = _load(deps, token)
+    if (row.info or {}).get(PAUSED):  # resumed while its last run stopped
+        resumed = unmark(deps, token, owner)
+        if resumed is not None:
+            publisher.publish(resumed, force=True)
+        row = _load(deps, token)
     spec = CATALOGUE.get(row.job)
     if spec is None:
         return reject_run(deps, token, owner, dict(row.info or {}),
@@ -148,6 +161,9 @@ def _run_claimed(
                               appended=record_events.appended(), size=n)
 
         batch = retrying(token, step)
+        if batch.paused:
+            return _stop(deps, token, owner, batch, publisher=publisher,
+                         requeue=requeue, record_events=record_events)
         if batch.processed == 0:  # cancelled, or no item left
             break
         logger.debug("job %s: batch of %s committed, %s remaining", token, batch.processed,
@@ -172,6 +188,27 @@ def _run_claimed(
             return "sliced"
     record_events.flush()  # every record event before the job's terminal event
     return conclude(deps, token, owner, spec, batch.row, publisher=publisher)
+
+
+def _stop(deps: Deps, token: str, owner: str, batch: Batch, *, publisher: Publisher,
+          requeue: Callable[[str], None], record_events: RecordEvents) -> str:
+    """Hand a job whose project is paused back after the batch in hand: uncounted (no
+    failure), not re-queued, with an ``info.paused: true`` event (see :mod:`worker.pausing`)."""
+    record_events.flush()  # the batches' record events before the job's paused event
+    row = batch.row
+    info = stopped(dict(row.info or {}))
+    with deps.write_engine.begin() as conn:
+        commit(conn, token, owner, dict(owner=None, heartbeat_on=time.time(), info=info))
+        clear_outbox(conn, token)
+    publisher.close()  # no progress event of this run after the paused one
+    append_state(deps.log, state_of(row, info=info))
+    logger.info("job %s: paused after %s items", token,
+                info.get("total", 0) - info.get("remaining", 0), extra={"job": token})
+    with deps.engine.connect() as conn:
+        paused = is_paused(conn, row.project_gid)
+    if not paused:  # resumed meanwhile: resume may have found the job still leased
+        requeue(token)
+    return "paused"
 
 
 def _resolve(deps: Deps, token: str, owner: str, row: JobRow, spec: JobSpec,

@@ -33,6 +33,7 @@ from models.engine import get_engine, get_write_engine
 from models.idempotency import HEADER, Reservation, attach
 from models.jobs import CANCELLED, PROCESSING, QUEUED, Job
 from models.outbox import JOB_EVENT, SyncOutbox
+from models.pauses import is_paused
 from models.selection import parse_selection
 from worker.deps import Deps
 from worker.jobs import CATALOGUE
@@ -233,16 +234,20 @@ def send(tokens: Sequence[str], enqueue: Callable[[Sequence[str]], None]) -> Non
 
 
 def cancel(*, project_gid: str, token: str, log: SyncLog) -> dict[str, Any]:
-    """Ask a job to stop after its current batch; a job nobody has started ends at once."""
+    """Ask a job to stop after its current batch; a job no run holds that has not started,
+    or whose project is paused (:mod:`worker.pausing`), ends at once."""
     engine = get_engine()
     with get_write_engine().begin() as conn:
         row = load(conn, token)
         if row is None or row.project_gid != project_gid:
             raise NotFound("no such job")
+        waiting = False
         if row.status in (QUEUED, PROCESSING):
             conn.execute(update(jobs).where(jobs.c.token == token).values(cancel_requested=True))
             logger.info("job %s: cancel requested", token, extra={"job": token})
-    if row.status == QUEUED and row.owner is None:
+            waiting = row.owner is None and (row.status == QUEUED
+                                             or is_paused(conn, row.project_gid))
+    if waiting:
         reject(token, deps=Deps.default(log, heartbeat=False), error=CANCELLED)
     with engine.connect() as conn:
         return dict(conn.execute(select(jobs).where(jobs.c.token == token)).one()._mapping)

@@ -115,13 +115,16 @@ def reject_run(deps: Deps, token: str, owner: str | None, info: dict[str, Any], 
 
 
 def reject(token: str, *, deps: Deps, error: str) -> bool:
-    """Reject an unfinished job whoever holds it (retries exhausted, cancelled in queue)."""
+    """Reject an unfinished job whoever holds it (retries exhausted, cancelled in queue or
+    while paused)."""
     with deps.engine.connect() as conn:
         row = load(conn, token)
     if row is None or row.status not in (QUEUED, PROCESSING):
         return False
+    info = dict(row.info or {})
+    info.pop("paused", None)  # a paused job (worker.pausing) ends like any other
     try:
-        reject_run(deps, token, None, dict(row.info or {}), error)
+        reject_run(deps, token, None, info, error)
     except LeaseLost:
         return False
     return True

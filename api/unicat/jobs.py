@@ -1,5 +1,5 @@
-"""Unicat job endpoints: the bulk operations of SPEC §5 and
-``jobs/get|list|cancel|failures|retry``."""
+"""Unicat job endpoints: the bulk operations of SPEC §5,
+``jobs/get|list|cancel|failures|retry`` and ``jobs/pause|resume`` (:mod:`worker.pausing`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlmodel import col
 
-from api.deps import Actor, MemberDep, SessionDep, bearer
+from api.deps import Actor, MemberDep, OwnerDep, SessionDep, bearer
 from api.queueing import (
     Idempotency,
     IdempotencyDep,
@@ -27,6 +27,8 @@ from api.unicat.responses import (
     JobFailuresOut,
     JobQueuedOut,
     JobsListOut,
+    JobsPausedOut,
+    JobsResumedOut,
     JobStateOut,
     PermanentDeleteOut,
     answers,
@@ -37,9 +39,13 @@ from bulkjobs.errors import BadRequest, NotFound, Unprocessable
 from bulkjobs.tokens import renew, verify
 from models import failures
 from models.jobs import PUBLIC_ONLY, Job
+from models.pauses import is_paused
 from models.queries import records_public
 from models.records import Record, RecordTombstone
+from worker.app import enqueue_many
+from worker.deps import Deps
 from worker.jobs import CATALOGUE
+from worker.pausing import pause_jobs, resume
 from worker.rerun import retry_submission
 from worker.submit import cancel
 
@@ -216,3 +222,22 @@ def jobs_retry(project: str, body: JobBody, actor: MemberDep, session: SessionDe
     submission = retry_submission(session.connection(), project_gid=actor.project.gid,
                                   token=body.job, actor=actor.as_editor())
     return ok({"job.token": queue_submission(submission, idempotency)})
+
+
+@router.post("/jobs/pause", **answers(JobsPausedOut))
+def jobs_pause(project: str, actor: OwnerDep) -> Any:
+    """Pause the project's jobs (owners only): running jobs stop after their current batch
+    with `info.paused` true, status unchanged; queued jobs wait.  Pausing twice is a no-op."""
+    pause_jobs(Deps.default(get_synclog(), heartbeat=False), actor.project.gid, by=actor.user)
+    return ok({"paused": True})
+
+
+@router.post("/jobs/resume", **answers(JobsResumedOut))
+def jobs_resume(project: str, actor: OwnerDep) -> Any:
+    """Resume the project's paused jobs where they stopped (owners only); they stay paused
+    while every project's jobs are (the ops switch)."""
+    deps = Deps.default(get_synclog(), heartbeat=False)
+    tokens = resume(deps, actor.project.gid, enqueue=enqueue_many)
+    with deps.engine.connect() as conn:
+        paused = is_paused(conn, actor.project.gid)
+    return ok({"paused": paused, "resumed": tokens})

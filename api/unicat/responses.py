@@ -319,6 +319,23 @@ class JobStateOut(Out):
     result: JobStateResult
 
 
+class JobsPausedResult(Result):
+    paused: bool = Field(description="whether the project's jobs are paused now (by the "
+                                     "project's own pause or the one of every project)")
+
+
+class JobsPausedOut(Out):
+    result: JobsPausedResult
+
+
+class JobsResumedResult(JobsPausedResult):
+    resumed: list[str] = Field(description="tokens of the jobs whose messages were sent again")
+
+
+class JobsResumedOut(Out):
+    result: JobsResumedResult
+
+
 class JobsListResult(Result):
     jobs: list[JobPublic]
     page_cursor: str | None = Field(alias="page.cursor", description="null at the end")

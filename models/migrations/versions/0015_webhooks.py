@@ -1,7 +1,7 @@
 """webhooks of a project's job states
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-07 02:50:00
 
 ``webhook``: where a project's job states are sent (:mod:`models.webhooks`): the URL, the
@@ -22,7 +22,7 @@ import sqlmodel
 from alembic import op
 
 revision = '0015'
-down_revision = '0013'
+down_revision = '0014'
 branch_labels = None
 depends_on = None
 
