@@ -71,7 +71,7 @@ from models.idempotency import (
     reserve,
 )
 from worker import app as worker_app
-from worker.submit import APPENDED, Submission, check, send, submit_each
+from worker.submit import APPENDED, Submission, checked, send, submit_each
 
 logger = logging.getLogger(__name__)
 
@@ -284,17 +284,17 @@ def process(asks: Sequence[Ask]) -> list[Outcome]:
     if access:
         check_access([asks[i] for i in access], [outcomes[i] for i in access])
     keys: dict[int, str] = {}
+    parsed: dict[int, Submission] = {}
     for i, ask in enumerate(asks):
         if ask.submission is None or outcomes[i].error is not None:
             continue
         try:
-            check(ask.submission.job, ask.submission.params,
-                  internal=ask.submission.internal)
+            parsed[i] = checked(ask.submission)  # the selection parsed once, stored with the job
             if ask.idempotency is not None:
                 keys[i] = parse_key(ask.idempotency.header)
         except Exception as exc:
             outcomes[i].error = exc
-    valid, followers = reserve_keys(asks, outcomes, keys)
+    valid, followers = reserve_keys(asks, outcomes, keys, parsed)
     if not valid:
         return outcomes
     try:
@@ -315,14 +315,13 @@ def process(asks: Sequence[Ask]) -> list[Outcome]:
     return outcomes
 
 
-def reserve_keys(asks: Sequence[Ask], outcomes: Sequence[Outcome], keys: dict[int, str]
-                 ) -> tuple[dict[int, Submission], dict[int, int]]:
+def reserve_keys(asks: Sequence[Ask], outcomes: Sequence[Outcome], keys: dict[int, str],
+                 parsed: dict[int, Submission]) -> tuple[dict[int, Submission], dict[int, int]]:
     """Step 4: the submissions to write, by ask, each with its key's reservation, and the
     asks that repeat another of the batch (by ask: that ask), which get its outcome; an ask
     whose key names a job already is answered that job's token, one whose key clashes its
     error."""
-    valid = {i: ask.submission for i, ask in enumerate(asks)
-             if ask.submission is not None and outcomes[i].error is None}
+    valid = {i: submission for i, submission in parsed.items() if outcomes[i].error is None}
     followers: dict[int, int] = {}
     if not keys:
         return valid, followers

@@ -53,6 +53,9 @@ class Job(SQLModel, table=True):
     status: str = QUEUED
     info: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    # ``params['selection']`` as parsed at submit (models.selection_store); null on rows of
+    # older versions, whose runs parse ``params`` instead.
+    selection: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     actor: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_on: float = 0.0
     updated_on: float = 0.0
@@ -78,9 +81,11 @@ class Job(SQLModel, table=True):
 
 
 #: Loader options for job rows read for their public state (:meth:`Job.public`): the
-#: selection (``params``, up to 8 MiB), the actor and a result's payload stay in the
-#: database.  Reading them would cost every listed job its selection's text, decoded.
-PUBLIC_ONLY = tuple(defer(getattr(Job, name)) for name in ("params", "actor", "result_payload"))
+#: selection (``params``, up to 8 MiB, and its parsed form), the actor and a result's
+#: payload stay in the database.  Reading them would cost every listed job its selection's
+#: text, decoded.
+PUBLIC_ONLY = tuple(defer(getattr(Job, name))
+                    for name in ("params", "selection", "actor", "result_payload"))
 
 
 class JobItem(SQLModel, table=True):

@@ -65,6 +65,12 @@ def load(conn: Connection, token: str) -> JobRow | None:
     return None if row is None else JobRow(*row)
 
 
+def stored_selection(conn: Connection, token: str) -> Any:
+    """The job's parsed selection as stored at submit (:mod:`models.selection_store`), read
+    only by the run that resolves it; ``None`` on rows of older versions."""
+    return conn.execute(select(jobs.c.selection).where(jobs.c.token == token)).scalar()
+
+
 def load_state(conn: Connection, token: str) -> StateRow | None:
     """The job row without ``params`` and ``actor``, which a run reads once."""
     row = conn.execute(select(*_STATE_COLUMNS).where(jobs.c.token == token)).first()

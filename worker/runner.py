@@ -60,6 +60,7 @@ from models.jobs import CANCELLED, PROCESSING
 from models.pauses import is_paused
 from models.resolve import resolve_in_slices
 from models.selection import Selection, parse_selection
+from models.selection_store import load as load_selection
 from worker.batches import Batch, batch_step
 from worker.deps import Deps, RunConfig
 from worker.heartbeat import Heartbeat
@@ -69,7 +70,7 @@ from worker.outbox import RecordEvents, clear_outbox, drain_outbox
 from worker.pausing import PAUSED, hold, stopped, unmark
 from worker.progress import Publisher, append_state
 from worker.retry import failed, retrying
-from worker.rows import JobRow, load, state_of
+from worker.rows import JobRow, load, state_of, stored_selection
 from worker.terminal import announce, conclude, reject_run
 from worker.webhooks import kick
 
@@ -144,9 +145,7 @@ def _run_claimed(
                           publisher=publisher)
     if not row.resolved:
         try:
-            # Stored by the product: it may hold internal entries (a retry's failed items).
-            selection = parse_selection(row.params.get("selection"), kind=spec.kind,
-                                        internal=True)
+            selection = _selection(deps, token, row, spec)
         except SelectionError as exc:
             return reject_run(deps, token, owner, dict(row.info or {}), exc.message,
                               publisher=publisher)
@@ -209,6 +208,21 @@ def _stop(deps: Deps, token: str, owner: str, batch: Batch, *, publisher: Publis
     if not paused:  # resumed meanwhile: resume may have found the job still leased
         requeue(token)
     return "paused"
+
+
+def _selection(deps: Deps, token: str, row: JobRow, spec: JobSpec) -> Selection:
+    """The selection as parsed when the job was submitted (stored with it); a row written
+    by an older version, without one, has its request's selection parsed here (it was
+    checked at submit, and is the product's: it may hold internal entries)."""
+    with deps.engine.connect() as conn:
+        stored = stored_selection(conn, token)
+    if stored is not None:
+        try:
+            return load_selection(stored)
+        except ValueError:
+            logger.warning("job %s: stored selection of another version; parsing its "
+                           "request's", token, extra={"job": token})
+    return parse_selection(row.params.get("selection"), kind=spec.kind, internal=True)
 
 
 def _resolve(deps: Deps, token: str, owner: str, row: JobRow, spec: JobSpec,

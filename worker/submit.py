@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -34,7 +34,8 @@ from models.idempotency import HEADER, Reservation, attach
 from models.jobs import CANCELLED, PROCESSING, QUEUED, Job
 from models.outbox import JOB_EVENT, SyncOutbox
 from models.pauses import is_paused
-from models.selection import parse_selection
+from models.selection import Selection, parse_selection
+from models.selection_store import dump
 from worker.deps import Deps
 from worker.jobs import CATALOGUE
 from worker.progress import JobState, append_states_once
@@ -66,12 +67,15 @@ class Submission:
     #: Made by the product, not taken from a client: its selection may hold internal
     #: entries (a retry's, :mod:`worker.rerun`).
     internal: bool = False
+    #: ``params['selection']`` as :func:`check` parsed it, stored with the job
+    #: (:mod:`models.selection_store`) so that its runs need not parse it again.
+    selection: Selection | None = None
 
 
-def check(job: str, params: dict[str, Any], *, internal: bool = False) -> None:
-    """Raise the client error a submission of ``job`` with ``params`` gets, before anything
-    is written: an unknown job (:class:`BadRequest`), parameters larger than
-    :data:`MAX_PARAMS_BYTES` (:class:`PayloadTooLarge`) or a malformed selection
+def check(job: str, params: dict[str, Any], *, internal: bool = False) -> Selection:
+    """The parsed selection of a submission of ``job`` with ``params``, or the client error
+    it gets, before anything is written: an unknown job (:class:`BadRequest`), parameters
+    larger than :data:`MAX_PARAMS_BYTES` (:class:`PayloadTooLarge`) or a malformed selection
     (:class:`~bulkjobs.errors.SelectionError`; internal entries only when ``internal``)."""
     spec = CATALOGUE.get(job)
     if spec is None:
@@ -81,7 +85,15 @@ def check(job: str, params: dict[str, Any], *, internal: bool = False) -> None:
         raise PayloadTooLarge(f"Job parameters too large: {size} bytes stored, at most "
                               f"{MAX_PARAMS_BYTES}", info={"size": size,
                                                            "limit": MAX_PARAMS_BYTES})
-    parse_selection(params.get("selection"), kind=spec.kind, internal=internal)
+    return parse_selection(params.get("selection"), kind=spec.kind, internal=internal)
+
+
+def checked(submission: Submission) -> Submission:
+    """``submission`` with its selection parsed (:func:`check`, whose errors it raises)."""
+    if submission.selection is not None:
+        return submission
+    return replace(submission, selection=check(submission.job, submission.params,
+                                               internal=submission.internal))
 
 
 def submit(
@@ -89,8 +101,8 @@ def submit(
     log: SyncLog, enqueue: Callable[[str], None],
 ) -> str:
     """Queue ``job`` over ``params['selection']``; returns the job token."""
-    check(job, params)
-    return submit_many([Submission(project_gid, job, params, actor)], log=log,
+    submission = checked(Submission(project_gid, job, params, actor))
+    return submit_many([submission], log=log,
                        enqueue=lambda tokens: enqueue(tokens[0]))[0]
 
 
@@ -110,7 +122,8 @@ def submit_each(
     submissions: Sequence[Submission], *, log: SyncLog,
     enqueue: Callable[[Sequence[str]], None], clear_outbox: bool = True,
 ) -> list[str | Conflict]:
-    r"""Queue already :func:`check`\ ed submissions together; their tokens, in order.
+    r"""Queue submissions together; their tokens, in order.  Each is :func:`checked` first
+    (already, by the web's queueing), and its parsed selection is stored with its job.
 
     One transaction writes every job row with its ``queued`` event's outbox row, one
     sync-log round trip appends those events (:func:`append_queued`), then their tokens are
@@ -135,6 +148,7 @@ def submit_each(
     if not submissions:
         return []
     log.r.ping()  # Redis away: nothing is written (see above)
+    submissions = [checked(s) for s in submissions]
     now = time.time()
     tokens = [str(uuid.uuid4()) for _ in submissions]
     keyed = [i for i, s in enumerate(submissions) if s.reservation is not None]
@@ -148,6 +162,7 @@ def submit_each(
             conn.execute(insert(jobs), [
                 {"token": token, "project_gid": s.project_gid, "job": s.job, "status": QUEUED,
                  "info": {}, "params": s.params, "actor": s.actor, "created_on": now,
+                 "selection": dump(s.selection),  # type: ignore[arg-type]
                  "updated_on": now, "heartbeat_on": now}
                 for token, s in kept])
             ids = conn.execute(

@@ -650,11 +650,13 @@ def test_unannounced_finished_job_is_announced_exactly_once(
 
 
 def test_malformed_stored_selection_rejects_the_job(log: HookedLog, project: SeededProject) -> None:
-    """A job whose stored selection does not parse ends rejected with the parser's message."""
+    """A job whose stored selection does not parse (a row of an older version, without the
+    parsed form, or one whose parsed form is of another version) ends rejected with the
+    parser's message."""
     token = new_job(log, project, DELETE, [project.heads[0]])
     with get_write_engine().begin() as conn:
         conn.execute(update(jobs_t).where(jobs_t.c.token == token)
-                     .values(params={"selection": [{"bogus": 1}]}))
+                     .values(params={"selection": [{"bogus": 1}]}, selection={"v": 0}))
     assert run(token, deps=deps(log), cfg=cfg(), requeue=lambda t: None) == "rejected"
     row = job_row(token)
     assert row.status == "rejected"
