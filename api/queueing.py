@@ -16,9 +16,12 @@ process's queueing thread handles at once:
    their ``queued`` events (one script call), and hands the tokens to :class:`Sender` for
    their Celery messages; a request whose job was not written gives its key back.
 
-A request of an async route is one ask (:func:`queue_for`): its access is checked, then its
-job queued, in the same batch.  Sync routes, whose dependency has checked the access, queue
-through :func:`queue_job`: steps 3 to 5 in their own thread, a batch of one.
+Every route queues through the same batches.  A request of an async route is one ask
+(:func:`queue_for`): its access is checked, then its job queued, in the same batch.  A sync
+route (run in a threadpool thread), whose dependency has checked the access, hands its ask
+to its event loop's batches and waits for the outcome (:func:`queue_job`,
+:func:`queue_submission`): steps 3 to 5, with the requests of the moment.  Called outside a
+request (no event loop to hand it to), an ask is a batch of one in the caller's thread.
 
 Each request gets its own outcome: its token, or the error it alone caused (429, 403, a bad
 selection, a bad or clashing ``Idempotency-Key``), or the error that stopped the whole batch
@@ -49,6 +52,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
+import anyio
+import anyio.from_thread
 from fastapi import Depends, Header, Request
 from prometheus_client import Histogram
 
@@ -412,10 +417,18 @@ def queue_job(actor: Actor, job: str, params: dict[str, Any],
 
 def queue_submission(submission: Submission, idempotency: Idempotency | None = None) -> str:
     """Queue a submission whose access the route has checked (:func:`queue_job`'s, or one
-    the product made, such as a retry's), at most once per ``idempotency`` key; the
-    token."""
-    [outcome] = process_safely([Ask(submission, idempotency=idempotency)])
+    the product made, such as a retry's), at most once per ``idempotency`` key, in the
+    batches of the event loop whose threadpool thread calls this; the token."""
+    ask = Ask(submission, idempotency=idempotency)
+    try:
+        outcome = anyio.from_thread.run(_queue_on_loop, ask)
+    except anyio.NoEventLoopError:  # not a request's thread: a batch of one, here
+        [outcome] = process_safely([ask])
     return outcome.result()
+
+
+async def _queue_on_loop(ask: Ask) -> Outcome:
+    return await _queuer().queue(ask)
 
 
 def replayed(actor: Actor, idempotency: Idempotency | None) -> str | None:

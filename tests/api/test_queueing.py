@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -248,3 +249,39 @@ def test_redis_failing_after_the_commit_answers_the_token_and_the_event_follows_
     assert queued_events().count(token) == 1
     with get_engine().connect() as conn:
         assert conn.execute(select(func.count()).select_from(SyncOutbox)).scalar_one() == 0
+
+
+def test_sync_routes_queue_in_the_same_batches(project: SeededProject, client: TestClient,
+                                               sent: list[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests of a sync route (``schema/bulk/commit``, run in threadpool threads) and of
+    an async one at once: every batch is handled by the queueing thread, never by a
+    request's own thread, and there are fewer batches than requests."""
+    jwt = jwt_of(client, project)
+    threads: list[str] = []
+    sizes: list[int] = []
+    real = api.queueing.process_safely
+
+    def spy(asks: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        sizes.append(len(asks))
+        return real(asks)
+
+    monkeypatch.setattr(api.queueing, "process_safely", spy)
+
+    async def many() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            return await asyncio.gather(*(
+                c.post(f"/api/p/{project.gid}/schema/bulk/commit", json={"selection": []},
+                       headers={"Authorization": f"Bearer {jwt}"}) if i % 2 else
+                c.post(f"/api/p/{project.gid}/records/bulk/delete",
+                       json={"selection": [project.heads[i % len(project.heads)]]},
+                       headers={"Authorization": f"Bearer {jwt}"})
+                for i in range(20)))
+
+    answers = asyncio.run(many())
+    assert [r.status_code for r in answers] == [200] * 20, [r.text for r in answers][:2]
+    assert len({r.json()["result"]["job.token"] for r in answers}) == 20
+    assert threads and all(name.startswith("queueing") for name in threads), threads
+    assert sum(sizes) == 20 and len(sizes) < 20
