@@ -9,6 +9,7 @@ stopped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import (
@@ -74,10 +75,16 @@ class Job(SQLModel, table=True):
 
     def public(self) -> dict[str, Any]:
         """The job as its sync event's ``data`` shows it."""
-        return {
-            "project_gid": self.project_gid, "job": self.job, "status": self.status,
-            "info": self.info, "created_on": self.created_on, "updated_on": self.updated_on,
-        }
+        return {name: getattr(self, name) for name in PUBLIC_FIELDS}
+
+
+#: The columns of a job's public state (its sync event's ``data``), besides its token.
+PUBLIC_FIELDS = ("project_gid", "job", "status", "info", "created_on", "updated_on")
+
+
+def public_state(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A job row read as a mapping, as the API answers it: its token and public state."""
+    return {"token": row["token"], **{name: row[name] for name in PUBLIC_FIELDS}}
 
 
 #: Loader options for job rows read for their public state (:meth:`Job.public`): the

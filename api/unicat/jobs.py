@@ -38,7 +38,7 @@ from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, NotFound, Unprocessable
 from bulkjobs.tokens import renew, verify
 from models import failures
-from models.jobs import PUBLIC_ONLY, Job
+from models.jobs import PUBLIC_ONLY, Job, public_state
 from models.pauses import is_paused
 from models.queries import records_public
 from models.records import Record, RecordTombstone
@@ -191,9 +191,7 @@ def jobs_list(project: str, body: JobsListBody, actor: MemberDep, session: Sessi
 def jobs_cancel(project: str, body: JobBody, actor: MemberDep) -> Any:
     """Stop a job after its current batch; it ends `rejected` with `info.error` "cancelled"."""
     row = cancel(project_gid=actor.project.gid, token=body.job, log=get_synclog())
-    return ok({"job": {"token": row["token"], "project_gid": row["project_gid"],
-                       "job": row["job"], "status": row["status"], "info": row["info"],
-                       "created_on": row["created_on"], "updated_on": row["updated_on"]}})
+    return ok({"job": public_state(row)})
 
 
 @router.post("/jobs/failures", **answers(JobFailuresOut))
