@@ -5,6 +5,7 @@ project's sync space."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -41,8 +42,7 @@ from models.queries import records_public
 from models.records import Record
 from models.search.sql import search_count, search_ids
 from models.selection import parse_search, parse_selection
-from worker.jobs.base import Context
-from worker.jobs.records import delete_batch, undelete_batch
+from worker.jobs.records import delete_batch, edit_one, undelete_batch
 from worker.preview import preview
 
 router = APIRouter(prefix="/api/p/{project}/records", tags=["unicat: records"])
@@ -141,15 +141,11 @@ def unpublish(project: str, body: RecordBody, actor: MemberDep, session: Session
 
 
 def _single(actor: Actor, gid: str, batch: Any, message: str) -> None:
-    import time
-
     with get_write_engine().begin() as conn:
-        row = editing.find(conn, actor.project.gid, gid, live=False)
-        ctx = Context(token="", project_gid=actor.project.gid, actor=actor.as_editor(),
-                      params={}, now=time.time())
-        failures = batch(conn, ctx, [row.id])
-        if failures:
-            raise Unprocessable(message, info={"record": gid, "reason": failures[0].reason})
+        failure = edit_one(conn, batch, project_gid=actor.project.gid, gid=gid,
+                           actor=actor.as_editor(), now=time.time())
+        if failure is not None:
+            raise Unprocessable(message, info={"record": gid, "reason": failure.reason})
 
 
 @router.post("/delete", **answers(RecordOut))

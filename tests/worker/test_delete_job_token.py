@@ -46,7 +46,7 @@ def test_inside_a_single_deletes_subtree_is_already_deleted(log: SyncLog,
     head = project.heads[4]
     inner = children(recs, head)[0]
     with get_write_engine().begin() as conn:
-        ctx = Context(token="", project_gid=project.gid, actor={}, params={}, now=time.time())
+        ctx = Context.single_edit(project_gid=project.gid, actor={}, now=time.time())
         assert delete_batch(conn, ctx, [recs[head].id]) == []
     assert _entries([recs[head].id, recs[inner].id]) == [(recs[head].id, None)]
     _, row = do(log, project, DELETE, [inner], batch_size=1)

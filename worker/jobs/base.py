@@ -77,6 +77,9 @@ class Effects:
 
 @dataclass(frozen=True, slots=True)
 class Context:
+    """What a batch function is given: the job (``token``; empty for a single-record edit
+    outside any job, :meth:`single_edit`), its project, actor, parameters and time."""
+
     token: str
     project_gid: str
     actor: dict[str, Any]
@@ -84,6 +87,12 @@ class Context:
     now: float
     # Filled in by the handler; a fresh one per batch.
     effects: Effects = field(default_factory=Effects)
+
+    @classmethod
+    def single_edit(cls, *, project_gid: str, actor: dict[str, Any], now: float) -> Context:
+        """The context of an edit of one record by a route, not a job: no token, so the
+        workflow entries it writes name no job."""
+        return cls(token="", project_gid=project_gid, actor=actor, params={}, now=now)
 
 
 @dataclass(frozen=True, slots=True)

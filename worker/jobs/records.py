@@ -55,6 +55,7 @@ from sqlalchemy import Connection, text
 
 from models import dialect
 from models.dialect import ids_param, is_pg
+from models.editing import find
 from models.history import write_workflow
 from models.records import subtree_upper
 from models.resolve import gid_rows
@@ -594,3 +595,14 @@ def permanent_delete_one(conn: Connection, ctx: Context, ids: Sequence[int]) -> 
         ), {"ids": record_ids[:1]}).scalar()
         ctx.effects.result = Result(200, {"record": gid, "parent": parent})
     return failures
+
+
+def edit_one(conn: Connection, batch: Any, *, project_gid: str, gid: str,
+             actor: dict[str, Any], now: float) -> Failure | None:
+    """Run a record batch function (:func:`delete_batch`, :func:`undelete_batch`) over one
+    record outside any job, as the single-record routes do: its failure, if any.  An unknown
+    record is :class:`~bulkjobs.errors.Unprocessable`."""
+    row = find(conn, project_gid, gid, live=False)
+    failures = batch(conn, Context.single_edit(project_gid=project_gid, actor=actor, now=now),
+                     [row.id])
+    return failures[0] if failures else None
