@@ -1,5 +1,6 @@
 """Unicat job endpoints: the bulk operations of SPEC §5,
-``jobs/get|list|cancel|failures|retry`` and ``jobs/pause|resume`` (:mod:`worker.pausing`)."""
+``jobs/get|detail|list|cancel|failures|retry`` and ``jobs/pause|resume``
+(:mod:`worker.pausing`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from api.queueing import (
 from api.unicat.bodies import JobBody, JobFailuresBody, JobsListBody, RecordBody, SelectionBody
 from api.unicat.envelope import ok
 from api.unicat.responses import (
+    JobDetailOut,
     JobFailuresOut,
     JobQueuedOut,
     JobsListOut,
@@ -36,8 +38,10 @@ from api.unicat.responses import (
 from bulkjobs import cursors
 from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, NotFound, Unprocessable
+from bulkjobs.synclog.history import job_events
 from bulkjobs.tokens import renew, verify
 from models import failures
+from models.job_detail import detail
 from models.jobs import PUBLIC_ONLY, Job, public_state
 from models.pauses import is_paused
 from models.queries import records_public
@@ -153,6 +157,18 @@ def jobs_get(project: str, body: JobBody, actor: MemberDep, session: SessionDep)
     if job is None or job.project_gid != actor.project.gid:
         raise NotFound("no such job", info={"job": body.job})
     return ok({"job": job_public(job)})
+
+
+@router.post("/jobs/detail", **answers(JobDetailOut))
+def jobs_detail(project: str, body: JobBody, actor: MemberDep, session: SessionDep) -> Any:
+    """One job in full: its state, selection, other parameters, when it started and
+    finished, and its events as the sync log still holds them."""
+    job = detail(session, actor.project.gid, body.job)
+    if job is None:
+        raise NotFound("no such job", info={"job": body.job})
+    history = job_events(get_synclog(), body.job, created_on=job["created_on"])
+    return ok({"job": job, "events": [e.as_dict() for e in history.events],
+               "events.complete": history.complete})
 
 
 @router.post("/jobs/list", **answers(JobsListOut))

@@ -360,6 +360,29 @@ class JobFailuresOut(Out):
     result: JobFailuresResult
 
 
+class JobDetail(JobPublic):
+    model_config = ConfigDict(populate_by_name=True)
+
+    started_on: float | None
+    finished_on: float | None
+    selection: list[Any] = Field(description="the selection it was given (its first 100 "
+                                             "entries)")
+    selection_size: int = Field(alias="selection.size", description="entries it has")
+    params: dict[str, Any] = Field(description="its other parameters")
+
+
+class JobDetailResult(Result):
+    job: JobDetail
+    events: list[dict[str, Any]] = Field(description="its sync events the log still holds, "
+                                                     "in cursor order")
+    events_complete: bool = Field(alias="events.complete",
+                                  description="false when some may be missing (trimmed)")
+
+
+class JobDetailOut(Out):
+    result: JobDetailResult
+
+
 # --- sync ---------------------------------------------------------------------------------------
 
 
