@@ -37,6 +37,12 @@ def webhooks_queue() -> str:
     return f"{prefix()}.webhooks"
 
 
+def beat_lease() -> str:
+    """The lease of the one ``beat`` process that sends the periodic tasks: its owner's name,
+    expiring unless renewed (:mod:`worker.beat`)."""
+    return f"{prefix()}:beat:lease"
+
+
 def broker_transport_keys() -> dict[str, str]:
     """Kombu's Redis-transport bookkeeping of unacknowledged messages, under the prefix too
     (kombu's defaults, ``unacked`` and friends, would be shared by every deployment on the

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=2.0, alias="HEARTBEAT_INTERVAL", gt=0)
     queued_stale_after: float = Field(default=120.0, alias="QUEUED_STALE_AFTER", gt=0)
     reaper_interval: float = Field(default=10.0, alias="REAPER_INTERVAL", gt=0)
+    # Of several beat processes only the holder of a Redis lease of this many seconds sends
+    # the periodic tasks; another takes over within it once the holder is gone (worker.beat).
+    beat_lease_ttl: float = Field(default=10.0, alias="BEAT_LEASE_TTL", ge=1)
     # A run gives a job back and re-queues it after this many seconds (fairness).
     slice_seconds: float = Field(default=5.0, alias="SLICE_SECONDS", gt=0)
     record_events: bool = Field(default=True, alias="RECORD_EVENTS")

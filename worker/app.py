@@ -1,9 +1,10 @@
 """The Celery application, built from the settings by :func:`make_celery`.
 
 ``celery -A worker.app worker -E`` runs jobs; ``celery -A worker.app beat`` runs the reaper
-and the sync-log trimming on a schedule.  Late acknowledgement and a prefetch of one mean a
-message is only acknowledged once its job slice has returned, and a worker holds at most one
-job it has not started.  Crash safety does not rest on this alone (see ``worker.runner``).
+and the sync-log trimming on a schedule (any number of beats: one sends, :mod:`worker.beat`).
+Late acknowledgement and a prefetch of one mean a message is only acknowledged once its job
+slice has returned, and a worker holds at most one job it has not started.  Crash safety
+does not rest on this alone (see ``worker.runner``).
 
 The periodic tasks go to a queue of their own (:func:`~bulkjobs.keys.maintenance_queue`),
 which every worker consumes beside the jobs' queue (both are ``task_queues``, so a worker
@@ -81,7 +82,8 @@ def make_celery(settings: Settings) -> Celery:
             "sweep-webhooks": {"task": "bulkjobs.sweep_webhooks", "schedule": SWEEP_INTERVAL,
                                "options": _periodic(SWEEP_INTERVAL)},
         },
-        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        # Several beats may run; the holder of a Redis lease sends (worker.beat).
+        beat_scheduler="worker.beat:LeaderScheduler",
     )
     return app
 
