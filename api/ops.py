@@ -8,7 +8,8 @@
   ``ws://<host>:<STREAM_PORT>/sync`` with the host the browser used (``X-Forwarded-Host`` and
   ``X-Forwarded-Proto`` honoured, so behind a TLS proxy it is ``wss://``).
 * ``GET /ops/api/stats`` (JWT): :meth:`models.ops.Stats.as_json` over the projects the
-  user may watch — every project for ops users, active memberships for others.
+  user may watch — every project for ops users, active memberships for others — and
+  ``paused``, the paused scopes among them (``"*"`` while every project's jobs are).
 * ``POST /ops/api/jobs/pause`` and ``/ops/api/jobs/resume`` (JWT of an ops user, not an API
   key's): the jobs of every project paused and resumed at once (:mod:`worker.pausing`);
   403 for anyone else.
@@ -37,12 +38,15 @@ from bulkjobs.settings import get_settings
 from bulkjobs.tokens import Claims
 from models import ops
 from models.accounts import visible_to
-from models.pauses import EVERY_PROJECT
+from models.pauses import EVERY_PROJECT, paused_scopes
 from worker.app import enqueue_many
 from worker.deps import Deps
 from worker.pausing import pause_jobs, resume
 
 STATIC = Path(__file__).parent / "static"
+#: The page's scripts and styles (every one listed in ``ops.html``), hashed into their URLs.
+ASSETS = ("ops.js", "ops-chart.js", "ops-detail.js", "ops-history.js", "ops-pause.js",
+          "ops.css")
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d+)?$")
 
 router = APIRouter(prefix="/ops", tags=["ops"])
@@ -85,6 +89,7 @@ class Stats(BaseModel):
     jobs: dict[str, int]
     throughput: Throughput
     projects: dict[str, str]
+    paused: list[str] = []
 
 
 def static_files() -> StaticFiles:
@@ -96,7 +101,7 @@ def static_files() -> StaticFiles:
 def _page() -> str:
     # A content hash in the asset URLs: a new version is never served from a stale cache.
     digest = hashlib.sha256()
-    for name in ("ops.js", "ops.css"):
+    for name in ASSETS:
         digest.update((STATIC / name).read_bytes())
     return (STATIC / "ops.html").read_text().replace("{{version}}", digest.hexdigest()[:12])
 
@@ -138,7 +143,12 @@ def stats(c: ClaimsDep, session: SessionDep) -> Any:
         session.connection(), client=get_redis(), broker=get_broker_redis(), projects=projects,
         heartbeat=settings.worker_heartbeat, stale_after=settings.stale_after,
     )
-    return result.as_json()
+    answer = result.as_json()
+    # Paused scopes among those watched ("*": every project's jobs, by the ops switch).
+    scopes = paused_scopes(session.connection())
+    answer["paused"] = sorted(s for s in scopes
+                              if s == EVERY_PROJECT or projects is None or s in projects)
+    return answer
 
 
 def _ops_only(c: Claims) -> None:

@@ -11,6 +11,13 @@
 // - Queue depth and live workers are in no event: GET /ops/api/stats every 5 s (it also
 //   keeps the JWT fresh).
 //
+// Files: this one holds the session, the stream, the job model and the rows; ops-detail.js
+// the job detail view, ops-chart.js the throughput chart, ops-history.js search by token and "Load older", ops-pause.js the
+// pause and resume switches.  They share window.BulkOps (set up here) and hook in through
+// BulkOps.on(name, fn): "job" (a job record changed; with its sync event when live),
+// "flush" (after each batched render), "stats" (after each stats answer), "loaded" (a
+// jobs/list page arrived), "stop" (logout).
+//
 // Rendering: events only update the in-memory job records and mark them dirty; one
 // requestAnimationFrame callback, at most every 100 ms, updates the dirty rows in place (no
 // re-render of the list), the status counts and the chart.  Rows are created once per job
@@ -21,10 +28,17 @@
   const STATS_EVERY_MS = 5000;
   const FLUSH_EVERY_MS = 100; // rows, counts and chart update at most 10 times a second
   const MAX_FINISHED_ROWS = 2000; // finished jobs kept on screen; the oldest go first
-  const CHART_SECONDS = 120;
   const RANK = { queued: 0, processing: 1, done: 2, rejected: 2 };
   const STATUSES = ["queued", "processing", "done", "rejected"];
   const SAVED = "bulkjobs.ops.session";
+  const EVENTS_KEPT = 200; // sync events kept per job for its detail view
+  // Page sizes: ?history=N (jobs per project per jobs/list page) and ?failures=N.
+  const query = new URLSearchParams(location.search);
+  const size = (name, fallback) => {
+    const n = parseInt(query.get(name) || "", 10);
+    return n >= 1 && n <= 1000 ? n : fallback;
+  };
+  const config = { historyPage: size("history", 100), failuresPage: size("failures", 50) };
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
@@ -44,12 +58,19 @@
     config: null,
     ws: null, wsTimer: null, retryMs: 500,
     statsTimer: null, chartTimer: null,
-    filter: { project: "", status: "" },
+    filter: { project: "", status: "", token: "" },
+    older: {},                // project gid -> jobs/list page.cursor of the next older page
+    paused: new Set(),        // paused scopes (project gids, "*" for every project)
     dirty: new Set(), countsDirty: false, chartDirty: false, frame: 0, flushed: 0,
     series: new Map(),        // server second -> Map(project -> [items, jobs])
     skew: 0,                  // server clock - browser clock, seconds
     running: false,
   };
+
+  const chart = () => window.BulkOps.chart; // ops-chart.js
+  const hooks = {};
+  function on(name, fn) { (hooks[name] || (hooks[name] = [])).push(fn); }
+  function emit(name, ...args) { for (const fn of hooks[name] || []) fn(...args); }
 
   // -- HTTP ------------------------------------------------------------------------------
 
@@ -123,8 +144,9 @@
     clearTimeout(state.wsTimer);
     if (state.ws) { const ws = state.ws; state.ws = null; ws.close(1000, "bye"); }
     state.jobs.clear(); state.order = []; state.counts = {}; state.cursor = null;
-    state.series.clear(); state.dirty.clear();
+    state.series.clear(); state.dirty.clear(); state.older = {};
     $("job-rows").textContent = "";
+    emit("stop");
     setConn("offline");
   }
 
@@ -140,7 +162,7 @@
     loadRecent(Object.keys(state.names));
     state.statsTimer = setInterval(() => refreshStats().catch(() => {}), STATS_EVERY_MS);
     state.chartTimer = setInterval(() => { state.chartDirty = true; schedule(); }, 1000);
-    resizeChart();
+    chart().resize();
   }
 
   // -- stats (queue depth, workers: not in any event) -------------------------------------
@@ -156,6 +178,8 @@
     $("items-rate").textContent = fmtRate(data.throughput.items_per_s);
     $("jobs-rate").textContent = fmtRate(data.throughput.jobs_per_s);
     setProjects(data.projects);
+    state.paused = new Set(data.paused || []);
+    emit("stats", data);
     return data;
   }
 
@@ -188,14 +212,24 @@
       while (queue.length && state.running) {
         const gid = queue.shift();
         try {
-          const { data } = await http("POST", `/api/p/${gid}/jobs/list`, { "page.size": 100 });
-          for (const job of data.result.jobs) applyJob(job, false);
+          await loadJobs(gid, {});
         } catch (err) {
           note(`jobs of ${projectName(gid)}: ${err.message}`);
         }
       }
     };
     await Promise.all([worker(), worker(), worker(), worker()]);
+  }
+
+  async function loadJobs(gid, filters) {
+    // One jobs/list page of a project; without a token filter its cursor is where "Load
+    // older" goes on.
+    const { data } = await http("POST", `/api/p/${gid}/jobs/list`,
+                                { "page.size": config.historyPage, ...filters });
+    for (const job of data.result.jobs) applyJob(job, false);
+    if (!filters["token.prefix"]) state.older[gid] = data.result["page.cursor"];
+    emit("loaded", gid, data.result.jobs);
+    return data.result.jobs;
   }
 
   async function reconcile(snapshot) {
@@ -280,7 +314,7 @@
       state.cursor = ev.cursor;
     }
     if (ev.data_type !== "jobs" || !ev.data) return;
-    applyJob(Object.assign({ token: ev.data_key }, ev.data), true);
+    applyJob(Object.assign({ token: ev.data_key }, ev.data), true, ev);
   }
 
   // -- the model ----------------------------------------------------------------------------
@@ -305,34 +339,50 @@
     state.countsDirty = true;
   }
 
-  function applyJob(d, live) {
+  function remember(job, ev) {
+    // The job's sync events this page received, for its detail view (the newest kept).
+    if (!ev || job.events.some((e) => e.cursor === ev.cursor)) return;
+    job.events.push(ev);
+    if (job.events.length > EVENTS_KEPT) job.events.shift();
+  }
+
+  function applyJob(d, live, ev) {
     let job = state.jobs.get(d.token);
     if (!job) {
       job = {
         token: d.token, project_gid: d.project_gid, job: d.job, status: d.status,
         info: d.info || {}, created_on: d.created_on || 0, updated_on: d.updated_on || 0,
-        done: processed(d.info), els: null, shown: {},
+        done: processed(d.info), els: null, shown: {}, events: [],
+        started_on: d.started_on ?? null, finished_on: d.finished_on ?? null,
       };
+      remember(job, ev);
       state.jobs.set(job.token, job);
       place(job);
       count(job.project_gid, job.status, 1);
-      if (live && RANK[d.status] === 2) chartAdd(job.project_gid, d.updated_on, job.done, 1);
+      if (live && RANK[d.status] === 2) chart().add(job.project_gid, d.updated_on, job.done, 1);
     } else {
-      if (!newer(job, d)) return;
+      remember(job, ev);
+      if (!newer(job, d)) { emit("job", job, ev); return; }
       if (job.status !== d.status) {
         count(job.project_gid, job.status, -1);
         count(job.project_gid, d.status, 1);
       }
       const done = processed(d.info);
       if (live) {
-        chartAdd(job.project_gid, d.updated_on, Math.max(0, done - job.done),
-                 RANK[d.status] === 2 && RANK[job.status] < 2 ? 1 : 0);
+        chart().add(job.project_gid, d.updated_on, Math.max(0, done - job.done),
+                    RANK[d.status] === 2 && RANK[job.status] < 2 ? 1 : 0);
       }
       job.status = d.status; job.info = d.info || {}; job.updated_on = d.updated_on || 0;
       job.done = Math.max(job.done, done);
     }
+    // Times the events imply until the job's detail says them exactly.
+    if (d.started_on !== undefined) job.started_on = d.started_on;
+    else if (job.started_on === null && job.status !== "queued") job.started_on = job.updated_on;
+    if (d.finished_on !== undefined) job.finished_on = d.finished_on;
+    else if (job.finished_on === null && RANK[job.status] === 2) job.finished_on = job.updated_on;
     state.dirty.add(job);
     schedule();
+    emit("job", job, ev);
   }
 
   function before(a, b) { // newest first
@@ -386,7 +436,8 @@
     for (const job of state.dirty) render(job);
     state.dirty.clear();
     if (state.countsDirty) { trim(); renderCounts(); }
-    if (state.chartDirty) drawChart();
+    if (state.chartDirty) chart().draw();
+    emit("flush");
   }
 
   function cell(cls, text) {
@@ -404,7 +455,9 @@
     const project = cell("project", projectName(job.project_gid));
     const statusCell = cell("status");
     const badge = el("span", "badge");
-    statusCell.append(badge);
+    const paused = el("span", "paused-flag", "paused");
+    paused.hidden = true;
+    statusCell.append(badge, paused);
     const progress = cell("progress");
     const pct = el("span", "pct");
     const bar = el("div", "bar");
@@ -420,9 +473,12 @@
     const cancel = el("button", "cancel", "Cancel");
     cancel.type = "button";
     cancel.addEventListener("click", () => cancelJob(job, cancel));
-    actions.append(cancel);
+    const open = el("button", "open", "Details");
+    open.type = "button";
+    open.addEventListener("click", () => emit("open", job));
+    actions.append(cancel, open);
     row.append(name, project, statusCell, progress, failed, updated, actions);
-    return { row, project, badge, pct, bar, fill, failed, updated, cancel };
+    return { row, project, badge, paused, pct, bar, fill, failed, updated, cancel };
   }
 
   function render(job) {
@@ -435,6 +491,8 @@
       e.cancel.hidden = RANK[job.status] === 2;
       s.status = job.status;
     }
+    const paused = !!info.paused && RANK[job.status] < 2;
+    if (s.paused !== paused) { e.paused.hidden = !paused; e.row.dataset.paused = paused; s.paused = paused; }
     const total = Number.isInteger(info.total) ? info.total : null;
     const pct = total ? Math.floor((100 * job.done) / total)
       : (job.status === "done" ? 100 : 0);
@@ -479,6 +537,7 @@
   function matches(job) {
     const f = state.filter;
     if (f.project && job.project_gid !== f.project) return false;
+    if (f.token && !job.token.startsWith(f.token)) return false;
     if (f.status === "unfinished") return RANK[job.status] < 2;
     return !f.status || job.status === f.status;
   }
@@ -520,95 +579,6 @@
     }
   }
 
-  // -- throughput chart -----------------------------------------------------------------------
-
-  function chartAdd(project, when, items, jobs) {
-    if (!items && !jobs) return;
-    const second = Math.floor(when || Date.now() / 1000 + state.skew);
-    let bucket = state.series.get(second);
-    if (!bucket) { bucket = new Map(); state.series.set(second, bucket); }
-    const v = bucket.get(project) || [0, 0];
-    v[0] += items; v[1] += jobs;
-    bucket.set(project, v);
-    state.chartDirty = true;
-  }
-
-  function resizeChart() {
-    const canvas = $("chart");
-    const ratio = window.devicePixelRatio || 1;
-    canvas.width = Math.max(300, canvas.clientWidth) * ratio;
-    canvas.height = canvas.clientHeight * ratio;
-    state.chartDirty = true;
-    schedule();
-  }
-
-  function drawChart() {
-    state.chartDirty = false;
-    const canvas = $("chart");
-    const ctx = canvas.getContext("2d");
-    const ratio = window.devicePixelRatio || 1;
-    const w = canvas.width / ratio, h = canvas.height / ratio;
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    ctx.clearRect(0, 0, w, h);
-    const now = Math.floor(Date.now() / 1000 + state.skew) - 1; // the current second is partial
-    for (const second of state.series.keys()) {
-      if (second < now - CHART_SECONDS) state.series.delete(second);
-    }
-    const items = [], jobs = [];
-    for (let i = CHART_SECONDS - 1; i >= 0; i--) {
-      const bucket = state.series.get(now - i);
-      let a = 0, b = 0;
-      if (bucket) {
-        for (const [project, v] of bucket) {
-          if (state.filter.project && project !== state.filter.project) continue;
-          a += v[0]; b += v[1];
-        }
-      }
-      items.push(a); jobs.push(b);
-    }
-    const left = 48, right = 40, top = 8, bottom = 18;
-    const pw = w - left - right, ph = h - top - bottom;
-    const maxItems = niceMax(Math.max(...items)), maxJobs = niceMax(Math.max(...jobs));
-    ctx.font = "11px system-ui, sans-serif";
-    ctx.strokeStyle = "#e2e5eb"; ctx.fillStyle = "#6b7385"; ctx.lineWidth = 1;
-    for (let g = 0; g <= 4; g++) {
-      const y = top + ph - (ph * g) / 4;
-      ctx.beginPath(); ctx.moveTo(left, y + 0.5); ctx.lineTo(left + pw, y + 0.5); ctx.stroke();
-      ctx.textAlign = "right"; ctx.fillText(fmtShort((maxItems * g) / 4), left - 6, y + 4);
-      ctx.textAlign = "left"; ctx.fillText(fmtShort((maxJobs * g) / 4), left + pw + 6, y + 4);
-    }
-    ctx.textAlign = "center";
-    for (let s = 0; s <= CHART_SECONDS; s += 30) {
-      ctx.fillText(s === 0 ? "now" : `-${s}s`, left + pw - (pw * s) / CHART_SECONDS, h - 4);
-    }
-    const x = (i) => left + (pw * i) / (CHART_SECONDS - 1);
-    const series = [[items, maxItems, getVar("--items"), true], [jobs, maxJobs, getVar("--jobs"), false]];
-    for (const [values, max, color, filled] of series) {
-      ctx.beginPath();
-      values.forEach((v, i) => {
-        const y = top + ph - (ph * v) / max;
-        if (i === 0) ctx.moveTo(x(i), y); else ctx.lineTo(x(i), y);
-      });
-      ctx.strokeStyle = color; ctx.lineWidth = 1.5; ctx.stroke();
-      if (filled) {
-        ctx.lineTo(x(values.length - 1), top + ph); ctx.lineTo(x(0), top + ph); ctx.closePath();
-        ctx.globalAlpha = 0.12; ctx.fillStyle = color; ctx.fill(); ctx.globalAlpha = 1;
-      }
-    }
-  }
-
-  function niceMax(v) {
-    if (v <= 1) return 1;
-    const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-    return 10 * p;
-  }
-
-  const cssVars = {};
-  function getVar(name) {
-    return cssVars[name] || (cssVars[name] = getComputedStyle(document.documentElement).getPropertyValue(name).trim());
-  }
-
   // -- formatting and messages ----------------------------------------------------------------
 
   // Shared formatters: toLocaleString() and friends build a new formatter on every call.
@@ -618,11 +588,6 @@
   });
   function fmt(n) { return NUMBER.format(n); }
   function fmtRate(n) { return n >= 100 ? fmt(Math.round(n)) : Number(n).toFixed(n >= 10 ? 1 : 2); }
-  function fmtShort(n) {
-    if (n >= 1e6) return (n / 1e6).toFixed(n >= 1e7 ? 0 : 1) + "M";
-    if (n >= 1e3) return (n / 1e3).toFixed(n >= 1e4 ? 0 : 1) + "k";
-    return String(Math.round(n * 100) / 100);
-  }
 
   let noteTimer = 0;
   function note(text) {
@@ -630,6 +595,11 @@
     clearTimeout(noteTimer);
     noteTimer = setTimeout(() => { $("message").textContent = ""; }, 8000);
   }
+
+  window.BulkOps = {
+    state, config, RANK, TIME, $, el, http, on, emit, note, fmt, fmtRate, projectName,
+    applyJob, loadJobs, applyFilters, processed, schedule,
+  };
 
   // -- wiring ---------------------------------------------------------------------------------
 
@@ -645,11 +615,14 @@
       applyFilters();
     });
   }
-  window.addEventListener("resize", resizeChart);
+  window.addEventListener("resize", () => chart().resize());
 
-  const saved = JSON.parse(sessionStorage.getItem(SAVED) || "null");
-  if (saved && saved.jwt) {
-    Object.assign(state, saved);
-    start().catch(() => logout("Sign in again."));
-  }
+  // The other files of the page hook in before the session resumes.
+  document.addEventListener("DOMContentLoaded", () => {
+    const saved = JSON.parse(sessionStorage.getItem(SAVED) || "null");
+    if (saved && saved.jwt) {
+      Object.assign(state, saved);
+      start().catch(() => logout("Sign in again."));
+    }
+  });
 })();

@@ -3,9 +3,12 @@ to the projects a user may watch."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlmodel import Session
 
+from api.ops import ASSETS
 from bulkjobs.connections import get_redis, get_synclog
 from bulkjobs.settings import get_settings
 from bulkjobs.tokens import issue
@@ -78,3 +81,33 @@ def test_stats_cover_every_project_for_ops_and_their_own_for_others(client, seed
                       headers={"Authorization": f"Bearer {issue(member.gid)}"}).json()
     assert mine["jobs"]["queued"] == 1
     assert set(mine["projects"]) == {p0}
+
+
+def test_every_file_of_the_page_is_served_and_versioned(client):
+    """Each script and stylesheet the page lists is served and is one of the files whose
+    content makes the version in the URLs (so a change to any of them is never cached)."""
+    page = client.get("/ops").text
+    listed = re.findall(r'(?:src|href)="/ops/static/([\w.-]+)\?v=([0-9a-f]{12})"', page)
+    assert sorted(name for name, _ in listed) == sorted(ASSETS)
+    assert len({version for _, version in listed}) == 1
+    for name, _ in listed:
+        assert client.get(f"/ops/static/{name}").status_code == 200, name
+
+
+def test_stats_say_which_watched_scopes_are_paused(client, seeded: SeedResult):
+    """After a project's pause and the ops pause, ops users' stats list both; a member of
+    the other project sees only the ops pause ("*"), not the project it does not watch."""
+    first, second = seeded.projects
+    opsh = {"Authorization": f"Bearer {issue(seeded.users[2].gid, ops=True)}"}
+    with Session(get_write_engine(), expire_on_commit=False) as session:
+        member = create_user(session, username="only-p1", password="pw")
+        add_member(session, user=member, project_gid=second.gid)
+    watcher = {"Authorization": f"Bearer {issue(member.gid)}"}
+    assert client.get("/ops/api/stats", headers=opsh).json()["paused"] == []
+    assert client.post(f"/api/p/{first.gid}/jobs/pause", headers=opsh).status_code == 200
+    assert client.post("/ops/api/jobs/pause", headers=opsh).status_code == 200
+    assert client.get("/ops/api/stats", headers=opsh).json()["paused"] == sorted(
+        ["*", first.gid])
+    assert client.get("/ops/api/stats", headers=watcher).json()["paused"] == ["*"]
+    assert client.post("/ops/api/jobs/resume", headers=opsh).status_code == 200
+    assert client.get("/ops/api/stats", headers=opsh).json()["paused"] == [first.gid]
