@@ -8,15 +8,19 @@
 //   when the stream says history was lost: `recovered: false`).
 // - On disconnect the page reconnects with the last cc cursor it saw, so missed events are
 //   replayed in order; `recovered: false` reloads over HTTP instead.
-// - Queue depth and live workers are in no event: GET /ops/api/stats every 5 s (it also
-//   keeps the JWT fresh).
+// - Queue depth, live workers and paused scopes are in no event: GET /ops/api/stats every
+//   5 s (it also keeps the JWT fresh).
+// - Everything else over HTTP is asked for by a click: a job's detail (jobs/detail, once
+//   per opening, then followed from the stream), its failed items, retry, pause and resume,
+//   search by token and "Load older" (jobs/list).
 //
-// Files: this one holds the session, the stream, the job model and the rows; ops-detail.js
-// the job detail view, ops-chart.js the throughput chart, ops-history.js search by token and "Load older", ops-pause.js the
-// pause and resume switches.  They share window.BulkOps (set up here) and hook in through
-// BulkOps.on(name, fn): "job" (a job record changed; with its sync event when live),
-// "flush" (after each batched render), "stats" (after each stats answer), "loaded" (a
-// jobs/list page arrived), "stop" (logout).
+// Files: this one holds the session, the stream, the job model and the rows; ops-chart.js
+// the throughput chart, ops-detail.js the job detail view, ops-history.js search by token
+// and "Load older", ops-pause.js the pause and resume switches.  They share window.BulkOps
+// (set up here) and hook in through BulkOps.on(name, fn): "job" (a job record changed;
+// with its sync event when live), "open" (Details clicked), "flush" (after each batched
+// render), "stats" (after each stats answer), "loaded" (a jobs/list page arrived), "stop"
+// (logout).
 //
 // Rendering: events only update the in-memory job records and mark them dirty; one
 // requestAnimationFrame callback, at most every 100 ms, updates the dirty rows in place (no
