@@ -3,9 +3,9 @@ paging in a real browser (the system's Chromium through Playwright) against real
 and stream processes: the detail shows the selection, parameters, times and every failed
 item a page at a time; a retry from it appears and finishes live; a project paused from the
 page holds a job whose row and detail say `paused` until it is resumed; a token prefix finds
-a job not on screen; "Load older" pages history.  Once loaded, job states come over the
-websocket only: the page calls jobs/detail once per opening and never jobs/get.  A
-screenshot goes to ``test-artifacts/dashboard-detail.png``.
+a job not on screen; "Load older" pages history; a member who is not an owner cannot pause.
+Once loaded, job states come over the websocket only: the page calls jobs/detail once per
+opening and never jobs/get.  A screenshot goes to ``test-artifacts/dashboard-detail.png``.
 
 Needs ``/usr/bin/chromium`` and the ``playwright`` package (see tests/e2e/browser.py).
 """
@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from models.engine import get_engine
+from models.pauses import is_paused
 from models.seed import SeedResult
 from tests.e2e.conftest import System
 from tests.e2e.helpers import Api
@@ -164,4 +166,22 @@ def test_dashboard_detail_retry_pause_search_and_history(
     assert errors == []
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-detail.png"))
+
+    # A member who is not an owner: no switch for every project; a project's pause is
+    # refused (403) and nothing is paused.
+    page.click("#logout")
+    page.fill("#username", seeded.users[1].username)
+    page.fill("#password", seeded.users[1].password)
+    page.click("#login-submit")
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    page.select_option("#filter-project", "")
+    expect(page.locator("#pause")).to_be_hidden()
+    expect(page.locator("#detail")).to_be_hidden()
+    page.select_option("#filter-project", first.gid)
+    page.click("#pause")
+    expect(page.locator("#message")).to_contain_text("pause:", timeout=WAIT_MS)
+    expect(page.locator("#pause-state")).to_be_hidden()
+    with get_engine().connect() as conn:
+        assert not is_paused(conn, first.gid)
+    assert errors == []
     page.close()
