@@ -43,6 +43,10 @@ def render(request: Request, exc: BulkJobsError) -> JSONResponse:
     return response
 
 
+#: Seconds a client is told to wait (``Retry-After``) after a 503 for Redis being unavailable.
+REDIS_RETRY_AFTER = 1
+
+
 def _from_status(status: int, detail: str) -> BulkJobsError:
     exc = BulkJobsError(detail)
     exc.status = exc.code = status
@@ -68,7 +72,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(redis.RedisError)
     async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
         logger.warning("redis unavailable: %s", exc)
-        return render(request, ServiceUnavailable("Redis is unavailable; try again shortly"))
+        response = render(request, ServiceUnavailable("Redis is unavailable; try again shortly"))
+        # Redis comes back, or Sentinel promotes a replica, within seconds: say when to retry.
+        response.headers["Retry-After"] = str(REDIS_RETRY_AFTER)
+        return response
 
     # Text the database cannot bind — NUL in PostgreSQL text (DataError), an unpaired
     # surrogate that JSON let through (UnicodeEncodeError, on both databases) — or a number

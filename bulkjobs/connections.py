@@ -8,6 +8,13 @@ every web request wait — even reads that need only the database, whose rate-li
 waits, then lets them through — and the web's thread pool filled up: the API hung instead of
 answering 503.  A connection broken under a command (a Redis restart) is re-made and the
 command retried once, so recovery needs no restart of anything.
+
+Sentinel.  With ``REDIS_SENTINELS`` and ``REDIS_SENTINEL_MASTER`` set, every client here asks
+the sentinels for the current primary before each new connection (redis-py's
+``SentinelConnectionPool``), instead of connecting to ``REDIS_URL``'s host; ``REDIS_URL``
+still gives the db number, user name and password (and TLS with ``rediss://``).  A primary
+that went away fails the command like any outage; a primary demoted to a replica answers
+``READONLY``, which drops the connection: the next one goes to the new primary.
 """
 
 from __future__ import annotations
@@ -18,10 +25,13 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 from redis.backoff import NoBackoff
+from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
 
-from bulkjobs.settings import get_settings
+from bulkjobs.settings import Settings, get_settings
 from bulkjobs.synclog import AsyncSyncLog, SyncLog
 
 #: Seconds to wait for Redis to accept a connection.
@@ -76,6 +86,78 @@ class FailFastConnection(redis.Connection):
             raise
 
 
+class FailFastSentinelConnection(FailFastConnection, redis.sentinel.SentinelManagedConnection):
+    """A connection to the primary that Sentinel names, consulting :data:`OUTAGE` too."""
+
+
+def primary_kwargs(settings: Settings) -> dict[str, Any]:
+    """Connection options of the primary found through Sentinel: ``REDIS_URL``'s db number,
+    user name, password and TLS (its host and port are not used)."""
+    parsed = parse_url(settings.redis_url)
+    out: dict[str, Any] = {k: parsed[k] for k in ("db", "username", "password") if k in parsed}
+    if parsed.get("connection_class") is SSLConnection:
+        out["ssl"] = True
+    return out
+
+
+def sentinel_kwargs(settings: Settings) -> dict[str, Any]:
+    """Options of the connections to the sentinels themselves."""
+    out: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT,
+                           "socket_connect_timeout": CONNECT_TIMEOUT}
+    if settings.redis_sentinel_password:
+        out["password"] = settings.redis_sentinel_password
+    return out
+
+
+def _sentinel_client(settings: Settings) -> redis.Redis:
+    sentinel = redis.sentinel.Sentinel(settings.sentinels,
+                                       sentinel_kwargs=sentinel_kwargs(settings))
+    primary = primary_kwargs(settings)
+    extra: dict[str, Any] = (
+        {} if primary.get("ssl") else {"connection_class": FailFastSentinelConnection})
+    return sentinel.master_for(
+        settings.redis_sentinel_master, socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT, health_check_interval=30,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        **primary, **extra,
+    )
+
+
+class AsyncSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool):
+    """An asyncio pool of connections to the primary, owning its connections to the
+    sentinels: closing the client that owns the pool closes those too."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        for client in self.sentinel_manager.sentinels:
+            await client.connection_pool.disconnect()
+
+
+class AsyncBlockingSentinelPool(AsyncSentinelPool, redis.asyncio.BlockingConnectionPool):
+    """:class:`AsyncSentinelPool` that waits for a free connection at its limit."""
+
+
+def async_sentinel_pool(settings: Settings, pool_class: type[AsyncSentinelPool] | None = None,
+                        **kwargs: Any) -> redis.asyncio.ConnectionPool:
+    """An asyncio pool of connections to the primary the sentinels name."""
+    sentinel = redis.asyncio.sentinel.Sentinel(settings.sentinels,
+                                               sentinel_kwargs=sentinel_kwargs(settings))
+    cls = pool_class or AsyncSentinelPool
+    options = {**primary_kwargs(settings), **kwargs, "is_master": True}
+    pool: redis.asyncio.ConnectionPool = cls(settings.redis_sentinel_master, sentinel,
+                                             **options)
+    return pool
+
+
+def async_client(**kwargs: Any) -> redis.asyncio.Redis:
+    """An asyncio client of the sync log's Redis (``REDIS_URL`` or the primary Sentinel
+    names) with a pool of its own; ``kwargs`` are connection options."""
+    settings = get_settings()
+    if settings.sentinels:
+        return redis.asyncio.Redis.from_pool(async_sentinel_pool(settings, **kwargs))
+    return redis.asyncio.Redis.from_url(settings.redis_url, **kwargs)
+
+
 def _client(url: str) -> redis.Redis:
     # Only plain TCP gets FailFastConnection: a connection_class given here would replace the
     # TLS class of rediss:// and the socket class of unix:// URLs.  Those keep the short
@@ -92,7 +174,10 @@ def _client(url: str) -> redis.Redis:
 
 @lru_cache(maxsize=1)
 def get_redis() -> redis.Redis:
-    return _client(get_settings().redis_url)
+    settings = get_settings()
+    if settings.sentinels:
+        return _sentinel_client(settings)
+    return _client(settings.redis_url)
 
 
 @lru_cache(maxsize=1)
@@ -103,7 +188,7 @@ def get_synclog() -> SyncLog:
 
 
 def make_async_redis() -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(get_settings().redis_url, socket_connect_timeout=5)
+    return async_client(socket_connect_timeout=5)
 
 
 def make_async_synclog(client: redis.asyncio.Redis) -> AsyncSyncLog:
@@ -116,8 +201,8 @@ def get_broker_redis() -> redis.Redis | None:
     Redis (e.g. RabbitMQ)."""
     settings = get_settings()
     url = settings.effective_broker_url
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    if not url.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
         return None
-    if url == settings.redis_url:
+    if url == settings.redis_url or not settings.broker_url:
         return get_redis()
     return _client(url)

@@ -26,7 +26,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Settings whose values are never echoed in an error (they may carry passwords).
-_SECRET = {"JWT_SECRET", "DATABASE_URL", "REDIS_URL", "BROKER_URL", "METRICS_TOKEN"}
+_SECRET = {"JWT_SECRET", "DATABASE_URL", "REDIS_URL", "BROKER_URL", "METRICS_TOKEN",
+           "REDIS_SENTINEL_PASSWORD"}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SCHEMES = {
     "DATABASE_URL": ("sqlite", "postgresql"),  # each with an optional +driver
@@ -49,6 +50,12 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", alias="DATABASE_URL")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", alias="REDIS_URL")
     broker_url: str = Field(default="", alias="BROKER_URL")
+    # Redis through Sentinel: when both are set, every Redis client (and the broker, while
+    # BROKER_URL is unset) asks these sentinels for the current primary of the named master;
+    # REDIS_URL's host and port are then unused, its db number and password still apply.
+    redis_sentinels: str = Field(default="", alias="REDIS_SENTINELS")  # host:port,host:port
+    redis_sentinel_master: str = Field(default="", alias="REDIS_SENTINEL_MASTER")
+    redis_sentinel_password: str = Field(default="", alias="REDIS_SENTINEL_PASSWORD")
     redis_prefix: str = Field(
         default="bulkjobs", alias="REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]+$"
     )
@@ -124,6 +131,13 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
         return value.upper()
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        if value.strip():
+            parse_addresses(value)
+        return value.strip()
+
     @field_validator("database_url", "redis_url", "broker_url", "stream_public_url")
     @classmethod
     def _parses(cls, value: str, info: ValidationInfo) -> str:
@@ -144,7 +158,15 @@ class Settings(BaseSettings):
         if self.sync_max_events < self.sync_retention:
             raise ValueError("SYNC_MAX_EVENTS must be at least SYNC_RETENTION (the retention "
                              "would never be kept)")
+        if bool(self.redis_sentinels) != bool(self.redis_sentinel_master.strip()):
+            raise ValueError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER must be set together "
+                             "(one without the other would ignore Sentinel silently)")
         return self
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """The sentinels' addresses; empty when Redis is reached through ``REDIS_URL``."""
+        return parse_addresses(self.redis_sentinels) if self.redis_sentinels else []
 
     @property
     def effective_database_url(self) -> str:
@@ -154,7 +176,19 @@ class Settings(BaseSettings):
 
     @property
     def effective_broker_url(self) -> str:
-        return self.broker_url or self.redis_url
+        """``BROKER_URL``; unset: Redis, through kombu's ``sentinel://`` transport when
+        Sentinel is configured (the db number and password of ``REDIS_URL`` on the primary,
+        see :mod:`worker.app` for the master's name)."""
+        if self.broker_url:
+            return self.broker_url
+        if not self.redis_sentinels:
+            return self.redis_url
+        parts = urlsplit(self.redis_url)
+        auth = ""
+        if parts.password:
+            auth = f"{parts.username or ''}:{parts.password}@"
+        db = parts.path.lstrip("/") or "0"
+        return ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in self.sentinels)
 
     @property
     def is_sqlite(self) -> bool:
@@ -167,6 +201,19 @@ class Settings(BaseSettings):
         if self.env == "production":
             raise RuntimeError("JWT_SECRET must be set when BULKJOBS_ENV=production")
         return _development_secret(self.data_dir)
+
+
+def parse_addresses(value: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` as (host, port) pairs; ``ValueError`` naming a bad one."""
+    out = []
+    for item in value.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"must be host:port pairs separated by commas ({item.strip()!r} "
+                             "is not)")
+        out.append((host, int(port)))
+    return out
 
 
 def _check_url(value: str, schemes: tuple[str, ...]) -> None:

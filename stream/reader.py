@@ -45,6 +45,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bulkjobs import keys
+from bulkjobs.connections import async_sentinel_pool
+from bulkjobs.settings import Settings
 from bulkjobs.synclog import AsyncSyncLog, Item, decode_after, fields_of
 
 logger = logging.getLogger(__name__)
@@ -72,9 +74,12 @@ class Reader:
     def __init__(
         self, sink: Sink, *, url: str, control: redis.asyncio.Redis | None = None,
         block_ms: int = 1000, count: int = 1000, max_backoff: float = 5.0,
+        sentinel: Settings | None = None,
     ) -> None:
         self.sink = sink
         self.url = url
+        #: Settings naming the sentinels to ask for the primary (instead of ``url``'s host).
+        self.sentinel = sentinel
         self.control = control  # a separate client, used only for CLIENT UNBLOCK
         self.block_ms = block_ms
         self.count = count
@@ -127,13 +132,21 @@ class Reader:
         self.connected = False
 
     async def _session(self) -> None:
-        client = redis.asyncio.Redis.from_url(
-            self.url, single_connection_client=True, socket_connect_timeout=5,
+        options: dict[str, Any] = dict(
+            socket_connect_timeout=5,
             # Longer than a block, so a dead connection is noticed instead of hanging.
             socket_timeout=self.block_ms / 1000 + 10,
             # We handle reconnects ourselves: a reconnect must be followed by a resync.
             retry=Retry(NoBackoff(), 0),
         )
+        if self.sentinel is not None:  # each session asks the sentinels for the primary anew
+            client = redis.asyncio.Redis(
+                connection_pool=async_sentinel_pool(self.sentinel, **options),
+                single_connection_client=True)
+            client.auto_close_connection_pool = True
+        else:
+            client = redis.asyncio.Redis.from_url(self.url, single_connection_client=True,
+                                                  **options)
         try:
             log = AsyncSyncLog(client)
             self._client_id = int(await client.client_id())

@@ -69,6 +69,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from bulkjobs import keys, tokens
+from bulkjobs.connections import AsyncBlockingSentinelPool, async_sentinel_pool
 from bulkjobs.errors import BulkJobsError, Unauthorized
 from bulkjobs.metrics import metrics_allowed
 from bulkjobs.ratelimit import login_blocked_async, login_failed_async, login_limits
@@ -131,7 +132,8 @@ class StreamServer:
         self.hub = Hub()
         self.redis = _command_client(settings.redis_url)
         self.log = AsyncSyncLog(self.redis)
-        self.reader = Reader(self, url=settings.redis_url, control=self.redis, block_ms=block_ms)
+        self.reader = Reader(self, url=settings.redis_url, control=self.redis, block_ms=block_ms,
+                             sentinel=settings if settings.sentinels else None)
         self.reader_grace = block_ms / 1000 + 5
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StreamCollector(self))
@@ -568,8 +570,8 @@ def _command_client(url: str) -> redis.asyncio.Redis:
     connection instead of failing with "Too many connections" (``make_async_redis`` uses a
     plain pool, fine for the API but not for thousands of websockets arriving together).
     """
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url, max_connections=COMMAND_CONNECTIONS, timeout=10, socket_connect_timeout=5,
+    options: dict[str, Any] = dict(
+        max_connections=COMMAND_CONNECTIONS, timeout=10, socket_connect_timeout=5,
         socket_timeout=10,
         # After a Redis restart every pooled connection is dead; without a retry on a fresh
         # connection the first command on each would fail a client's subscribe (1013/503).
@@ -577,6 +579,11 @@ def _command_client(url: str) -> redis.asyncio.Redis:
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3,
                     supported_errors=(RedisConnectionError,)),
     )
+    settings = get_settings()
+    if settings.sentinels:  # the primary the sentinels name, whatever url says
+        pool = async_sentinel_pool(settings, AsyncBlockingSentinelPool, **options)
+    else:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(url, **options)
     return redis.asyncio.Redis(connection_pool=pool)
 
 

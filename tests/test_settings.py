@@ -50,6 +50,13 @@ BAD = [
     ({"STREAM_PUBLIC_URL": "http://example.com/sync"}, "STREAM_PUBLIC_URL"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+    ({"REDIS_SENTINELS": "127.0.0.1:26379,cache", "REDIS_SENTINEL_MASTER": "m"},
+     "REDIS_SENTINELS"),
+    ({"REDIS_SENTINELS": "127.0.0.1:port", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS"),
+    ({"REDIS_SENTINELS": ":26379", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS"),
+    ({"REDIS_SENTINELS": "127.0.0.1:70000", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS"),
+    ({"REDIS_SENTINELS": "127.0.0.1:26379"}, "REDIS_SENTINELS"),
+    ({"REDIS_SENTINEL_MASTER": "mymaster"}, "REDIS_SENTINEL_MASTER"),
 ]
 
 
@@ -73,6 +80,8 @@ def test_a_bad_setting_is_named_in_one_line(monkeypatch, env, name):
     {"DATABASE_URL": "postgresql://bob:hunter2-hunter2@db.example:5432/prod", "BATCH_SIZE": "0",
      "REDIS_URL": "ftp://alice:s3cret-s3cret@cache"},
     {"BULKJOBS_ENV": "production", "JWT_SECRET": "s3cret-s3cret"},
+    {"REDIS_SENTINEL_PASSWORD": "s3cret-s3cret", "REDIS_SENTINELS": "a:1,b",
+     "REDIS_SENTINEL_MASTER": "m", "BATCH_SIZE": "0"},
 ])
 def test_an_error_never_echoes_a_secret(monkeypatch, env):
     with pytest.raises(InvalidSetting) as caught:
@@ -91,6 +100,21 @@ def test_the_defaults_and_documented_urls_are_valid(monkeypatch):
                 {"BULKJOBS_ENV": "production", "JWT_SECRET": "x" * 32}):
         settings = load(monkeypatch, env)
         assert settings.batch_size >= 1
+
+
+def test_sentinels_make_the_broker_a_sentinel_url_with_redis_urls_db_and_password(monkeypatch):
+    """With REDIS_SENTINELS and REDIS_SENTINEL_MASTER (and BROKER_URL unset) the broker is
+    kombu's sentinel:// transport over every sentinel, with REDIS_URL's db and password;
+    a BROKER_URL given still wins."""
+    settings = load(monkeypatch, {"REDIS_SENTINELS": " 10.0.0.1:26379, sentinel-b:26380 ",
+                                  "REDIS_SENTINEL_MASTER": "mymaster", "BROKER_URL": "",
+                                  "REDIS_URL": "redis://:pw@unused:6379/4"})
+    assert settings.sentinels == [("10.0.0.1", 26379), ("sentinel-b", 26380)]
+    assert settings.effective_broker_url == (
+        "sentinel://:pw@10.0.0.1:26379/4;sentinel://:pw@sentinel-b:26380/4")
+    monkeypatch.setenv("BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    assert settings_module.get_settings.__wrapped__().effective_broker_url.startswith(  # type: ignore[attr-defined]
+        "amqp://")
 
 
 def test_settings_or_exit_prints_one_line_and_exits_2(monkeypatch, capsys):
@@ -118,7 +142,8 @@ PROCESSES = {
 
 @pytest.mark.parametrize("process", sorted(PROCESSES))
 @pytest.mark.parametrize(("name", "value"), [("BATCH_SIZE", "0"), ("BULKJOBS_ENV", "prod"),
-                                             ("HEARTBEAT_INTERVAL", "-1")])
+                                             ("HEARTBEAT_INTERVAL", "-1"),
+                                             ("REDIS_SENTINELS", "127.0.0.1:port")])
 def test_every_process_stops_at_start_on_a_bad_setting(tmp_path, process, name, value):
     """The real command of each Procfile process (and the CLI) exits with status 2 before it
     serves or runs anything, printing exactly one line, which names the setting."""

@@ -53,6 +53,17 @@ def _periodic(interval: float) -> dict[str, Any]:
     return {"queue": maintenance_queue(), "expires": interval}
 
 
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    """Kombu's ``sentinel://`` transport options: the master's name (and the sentinels'
+    password), when the broker is Redis through Sentinel (``BROKER_URL`` unset)."""
+    if settings.broker_url or not settings.sentinels:
+        return {}
+    options: dict[str, Any] = {"master_name": settings.redis_sentinel_master}
+    if settings.redis_sentinel_password:
+        options["sentinel_kwargs"] = {"password": settings.redis_sentinel_password}
+    return options
+
+
 def make_celery(settings: Settings) -> Celery:
     app = Celery("bulkjobs", broker=settings.effective_broker_url,
                  include=["worker.tasks", "worker.webhooks"])
@@ -71,7 +82,8 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=False,  # one more broker round trip per job; Flower needs only -E
         worker_send_task_events=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600, **broker_transport_keys()},
+        broker_transport_options={"visibility_timeout": 3600, **broker_transport_keys(),
+                                  **_sentinel_options(settings)},
         beat_schedule={
             "reap-stalled-jobs": {"task": "bulkjobs.reap", "schedule": settings.reaper_interval,
                                   "options": _periodic(settings.reaper_interval)},
