@@ -38,7 +38,7 @@
       if (pause) state.paused.add(s); else state.paused.delete(s);
       if (!pause) {
         B.note(result.paused && s !== "*" ? "still paused: every project's jobs are"
-          : `resumed ${result.resumed.length} job(s)`);
+          : `resumed ${result.resumed.length} job(s)`, true);
       }
     } catch (err) {
       B.note(`${pause ? "pause" : "resume"}: ${err.message}`);

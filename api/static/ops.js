@@ -594,7 +594,9 @@
   function fmtRate(n) { return n >= 100 ? fmt(Math.round(n)) : Number(n).toFixed(n >= 10 ? 1 : 2); }
 
   let noteTimer = 0;
-  function note(text) {
+  function note(text, info) {
+    // A problem (red) unless `info` says it is news of something that worked.
+    $("message").classList.toggle("info", !!info);
     $("message").textContent = text;
     clearTimeout(noteTimer);
     noteTimer = setTimeout(() => { $("message").textContent = ""; }, 8000);
