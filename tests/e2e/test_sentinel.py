@@ -7,13 +7,20 @@ is SIGKILLed and a replica promoted, they find the new one by themselves."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bulkjobs import keys
 from models.seed import SeededProject, SeedResult
 from tests.e2e import procfile
 from tests.e2e.conftest import Proc, free_port, wait_for
@@ -22,6 +29,8 @@ from tests.sentinel import MASTER, SentinelCluster, sentinel_cluster
 
 pytestmark = pytest.mark.e2e
 
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
 #: Seconds to wait for a job's terminal event (a bound on a hang, not a timing target).
 WAIT = 120
 
@@ -32,21 +41,48 @@ def cluster() -> Iterator[SentinelCluster]:
         yield c
 
 
+@dataclass
+class Deployment:
+    web: str
+    stream: str  # the websocket URL
+    env: dict[str, str]
+    worker: Proc
+    beat: Proc
+
+
 @pytest.fixture
-def system(cluster: SentinelCluster, seeded: SeedResult) -> Iterator[tuple[str, str]]:
-    """Web, worker and stream on the Sentinel deployment only: ``REDIS_URL``'s host has no
-    Redis, ``BROKER_URL`` is unset.  The web and stream base URLs."""
+def system(cluster: SentinelCluster, seeded: SeedResult) -> Iterator[Deployment]:
+    """Web, worker, beat and stream on the Sentinel deployment only: ``REDIS_URL``'s host
+    has no Redis, ``BROKER_URL`` is unset.  The beat sends the reaper every second."""
     env = {"REDIS_SENTINELS": cluster.addresses, "REDIS_SENTINEL_MASTER": MASTER,
            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "BROKER_URL": ""}
     web_port, stream_port = free_port(), free_port()
     procs: list[Proc] = []
     try:
         procs.append(procfile.web(web_port, **env))
-        procs.append(procfile.worker(f"sentinel-{time.time_ns()}", concurrency=1, **env))
+        procs.append(worker := procfile.worker(f"sentinel-{time.time_ns()}", concurrency=1,
+                                               **env))
         procs.append(procfile.stream(stream_port, **env))
-        yield f"http://127.0.0.1:{web_port}", f"ws://127.0.0.1:{stream_port}/sync"
+        procs.append(beat := procfile.start("beat", **env, REAPER_INTERVAL="1"))
+        yield Deployment(f"http://127.0.0.1:{web_port}", f"ws://127.0.0.1:{stream_port}/sync",
+                         env, worker, beat)
     finally:
         procfile.stop_all(procs)
+
+
+def reaps(worker: Proc) -> int:
+    """Reaper runs the worker took from the broker and finished."""
+    return sum("bulkjobs.reap[" in line and "succeeded" in line
+               for line in worker.output().splitlines())
+
+
+def cli_stats(env: dict[str, str]) -> dict[str, Any]:
+    """``bulkjobs stats --json`` run as a process with ``env``."""
+    done = subprocess.run([str(BIN / "bulkjobs"), "stats", "--json"], cwd=ROOT,
+                          env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
 
 
 def submit(api: Api, selection: list[Any]) -> tuple[str, list[int]]:
@@ -81,32 +117,45 @@ async def run_watched(api: Api, stream_url: str, project: SeededProject, head: s
 
 @pytest.mark.timeout(600)
 def test_every_process_follows_the_primary_sentinel_names(
-        cluster: SentinelCluster, system: tuple[str, str], seeded: SeedResult) -> None:
+        cluster: SentinelCluster, system: Deployment, seeded: SeedResult) -> None:
     """With only Sentinel to find Redis, a job queued through the web runs on the worker and
-    its events reach a websocket subscriber; after the primary is killed and a replica
-    promoted, submits succeed (or answer 503 with Retry-After, never 500) and a new job
-    runs to done with its events relayed."""
-    web, stream_url = system
+    its events reach a websocket subscriber, the beat's tasks reach the worker and the CLI
+    sees the live worker; after the primary is killed and a replica promoted, submits
+    succeed (or answer 503 with Retry-After, never 500), a new job runs to done with its
+    events relayed, and the beat, the worker's heartbeat and the CLI carry on."""
     project = seeded.projects[0]
-    api = Api(web, project.gid)
+    api = Api(system.web, project.gid)
     api.auth(project.api_key)
 
-    first = asyncio.run(run_watched(api, stream_url, project, project.heads[0]))
+    first = asyncio.run(run_watched(api, system.stream, project, project.heads[0]))
     assert first[-1]["data"]["status"] == "done", first[-1]
+    wait_for(lambda: reaps(system.worker) > 0, "a reaper run sent by the beat", timeout=WAIT)
+    stats = cli_stats(system.env)
+    assert any(h.startswith("worker-sentinel-") for h in stats["workers"]["hostnames"]), stats
+    assert isinstance(stats["queue_depth"], int), stats
 
     old = cluster.kill_primary()
     # A submit at once, during the switch: answered 200 or 503 with Retry-After.
     submit(api, [project.heads[2]])
     new = cluster.wait_failover(old)
+    failed_over = time.time()
     assert new != old
     # The new primary counts as a Redis restart for the sync log (SPEC: history from before
     # it is incomplete): a subscriber from before is told to resume.  Subscribe once the
     # stream server reads the new primary.
-    stream_http = stream_url.replace("ws://", "http://").removesuffix("/sync")
+    stream_http = system.stream.replace("ws://", "http://").removesuffix("/sync")
     wait_for(lambda: httpx.get(f"{stream_http}/healthz").status_code == 200,
              "the stream server reading the new primary", timeout=WAIT)
 
-    second = asyncio.run(run_watched(api, stream_url, project, project.heads[1]))
+    second = asyncio.run(run_watched(api, system.stream, project, project.heads[1]))
     assert second[-1]["data"]["status"] == "done", second[-1]
-    with httpx.Client(base_url=web, timeout=30) as http:
+    before = reaps(system.worker)
+    wait_for(lambda: reaps(system.worker) > before, "a reaper run after the failover",
+             timeout=WAIT)
+    with httpx.Client(base_url=system.web, timeout=30) as http:
         assert http.get("/healthz").status_code == 200
+    [hostname] = [h for h in stats["workers"]["hostnames"] if h.startswith("worker-sentinel-")]
+    promoted = cluster.node(new).client()
+    wait_for(lambda: (promoted.zscore(keys.workers(), hostname) or 0) > failed_over,
+             "the worker's heartbeat on the new primary", timeout=WAIT)
+    assert hostname in cli_stats(system.env)["workers"]["hostnames"]
