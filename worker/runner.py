@@ -80,6 +80,7 @@ logger = logging.getLogger(__name__)
 def run(
     token: str, *, deps: Deps, cfg: RunConfig, requeue: Callable[[str], None],
     owner: str | None = None, takeover: str | None = None,
+    claimed: Callable[[], None] | None = None,
 ) -> str:
     """Run (a slice of) one job.  Returns what happened: ``done``, ``rejected``, ``sliced``,
     ``paused`` (stopped, or not started, because its project is paused), ``skipped``
@@ -93,19 +94,24 @@ def run(
 
     ``owner`` names this run's lease (default :func:`worker.lease.new_owner`; it must be
     unique per run).  ``takeover``: the lease of an earlier run that could not hand the job
-    back (the database or Redis was away), which this run, its retry, may take over at once."""
+    back (the database or Redis was away), which this run, its retry, may take over at once.
+    ``claimed`` is called once this run holds the lease (its claim committed): until then an
+    error leaves the lease where it was (``takeover``'s, when the database went away before
+    the claim), which the caller's retry must then take over instead."""
     owner = owner or new_owner()
     sent_for = token
     with deps.write_engine.begin() as conn:
         token = first_in_line(conn, token, stale_after=cfg.stale_after, takeover=takeover)
-        claimed = claim(conn, token, owner, stale_after=cfg.stale_after, takeover=takeover)
-    if not claimed:
+        got = claim(conn, token, owner, stale_after=cfg.stale_after, takeover=takeover)
+    if not got:
         logger.debug("job %s: not claimed (finished, paused, or leased by a live run)", token,
                      extra={"job": token})
         announce(deps, token)
         # Its project paused: the job waits for resume, which sends its message again.
         return "paused" if hold(deps, sent_for) else "skipped"
     logger.debug("job %s: claimed by %s", token, owner, extra={"job": token})
+    if claimed is not None:
+        claimed()
     publisher = Publisher(deps.log, interval=cfg.progress_interval)
     try:
         with (Heartbeat(token, owner, publisher, cfg, engine=deps.side_engine),

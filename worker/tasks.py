@@ -54,11 +54,18 @@ def run_job(self, token: str, takeover: str | None = None) -> str:  # type: igno
     same message delivered twice never runs beside itself.  A retry sent because the run
     could not even hand the job back (the database or Redis away) carries that run's lease
     name as ``takeover`` and takes the job back at once; any other copy of a message waits
-    for the lease to go stale."""
+    for the lease to go stale.  A run that failed before it claimed the job (the database
+    away again) passes on the lease name it was given: the job is still leased by that
+    earlier run, however many retries find the database away in a row."""
     owner = new_owner()
+    held = [takeover]  # the lease this message's runs may have left on the job
+
+    def claimed() -> None:
+        held[0] = owner
+
     try:
         return runner.run(token, deps=Deps.default(get_synclog()), cfg=run_config(),
-                          requeue=enqueue, owner=owner, takeover=takeover)
+                          requeue=enqueue, owner=owner, takeover=takeover, claimed=claimed)
     except RetryLater as later:
         # The limit is the job row's failure count (the runner rejects beyond it), not
         # Celery's per-message count: always allow this retry.  While the database is away
@@ -72,8 +79,9 @@ def run_job(self, token: str, takeover: str | None = None) -> str:  # type: igno
                        extra={"job": token})
         # The database away: retry for as long as it takes (the job is not at fault).
         limit = self.request.retries + 1 if unavailable(exc) else self.max_retries
-        # The run may have kept the lease (its hand-back failed too): its retry takes it over.
-        raise _retry(self, exc=exc, kwargs={"takeover": owner},
+        # The run may have kept the lease (its hand-back failed too), or, failing before its
+        # claim, left the earlier run's: the retry takes that one over.
+        raise _retry(self, exc=exc, kwargs={"takeover": held[0]},
                      countdown=backoff(self.request.retries + 1),
                      max_retries=limit) from exc
 
