@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e import procfile
 from tests.e2e.conftest import Proc, wait_for
+from worker.beat import Lease
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
@@ -88,3 +89,27 @@ def test_a_beat_stopped_cleanly_hands_over_and_the_schedule_file_is_not_shared(
     wait_for(lambda: sends(second) >= 1, "the second beat takes over", timeout=60)
     data = os.environ["DATA_DIR"]
     assert not [n for n in os.listdir(data) if n.startswith("celerybeat-schedule")]
+
+
+def test_the_lease_is_held_by_one_owner_renewed_only_by_it_and_released_only_by_it(
+    redis_client,  # type: ignore[no-untyped-def]
+) -> None:
+    """Two leases on one key: the second does not get it while the first holds it; the first
+    renews it (a third of the TTL later); after the first released it the second takes it,
+    and the first can neither renew nor release it any more."""
+    key = f"{os.environ['REDIS_PREFIX']}-lease{os.getpid()}"
+    first, second = (Lease(redis_client, key, name, ttl=30) for name in ("one", "two"))
+    try:
+        assert first.hold() and not second.hold()
+        first.checked -= first.every  # due for renewal
+        assert first.hold() and redis_client.get(key) == b"one"
+        first.release()
+        assert redis_client.get(key) is None
+        assert second.hold() and redis_client.get(key) == b"two"
+        first.held, first.checked = True, 0.0  # thinks it still holds it, renewal due
+        assert not first.hold()
+        first.held = True
+        first.release()
+        assert redis_client.get(key) == b"two"
+    finally:
+        redis_client.delete(key)

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.services]
 BIN = Path(sys.executable).parent
 jobs_t = Job.__table__
 workflow_t = WorkflowEntry.__table__
-TARGETS = 120  # one per batch
+TARGETS = 300  # one per batch: the job runs for seconds, the restart falls inside it
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_a_job_survives_a_postgresql_restart_and_applies_every_item_once(
     engine = make_engine(cluster.url)
     migrate(engine)
     with engine.begin() as conn:
-        project = seed(conn, records=400, seed_value=7, deleted_every=10_000).projects[0]
+        project = seed(conn, records=1000, seed_value=7, deleted_every=10_000).projects[0]
     targets = live_leaves(engine, project.gid)[:TARGETS]
     assert len(targets) == TARGETS
 
