@@ -19,13 +19,17 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from bulkjobs import keys
+from models import Job
+from models.engine import get_engine
 from models.seed import SeededProject, SeedResult
 from tests.e2e import procfile
 from tests.e2e.conftest import Proc, free_port, wait_for
 from tests.e2e.helpers import Api, Subscriber, job_events, terminal_of
 from tests.sentinel import MASTER, SentinelCluster, sentinel_cluster
+from tests.worker.helpers import assert_consistent, entries, records
 
 pytestmark = pytest.mark.e2e
 
@@ -159,3 +163,48 @@ def test_every_process_follows_the_primary_sentinel_names(
     wait_for(lambda: (promoted.zscore(keys.workers(), hostname) or 0) > failed_over,
              "the worker's heartbeat on the new primary", timeout=WAIT)
     assert hostname in cli_stats(system.env)["workers"]["hostnames"]
+
+
+def job_row(token: str) -> Any:
+    with get_engine().connect() as conn:
+        return conn.execute(select(Job.__table__).where(Job.__table__.c.token == token)).one()
+
+
+def processed(token: str) -> int:
+    info = job_row(token).info or {}
+    total, remaining = info.get("total"), info.get("remaining")
+    return total - remaining if isinstance(total, int) and isinstance(remaining, int) else 0
+
+
+@pytest.mark.timeout(600)
+def test_a_running_job_rides_through_a_failover(
+        cluster: SentinelCluster, system: Deployment, seeded: SeedResult) -> None:
+    """The primary killed under a running job (small batches, one long slice): the job is
+    handed back while no primary answers and carries on on the promoted one, ending done
+    with no failure counted and every record deleted once."""
+    project = seeded.projects[0]
+    recs = records(project.gid)
+    targets = sorted((g for g, r in recs.items() if r.treelevel == 3 and r.status != "deleted"),
+                     key=lambda g: recs[g].id)
+    system.worker.stop()
+    worker = procfile.worker(f"sentinel-long-{time.time_ns()}", concurrency=1,
+                             **system.env, BATCH_SIZE="4", SLICE_SECONDS="1000")
+    try:
+        api = Api(system.web, project.gid)
+        api.auth(project.api_key)
+        token, _ = submit(api, targets)
+        wait_for(lambda: processed(token) > 40, "progress before the failover", timeout=WAIT)
+        old = cluster.kill_primary()
+        cluster.wait_failover(old)
+        wait_for(lambda: job_row(token).status in ("done", "rejected"), "the job finished",
+                 timeout=300)
+    finally:
+        worker.stop()
+    row = job_row(token)
+    assert row.status == "done", row.info
+    assert row.failures == 0 and "error" not in row.info
+    assert (row.info["total"], row.info["remaining"], row.info["failed"]) == (len(targets), 0, 0)
+    after = records(project.gid)
+    assert all(after[g].status == "deleted" for g in targets)
+    assert len(entries(token, "delete")) == len(targets)
+    assert_consistent(project.gid)
