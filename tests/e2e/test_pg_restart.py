@@ -1,6 +1,6 @@
 """PostgreSQL restarted under a running job: a real worker process, on a private cluster the
 test starts (not the shared database), sees its database stop mid-job (``pg_ctl stop -m
-immediate``, no goodbye to the clients) and come back seconds later; the job carries on by
+immediate`` or ``fast``) and come back seconds later; the job carries on by
 itself, ends ``done`` with every item applied exactly once, and the outage counts as no
 failure (``worker/retry.py``, "The database or Redis away")."""
 
@@ -82,12 +82,13 @@ def processed(engine: Engine, token: str) -> int:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("mode", ["immediate", "fast"])
 def test_a_job_survives_a_postgresql_restart_and_applies_every_item_once(
-    cluster: pg_cluster.Cluster, private_env: dict[str, str],
+    cluster: pg_cluster.Cluster, private_env: dict[str, str], mode: str,
 ) -> None:
-    """PostgreSQL stopped (immediate) mid-job and started again a few seconds later: the
-    job ends ``done`` without a reaper, no failure counted, every record deleted and one
-    workflow entry written per record."""
+    """PostgreSQL stopped mid-job (``immediate``: killed; ``fast``: connections closed) and
+    started again a few seconds later: the job ends ``done`` without a reaper, no failure
+    counted, every record deleted and one workflow entry written per record."""
     engine = make_engine(cluster.url)
     migrate(engine)
     with engine.begin() as conn:
@@ -108,7 +109,7 @@ def test_a_job_survives_a_postgresql_restart_and_applies_every_item_once(
 
         wait_for(lambda: processed(engine, token) >= 10, "the job under way", timeout=120)
         engine.dispose()
-        cluster.stop("immediate")
+        cluster.stop(mode)
         assert job_row(engine, token) is None  # the database is away
         time.sleep(3)
         cluster.start()
