@@ -51,8 +51,9 @@ def beats(redis_client) -> Iterator[Beats]:  # type: ignore[no-untyped-def]
         yield started
     finally:
         procfile.stop_all(started.procs)
-        for key in redis_client.scan_iter(f"{started.prefix}*"):
-            redis_client.delete(key)
+        for pattern in (f"{started.prefix}*", f"_kombu.binding*.{started.prefix}*"):
+            for key in redis_client.scan_iter(pattern):
+                redis_client.delete(key)
 
 
 @pytest.mark.timeout(180)

@@ -52,8 +52,9 @@ def private_env(cluster: pg_cluster.Cluster, redis_client) -> Iterator[dict[str,
     worker of the session takes its job); the prefix's keys are removed after the test."""
     prefix = f"{os.environ['REDIS_PREFIX']}-pgr{os.getpid()}"
     yield {"DATABASE_URL": cluster.url, "REDIS_PREFIX": prefix}
-    for key in redis_client.scan_iter(f"{prefix}*"):
-        redis_client.delete(key)
+    for pattern in (f"{prefix}*", f"_kombu.binding*.{prefix}*"):  # kombu's queue bindings
+        for key in redis_client.scan_iter(pattern):
+            redis_client.delete(key)
 
 
 def live_leaves(engine: Engine, project_gid: str) -> list[str]:
