@@ -22,10 +22,12 @@ import redis
 
 #: The master's name the sentinels monitor.
 MASTER = "bulkjobs-test"
-#: Sentinel timings (milliseconds): a primary silent this long is down; a failover that has
-#: not completed in FAILOVER_TIMEOUT is retried.
-DOWN_AFTER_MS = 1000
-FAILOVER_TIMEOUT_MS = 5000
+#: Sentinel timings (milliseconds), those README.md ("Redis Sentinel") recommends: a primary
+#: silent this long is down (shorter, a busy machine's new primary, slow to answer while it
+#: feeds its replicas, is taken down in turn); a failover that has not completed in
+#: FAILOVER_TIMEOUT is ended (its replicas reconfigured anyway).
+DOWN_AFTER_MS = 3000
+FAILOVER_TIMEOUT_MS = 10000
 
 
 def free_port() -> int:
@@ -54,6 +56,7 @@ class Server:
     args: list[str]
     log: Path
     popen: subprocess.Popen[bytes] | None = None
+    password: str | None = None  # set once the server asks for one (``requirepass``)
 
     def start(self) -> None:
         with self.log.open("ab") as fh:
@@ -63,7 +66,8 @@ class Server:
         _wait(client.ping, f"redis-server on {self.port}", 30)
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=2)
+        return redis.Redis(port=self.port, password=self.password, socket_connect_timeout=1,
+                           socket_timeout=2)
 
     def kill(self) -> None:
         if self.popen is not None and self.popen.poll() is None:
@@ -133,12 +137,15 @@ class SentinelCluster:
         return port
 
     def wait_failover(self, old: int, timeout: float = 60) -> int:
-        """Wait until every sentinel names a primary other than ``old`` and it answers as a
-        primary; its port."""
+        """Wait until every sentinel names a primary other than ``old``, none is still failing
+        over, and it answers as a primary; its port."""
         def done() -> bool:
             ports = {int(s.client().sentinel_get_master_addr_by_name(MASTER)[1])
                      for s in self.sentinels}
             if len(ports) != 1 or old in ports:
+                return False
+            if any("failover" in str(s.client().sentinel_master(MASTER).get("flags", ""))
+                   for s in self.sentinels):
                 return False
             return self.node(ports.pop()).client().info("replication")["role"] == "master"
         _wait(done, "failover", timeout)
