@@ -6,7 +6,8 @@ first use into ``./data/jwt_secret`` (mode 0600) so that every process of one ch
 it; in production (``BULKJOBS_ENV=production``) it must be given, at least 32 bytes long.
 
 Every setting is validated when it is read: sizes and counts at least 1, intervals above 0,
-URLs that parse with a scheme the product speaks, a known ``BULKJOBS_ENV`` and ``LOG_LEVEL``.
+URLs that parse with a scheme the product speaks, a known ``BULKJOBS_ENV`` and ``LOG_LEVEL``,
+``REDIS_SENTINELS`` as ``host:port`` pairs given together with ``REDIS_SENTINEL_MASTER``.
 Each process calls :func:`settings_or_exit` first, so a bad value stops it at start with one
 line naming the setting (exit status 2) instead of a job that ends ``done`` with nothing done.
 """
