@@ -42,7 +42,8 @@ from models.queries import records_public
 from models.records import Record
 from models.search.sql import search_count, search_ids
 from models.selection import parse_search, parse_selection
-from worker.jobs.records import delete_batch, edit_one, undelete_batch
+from worker.jobs.records import delete_batch, undelete_batch
+from worker.jobs.single_edits import edit_one
 from worker.preview import preview
 
 router = APIRouter(prefix="/api/p/{project}/records", tags=["unicat: records"])

@@ -55,7 +55,6 @@ from sqlalchemy import Connection, text
 
 from models import dialect
 from models.dialect import ids_param, is_pg
-from models.editing import find
 from models.history import write_workflow
 from models.records import subtree_upper
 from models.resolve import gid_rows
@@ -596,13 +595,3 @@ def permanent_delete_one(conn: Connection, ctx: Context, ids: Sequence[int]) -> 
         ctx.effects.result = Result(200, {"record": gid, "parent": parent})
     return failures
 
-
-def edit_one(conn: Connection, batch: Any, *, project_gid: str, gid: str,
-             actor: dict[str, Any], now: float) -> Failure | None:
-    """Run a record batch function (:func:`delete_batch`, :func:`undelete_batch`) over one
-    record outside any job, as the single-record routes do: its failure, if any.  An unknown
-    record is :class:`~bulkjobs.errors.Unprocessable`."""
-    row = find(conn, project_gid, gid, live=False)
-    failures = batch(conn, Context.single_edit(project_gid=project_gid, actor=actor, now=now),
-                     [row.id])
-    return failures[0] if failures else None
