@@ -37,7 +37,10 @@ from bulkjobs.keys import (
 )
 from bulkjobs.settings import Settings, settings_or_exit
 from models.engine import use_file_temp_store
-from worker import signals  # noqa: F401  (log format and worker heartbeat handlers)
+from worker import (
+    broker_fixes,
+    signals,  # noqa: F401  (log format and worker heartbeat handlers)
+)
 
 #: Seconds between two sync-log trimmings.
 TRIM_INTERVAL = 300.0
@@ -100,6 +103,7 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+broker_fixes.install()  # a lost broker connection must not end the worker
 app = make_celery(settings_or_exit())  # worker and beat: a bad setting stops them here
 
 

@@ -1,0 +1,44 @@
+"""worker.broker_fixes: closing a lost broker connection whose transport client is gone does
+not raise out of kombu's restore of unacknowledged messages (which would end the worker)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from kombu import Connection
+from kombu.transport import redis as kombu_redis
+
+from bulkjobs.settings import get_settings
+from worker import broker_fixes
+
+pytestmark = pytest.mark.services
+
+
+def gone_channel() -> Any:
+    """A real channel on the test Redis with one delivered, unacknowledged message, whose
+    transport client has been dropped (as kombu leaves it after a lost connection)."""
+    conn = Connection(get_settings().redis_url)
+    channel = conn.channel()
+    channel.qos._delivered["tag-1"] = object()
+    channel._pool = None
+    channel.connection.client = None
+    return channel
+
+
+def test_without_the_guard_the_restore_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The failure it guards against: kombu's own restore raises AttributeError."""
+    monkeypatch.setattr(kombu_redis.QoS, "restore_unacked", broker_fixes._restore_unacked)
+    with pytest.raises(AttributeError):
+        gone_channel().qos.restore_unacked()
+
+
+def test_with_the_guard_the_restore_gives_up_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Installed (as worker.app does), the restore returns and says what stays unacked."""
+    monkeypatch.setattr(kombu_redis.QoS, "restore_unacked", broker_fixes._restore_unacked)
+    broker_fixes.install()
+    with caplog.at_level(logging.WARNING, logger="worker.broker_fixes"):
+        assert gone_channel().qos.restore_unacked() is None
+    assert "1 unacknowledged message(s)" in caplog.text
