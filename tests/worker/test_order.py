@@ -63,3 +63,38 @@ def test_a_started_job_is_resumed_by_its_own_message(log: SyncLog, seeded: SeedR
     assert job_row(waiting).created_on > job_row(sliced).created_on
     assert run(sliced, deps=deps(log), cfg=cfg(batch_size=1000), requeue=pytest.fail) == "done"
     assert job_row(waiting).attempts == 0
+
+
+def test_a_message_whose_first_in_line_is_claimed_meanwhile_starts_the_next(
+        log: SyncLog, seeded: SeedResult) -> None:
+    """Two messages taken at once both find the same job first in line: the run whose claim
+    loses (it waited on the other's row lock) starts the next job in line, so no message is
+    spent without starting one.  (PostgreSQL; SQLite runs the two transactions one at a
+    time.)"""
+    import threading
+
+    from sqlalchemy import update
+
+    from models.engine import get_write_engine
+    from models.jobs import Job
+
+    engine = get_write_engine()
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers: the race cannot happen there")
+    project = seeded.projects[0]
+    first, second = (new_job(log, project, "bulk_delete_records", [h])
+                     for h in project.heads[:2])
+    outcome: list[str] = []
+    with engine.connect() as other:  # the other run's claim of the first job, not committed
+        other.begin()
+        other.execute(update(Job.__table__).where(Job.__table__.c.token == first)
+                      .values(owner="other-run", attempts=1))
+        thread = threading.Thread(target=lambda: outcome.append(
+            run(second, deps=deps(log), cfg=cfg(), requeue=lambda t: None)))
+        thread.start()
+        thread.join(2)  # the run waits on the first job's row lock
+        assert thread.is_alive(), outcome
+        other.commit()
+    thread.join(60)
+    assert outcome == ["done"]
+    assert job_row(second).status == "done"
