@@ -6,12 +6,16 @@ messages it had delivered but not acknowledged (``QoS.restore_unacked``).  When 
 transport's client has already been dropped, that restore makes a new connection pool from
 ``connection.client``, which is ``None`` by then: an ``AttributeError`` that kombu does not
 take for a connection error, so it ends the worker ("Unrecoverable error") instead of
-reconnecting (see celery/kombu#970 for the same path on shutdown).
+reconnecting (see celery/kombu#970 for the same path on shutdown).  The same happens later,
+after the consumer has reconnected, when a task that was running through the outage ends and
+its message (delivered on the old channel) is acknowledged or rejected (``QoS.ack``,
+``QoS.reject``; late acknowledgement).
 
-:func:`install` makes that restore give up instead, with a warning.  Nothing is lost: the
-unacknowledged messages stay in the broker's unacked index, from which kombu restores them
-after the visibility timeout, and the jobs they carry are re-sent by the reaper once their
-lease runs out, as after any worker crash (:mod:`worker.reaper`).
+:func:`install` makes those calls give up instead, with a warning.  Nothing is lost: the
+messages stay in the broker's unacked index, from which kombu restores them after the
+visibility timeout (a job already finished ignores its message), and the jobs they carry are
+re-sent by the reaper once their lease runs out, as after any worker crash
+(:mod:`worker.reaper`).
 """
 
 from __future__ import annotations
@@ -20,23 +24,56 @@ import logging
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 logger = logging.getLogger(__name__)
 
 _restore_unacked = kombu_redis.QoS.restore_unacked
+_ack = kombu_redis.QoS.ack
+_reject = kombu_redis.QoS.reject
+
+
+def _gone(qos: Any) -> bool:
+    """Whether the channel's transport has dropped its client (the connection is lost)."""
+    return qos.channel.connection.client is None
 
 
 def _guarded_restore_unacked(self: Any, client: Any = None) -> Any:
     try:
         return _restore_unacked(self, client)
     except AttributeError:
-        if self.channel.connection.client is not None:
+        if not _gone(self):
             raise
         logger.warning("broker connection gone before its %d unacknowledged message(s) could "
                        "be restored; they stay in the unacked index", len(self._delivered))
         return None
 
 
+def _guarded_ack(self: Any, delivery_tag: Any) -> None:
+    try:
+        _ack(self, delivery_tag)
+    except AttributeError:
+        if not _gone(self):
+            raise
+        virtual.QoS.ack(self, delivery_tag)  # out of this channel's own bookkeeping
+        logger.warning("broker connection gone before message %s could be acknowledged; it "
+                       "stays in the unacked index", delivery_tag)
+
+
+def _guarded_reject(self: Any, delivery_tag: Any, requeue: bool = False) -> None:
+    try:
+        _reject(self, delivery_tag, requeue=requeue)
+    except AttributeError:
+        if not _gone(self):
+            raise
+        virtual.QoS.ack(self, delivery_tag)  # out of this channel's own bookkeeping
+        logger.warning("broker connection gone before message %s could be rejected; it "
+                       "stays in the unacked index", delivery_tag)
+
+
 def install() -> None:
-    """Guard ``QoS.restore_unacked`` of kombu's Redis transport (idempotent)."""
+    """Guard ``restore_unacked``, ``ack`` and ``reject`` of kombu's Redis transport's QoS
+    (idempotent)."""
     kombu_redis.QoS.restore_unacked = _guarded_restore_unacked  # type: ignore[method-assign]
+    kombu_redis.QoS.ack = _guarded_ack  # type: ignore[method-assign]
+    kombu_redis.QoS.reject = _guarded_reject  # type: ignore[method-assign]

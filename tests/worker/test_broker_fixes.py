@@ -29,16 +29,41 @@ def gone_channel() -> Any:
 
 def test_without_the_guard_the_restore_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     """The failure it guards against: kombu's own restore raises AttributeError."""
-    monkeypatch.setattr(kombu_redis.QoS, "restore_unacked", broker_fixes._restore_unacked)
+    unguarded(monkeypatch)
     with pytest.raises(AttributeError):
         gone_channel().qos.restore_unacked()
+
+
+def unguarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kombu's own methods, put back after the test (install() patches the class)."""
+    for name, original in (("restore_unacked", broker_fixes._restore_unacked),
+                           ("ack", broker_fixes._ack), ("reject", broker_fixes._reject)):
+        monkeypatch.setattr(kombu_redis.QoS, name, original)
 
 
 def test_with_the_guard_the_restore_gives_up_with_a_warning(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Installed (as worker.app does), the restore returns and says what stays unacked."""
-    monkeypatch.setattr(kombu_redis.QoS, "restore_unacked", broker_fixes._restore_unacked)
+    unguarded(monkeypatch)
     broker_fixes.install()
     with caplog.at_level(logging.WARNING, logger="worker.broker_fixes"):
         assert gone_channel().qos.restore_unacked() is None
     assert "1 unacknowledged message(s)" in caplog.text
+
+
+@pytest.mark.parametrize("settle", ["ack", "reject"])
+def test_settling_a_message_of_a_gone_channel_gives_up_with_a_warning(
+        settle: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A task that ran through the outage ends after the consumer reconnected: acknowledging
+    (or rejecting) its message on the old channel raised AttributeError without the guard,
+    which ended the worker; with it, a warning, and the worker goes on."""
+    unguarded(monkeypatch)
+    with pytest.raises(AttributeError):
+        getattr(gone_channel().qos, settle)("tag-1")
+    broker_fixes.install()
+    qos = gone_channel().qos
+    with caplog.at_level(logging.WARNING, logger="worker.broker_fixes"):
+        assert getattr(qos, settle)("tag-1") is None
+    assert "tag-1" in caplog.text and "unacked index" in caplog.text
+    qos._flush()
+    assert "tag-1" not in qos._delivered
