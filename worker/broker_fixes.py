@@ -34,8 +34,10 @@ _reject = kombu_redis.QoS.reject
 
 
 def _gone(qos: Any) -> bool:
-    """Whether the channel's transport has dropped its client (the connection is lost)."""
-    return qos.channel.connection.client is None
+    """Whether the channel has lost its transport, or the transport its client (the
+    connection is lost, or the channel closed with it)."""
+    transport = qos.channel.connection
+    return transport is None or transport.client is None
 
 
 def _guarded_restore_unacked(self: Any, client: Any = None) -> Any:

@@ -16,14 +16,17 @@ from worker import broker_fixes
 pytestmark = pytest.mark.services
 
 
-def gone_channel() -> Any:
+def gone_channel(closed: bool = False) -> Any:
     """A real channel on the test Redis with one delivered, unacknowledged message, whose
-    transport client has been dropped (as kombu leaves it after a lost connection)."""
+    transport client has been dropped (as kombu leaves it after a lost connection), or which
+    has lost its transport altogether (``closed``: the consumer closed it on reconnecting)."""
     conn = Connection(get_settings().redis_url)
     channel = conn.channel()
     channel.qos._delivered["tag-1"] = object()
     channel._pool = None
     channel.connection.client = None
+    if closed:
+        channel.connection = None
     return channel
 
 
@@ -51,17 +54,18 @@ def test_with_the_guard_the_restore_gives_up_with_a_warning(
     assert "1 unacknowledged message(s)" in caplog.text
 
 
+@pytest.mark.parametrize("closed", [False, True], ids=["client dropped", "channel closed"])
 @pytest.mark.parametrize("settle", ["ack", "reject"])
 def test_settling_a_message_of_a_gone_channel_gives_up_with_a_warning(
-        settle: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        settle: str, closed: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A task that ran through the outage ends after the consumer reconnected: acknowledging
     (or rejecting) its message on the old channel raised AttributeError without the guard,
     which ended the worker; with it, a warning, and the worker goes on."""
     unguarded(monkeypatch)
     with pytest.raises(AttributeError):
-        getattr(gone_channel().qos, settle)("tag-1")
+        getattr(gone_channel(closed).qos, settle)("tag-1")
     broker_fixes.install()
-    qos = gone_channel().qos
+    qos = gone_channel(closed).qos
     with caplog.at_level(logging.WARNING, logger="worker.broker_fixes"):
         assert getattr(qos, settle)("tag-1") is None
     assert "tag-1" in caplog.text and "unacked index" in caplog.text
