@@ -101,16 +101,17 @@ def run(
     owner = owner or new_owner()
     sent_for = token
     with deps.write_engine.begin() as conn:
-        # Two messages taken at once may both find the same job first in line; the one whose
-        # claim loses takes the next in line instead (each statement sees what the other
-        # committed), so that no message is spent without starting a job (PostgreSQL; SQLite
-        # runs these transactions one at a time).
+        # Two messages taken at once may both find the same job first in line — the job of
+        # one of them or a third — and the one whose claim loses takes the next in line
+        # instead (each statement sees what the other committed), so that no message is
+        # spent without starting a job while one waits (PostgreSQL; SQLite runs these
+        # transactions one at a time).  It stops when first in line is a job it tried.
         tried: set[str] = set()
         while True:
             token = first_in_line(conn, sent_for, stale_after=cfg.stale_after,
                                   takeover=takeover)
             got = claim(conn, token, owner, stale_after=cfg.stale_after, takeover=takeover)
-            if got or token == sent_for or token in tried:
+            if got or token in tried:
                 break
             tried.add(token)
     if not got:

@@ -98,3 +98,38 @@ def test_a_message_whose_first_in_line_is_claimed_meanwhile_starts_the_next(
     thread.join(60)
     assert outcome == ["done"]
     assert job_row(second).status == "done"
+
+
+def test_a_message_whose_own_job_is_claimed_meanwhile_starts_the_next(
+        log: SyncLog, seeded: SeedResult) -> None:
+    """The message of the job first in line, taken while another message (the second job's)
+    claims that job: the run whose claim loses starts the second job, the one the other
+    message was sent for, so neither message is spent without starting a job.
+    (PostgreSQL; SQLite runs the two transactions one at a time.)"""
+    import threading
+
+    from sqlalchemy import update
+
+    from models.engine import get_write_engine
+    from models.jobs import Job
+
+    engine = get_write_engine()
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers: the race cannot happen there")
+    project = seeded.projects[0]
+    first, second = (new_job(log, project, "bulk_delete_records", [h])
+                     for h in project.heads[:2])
+    outcome: list[str] = []
+    with engine.connect() as other:  # the second message's claim of the first job
+        other.begin()
+        other.execute(update(Job.__table__).where(Job.__table__.c.token == first)
+                      .values(owner="other-run", attempts=1))
+        thread = threading.Thread(target=lambda: outcome.append(
+            run(first, deps=deps(log), cfg=cfg(), requeue=lambda t: None)))
+        thread.start()
+        thread.join(2)  # the run waits on the first job's row lock
+        assert thread.is_alive(), outcome
+        other.commit()
+    thread.join(60)
+    assert outcome == ["done"]
+    assert job_row(second).status == "done"
