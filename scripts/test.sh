@@ -4,6 +4,9 @@
 #   2. PostgreSQL at $TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/test) when it
 #      answers, and always in CI (CI=true), where a missing PostgreSQL is a failure.
 # Extra arguments go to pytest, e.g. `make test ARGS=-k resume` or scripts/test.sh -k resume.
+# Each pass runs on TEST_WORKERS pytest-xdist workers (default 2, one per core of the machines
+# this runs on; 0 runs in one process), a test file per worker at a time; each worker is a
+# session of its own (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/venv.sh test
@@ -34,12 +37,14 @@ if [ "${CI:-}" = "true" ] && ! pg_up && command -v pg_ctlcluster >/dev/null 2>&1
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
   sleep 2
 fi
+workers=(-n "${TEST_WORKERS:-2}" --dist loadfile)
 status=0
 echo "==> tests on SQLite"
-.venv/bin/pytest -q -p no:cacheprovider "$@" || status=$?
+.venv/bin/pytest -q -p no:cacheprovider "${workers[@]}" "$@" || status=$?
 if pg_up; then
   echo "==> tests on PostgreSQL ($pg_url)"
-  TEST_DATABASE_URL="$pg_url" .venv/bin/pytest -q -p no:cacheprovider "$@" || status=$?
+  TEST_DATABASE_URL="$pg_url" .venv/bin/pytest -q -p no:cacheprovider "${workers[@]}" "$@" \
+    || status=$?
 elif [ "${CI:-}" = "true" ]; then
   echo "PostgreSQL does not answer at $pg_url; CI needs it" >&2
   status=1

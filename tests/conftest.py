@@ -4,6 +4,9 @@
 * Redis: ``TEST_REDIS_URL`` (default database 9 of the local server), flushed per test.
 * Database: ``TEST_DATABASE_URL`` when set (PostgreSQL in CI), else a SQLite file in
   ``DATA_DIR``.  Tables are emptied per test.
+* Under ``pytest-xdist`` (``make test`` runs two workers) each worker is a session of its
+  own: its own ``DATA_DIR`` and Redis prefix, and on PostgreSQL its own database, the test
+  database's name with the worker's id appended (``test_gw0``), created when missing.
 
 The environment is set before anything from the project is imported, because settings are
 read once per process; subprocesses started by tests inherit it.
@@ -14,11 +17,38 @@ from __future__ import annotations
 import os
 import tempfile
 
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+
+def _worker_database(url: str, worker: str) -> str:
+    """``url`` with the xdist worker's id appended to the database's name, created on the
+    server when missing (PostgreSQL; other URLs are returned as they are)."""
+    base = make_url(url)
+    if base.get_backend_name() != "postgresql":
+        return url
+    own = base.set(database=f"{base.database}_{worker}")
+    engine = create_engine(base.set(drivername="postgresql+psycopg"),
+                           isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.exec_driver_sql("SELECT 1 FROM pg_database WHERE datname = %s",
+                                          (own.database,)).scalar()
+            if not exists:
+                conn.exec_driver_sql(f'CREATE DATABASE "{own.database}"')
+    finally:
+        engine.dispose()
+    return own.render_as_string(hide_password=False)
+
+
 _DATA = tempfile.mkdtemp(prefix="bulkjobs-test-")
 os.environ["DATA_DIR"] = _DATA
 os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ["BROKER_URL"] = os.environ["REDIS_URL"]
 os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{_DATA}/test.db"
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("TEST_DATABASE_URL"):
+    os.environ["DATABASE_URL"] = _worker_database(os.environ["DATABASE_URL"],
+                                                  os.environ["PYTEST_XDIST_WORKER"])
 os.environ["JWT_SECRET"] = "test-secret-" + os.urandom(24).hex()
 os.environ.setdefault("STALE_AFTER", "30")
 # A prefix of its own per session: test sessions sharing one Redis never see each other's keys.
