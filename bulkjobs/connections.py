@@ -184,7 +184,8 @@ def get_redis() -> redis.Redis:
 def get_synclog() -> SyncLog:
     s = get_settings()
     return SyncLog(get_redis(), dedupe_ttl=2 * s.sync_retention_seconds,
-                   max_events=s.sync_max_events)
+                   max_events=s.sync_max_events, replicas=s.replicas,
+                   replica_timeout=s.sync_replica_timeout)
 
 
 def make_async_redis() -> redis.asyncio.Redis:
@@ -192,7 +193,8 @@ def make_async_redis() -> redis.asyncio.Redis:
 
 
 def make_async_synclog(client: redis.asyncio.Redis) -> AsyncSyncLog:
-    return AsyncSyncLog(client)
+    s = get_settings()
+    return AsyncSyncLog(client, replicas=s.replicas, replica_timeout=s.sync_replica_timeout)
 
 
 @lru_cache(maxsize=1)

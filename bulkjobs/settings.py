@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     redis_sentinels: str = Field(default="", alias="REDIS_SENTINELS")  # host:port,host:port
     redis_sentinel_master: str = Field(default="", alias="REDIS_SENTINEL_MASTER")
     redis_sentinel_password: str = Field(default="", alias="REDIS_SENTINEL_PASSWORD")
+    # How many replicas must hold a sync-log event before it counts as written (WAIT); unset:
+    # 1 with Sentinel, else 0.  Readers deliver only events that many replicas hold.
+    sync_replicas: int | None = Field(default=None, alias="SYNC_REPLICAS", ge=0, le=16)
+    # Seconds an append or a read waits for those replicas before Redis counts as away.
+    sync_replica_timeout: float = Field(default=2.0, alias="SYNC_REPLICA_TIMEOUT", gt=0, le=60)
     redis_prefix: str = Field(
         default="bulkjobs", alias="REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]+$"
     )
@@ -168,6 +173,14 @@ class Settings(BaseSettings):
     def sentinels(self) -> list[tuple[str, int]]:
         """The sentinels' addresses; empty when Redis is reached through ``REDIS_URL``."""
         return parse_addresses(self.redis_sentinels) if self.redis_sentinels else []
+
+    @property
+    def replicas(self) -> int:
+        """``SYNC_REPLICAS``, or its default: 1 with Sentinel (a failover loses no event),
+        else 0 (a lone Redis has no replica to wait for)."""
+        if self.sync_replicas is not None:
+            return self.sync_replicas
+        return 1 if self.redis_sentinels else 0
 
     @property
     def effective_database_url(self) -> str:

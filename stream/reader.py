@@ -27,6 +27,11 @@ Contract
   trimmed past the reader).  The reader then calls ``sink.gap(space)`` *before* delivering
   anything after the hole; the server closes the affected connections with 4008 and, when
   they resume from their last cursor (now below the floor), tells them ``recovered: false``.
+* **Replicas** (``SYNC_REPLICAS`` > 0, the default with Sentinel).  Events are handed to the
+  sink only once that many replicas hold them (a fence write after each read, then ``WAIT``;
+  :mod:`bulkjobs.synclog.replicas`), so an event a subscriber has seen survives a failover.
+  After a failover to a replica that holds the whole history, the reader reconnects to the
+  new primary and reads on from its positions: no gap, subscribers stay connected.
 """
 
 from __future__ import annotations
@@ -47,7 +52,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bulkjobs import keys
 from bulkjobs.connections import async_sentinel_pool
 from bulkjobs.settings import Settings
-from bulkjobs.synclog import AsyncSyncLog, Item, decode_after, fields_of
+from bulkjobs.synclog import (
+    FENCE,
+    AsyncSyncLog,
+    Item,
+    check_replicated,
+    decode_after,
+    fields_of,
+    wait_command,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +87,13 @@ class Reader:
     def __init__(
         self, sink: Sink, *, url: str, control: redis.asyncio.Redis | None = None,
         block_ms: int = 1000, count: int = 1000, max_backoff: float = 5.0,
-        sentinel: Settings | None = None,
+        sentinel: Settings | None = None, replicas: int = 0, replica_timeout: float = 2.0,
     ) -> None:
         self.sink = sink
         self.url = url
+        #: Replicas that must hold events before they are delivered (``SYNC_REPLICAS``).
+        self.replicas = replicas
+        self.replica_timeout = replica_timeout
         #: Settings naming the sentinels to ask for the primary (instead of ``url``'s host).
         self.sentinel = sentinel
         self.control = control  # a separate client, used only for CLIENT UNBLOCK
@@ -148,7 +164,8 @@ class Reader:
             client = redis.asyncio.Redis.from_url(self.url, single_connection_client=True,
                                                   **options)
         try:
-            log = AsyncSyncLog(client)
+            log = AsyncSyncLog(client, replicas=self.replicas,
+                               replica_timeout=self.replica_timeout)
             self._client_id = int(await client.client_id())
             await self._resync(log)
             if not self.connected:
@@ -162,12 +179,22 @@ class Reader:
             conn = client.connection
             assert conn is not None
             head = ("XREAD", "COUNT", self.count, "BLOCK", self.block_ms, "STREAMS")
+            fence = ("HINCRBY", keys.sync_marks(keys.CC_SPACE), FENCE, 1)
+            wait = wait_command(self.replicas, self.replica_timeout)
             while not self.stopping:
                 self._sync_spaces()
                 names = [keys.sync_stream(s) for s in self.positions]
                 ids = [f"{c}-0" for c in self.positions.values()]
                 await conn.send_command(*head, *names, *ids)
-                self._dispatch(await conn.read_response())
+                response = await conn.read_response()
+                if response and self.replicas:
+                    # deliver only what the replicas hold: a write after the read, then WAIT
+                    # (a shortfall is a ConnectionError: reconnect, resync, read again)
+                    await conn.send_command(*fence)
+                    await conn.send_command(*wait)
+                    await conn.read_response()
+                    check_replicated(await conn.read_response(), self.replicas)
+                self._dispatch(response)
         finally:
             self._client_id = None
             await client.aclose()

@@ -131,9 +131,12 @@ class StreamServer:
         self.writer = Writer(write_limit=write_limit)
         self.hub = Hub()
         self.redis = _command_client(settings.redis_url)
-        self.log = AsyncSyncLog(self.redis)
+        self.log = AsyncSyncLog(self.redis, replicas=settings.replicas,
+                                replica_timeout=settings.sync_replica_timeout)
         self.reader = Reader(self, url=settings.redis_url, control=self.redis, block_ms=block_ms,
-                             sentinel=settings if settings.sentinels else None)
+                             sentinel=settings if settings.sentinels else None,
+                             replicas=settings.replicas,
+                             replica_timeout=settings.sync_replica_timeout)
         self.reader_grace = block_ms / 1000 + 5
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StreamCollector(self))

@@ -93,14 +93,14 @@ class SentinelCluster:
             data = self.dir / f"node-{port}"
             data.mkdir()
             args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                    "no", "--dir", str(data), "--daemonize", "no"]
+                    "no", "--dir", str(data), "--daemonize", "no",
+                    "--repl-diskless-sync-delay", "0"]
             if n:
                 args += ["--replicaof", "127.0.0.1", str(primary)]
             node = Server(port, args, self.dir / f"node-{port}.log")
             node.start()
             self.nodes.append(node)
-        _wait(lambda: self.nodes[0].client().info("replication")["connected_slaves"] == replicas,
-              "replicas connected", 30)
+        _wait(lambda: self._online(replicas), "replicas in sync", 30)
         for _ in range(sentinels):
             port = free_port()
             conf = self.dir / f"sentinel-{port}.conf"
@@ -118,6 +118,13 @@ class SentinelCluster:
             int(s.client().sentinel_master(MASTER)["num-other-sentinels"]) == sentinels - 1
             and int(s.client().sentinel_master(MASTER)["num-slaves"]) == replicas
             for s in self.sentinels), "sentinels acquainted", 60)
+
+    def _online(self, replicas: int) -> bool:
+        """Whether the primary has ``replicas`` replicas past their first sync (``WAIT`` counts
+        only those)."""
+        info = self.nodes[0].client().info("replication")
+        return info["connected_slaves"] == replicas and all(
+            info[f"slave{i}"]["state"] == "online" for i in range(replicas))
 
     def primary_port(self) -> int:
         """The primary's port, as the first sentinel that answers names it."""

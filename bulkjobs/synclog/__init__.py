@@ -5,7 +5,8 @@ Modules: :mod:`~bulkjobs.synclog.events` (what is appended and read back),
 scripts) and :mod:`~bulkjobs.synclog.append` (their arguments),
 :mod:`~bulkjobs.synclog.read` (decoding entries and reading a range, without I/O),
 :mod:`~bulkjobs.synclog.trim` (retention), :mod:`~bulkjobs.synclog.wait` (a wait for a job's
-end), :mod:`~bulkjobs.synclog.log` (:class:`SyncLog`) and :mod:`~bulkjobs.synclog.aio`
+end), :mod:`~bulkjobs.synclog.replicas` (events that count once replicas hold them),
+:mod:`~bulkjobs.synclog.log` (:class:`SyncLog`) and :mod:`~bulkjobs.synclog.aio`
 (:class:`AsyncSyncLog`).  Import every name from here.
 
 Contract
@@ -28,6 +29,22 @@ Contract
   old value: cursors keep growing, and history from before the restart is declared
   incomplete.  A clean restart costs subscribers one ``recovered: false``; a rollback never
   yields a partial replay.
+* Failover.  With replicas (``SYNC_REPLICAS`` ≥ 1, the default with Sentinel) an event counts
+  as written only once that many replicas acknowledged it (``WAIT`` after each append, in the
+  same round trip), and readers (the relay, ``/sync/get``, replays) return events only once
+  the replicas hold them (:mod:`~bulkjobs.synclog.replicas`): an event a client has seen, or
+  one whose outbox row was deleted, is on a replica.  The marks hash records the replication
+  id the history is written under (field ``repl``, the primary's ``master_replid``).  A
+  replica promoted by Sentinel reports its old primary's id as ``master_replid2``; when that
+  is the space's ``repl``, the new primary holds the history it replicated, and the first
+  script to touch the space goes on with it: counter and floor unchanged, cursors counting on
+  densely, a resuming subscriber answered ``recovered: true``, the relay reading on without a
+  gap.  Anything else after a new ``run_id`` (a restart from disk, a replica of another
+  history, a space untouched since an earlier failover) is a restart, as above.  Sentinel
+  promotes the replica with the largest replication offset, so with ``WAIT 1`` the promoted
+  one holds every acknowledged event unless every replica that held it is unreachable at
+  the failover; if it was behind an event a reader has seen, the counter is below that
+  cursor and the reader (and a subscriber resuming from it) is told ``recovered: false``.
 * Each space keeps a *floor*: the lowest cursor from which its history is complete.  Seeding a
   counter sets the floor just above the seed; trimming raises it.  A reader whose cursor ``c``
   is below ``floor - 1`` missed events that are gone, and one above the counter holds a cursor
@@ -87,12 +104,14 @@ from bulkjobs.synclog.read import (
     fields_of,
     is_recovered,
 )
+from bulkjobs.synclog.replicas import FENCE, NotReplicated, check_replicated, wait_command
 from bulkjobs.synclog.wait import WAIT_SLICE, TerminalWait
 
 __all__ = [
-    "MAX_EVENTS", "PACK", "PACK_CHARS", "PAGE", "TERMINAL", "WAIT_SLICE",
-    "AsyncSyncLog", "Event", "Item", "NewEvent", "Pack", "Page", "PageRead", "Pager",
-    "SyncLog", "TerminalWait",
-    "after", "count_events", "decode", "decode_after", "decode_items", "expand",
+    "FENCE", "MAX_EVENTS", "PACK", "PACK_CHARS", "PAGE", "TERMINAL", "WAIT_SLICE",
+    "AsyncSyncLog", "Event", "Item", "NewEvent", "NotReplicated", "Pack", "Page", "PageRead",
+    "Pager", "SyncLog", "TerminalWait",
+    "after", "check_replicated", "count_events", "decode", "decode_after", "decode_items", "expand",
     "fields_of", "first_cursor", "is_recovered", "job_event", "pack", "pack_text", "record_event",
+    "wait_command",
 ]

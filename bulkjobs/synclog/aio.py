@@ -11,6 +11,7 @@ from bulkjobs import keys
 from bulkjobs.synclog.append import cursor_call
 from bulkjobs.synclog.packing import Item
 from bulkjobs.synclog.read import PAGE, Page, Pager, PageRead
+from bulkjobs.synclog.replicas import FENCE, check_replicated, wait_command
 from bulkjobs.synclog.scripts import CURSORS_LUA
 from bulkjobs.synclog.wait import TerminalWait
 
@@ -18,9 +19,25 @@ from bulkjobs.synclog.wait import TerminalWait
 class AsyncSyncLog:
     """The same log over an asyncio Redis client (stream server, async routes)."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, *, replicas: int = 0,
+                 replica_timeout: float = 2.0) -> None:
         self.r = client
         self._cursors = client.register_script(CURSORS_LUA)
+        #: Replicas that must hold the events read before they are returned
+        #: (:mod:`bulkjobs.synclog.replicas`); 0: the primary alone.
+        self.replicas = replicas
+        self.replica_timeout = replica_timeout
+
+    async def fence(self, space: str) -> None:
+        """Return once the replicas hold every event read from ``space`` so far (a write
+        after the reads, then ``WAIT`` for it); raises ``NotReplicated`` otherwise."""
+        if not self.replicas:
+            return
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hincrby(keys.sync_marks(space), FENCE, 1)
+            pipe.execute_command(*wait_command(self.replicas, self.replica_timeout))
+            _, acknowledged = await pipe.execute()
+        check_replicated(acknowledged, self.replicas)
 
     async def cursors(self, space: str) -> tuple[int, int]:
         k, a = cursor_call(space)
@@ -42,6 +59,7 @@ class AsyncSyncLog:
         last, floor = await self.cursors(space)
         read = PageRead(space, after, count=count, last=last, floor=floor)
         await self._fill(read)
+        await self.fence(space)
         return read.page()
 
     async def read_items(
@@ -49,7 +67,9 @@ class AsyncSyncLog:
     ) -> list[Item]:
         """Items holding the events after ``after`` (up to ``upto``): about ``count`` events,
         at most one pack more, the first cut to start after ``after`` (see :class:`Pager`)."""
-        return await self._fill(Pager(space, after, count, upto=upto))
+        items = await self._fill(Pager(space, after, count, upto=upto))
+        await self.fence(space)
+        return items
 
     async def _fill(self, pager: Pager) -> list[Item]:
         """Drive ``pager`` to its end, one pipelined round trip per step."""

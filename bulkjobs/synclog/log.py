@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import redis
 
@@ -14,6 +15,7 @@ from bulkjobs.synclog.append import append_call, cursor_call, packed_call
 from bulkjobs.synclog.events import NewEvent
 from bulkjobs.synclog.packing import Item, pack
 from bulkjobs.synclog.read import PAGE, Page, Pager, PageRead, text_of
+from bulkjobs.synclog.replicas import FENCE, check_replicated, wait_command
 from bulkjobs.synclog.scripts import (
     APPEND_LUA,
     APPEND_PACKED_LUA,
@@ -32,9 +34,14 @@ class SyncLog:
     """The sync log over a synchronous Redis client (worker, API, CLI)."""
 
     def __init__(self, client: redis.Redis, *, dedupe_ttl: int = 2 * 86_400,
-                 max_events: int = MAX_EVENTS) -> None:
+                 max_events: int = MAX_EVENTS, replicas: int = 0,
+                 replica_timeout: float = 2.0) -> None:
         self.r = client
         self.max_events = max_events
+        #: Replicas that must hold an event before it counts as written or is read
+        #: (:mod:`bulkjobs.synclog.replicas`); 0: the primary alone.
+        self.replicas = replicas
+        self.replica_timeout = replica_timeout
         self._append = client.register_script(bounded(APPEND_LUA, max_events))
         self._append_packed = client.register_script(bounded(APPEND_PACKED_LUA, max_events))
         self._cursors = client.register_script(CURSORS_LUA)
@@ -49,7 +56,11 @@ class SyncLog:
         if not events:
             return []
         k, a = append_call(space, events, once_key, self.dedupe_ttl)
-        return [int(c) for c in self._append(keys=k, args=a)]
+        if not self.replicas:
+            return [int(c) for c in self._append(keys=k, args=a)]
+        pipe = self.r.pipeline(transaction=False)
+        self._append(keys=k, args=a, client=pipe)
+        return [int(c) for c in self._replicated(pipe)[0]]
 
     def append_each(
         self, space: str, appends: Sequence[tuple[Sequence[NewEvent], str]]
@@ -61,7 +72,8 @@ class SyncLog:
         for events, once_key in appends:
             k, a = append_call(space, events, once_key, self.dedupe_ttl)
             self._append(keys=k, args=a, client=pipe)
-        return [[int(c) for c in reply] for reply in pipe.execute()]
+        replies = self._replicated(pipe) if self.replicas else pipe.execute()
+        return [[int(c) for c in reply] for reply in replies]
 
     def cursors(self, space: str) -> tuple[int, int]:
         """``(current cursor, floor)`` of a space, seeding them if missing."""
@@ -84,7 +96,12 @@ class SyncLog:
         if not packs:
             return range(0)
         k, a = packed_call(project, packs, once_key, self.dedupe_ttl)
-        first, last = (int(c) for c in self._append_packed(keys=k, args=a))
+        if self.replicas:
+            pipe = self.r.pipeline(transaction=False)
+            self._append_packed(keys=k, args=a, client=pipe)
+            first, last = (int(c) for c in self._replicated(pipe)[0])
+        else:
+            first, last = (int(c) for c in self._append_packed(keys=k, args=a))
         return range(first, last + 1) if first else range(0)
 
     def read(self, space: str, after: int, *, count: int = PAGE) -> Page:
@@ -94,7 +111,25 @@ class SyncLog:
         last, floor = self.cursors(space)
         read = PageRead(space, after, count=count, last=last, floor=floor)
         self._fill(read)
+        if self.replicas:
+            self.fence(space)
         return read.page()
+
+    def _replicated(self, pipe: redis.client.Pipeline) -> list[Any]:
+        """Execute ``pipe`` (appends) with a ``WAIT`` for the replicas after it; the
+        appends' replies.  Raises :class:`~bulkjobs.synclog.replicas.NotReplicated` when too
+        few replicas acknowledged in time."""
+        pipe.execute_command(*wait_command(self.replicas, self.replica_timeout))
+        *replies, acknowledged = pipe.execute()
+        check_replicated(acknowledged, self.replicas)
+        return replies
+
+    def fence(self, space: str) -> None:
+        """Return once the replicas hold every event read from ``space`` so far (a write
+        after the reads, then ``WAIT`` for it); raises ``NotReplicated`` otherwise."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hincrby(keys.sync_marks(space), FENCE, 1)
+        self._replicated(pipe)
 
     def pages(self, space: str, after: int, *, count: int = PAGE) -> Iterator[Page]:
         """:meth:`read` on and on, each page from the last cursor of the one before, until a

@@ -15,12 +15,23 @@ end
 # KEYS[1] stream, KEYS[2] counter, KEYS[3] floor, KEYS[4] marks.  A counter that is missing
 # (first use, or Redis lost its data) or that predates the running Redis server (it restarted,
 # maybe from an older snapshot) is seeded from the server's clock, never below its old value
-# or the last entry still in the stream; the floor goes just above the seed.
+# or the last entry still in the stream; the floor goes just above the seed.  One exception: a
+# replica promoted by a failover whose previous replication id (``master_replid2``) is the one
+# the space's history was written under (marks field ``repl``) goes on with that history, its
+# counter and floor as they are (see "Failover" in the contract of bulkjobs.synclog).
 _ENSURE_COUNTER_LUA = _SERVER_US_LUA + """
 local function ensure_counter()
   local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
   local counter = redis.call('GET', KEYS[2])
   if counter and redis.call('HGET', KEYS[4], 'run') == run then return end
+  local repl = redis.call('INFO', 'replication')
+  local replid = string.match(repl, 'master_replid:(%x+)')
+  local replid2 = string.match(repl, 'master_replid2:(%x+)')
+  if counter and replid2 and replid2 ~= string.rep('0', 40)
+      and redis.call('HGET', KEYS[4], 'repl') == replid2 then
+    redis.call('HSET', KEYS[4], 'run', run, 'repl', replid)
+    return
+  end
   local seed = server_us()
   if counter and tonumber(counter) > seed then seed = tonumber(counter) end
   local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -30,7 +41,7 @@ local function ensure_counter()
   end
   redis.call('SET', KEYS[2], string.format('%.0f', seed))
   redis.call('SET', KEYS[3], string.format('%.0f', seed + 1))
-  redis.call('HSET', KEYS[4], 'run', run)
+  redis.call('HSET', KEYS[4], 'run', run, 'repl', replid)
 end
 """
 
@@ -55,6 +66,7 @@ APPEND_LUA = _ENSURE_COUNTER_LUA + _BOUND_LUA + """
 ensure_counter()
 if KEYS[7] then
   if not redis.call('SET', KEYS[7], '1', 'NX', 'EX', tonumber(ARGV[4])) then
+    redis.call('HINCRBY', KEYS[4], 'again', 1)  -- a write: a WAIT after it covers the first
     return {}
   end
 end
@@ -88,6 +100,7 @@ ensure_counter()
 local m = tonumber(ARGV[4])
 if KEYS[7] then
   if not redis.call('SET', KEYS[7], '1', 'NX', 'EX', tonumber(ARGV[5 + m * 5])) then
+    redis.call('HINCRBY', KEYS[4], 'again', 1)  -- a write: a WAIT after it covers the first
     return {0, 0}
   end
 end

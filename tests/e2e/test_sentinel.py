@@ -208,3 +208,43 @@ def test_a_running_job_rides_through_a_failover(
     assert all(after[g].status == "deleted" for g in targets)
     assert len(entries(token, "delete")) == len(targets)
     assert_consistent(project.gid)
+
+
+@pytest.mark.timeout(600)
+def test_a_subscriber_rides_through_a_failover_and_misses_nothing(
+        cluster: SentinelCluster, system: Deployment, seeded: SeedResult) -> None:
+    """A websocket subscriber connected before the primary is SIGKILLed stays connected (no
+    4008) and receives the events of a job queued after the promotion, on cursors that go on
+    growing; another resuming from a cursor of before the failover is answered
+    ``recovered: true`` and receives every job event the first one saw after that cursor."""
+    project = seeded.projects[0]
+    api = Api(system.web, project.gid)
+    api.auth(project.api_key)
+
+    async def scenario() -> dict[str, Any]:
+        async with Subscriber(system.stream, api.jwt) as sub:
+            await sub.subscribe(project.gid, cc_cursor=api.cc_cursor())
+            first, _ = await asyncio.to_thread(submit, api, [{"children": project.heads[0]}])
+            await sub.until(terminal_of(first), timeout=WAIT)
+            mark = max(e["cursor"] for e in sub.events if e["type"] == "cc")
+            old = await asyncio.to_thread(cluster.kill_primary)
+            await asyncio.to_thread(cluster.wait_failover, old)
+            second, _ = await asyncio.to_thread(submit, api, [{"children": project.heads[1]}])
+            await sub.until(terminal_of(second), timeout=WAIT)
+            assert sub.ws.close_code is None
+            seen = list(sub.events)
+        async with Subscriber(system.stream, api.jwt) as again:
+            resumed = await again.subscribe(project.gid, cc_cursor=mark)
+            await again.until(terminal_of(second), timeout=WAIT)
+        return {"first": first, "second": second, "mark": mark, "seen": seen,
+                "resumed": resumed, "again": again.events}
+
+    out = asyncio.run(scenario())
+    cc = [e["cursor"] for e in out["seen"] if e["type"] == "cc"]
+    assert cc == sorted(set(cc))
+    assert job_events(out["seen"], out["second"])[-1]["data"]["status"] == "done"
+    assert out["resumed"]["recovered"] is True, out["resumed"]
+    after_mark = [e for e in out["seen"] if e["type"] == "cc" and e["cursor"] > out["mark"]]
+    again = [e for e in out["again"] if e["type"] == "cc" and e["cursor"] > out["mark"]]
+    assert [e["cursor"] for e in again][:len(after_mark)] == [e["cursor"] for e in after_mark]
+    assert job_events(again, out["second"]) == job_events(after_mark, out["second"])
