@@ -57,6 +57,9 @@ BAD = [
     ({"REDIS_SENTINELS": "127.0.0.1:70000", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS"),
     ({"REDIS_SENTINELS": "127.0.0.1:26379"}, "REDIS_SENTINELS"),
     ({"REDIS_SENTINEL_MASTER": "mymaster"}, "REDIS_SENTINEL_MASTER"),
+    ({"SYNC_REPLICAS": "-1"}, "SYNC_REPLICAS"),
+    ({"SYNC_REPLICAS": "two"}, "SYNC_REPLICAS"),
+    ({"SYNC_REPLICA_TIMEOUT": "0"}, "SYNC_REPLICA_TIMEOUT"),
 ]
 
 
@@ -100,6 +103,19 @@ def test_the_defaults_and_documented_urls_are_valid(monkeypatch):
                 {"BULKJOBS_ENV": "production", "JWT_SECRET": "x" * 32}):
         settings = load(monkeypatch, env)
         assert settings.batch_size >= 1
+
+
+def test_replicas_default_to_one_with_sentinel_and_none_without(monkeypatch):
+    """``SYNC_REPLICAS`` unset: appends wait for one replica behind Sentinel, none before a
+    lone Redis; set, it is what it says."""
+    for name in ("SYNC_REPLICAS", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"):
+        monkeypatch.delenv(name, raising=False)
+    assert Settings().replicas == 0
+    monkeypatch.setenv("REDIS_SENTINELS", "127.0.0.1:26379")
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "m")
+    assert Settings().replicas == 1
+    monkeypatch.setenv("SYNC_REPLICAS", "0")
+    assert Settings().replicas == 0
 
 
 def test_sentinels_make_the_broker_a_sentinel_url_with_redis_urls_db_and_password(monkeypatch):
