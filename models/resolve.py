@@ -327,6 +327,18 @@ def _copy_in_slices(conn: Connection, token: str, total: int, *, each: Step | No
         let_writers_in(conn.engine)
 
 
+#: A finished job with at most this many items has them deleted in the transaction of its
+#: terminal state (:func:`delete_few_items`) rather than in slices after it.
+FEW_ITEMS = 1000
+
+
+def delete_few_items(conn: Connection, token: str) -> int:
+    """Delete ``token``'s ``job_item`` rows in the caller's transaction (a job known to have
+    at most :data:`FEW_ITEMS`); returns how many."""
+    return int(conn.execute(text("DELETE FROM job_item WHERE job_token = :t"),
+                            {"t": token}).rowcount)
+
+
 def delete_items(engine: Engine, token: str, *, each: Step | None = None,
                  limit: int = SLICE_LIMIT) -> int:
     """Delete ``token``'s ``job_item`` rows, a slice per write transaction on SQLite (one

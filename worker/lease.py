@@ -123,8 +123,8 @@ def finish(
     result_status: int | None = None, result_payload: dict[str, Any] | None = None,
 ) -> bool:
     """Commit a terminal state (only while holding the lease, when ``owner`` is given).  The
-    job's ``job_item`` rows are deleted afterwards, in slices, by
-    :func:`worker.terminal.announce`."""
+    job's ``job_item`` rows are deleted by the caller in the same transaction when they are
+    few, else afterwards, in slices, by :func:`worker.terminal.announce`."""
     now = time.time()
     cond = [jobs.c.token == token, jobs.c.status.in_((QUEUED, PROCESSING))]
     if owner is not None:

@@ -182,6 +182,7 @@ def _run_claimed(
                          requeue=requeue, record_events=record_events)
         if batch.processed == 0:  # cancelled, or no item left
             break
+        exhausted = batch.processed < size  # fewer items than asked for: none left after
         logger.debug("job %s: batch of %s committed, %s remaining", token, batch.processed,
                      batch.row.info["remaining"], extra={"job": token})
         if cfg.adaptive_batches and batch.processed == size:  # a short last batch measures little
@@ -190,6 +191,8 @@ def _run_claimed(
             size = next_batch_size(size, batch.seconds, limit=cfg.batch_size, target=target)
         record_events.submit(batch.row.project_gid, batch.effects, batch.outbox_id)
         publisher.publish(state_of(batch.row))
+        if exhausted:  # the last items are done: no batch that would find nothing left
+            break
         # Writers waiting for their turn (a submit, a cancel) go before the next batch
         # (SQLite; see models.engine).
         if let_writers_in(deps.engine):

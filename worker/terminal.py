@@ -1,10 +1,11 @@
 """A job's end: its terminal state committed, then announced.
 
 * **Terminal.** The terminal status and ``finished_on`` commit first
-  (:func:`worker.lease.finish`); then the job's items are deleted (in slices), the terminal
-  event is appended with a once-key and ``announced`` is set (:func:`announce`).  A crash in
-  between is repaired by the next claim attempt or by the reaper, which call
-  :func:`announce` again.
+  (:func:`worker.lease.finish`), with the job's items when they are few
+  (:data:`~models.resolve.FEW_ITEMS`: a small job spends no transaction of its own on
+  them); then the rest of the items are deleted (in slices), the terminal event is appended
+  with a once-key and ``announced`` is set (:func:`announce`).  A crash in between is
+  repaired by the next claim attempt or by the reaper, which call :func:`announce` again.
 * **Results.** A batch may produce the job's result (:class:`~worker.jobs.base.Result`); it
   is committed on the job row with the batch.  A failed result (status >= 400) ends the job
   ``rejected`` with ``info.error``, the result kept for the dialects (:func:`conclude`).
@@ -19,7 +20,7 @@ from sqlalchemy import update
 
 from models import webhook_deliveries
 from models.jobs import CANCELLED, DONE, PROCESSING, QUEUED, REJECTED, Job
-from models.resolve import delete_items
+from models.resolve import FEW_ITEMS, delete_few_items, delete_items
 from worker.deps import Deps
 from worker.jobs import JobSpec
 from worker.jobs.base import Result
@@ -35,8 +36,9 @@ logger = logging.getLogger("worker.runner")
 jobs = Job.__table__
 
 
-def announce(deps: Deps, token: str) -> bool:
-    """Append the terminal event of a finished job if it has not been (idempotent)."""
+def announce(deps: Deps, token: str, *, items_deleted: bool = False) -> bool:
+    """Append the terminal event of a finished job if it has not been (idempotent).
+    ``items_deleted``: its ``job_item`` rows went with its terminal state."""
     with deps.engine.connect() as conn:
         row = load(conn, token)
     if row is None or row.status not in (DONE, REJECTED) or row.announced:
@@ -45,7 +47,8 @@ def announce(deps: Deps, token: str) -> bool:
     # The job's items go before its terminal event (whoever sees the event sees them gone),
     # in slices: a million rows are not deleted in one write transaction.  A run that dies
     # meanwhile leaves the job unannounced, and the reaper calls this again.
-    delete_items(deps.engine, token)
+    if not items_deleted:
+        delete_items(deps.engine, token)
     append_state(deps.log, state_of(row))
     with deps.write_engine.begin() as conn:
         conn.execute(update(jobs).where(jobs.c.token == token).values(announced=True))
@@ -73,13 +76,22 @@ def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *
                       result_status=result.status if result else None,
                       result_payload=result.payload if result else None):
             raise LeaseLost(token)
+        few = _few(info)
+        if few:
+            delete_few_items(conn, token)
         clear_outbox(conn, token)
         deliveries = webhook_deliveries.outbox(conn, token, "job.done")
     kick(deliveries)
     publisher.close()  # no heartbeat progress event may follow the terminal one
-    announce(deps, token)
+    announce(deps, token, items_deleted=few)
     logger.info("job %s: done", token, extra={"job": token})
     return DONE
+
+
+def _few(info: dict[str, Any]) -> bool:
+    """Whether a job's items are known to be few (its total, once resolved)."""
+    total = info.get("total")
+    return isinstance(total, int) and total <= FEW_ITEMS
 
 
 def _result_error(result: Result) -> str:
@@ -103,13 +115,16 @@ def reject_run(deps: Deps, token: str, owner: str | None, info: dict[str, Any], 
                       result_status=result.status if result else None,
                       result_payload=result.payload if result else None):
             raise LeaseLost(token)
+        few = _few(info)
+        if few:
+            delete_few_items(conn, token)
         if flushed:
             clear_outbox(conn, token)
         deliveries = webhook_deliveries.outbox(conn, token, "job.rejected")
     kick(deliveries)
     if publisher is not None:
         publisher.close()  # no heartbeat progress event may follow the terminal one
-    announce(deps, token)
+    announce(deps, token, items_deleted=few)
     logger.info("job %s: rejected (%s)", token, error, extra={"job": token})
     return REJECTED
 

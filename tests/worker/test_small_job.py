@@ -1,0 +1,55 @@
+"""A small job's whole run in few write transactions (``worker/runner.py``,
+``worker/terminal.py``): the claim, its resolution, its one batch, its terminal state (with
+its items) and the mark that it was announced — no batch that finds nothing left, no
+transaction of its own for a few items."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import event, func, select
+
+from bulkjobs.synclog import SyncLog
+from models.engine import get_engine
+from models.jobs import JobItem
+from models.seed import SeededProject
+from tests.worker.helpers import cfg, deps, job_events, job_row, new_job
+from worker.runner import run
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def commits() -> Iterator[list[str]]:
+    """The transactions committed meanwhile (one entry each), on the engine every write
+    goes through (the write engine is the same pool with other options)."""
+    seen: list[str] = []
+
+    def commit(conn: object) -> None:
+        seen.append("commit")
+
+    engine = get_engine()
+    event.listen(engine, "commit", commit)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "commit", commit)
+
+
+@pytest.mark.parametrize("gids", [1, 3])
+def test_a_small_job_runs_in_five_write_transactions(
+        log: SyncLog, project: SeededProject, commits: list[str], gids: int) -> None:
+    token = new_job(log, project, "bulk_delete_records", project.heads[:gids])
+    commits.clear()
+    assert run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
+    assert len(commits) == 5, commits  # claim, resolution, batch, terminal state, announced
+    row = job_row(token)
+    assert row.status == "done" and row.info["remaining"] == 0 and row.announced
+    with get_engine().connect() as conn:
+        assert conn.execute(select(func.count()).select_from(JobItem)
+                            .where(JobItem.job_token == token)).scalar_one() == 0
+    statuses = [(e["data"]["status"], e["data"]["info"].get("remaining"))
+                for e in job_events(log, token)]
+    assert statuses[:2] == [("queued", None), ("processing", gids)]
+    assert statuses[-1] == ("done", 0) and [s for s, _ in statuses].count("done") == 1
