@@ -5,6 +5,7 @@ transaction of its own for a few items."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -53,3 +54,23 @@ def test_a_small_job_runs_in_five_write_transactions(
                 for e in job_events(log, token)]
     assert statuses[:2] == [("queued", None), ("processing", gids)]
     assert statuses[-1] == ("done", 0) and [s for s, _ in statuses].count("done") == 1
+
+
+def test_jobs_start_no_heartbeat_threads_of_their_own(
+        log: SyncLog, project: SeededProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's two heartbeat threads serve every job it runs: ten jobs in a row start
+    at most those two (none when an earlier job of the process started them)."""
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counting(self: threading.Thread) -> None:
+        started.append(self.name)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counting)
+    tokens = [new_job(log, project, "bulk_delete_records", [h]) for h in project.heads[:10]]
+    for token in tokens:
+        assert run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
+    beats = [n for n in started if n.startswith(("heartbeat", "progress"))]
+    assert len(beats) <= 2 and len(set(beats)) == len(beats), started
+    assert {t.name for t in threading.enumerate()} >= {"heartbeat", "progress"}
