@@ -3,14 +3,20 @@ come in (``worker.lease.first_in_line``); jobs of another project are not held b
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from sqlalchemy import update
 
 from bulkjobs.synclog import SyncLog
-from models.seed import SeedResult
+from models.engine import get_write_engine
+from models.jobs import Job
+from models.seed import SeededProject, SeedResult
 from tests.worker.helpers import cfg, deps, job_row, new_job
 from worker.runner import run
 
 DELETE = "bulk_delete_records"
+jobs = Job.__table__
 
 pytestmark = pytest.mark.services
 
@@ -65,39 +71,40 @@ def test_a_started_job_is_resumed_by_its_own_message(log: SyncLog, seeded: SeedR
     assert job_row(waiting).attempts == 0
 
 
+def race_for_the_first_job(log: SyncLog, project: SeededProject, *, message_for: str) -> str:
+    """Two jobs queued; another run's claim of the first one held uncommitted while a run for
+    the message of ``message_for`` (``"first"`` or ``"second"``) starts, waits on that row
+    lock and loses; the outcome of that run, once the other claim commits.  The second job
+    must then have been started by it."""
+    engine = get_write_engine()
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers: the race cannot happen there")
+    first, second = (new_job(log, project, "bulk_delete_records", [h])
+                     for h in project.heads[:2])
+    token = {"first": first, "second": second}[message_for]
+    outcome: list[str] = []
+    with engine.connect() as other:  # the other run's claim of the first job, not committed
+        other.begin()
+        other.execute(update(jobs).where(jobs.c.token == first)
+                      .values(owner="other-run", attempts=1))
+        thread = threading.Thread(target=lambda: outcome.append(
+            run(token, deps=deps(log), cfg=cfg(), requeue=lambda t: None)))
+        thread.start()
+        thread.join(2)  # the run waits on the first job's row lock
+        assert thread.is_alive(), outcome
+        other.commit()
+    thread.join(60)
+    assert job_row(second).status == "done"
+    return outcome[0]
+
+
 def test_a_message_whose_first_in_line_is_claimed_meanwhile_starts_the_next(
         log: SyncLog, seeded: SeedResult) -> None:
     """Two messages taken at once both find the same job first in line: the run whose claim
     loses (it waited on the other's row lock) starts the next job in line, so no message is
     spent without starting one.  (PostgreSQL; SQLite runs the two transactions one at a
     time.)"""
-    import threading
-
-    from sqlalchemy import update
-
-    from models.engine import get_write_engine
-    from models.jobs import Job
-
-    engine = get_write_engine()
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite serialises writers: the race cannot happen there")
-    project = seeded.projects[0]
-    first, second = (new_job(log, project, "bulk_delete_records", [h])
-                     for h in project.heads[:2])
-    outcome: list[str] = []
-    with engine.connect() as other:  # the other run's claim of the first job, not committed
-        other.begin()
-        other.execute(update(Job.__table__).where(Job.__table__.c.token == first)
-                      .values(owner="other-run", attempts=1))
-        thread = threading.Thread(target=lambda: outcome.append(
-            run(second, deps=deps(log), cfg=cfg(), requeue=lambda t: None)))
-        thread.start()
-        thread.join(2)  # the run waits on the first job's row lock
-        assert thread.is_alive(), outcome
-        other.commit()
-    thread.join(60)
-    assert outcome == ["done"]
-    assert job_row(second).status == "done"
+    assert race_for_the_first_job(log, seeded.projects[0], message_for="second") == "done"
 
 
 def test_a_message_whose_own_job_is_claimed_meanwhile_starts_the_next(
@@ -106,30 +113,4 @@ def test_a_message_whose_own_job_is_claimed_meanwhile_starts_the_next(
     claims that job: the run whose claim loses starts the second job, the one the other
     message was sent for, so neither message is spent without starting a job.
     (PostgreSQL; SQLite runs the two transactions one at a time.)"""
-    import threading
-
-    from sqlalchemy import update
-
-    from models.engine import get_write_engine
-    from models.jobs import Job
-
-    engine = get_write_engine()
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite serialises writers: the race cannot happen there")
-    project = seeded.projects[0]
-    first, second = (new_job(log, project, "bulk_delete_records", [h])
-                     for h in project.heads[:2])
-    outcome: list[str] = []
-    with engine.connect() as other:  # the second message's claim of the first job
-        other.begin()
-        other.execute(update(Job.__table__).where(Job.__table__.c.token == first)
-                      .values(owner="other-run", attempts=1))
-        thread = threading.Thread(target=lambda: outcome.append(
-            run(first, deps=deps(log), cfg=cfg(), requeue=lambda t: None)))
-        thread.start()
-        thread.join(2)  # the run waits on the first job's row lock
-        assert thread.is_alive(), outcome
-        other.commit()
-    thread.join(60)
-    assert outcome == ["done"]
-    assert job_row(second).status == "done"
+    assert race_for_the_first_job(log, seeded.projects[0], message_for="first") == "done"
