@@ -85,6 +85,9 @@ def restore_version(project: str, version_id: str, actor: CredentialsMemberDep,
     """Restore a record version (a job): 202 with the job id to poll in job-results."""
     # 404 now, not in the job result
     _, rec = find_version(session, actor.project.gid, version_id=version_id, live=True)
+    # Hand the session's connection back first: queueing takes one of its own from the same
+    # pool, and requests each holding one while they wait for another would exhaust it.
+    session.commit()
     token = queue_job(actor, "restore_record_version",
                       {"selection": [rec.gid], "version": version_id}, idempotency)
     return JSONResponse({"data": {"type": "job", "id": token}}, status_code=202)

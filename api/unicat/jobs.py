@@ -59,7 +59,9 @@ router = APIRouter(prefix="/api/p/{project}", tags=["unicat: jobs"])
 def queue(actor: Actor, job: str, params: dict[str, Any],
           idempotency: Idempotency | None = None) -> dict[str, Any]:
     """Queue a job for a member checked by the route's dependency (at most once per
-    idempotency key); the Unicat answer."""
+    idempotency key); the Unicat answer.  Queueing takes a database connection of its own:
+    a route hands its session's back first (``session.commit()``), or requests each holding
+    one while they wait for another could exhaust the pool."""
     return ok({"job.token": queue_job(actor, job, params, idempotency)})
 
 
@@ -128,6 +130,7 @@ def permanent_delete(project: str, body: RecordBody, actor: MemberDep,
         Record.gid == body.record, Record.project_gid == actor.project.gid)).scalars().first()
     if rec is not None:
         parent = session.get(Record, rec.parent_id) if rec.parent_id is not None else None
+        session.commit()  # the connection back before queueing takes one (see queue)
         answer = queue(actor, "permanent_delete_record", {"selection": [body.record]},
                        idempotency)
     else:  # a retry under an Idempotency-Key, after its job removed the record?
@@ -235,6 +238,7 @@ def jobs_retry(project: str, body: JobBody, actor: MemberDep, session: SessionDe
     finished job; 422 when it has not finished or failed no item."""
     submission = retry_submission(session.connection(), project_gid=actor.project.gid,
                                   token=body.job, actor=actor.as_editor())
+    session.commit()  # the connection back before queueing takes one (see queue)
     return ok({"job.token": queue_submission(submission, idempotency)})
 
 

@@ -32,6 +32,7 @@ from tests.api.dialects import (
     stranger,
     versions_of,
 )
+from tests.api.pool import holding_at
 
 pytestmark = pytest.mark.services
 
@@ -266,6 +267,18 @@ def test_restore_is_a_job_whose_result_is_404_then_the_item(client: TestClient,
     assert listed[0]["attributes"] == listed[-1]["attributes"]
     fresh = get(client, project, f"/items/{rec.gid}").json()["data"]
     assert fresh["attributes"]["title"] == old[0].snapshot["title"]["en"]
+
+
+def test_restore_queues_its_job_without_holding_a_database_connection(
+        client: TestClient, project: SeededProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request hands its session's connection back before it queues the job
+    (:mod:`tests.api.pool`)."""
+    rec = history_record(project)
+    with holding_at(monkeypatch, api.dato.routes, "queue_job") as held:
+        r = client.post(f"{base(project)}/versions/{versions_of(rec.id)[0].id}/restore",
+                        headers=bearer(project.api_key))
+    assert r.status_code == 202, r.text
+    assert held == [False]
 
 
 def test_failed_restore_reports_its_error_inside_the_result(client: TestClient,

@@ -10,9 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+import api.unicat.jobs
 from models import Job
 from models.engine import get_engine
 from models.seed import SeededProject, SeedResult
+from tests.api.pool import holding_at
 from tests.security.conftest import call, finish, jwt_of
 from tests.worker.helpers import records
 
@@ -159,3 +161,16 @@ def test_a_client_selection_cannot_name_a_jobs_failures(client: TestClient,
     assert answer.status_code == 422, answer.text
     assert answer.json()["result"]["code"] == 1006
     assert jobs_count() == before
+
+
+def test_jobs_retry_queues_without_holding_a_database_connection(
+        client: TestClient, seeded: SeedResult, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request hands its session's connection back before it queues the retry
+    (:mod:`tests.api.pool`)."""
+    project = seeded.projects[0]
+    first = queue_delete(client, seeded, already_deleted(project, 3))
+    finish(first)
+    with holding_at(monkeypatch, api.unicat.jobs, "queue_submission") as held:
+        r = call(client, f"/api/p/{project.gid}/jobs/retry", jwt_of(seeded), {"job": first})
+    assert r.status_code == 200, r.text
+    assert held == [False]

@@ -9,10 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+import api.unicat.jobs
 from bulkjobs.connections import get_synclog
 from models import Job, Record, RecordDeletion
 from models.engine import get_engine
 from models.seed import SeedResult
+from tests.api.pool import holding_at
 from tests.worker.helpers import PUBLIC_STATUS
 from worker.deps import Deps, RunConfig
 from worker.runner import run
@@ -82,3 +84,14 @@ def test_bulk_permanent_delete_queues_the_job(client: TestClient, seeded: SeedRe
     assert all(status(h) is None for h in deleted)
     bad = call(client, seeded, "records/bulk/permanent_delete", {"selection": "nope"})
     assert bad.status_code == 422 and bad.json()["result"]["code"] == 1006
+
+
+def test_single_permanent_delete_queues_without_holding_a_database_connection(
+        client: TestClient, seeded: SeedResult, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request hands its session's connection back before it queues the job
+    (:mod:`tests.api.pool`)."""
+    head = next(h for h in seeded.projects[0].heads if status(h) == "deleted")
+    with holding_at(monkeypatch, api.unicat.jobs, "queue_job") as held:
+        r = call(client, seeded, "records/permanent_delete", {"record": head})
+    assert r.status_code == 200 and r.json()["result"]["parent"] == seeded.projects[0].root
+    assert held == [False]
