@@ -51,26 +51,24 @@ def _guarded_restore_unacked(self: Any, client: Any = None) -> Any:
         return None
 
 
-def _guarded_ack(self: Any, delivery_tag: Any) -> None:
-    try:
-        _ack(self, delivery_tag)
-    except AttributeError:
-        if not _gone(self):
-            raise
-        virtual.QoS.ack(self, delivery_tag)  # out of this channel's own bookkeeping
-        logger.warning("broker connection gone before message %s could be acknowledged; it "
-                       "stays in the unacked index", delivery_tag)
+def _settled_unless_gone(settle: Any, verb: str) -> Any:
+    """``settle`` (kombu's ``ack`` or ``reject``), giving up with a warning when the channel's
+    connection is gone: the message leaves this channel's bookkeeping and stays in the
+    broker's unacked index."""
+    def guarded(self: Any, delivery_tag: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            settle(self, delivery_tag, *args, **kwargs)
+        except AttributeError:
+            if not _gone(self):
+                raise
+            virtual.QoS.ack(self, delivery_tag)  # out of this channel's own bookkeeping
+            logger.warning("broker connection gone before message %s could be %s; it stays "
+                           "in the unacked index", delivery_tag, verb)
+    return guarded
 
 
-def _guarded_reject(self: Any, delivery_tag: Any, requeue: bool = False) -> None:
-    try:
-        _reject(self, delivery_tag, requeue=requeue)
-    except AttributeError:
-        if not _gone(self):
-            raise
-        virtual.QoS.ack(self, delivery_tag)  # out of this channel's own bookkeeping
-        logger.warning("broker connection gone before message %s could be rejected; it "
-                       "stays in the unacked index", delivery_tag)
+_guarded_ack = _settled_unless_gone(_ack, "acknowledged")
+_guarded_reject = _settled_unless_gone(_reject, "rejected")
 
 
 def install() -> None:
