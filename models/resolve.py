@@ -333,8 +333,8 @@ FEW_ITEMS = 1000
 
 
 def delete_few_items(conn: Connection, token: str) -> int:
-    """Delete ``token``'s ``job_item`` rows in the caller's transaction (a job known to have
-    at most :data:`FEW_ITEMS`); returns how many."""
+    """Delete ``token``'s ``job_item`` rows in the caller's transaction, in one statement (a
+    job known to have at most :data:`FEW_ITEMS`, or PostgreSQL); returns how many."""
     return int(conn.execute(text("DELETE FROM job_item WHERE job_token = :t"),
                             {"t": token}).rowcount)
 
@@ -347,8 +347,7 @@ def delete_items(engine: Engine, token: str, *, each: Step | None = None,
         with engine.execution_options(writer=True).begin() as conn:
             if each is not None:
                 each(conn)
-            return int(conn.execute(text("DELETE FROM job_item WHERE job_token = :t"),
-                                    {"t": token}).rowcount)
+            return delete_few_items(conn, token)
 
     def step(conn: Connection, n: int) -> int:
         if each is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Connection, update
 
 from models import webhook_deliveries
 from models.jobs import CANCELLED, DONE, PROCESSING, QUEUED, REJECTED, Job
@@ -72,13 +72,7 @@ def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *
         return reject_run(deps, token, owner, info, _result_error(result), result=result,
                           publisher=publisher, flushed=True)
     with deps.write_engine.begin() as conn:
-        if not finish(conn, token, status=DONE, info=info, owner=owner,
-                      result_status=result.status if result else None,
-                      result_payload=result.payload if result else None):
-            raise LeaseLost(token)
-        few = _few(info)
-        if few:
-            delete_few_items(conn, token)
+        few = _finish(conn, token, owner, status=DONE, info=info, result=result)
         clear_outbox(conn, token)
         deliveries = webhook_deliveries.outbox(conn, token, "job.done")
     kick(deliveries)
@@ -88,10 +82,20 @@ def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *
     return DONE
 
 
-def _few(info: dict[str, Any]) -> bool:
-    """Whether a job's items are known to be few (its total, once resolved)."""
+def _finish(conn: Connection, token: str, owner: str | None, *, status: str,
+            info: dict[str, Any], result: Result | None) -> bool:
+    """Commit the terminal state (:func:`worker.lease.finish`, :class:`LeaseLost` when the
+    lease is gone) and, when the job's items are known to be few (its total, once resolved),
+    delete them in the same transaction; whether it did."""
+    if not finish(conn, token, status=status, info=info, owner=owner,
+                  result_status=result.status if result else None,
+                  result_payload=result.payload if result else None):
+        raise LeaseLost(token)
     total = info.get("total")
-    return isinstance(total, int) and total <= FEW_ITEMS
+    few = isinstance(total, int) and total <= FEW_ITEMS
+    if few:
+        delete_few_items(conn, token)
+    return few
 
 
 def _result_error(result: Result) -> str:
@@ -111,13 +115,7 @@ def reject_run(deps: Deps, token: str, owner: str | None, info: dict[str, Any], 
     if error == CANCELLED:  # told apart from a failure (the error text is the same for both)
         info["cancelled"] = True
     with deps.write_engine.begin() as conn:
-        if not finish(conn, token, status=REJECTED, info=info, owner=owner,
-                      result_status=result.status if result else None,
-                      result_payload=result.payload if result else None):
-            raise LeaseLost(token)
-        few = _few(info)
-        if few:
-            delete_few_items(conn, token)
+        few = _finish(conn, token, owner, status=REJECTED, info=info, result=result)
         if flushed:
             clear_outbox(conn, token)
         deliveries = webhook_deliveries.outbox(conn, token, "job.rejected")
