@@ -56,11 +56,7 @@ class SyncLog:
         if not events:
             return []
         k, a = append_call(space, events, once_key, self.dedupe_ttl)
-        if not self.replicas:
-            return [int(c) for c in self._append(keys=k, args=a)]
-        pipe = self.r.pipeline(transaction=False)
-        self._append(keys=k, args=a, client=pipe)
-        return [int(c) for c in self._replicated(pipe)[0]]
+        return [int(c) for c in self._written(self._append, k, a)]
 
     def append_each(
         self, space: str, appends: Sequence[tuple[Sequence[NewEvent], str]]
@@ -96,12 +92,7 @@ class SyncLog:
         if not packs:
             return range(0)
         k, a = packed_call(project, packs, once_key, self.dedupe_ttl)
-        if self.replicas:
-            pipe = self.r.pipeline(transaction=False)
-            self._append_packed(keys=k, args=a, client=pipe)
-            first, last = (int(c) for c in self._replicated(pipe)[0])
-        else:
-            first, last = (int(c) for c in self._append_packed(keys=k, args=a))
+        first, last = (int(c) for c in self._written(self._append_packed, k, a))
         return range(first, last + 1) if first else range(0)
 
     def read(self, space: str, after: int, *, count: int = PAGE) -> Page:
@@ -111,9 +102,17 @@ class SyncLog:
         last, floor = self.cursors(space)
         read = PageRead(space, after, count=count, last=last, floor=floor)
         self._fill(read)
-        if self.replicas:
-            self.fence(space)
+        self.fence(space)
         return read.page()
+
+    def _written(self, script: Any, k: list[str], a: list[Any]) -> Any:
+        """The reply of one append ``script``, once the replicas hold what it wrote (in
+        the same round trip, see :meth:`_replicated`)."""
+        if not self.replicas:
+            return script(keys=k, args=a)
+        pipe = self.r.pipeline(transaction=False)
+        script(keys=k, args=a, client=pipe)
+        return self._replicated(pipe)[0]
 
     def _replicated(self, pipe: redis.client.Pipeline) -> list[Any]:
         """Execute ``pipe`` (appends) with a ``WAIT`` for the replicas after it; the
@@ -127,6 +126,8 @@ class SyncLog:
     def fence(self, space: str) -> None:
         """Return once the replicas hold every event read from ``space`` so far (a write
         after the reads, then ``WAIT`` for it); raises ``NotReplicated`` otherwise."""
+        if not self.replicas:
+            return
         pipe = self.r.pipeline(transaction=False)
         pipe.hincrby(keys.sync_marks(space), FENCE, 1)
         self._replicated(pipe)
