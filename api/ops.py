@@ -45,8 +45,8 @@ from worker.pausing import pause_jobs, resume
 
 STATIC = Path(__file__).parent / "static"
 #: The page's scripts and styles (every one listed in ``ops.html``), hashed into their URLs.
-ASSETS = ("ops.js", "ops-chart.js", "ops-detail.js", "ops-history.js", "ops-pause.js",
-          "ops.css")
+ASSETS = ("ops.js", "ops-rows.js", "ops-chart.js", "ops-detail.js", "ops-history.js",
+          "ops-pause.js", "ops.css")
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d+)?$")
 
 router = APIRouter(prefix="/ops", tags=["ops"])

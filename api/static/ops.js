@@ -14,18 +14,19 @@
 //   per opening, then followed from the stream), its failed items, retry, pause and resume,
 //   search by token and "Load older" (jobs/list).
 //
-// Files: this one holds the session, the stream, the job model and the rows; ops-chart.js
-// the throughput chart, ops-detail.js the job detail view, ops-history.js search by token
-// and "Load older", ops-pause.js the pause and resume switches.  They share window.BulkOps
-// (set up here) and hook in through BulkOps.on(name, fn): "job" (a job record changed;
-// with its sync event when live), "open" (Details clicked), "flush" (after each batched
-// render), "stats" (after each stats answer), "loaded" (a jobs/list page arrived), "stop"
-// (logout).
+// Files: this one holds the session, the stream and the job model; ops-rows.js the job
+// rows, the filters, the status counts and the cancel button (BulkOps.rows, called from
+// here); ops-chart.js the throughput chart, ops-detail.js the job detail view,
+// ops-history.js search by token and "Load older", ops-pause.js the pause and resume
+// switches.  They share window.BulkOps (set up here) and hook in through
+// BulkOps.on(name, fn): "job" (a job record changed; with its sync event when live), "open"
+// (Details clicked), "flush" (after each batched render), "stats" (after each stats
+// answer), "loaded" (a jobs/list page arrived), "stop" (logout).
 //
 // Rendering: events only update the in-memory job records and mark them dirty; one
 // requestAnimationFrame callback, at most every 100 ms, updates the dirty rows in place (no
 // re-render of the list), the status counts and the chart.  Rows are created once per job
-// and kept ordered newest first by binary search.
+// (by ops-rows.js) and kept ordered newest first by binary search (here).
 (() => {
   "use strict";
 
@@ -33,7 +34,6 @@
   const FLUSH_EVERY_MS = 100; // rows, counts and chart update at most 10 times a second
   const MAX_FINISHED_ROWS = 2000; // finished jobs kept on screen; the oldest go first
   const RANK = { queued: 0, processing: 1, done: 2, rejected: 2 };
-  const STATUSES = ["queued", "processing", "done", "rejected"];
   const SAVED = "bulkjobs.ops.session";
   const EVENTS_KEPT = 200; // sync events kept per job for its detail view
   // Page sizes: ?history=N (jobs per project per jobs/list page) and ?failures=N.
@@ -72,6 +72,7 @@
   };
 
   const chart = () => window.BulkOps.chart; // ops-chart.js
+  const rows = () => window.BulkOps.rows; // ops-rows.js
   const hooks = {};
   function on(name, fn) { (hooks[name] || (hooks[name] = [])).push(fn); }
   function emit(name, ...args) { for (const fn of hooks[name] || []) fn(...args); }
@@ -401,7 +402,7 @@
       if (before(order[mid], job)) lo = mid + 1; else hi = mid;
     }
     order.splice(lo, 0, job);
-    job.els = makeRow(job);
+    job.els = rows().make(job);
     const next = order[lo + 1];
     $("job-rows").insertBefore(job.els.row, next ? next.els.row : null);
   }
@@ -437,150 +438,11 @@
   function flush() {
     state.frame = 0;
     state.flushed = performance.now();
-    for (const job of state.dirty) render(job);
+    for (const job of state.dirty) rows().render(job);
     state.dirty.clear();
-    if (state.countsDirty) { trim(); renderCounts(); }
+    if (state.countsDirty) { trim(); rows().counts(); }
     if (state.chartDirty) chart().draw();
     emit("flush");
-  }
-
-  function cell(cls, text) {
-    const c = el("div", cls, text);
-    c.setAttribute("role", "cell");
-    return c;
-  }
-
-  function makeRow(job) {
-    const row = el("div", "job-row");
-    row.setAttribute("role", "row");
-    row.dataset.token = job.token;
-    const name = cell("job");
-    name.append(el("span", "name", job.job), el("code", "token", job.token));
-    const project = cell("project", projectName(job.project_gid));
-    const statusCell = cell("status");
-    const badge = el("span", "badge");
-    const paused = el("span", "paused-flag", "paused");
-    paused.hidden = true;
-    statusCell.append(badge, paused);
-    const progress = cell("progress");
-    const pct = el("span", "pct");
-    const bar = el("div", "bar");
-    bar.setAttribute("role", "progressbar");
-    bar.setAttribute("aria-valuemin", "0");
-    bar.setAttribute("aria-valuemax", "100");
-    const fill = el("div", "fill");
-    bar.append(fill);
-    progress.append(pct, bar);
-    const failed = cell("failed");
-    const updated = cell("updated");
-    const actions = cell("actions");
-    const cancel = el("button", "cancel", "Cancel");
-    cancel.type = "button";
-    cancel.addEventListener("click", () => cancelJob(job, cancel));
-    const open = el("button", "open", "Details");
-    open.type = "button";
-    open.addEventListener("click", () => emit("open", job));
-    actions.append(cancel, open);
-    row.append(name, project, statusCell, progress, failed, updated, actions);
-    return { row, project, badge, paused, pct, bar, fill, failed, updated, cancel };
-  }
-
-  function render(job) {
-    const e = job.els, s = job.shown, info = job.info;
-    if (!e) return;
-    if (s.status !== job.status) {
-      e.row.dataset.status = job.status;
-      e.badge.textContent = job.status;
-      e.badge.className = "badge " + job.status;
-      e.cancel.hidden = RANK[job.status] === 2;
-      s.status = job.status;
-    }
-    const paused = !!info.paused && RANK[job.status] < 2;
-    if (s.paused !== paused) { e.paused.hidden = !paused; e.row.dataset.paused = paused; s.paused = paused; }
-    const total = Number.isInteger(info.total) ? info.total : null;
-    const pct = total ? Math.floor((100 * job.done) / total)
-      : (job.status === "done" ? 100 : 0);
-    const label = total === null ? (job.status === "done" ? "100%" : "–")
-      : `${pct}% · ${fmt(job.done)} / ${fmt(total)}`;
-    if (s.pct !== pct) {
-      e.fill.style.transform = `scaleX(${pct / 100})`;
-      e.bar.setAttribute("aria-valuenow", String(pct));
-      s.pct = pct;
-    }
-    if (s.label !== label) { e.pct.textContent = label; s.label = label; }
-    const errors = Array.isArray(info.errors) ? info.errors : [];
-    const failKey = `${info.failed || 0}/${errors.length}/${info.error || ""}`;
-    if (s.fail !== failKey) { renderFailures(e.failed, info, errors); s.fail = failKey; }
-    const when = job.updated_on ? TIME.format(new Date(job.updated_on * 1000)) : "";
-    if (s.when !== when) { e.updated.textContent = when; s.when = when; }
-    e.row.hidden = !matches(job);
-  }
-
-  function renderFailures(cell, info, errors) {
-    cell.textContent = "";
-    if (info.error) cell.append(el("span", "job-error", info.error));
-    const n = info.failed || 0;
-    if (!n) {
-      if (!info.error) cell.append(el("span", "ok", "0"));
-      return;
-    }
-    const details = el("details");
-    details.append(el("summary", "", `${fmt(n)} failed`));
-    const list = el("ul");
-    for (const item of errors) {
-      const li = el("li");
-      li.append(el("code", "", String(item.gid || "").slice(0, 8)), document.createTextNode(" " + (item.reason || "")));
-      li.title = item.gid || "";
-      list.append(li);
-    }
-    if (n > errors.length) list.append(el("li", "", `… and ${fmt(n - errors.length)} more`));
-    details.append(list);
-    cell.append(details);
-  }
-
-  function matches(job) {
-    const f = state.filter;
-    if (f.project && job.project_gid !== f.project) return false;
-    if (f.token && !job.token.startsWith(f.token)) return false;
-    if (f.status === "unfinished") return RANK[job.status] < 2;
-    return !f.status || job.status === f.status;
-  }
-
-  function applyFilters() {
-    for (const job of state.order) job.els.row.hidden = !matches(job);
-    for (const chip of document.querySelectorAll(".chip")) {
-      chip.classList.toggle("active", chip.dataset.status === state.filter.status);
-    }
-    state.countsDirty = true; state.chartDirty = true;
-    schedule();
-  }
-
-  function renderCounts() {
-    state.countsDirty = false;
-    const totals = {};
-    for (const [project, c] of Object.entries(state.counts)) {
-      if (state.filter.project && project !== state.filter.project) continue;
-      for (const s of STATUSES) totals[s] = (totals[s] || 0) + (c[s] || 0);
-    }
-    for (const chip of document.querySelectorAll(".chip")) {
-      chip.querySelector("b").textContent = fmt(totals[chip.dataset.status] || 0);
-    }
-    $("empty").hidden = state.order.length > 0;
-  }
-
-  // -- cancel ---------------------------------------------------------------------------------
-
-  async function cancelJob(job, button) {
-    button.disabled = true;
-    button.textContent = "Cancelling…";
-    try {
-      const { data } = await http("POST", `/api/p/${job.project_gid}/jobs/cancel`, { job: job.token });
-      applyJob(data.result.job, false);
-    } catch (err) {
-      note(`cancel ${job.token.slice(0, 8)}: ${err.message}`);
-      button.disabled = false;
-      button.textContent = "Cancel";
-    }
   }
 
   // -- formatting and messages ----------------------------------------------------------------
@@ -604,23 +466,13 @@
 
   window.BulkOps = {
     state, config, RANK, TIME, $, el, http, on, emit, note, fmt, fmtRate, projectName,
-    applyJob, loadJobs, applyFilters, processed, schedule,
+    applyJob, loadJobs, processed, schedule,
   };
 
   // -- wiring ---------------------------------------------------------------------------------
 
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", () => logout(""));
-  $("filter-project").addEventListener("change", (e) => { state.filter.project = e.target.value; applyFilters(); });
-  $("filter-status").addEventListener("change", (e) => { state.filter.status = e.target.value; applyFilters(); });
-  for (const chip of document.querySelectorAll(".chip")) {
-    chip.addEventListener("click", () => {
-      const s = chip.dataset.status;
-      state.filter.status = state.filter.status === s ? "" : s;
-      $("filter-status").value = state.filter.status;
-      applyFilters();
-    });
-  }
   window.addEventListener("resize", () => chart().resize());
 
   // The other files of the page hook in before the session resumes.
