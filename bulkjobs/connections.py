@@ -19,7 +19,9 @@ that went away fails the command like any outage; a primary demoted to a replica
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -32,7 +34,7 @@ from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
 
 from bulkjobs.settings import Settings, get_settings
-from bulkjobs.synclog import AsyncSyncLog, SyncLog
+from bulkjobs.synclog import AsyncSyncLog, SyncLog, TerminalWaiters
 
 #: Seconds to wait for Redis to accept a connection.
 CONNECT_TIMEOUT = 2.0
@@ -195,6 +197,20 @@ def make_async_redis() -> redis.asyncio.Redis:
 def make_async_synclog(client: redis.asyncio.Redis) -> AsyncSyncLog:
     s = get_settings()
     return AsyncSyncLog(client, replicas=s.replicas, replica_timeout=s.sync_replica_timeout)
+
+
+_WAITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TerminalWaiters] = (
+    weakref.WeakKeyDictionary())
+
+
+def terminal_waiters() -> TerminalWaiters:
+    """The running event loop's waits for jobs' ends, on one reader (an asyncio client
+    belongs to the loop it was made on)."""
+    loop = asyncio.get_running_loop()
+    waiters = _WAITERS.get(loop)
+    if waiters is None:
+        waiters = _WAITERS[loop] = TerminalWaiters(make_async_redis)
+    return waiters
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,14 @@ import redis
 
 from bulkjobs import keys
 from bulkjobs.connections import make_async_redis
-from bulkjobs.synclog import AsyncSyncLog, NewEvent, SyncLog, job_event, record_event
+from bulkjobs.synclog import (
+    AsyncSyncLog,
+    NewEvent,
+    SyncLog,
+    TerminalWaiters,
+    job_event,
+    record_event,
+)
 from bulkjobs.synclog import append as appending
 from tests.e2e.redis_server import private_redis_server
 
@@ -290,22 +297,17 @@ def test_spaces_lists_every_written_space(log: SyncLog) -> None:
 async def async_wait(token: str, *, after: int, timeout: float,
                      meanwhile: list[NewEvent] | None = None, log: SyncLog | None = None
                      ) -> tuple[bool, float]:
-    """:meth:`AsyncSyncLog.wait_terminal` on a client of its own; ``meanwhile`` is appended
-    (with ``log``) one event at a time once the wait has begun.  Its answer and how long it
-    took."""
-    client = make_async_redis()
-    try:
-        started = time.monotonic()
-        waiting = asyncio.create_task(
-            AsyncSyncLog(client).wait_terminal(token, after=after, timeout=timeout))
-        for event in meanwhile or []:
-            await asyncio.sleep(0.05)
-            assert not waiting.done()
-            assert log is not None
-            log.append("cc", [event])
-        return await waiting, time.monotonic() - started
-    finally:
-        await client.aclose()
+    """:meth:`TerminalWaiters.wait` of waiters of its own; ``meanwhile`` is appended (with
+    ``log``) one event at a time once the wait has begun.  Its answer and how long it took."""
+    started = time.monotonic()
+    waiting = asyncio.create_task(
+        TerminalWaiters(make_async_redis).wait(token, after=after, timeout=timeout))
+    for event in meanwhile or []:
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        assert log is not None
+        log.append("cc", [event])
+    return await waiting, time.monotonic() - started
 
 
 def test_async_wait_sees_a_terminal_event_appended_before_the_call(log: SyncLog) -> None:

@@ -41,7 +41,7 @@ from api.plone.schemas import (
 )
 from api.queueing import Idempotency, IdempotencyDep, queue_job
 from bulkjobs import keys
-from bulkjobs.connections import get_synclog, make_async_redis, make_async_synclog
+from bulkjobs.connections import get_synclog, terminal_waiters
 from bulkjobs.errors import BadRequest, NotFound, error_for_status
 from models.history_reads import current_version, find_version, history, live_record, users_by_gid
 from models.jobs import DONE, REJECTED, TERMINAL, Job
@@ -132,15 +132,10 @@ async def revert(project: str, record: str, body: RevertBody, actor: Credentials
 
 
 async def wait_terminal(token: str, *, after: int, timeout: float) -> bool:
-    """:meth:`bulkjobs.synclog.AsyncSyncLog.wait_terminal` on a Redis connection of its own,
-    closed when the wait ends: an asyncio client belongs to the event loop it was made on,
-    and a wait is long next to making a connection."""
-    client = make_async_redis()
-    try:
-        return await make_async_synclog(client).wait_terminal(token, after=after,
-                                                              timeout=timeout)
-    finally:
-        await client.aclose()
+    """Wait for the job's terminal event after ``after``: on the event loop's shared reader
+    (:func:`bulkjobs.connections.terminal_waiters`), so that reverts waiting at once share
+    one connection and read each event once."""
+    return await terminal_waiters().wait(token, after=after, timeout=timeout)
 
 
 def _queue_revert(session: Session, actor: Actor, record: str, version: int,

@@ -5,7 +5,8 @@ Modules: :mod:`~bulkjobs.synclog.events` (what is appended and read back),
 scripts) and :mod:`~bulkjobs.synclog.append` (their arguments),
 :mod:`~bulkjobs.synclog.read` (decoding entries and reading a range, without I/O),
 :mod:`~bulkjobs.synclog.trim` (retention), :mod:`~bulkjobs.synclog.wait` (a wait for a job's
-end), :mod:`~bulkjobs.synclog.replicas` (events that count once replicas hold them),
+end) and :mod:`~bulkjobs.synclog.waiters` (an event loop's waits on one reader),
+:mod:`~bulkjobs.synclog.replicas` (events that count once replicas hold them),
 :mod:`~bulkjobs.synclog.log` (:class:`SyncLog`) and :mod:`~bulkjobs.synclog.aio`
 (:class:`AsyncSyncLog`).  Import every name from here.
 
@@ -106,11 +107,12 @@ from bulkjobs.synclog.read import (
 )
 from bulkjobs.synclog.replicas import FENCE, NotReplicated, check_replicated, wait_command
 from bulkjobs.synclog.wait import WAIT_SLICE, TerminalWait
+from bulkjobs.synclog.waiters import TerminalWaiters
 
 __all__ = [
     "FENCE", "MAX_EVENTS", "PACK", "PACK_CHARS", "PAGE", "TERMINAL", "WAIT_SLICE",
     "AsyncSyncLog", "Event", "Item", "NewEvent", "NotReplicated", "Pack", "Page", "PageRead",
-    "Pager", "SyncLog", "TerminalWait",
+    "Pager", "SyncLog", "TerminalWait", "TerminalWaiters",
     "after", "check_replicated", "count_events", "decode", "decode_after", "decode_items", "expand",
     "fields_of", "first_cursor", "is_recovered", "job_event", "pack", "pack_text", "record_event",
     "wait_command",

@@ -1,5 +1,6 @@
 """The sync log over an asyncio Redis client (:class:`AsyncSyncLog`): the stream server and
-async routes read and wait through it; nothing async appends."""
+async routes read through it; nothing async appends (waits for jobs' ends:
+:mod:`bulkjobs.synclog.waiters`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from bulkjobs.synclog.packing import Item
 from bulkjobs.synclog.read import PAGE, Page, Pager, PageRead
 from bulkjobs.synclog.replicas import FENCE, check_replicated, wait_command
 from bulkjobs.synclog.scripts import CURSORS_LUA
-from bulkjobs.synclog.wait import TerminalWait
 
 
 class AsyncSyncLog:
@@ -80,12 +80,3 @@ class AsyncSyncLog:
                     pipe.xrange(stream, start, end, count=n)
                 pager.take(await pipe.execute())
         return pager.items
-
-    async def wait_terminal(self, token: str, *, after: int, timeout: float) -> bool:
-        """:meth:`SyncLog.wait_terminal <bulkjobs.synclog.SyncLog.wait_terminal>` awaited:
-        holds no thread while it waits."""
-        wait = TerminalWait(token, after=after, timeout=timeout)
-        while (block_ms := wait.block_ms()) is not None:
-            if wait.seen(await self.r.xread(wait.streams(), count=PAGE, block=block_ms)):
-                return True
-        return False

@@ -17,8 +17,8 @@ WAIT_SLICE = 1.0
 class TerminalWait:
     """The state of one wait for a job's terminal event on the ``cc`` stream, without I/O:
     what to read next and whether a reply holds the event.  :meth:`SyncLog.wait_terminal
-    <bulkjobs.synclog.SyncLog.wait_terminal>` and :meth:`AsyncSyncLog.wait_terminal
-    <bulkjobs.synclog.AsyncSyncLog.wait_terminal>` drive it, each with its own client."""
+    <bulkjobs.synclog.SyncLog.wait_terminal>` drives it; :class:`TerminalWaiters
+    <bulkjobs.synclog.waiters.TerminalWaiters>` uses it to read back over a gap."""
 
     def __init__(self, token: str, *, after: int, timeout: float) -> None:
         self.token = token
