@@ -155,19 +155,26 @@ def clear_outbox(conn: Connection, token: str, *, up_to: int | None = None) -> N
     conn.execute(delete(outbox).where(*cond))
 
 
-def drain_outbox(deps: Deps, token: str, *, job_events_only: bool = False) -> int:
+def outbox_ids(conn: Connection, token: str, *, job_events_only: bool = False) -> list[int]:
+    """The ids of the outbox rows a job left, oldest first (see :func:`drain_outbox`)."""
+    cond = [outbox.c.job_token == token]
+    if job_events_only:
+        cond.append(outbox.c.data_type == JOB_EVENT)
+    return list(conn.execute(select(outbox.c.id).where(*cond).order_by(outbox.c.id)).scalars())
+
+
+def drain_outbox(deps: Deps, token: str, *, job_events_only: bool = False,
+                 ids: list[int] | None = None) -> int:
     """Append the events a job left in the outbox — its ``queued`` event, its committed
     batches' events — oldest first, and delete those rows; returns the number of events
     appended.  A failure leaves the rows (and raises): the next drain appends them again,
     and the once-keys of :func:`_append_events` and :func:`_append_job_event` keep what had
     been appended from being appended twice.  ``job_events_only``: leave the batches' rows
-    to the job's run (the reaper drains a waiting job's ``queued`` event)."""
-    cond = [outbox.c.job_token == token]
-    if job_events_only:
-        cond.append(outbox.c.data_type == JOB_EVENT)
-    with deps.engine.connect() as conn:
-        ids = list(conn.execute(select(outbox.c.id).where(*cond)
-                                .order_by(outbox.c.id)).scalars())
+    to the job's run (the reaper drains a waiting job's ``queued`` event).  ``ids``: the
+    rows' ids (:func:`outbox_ids`), when the caller read them in a transaction of its own."""
+    if ids is None:
+        with deps.engine.connect() as conn:
+            ids = outbox_ids(conn, token, job_events_only=job_events_only)
     if not ids:
         return 0
     appended = 0

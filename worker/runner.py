@@ -43,6 +43,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -66,7 +68,7 @@ from worker.deps import Deps, RunConfig
 from worker.heartbeat import Heartbeat
 from worker.jobs import CATALOGUE, JobSpec
 from worker.lease import LeaseLost, claim, commit, first_in_line, new_owner, release
-from worker.outbox import RecordEvents, clear_outbox, drain_outbox
+from worker.outbox import RecordEvents, clear_outbox, drain_outbox, outbox_ids
 from worker.pausing import PAUSED, hold, stopped, unmark
 from worker.progress import Publisher, append_state
 from worker.retry import failed, retrying
@@ -114,7 +116,8 @@ def run(
             if got or token in tried:
                 break
             tried.add(token)
-    if not got:
+        start = _start(conn, token) if got else None
+    if start is None:
         logger.debug("job %s: not claimed (finished, paused, or leased by a live run)", token,
                      extra={"job": token})
         announce(deps, token)
@@ -127,7 +130,7 @@ def run(
     try:
         with (Heartbeat(token, owner, publisher, cfg, engine=deps.side_engine),
               RecordEvents(deps.log) as record_events):
-            return _run_claimed(deps, token, owner, cfg=cfg, publisher=publisher,
+            return _run_claimed(deps, token, owner, start, cfg=cfg, publisher=publisher,
                                 requeue=requeue, record_events=record_events)
     except LeaseLost:
         logger.warning("job %s: lease lost, stopping", token, extra={"job": token})
@@ -141,13 +144,30 @@ def run(
         raise
 
 
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """What a run starts from, read in its claim's transaction: the job row, its stored
+    selection (until it is resolved) and the outbox rows an earlier run left."""
+
+    row: JobRow
+    selection: Any
+    outbox: list[int]
+
+
+def _start(conn: Connection, token: str) -> _Start:
+    row = load(conn, token)
+    assert row is not None, token  # claimed: the row is there
+    return _Start(row, None if row.resolved else stored_selection(conn, token),
+                  outbox_ids(conn, token))
+
+
 def _run_claimed(
-    deps: Deps, token: str, owner: str, *, cfg: RunConfig, publisher: Publisher,
-    requeue: Callable[[str], None], record_events: RecordEvents,
+    deps: Deps, token: str, owner: str, start: _Start, *, cfg: RunConfig,
+    publisher: Publisher, requeue: Callable[[str], None], record_events: RecordEvents,
 ) -> str:
     # Events an earlier run committed but could not append come first.
-    drain_outbox(deps, token)
-    row = _load(deps, token)
+    drain_outbox(deps, token, ids=start.outbox)
+    row = start.row
     if (row.info or {}).get(PAUSED):  # resumed while its last run stopped
         resumed = unmark(deps, token, owner)
         if resumed is not None:
@@ -162,7 +182,7 @@ def _run_claimed(
                           publisher=publisher)
     if not row.resolved:
         try:
-            selection = _selection(deps, token, row, spec)
+            selection = _selection(token, row, spec, start.selection)
         except SelectionError as exc:
             return reject_run(deps, token, owner, dict(row.info or {}), exc.message,
                               publisher=publisher)
@@ -230,12 +250,10 @@ def _stop(deps: Deps, token: str, owner: str, batch: Batch, *, publisher: Publis
     return "paused"
 
 
-def _selection(deps: Deps, token: str, row: JobRow, spec: JobSpec) -> Selection:
-    """The selection as parsed when the job was submitted (stored with it); a row written
-    by an older version, without one, has its request's selection parsed here (it was
-    checked at submit, and is the product's: it may hold internal entries)."""
-    with deps.engine.connect() as conn:
-        stored = stored_selection(conn, token)
+def _selection(token: str, row: JobRow, spec: JobSpec, stored: Any) -> Selection:
+    """The selection as parsed when the job was submitted (``stored`` with it); a row
+    written by an older version, without one, has its request's selection parsed here (it
+    was checked at submit, and is the product's: it may hold internal entries)."""
     if stored is not None:
         try:
             return load_selection(stored)
@@ -251,6 +269,7 @@ def _resolve(deps: Deps, token: str, owner: str, row: JobRow, spec: JobSpec,
     returns the job row after it."""
     now = time.time()
     deliveries: list[int] = []
+    started: list[JobRow | None] = []
 
     def leased(conn: Connection) -> None:  # every slice: still ours?
         commit(conn, token, owner, dict(heartbeat_on=time.time()))
@@ -262,6 +281,7 @@ def _resolve(deps: Deps, token: str, owner: str, row: JobRow, spec: JobSpec,
             position=0, heartbeat_on=time.time(),
         ))
         deliveries[:] = webhook_deliveries.outbox(conn, token, "job.processing")
+        started[:] = [load(conn, token)]
 
     # In slices of short write transactions (models.resolve); a prepare step may add
     # items (e.g. tombstones of permanently deleted gids), and is counted in the total.
@@ -269,7 +289,7 @@ def _resolve(deps: Deps, token: str, owner: str, row: JobRow, spec: JobSpec,
                               selection=selection, mode=spec.mode, prepare=spec.prepare,
                               each=leased, last=resolved)
     kick(deliveries)
-    row = _load(deps, token)
+    row = started[0] if started and started[0] is not None else _load(deps, token)
     logger.info("job %s: processing %s items", token, total, extra={"job": token})
     publisher.publish(state_of(row), force=True)
     return row

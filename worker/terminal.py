@@ -27,7 +27,7 @@ from worker.jobs.base import Result
 from worker.lease import LeaseLost, finish
 from worker.outbox import clear_outbox, drain_outbox
 from worker.progress import Publisher, append_state
-from worker.rows import StateRow, load, state_of
+from worker.rows import JobRow, StateRow, load, load_state, state_of
 from worker.webhooks import kick
 
 # The job lifecycle logs under one name, whichever of its modules writes the line.
@@ -36,14 +36,20 @@ logger = logging.getLogger("worker.runner")
 jobs = Job.__table__
 
 
-def announce(deps: Deps, token: str, *, items_deleted: bool = False) -> bool:
+def announce(deps: Deps, token: str, *, items_deleted: bool = False,
+             finished: StateRow | None = None) -> bool:
     """Append the terminal event of a finished job if it has not been (idempotent).
-    ``items_deleted``: its ``job_item`` rows went with its terminal state."""
-    with deps.engine.connect() as conn:
-        row = load(conn, token)
-    if row is None or row.status not in (DONE, REJECTED) or row.announced:
-        return False
-    drain_outbox(deps, token)  # the job's project-space events before its terminal event
+    ``items_deleted``: its ``job_item`` rows went with its terminal state.  ``finished``:
+    the row as the run's terminal transaction left it, that transaction having also deleted
+    the job's outbox rows (the run had appended their events): nothing to read first."""
+    row: JobRow | StateRow | None = finished
+    if finished is None:
+        with deps.engine.connect() as conn:
+            row = load(conn, token)
+        if row is None or row.status not in (DONE, REJECTED) or row.announced:
+            return False
+        drain_outbox(deps, token)  # the job's project-space events before its terminal event
+    assert row is not None
     # The job's items go before its terminal event (whoever sees the event sees them gone),
     # in slices: a million rows are not deleted in one write transaction.  A run that dies
     # meanwhile leaves the job unannounced, and the reaper calls this again.
@@ -75,9 +81,10 @@ def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *
         few = _finish(conn, token, owner, status=DONE, info=info, result=result)
         clear_outbox(conn, token)
         deliveries = webhook_deliveries.outbox(conn, token, "job.done")
+        finished = load_state(conn, token)
     kick(deliveries)
     publisher.close()  # no heartbeat progress event may follow the terminal one
-    announce(deps, token, items_deleted=few)
+    announce(deps, token, items_deleted=few, finished=finished)
     logger.info("job %s: done", token, extra={"job": token})
     return DONE
 
@@ -119,10 +126,11 @@ def reject_run(deps: Deps, token: str, owner: str | None, info: dict[str, Any], 
         if flushed:
             clear_outbox(conn, token)
         deliveries = webhook_deliveries.outbox(conn, token, "job.rejected")
+        finished = load_state(conn, token) if flushed else None
     kick(deliveries)
     if publisher is not None:
         publisher.close()  # no heartbeat progress event may follow the terminal one
-    announce(deps, token, items_deleted=few)
+    announce(deps, token, items_deleted=few, finished=finished)
     logger.info("job %s: rejected (%s)", token, error, extra={"job": token})
     return REJECTED
 

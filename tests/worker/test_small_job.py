@@ -1,4 +1,4 @@
-"""A small job's whole run in few write transactions (``worker/runner.py``,
+"""A small job's whole run in few transactions (``worker/runner.py``,
 ``worker/terminal.py``): the claim, its resolution, its one batch, its terminal state (with
 its items) and the mark that it was announced — no batch that finds nothing left, no
 transaction of its own for a few items."""
@@ -54,6 +54,30 @@ def test_a_small_job_runs_in_five_write_transactions(
                 for e in job_events(log, token)]
     assert statuses[:2] == [("queued", None), ("processing", gids)]
     assert statuses[-1] == ("done", 0) and [s for s, _ in statuses].count("done") == 1
+
+
+def test_a_small_job_reads_nothing_outside_those_transactions(
+        log: SyncLog, project: SeededProject) -> None:
+    """Its run reads the job row, the stored selection and the outbox in the claim's
+    transaction, the started row in the resolution's and the finished row in the terminal
+    state's: five transactions in all, reads included (the run's own thread; the heartbeat
+    threads read on their own)."""
+    token = new_job(log, project, "bulk_delete_records", project.heads[:1])
+    run_thread = threading.get_ident()
+    begun: list[str] = []
+
+    def begin(conn: object) -> None:
+        if threading.get_ident() == run_thread:
+            begun.append("begin")
+
+    engine = get_engine()
+    event.listen(engine, "begin", begin)
+    try:
+        assert run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
+    finally:
+        event.remove(engine, "begin", begin)
+    assert len(begun) == 5, begun
+    assert job_row(token).announced
 
 
 def test_jobs_start_no_heartbeat_threads_of_their_own(
