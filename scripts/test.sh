@@ -4,9 +4,10 @@
 #   2. PostgreSQL at $TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/test) when it
 #      answers, and always in CI (CI=true), where a missing PostgreSQL is a failure.
 # Extra arguments go to pytest, e.g. `make test ARGS=-k resume` or scripts/test.sh -k resume.
-# Each pass runs on TEST_WORKERS pytest-xdist workers (default 2, one per core of the machines
-# this runs on; 0 runs in one process), a test file per worker at a time; each worker is a
-# session of its own (tests/conftest.py).
+# The heavy scale and fault tests (marker `heavy`) are left out unless TEST_MARKERS says
+# otherwise (below).  Each pass runs on TEST_WORKERS pytest-xdist workers (default 2, one
+# per core of the machines this runs on; 0 runs in one process), a test file per worker at a
+# time; each worker is a session of its own (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/venv.sh test
@@ -38,6 +39,11 @@ if [ "${CI:-}" = "true" ] && ! pg_up && command -v pg_ctlcluster >/dev/null 2>&1
   sleep 2
 fi
 workers=(-n "${TEST_WORKERS:-2}" --dist loadfile)
+# TEST_MARKERS selects by pytest marker: by default every test but the heavy scale and fault
+# ones (marker `heavy`), which `make test-heavy` (TEST_MARKERS=heavy) runs and .ci/run runs
+# after this; TEST_MARKERS= (empty) runs everything.
+markers="${TEST_MARKERS-not heavy}"
+[ -n "$markers" ] && workers+=(-m "$markers")
 status=0
 echo "==> tests on SQLite"
 .venv/bin/pytest -q -p no:cacheprovider "${workers[@]}" "$@" || status=$?

@@ -89,6 +89,7 @@ async def async_round(key: str) -> None:
         await stream.aclose()
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(180)
 def test_every_client_writes_to_the_primary_sentinel_names(cluster: SentinelCluster) -> None:
     """Sync, asyncio, stream and broker clients write to the primary (REDIS_URL's db and

@@ -55,6 +55,7 @@ def until_primary(log: SyncLog, space: str, timeout: float = 30) -> tuple[int, i
             time.sleep(0.2)
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(180)
 def test_a_failover_keeps_every_event_and_the_cursors_count_on(cluster: SentinelCluster) -> None:
     """Events appended (job events one by one, record events packed) before the primary is

@@ -56,6 +56,7 @@ def beats(redis_client) -> Iterator[Beats]:  # type: ignore[no-untyped-def]
                 redis_client.delete(key)
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(180)
 def test_of_two_beats_one_sends_and_the_other_takes_over_when_it_is_killed(
     beats: Beats,

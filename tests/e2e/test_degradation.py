@@ -30,7 +30,7 @@ from tests.e2e.conftest import System, free_port, wait_for
 from tests.e2e.helpers import Api, Subscriber, job_events, terminal_of
 from tests.e2e.redis_server import PrivateRedis, private_redis_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.heavy]
 
 #: Upper bound on any one request while a service is down: the server must answer well
 #: within it (a hang shows up as a client timeout, failing the test).  Not a timing target.

@@ -25,7 +25,7 @@ from models.seed import seed
 from tests.e2e import pg_cluster, procfile
 from tests.e2e.conftest import Proc, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.services]
+pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.heavy]
 
 BIN = Path(sys.executable).parent
 jobs_t = Job.__table__

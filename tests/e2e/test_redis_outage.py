@@ -24,7 +24,7 @@ from tests.worker.deployment import Deployment, wait_for
 from tests.worker.helpers import assert_consistent, entries, records
 from worker.app import make_celery
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.heavy]
 
 DELETE = "bulk_delete_records"
 

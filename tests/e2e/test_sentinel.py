@@ -31,7 +31,7 @@ from tests.e2e.helpers import Api, Subscriber, job_events, terminal_of
 from tests.sentinel import MASTER, SentinelCluster, sentinel_cluster
 from tests.worker.helpers import assert_consistent, entries, records
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.heavy]
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

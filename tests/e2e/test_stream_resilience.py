@@ -244,6 +244,7 @@ def on_private_redis(private_redis: PrivateRedis, seeded: SeedResult
         procfile.stop_all(procs)
 
 
+@pytest.mark.heavy
 def test_redis_restarted_without_data_cursors_grow_and_resume_is_not_recovered(
         private_redis: PrivateRedis, on_private_redis: tuple[str, str], seeded: SeedResult):
     """Redis loses everything mid-job under a running stream server: cursors keep growing

@@ -92,6 +92,7 @@ async def wait_remaining(token: str, below: int, timeout: float = 120) -> int:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.heavy
 def test_sigkilled_workers_mid_job_subscriber_sees_one_clean_lifecycle(
     own_workers: System, seeded: SeedResult
 ) -> None:

@@ -82,6 +82,7 @@ def wait_progress(dep: Deployment, token: str, *, below: int, timeout: float = 1
 # --- (a) SIGKILL mid-job ---------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_sigkill_during_a_large_undelete_loses_nothing_and_repeats_nothing(
     deployment: Deployment,
 ) -> None:
@@ -121,6 +122,7 @@ def test_sigkill_during_a_large_undelete_loses_nothing_and_repeats_nothing(
 # --- (b) worker dead and the broker's messages lost ---------------------------------------------
 
 
+@pytest.mark.heavy
 def test_reaper_finishes_jobs_whose_worker_died_and_whose_messages_were_lost(
     deployment: Deployment, seeded: SeedResult,
 ) -> None:
@@ -251,6 +253,7 @@ def test_cancel_stops_a_running_job_after_its_current_batch(
 # --- (e) fairness -------------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(900)
 def test_small_jobs_finish_before_large_ones_that_hold_every_worker(
     deployment: Deployment,
@@ -283,7 +286,7 @@ def test_small_jobs_finish_before_large_ones_that_hold_every_worker(
 # --- (a') SIGKILL mid-job at scale, record events on -------------------------------------------
 
 
-@pytest.mark.scale
+@pytest.mark.heavy
 @pytest.mark.timeout(1200)
 def test_sigkill_during_a_delete_of_100000_records_with_record_events(
     deployment: Deployment,

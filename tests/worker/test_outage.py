@@ -16,7 +16,7 @@ from models.seed import SeedResult
 from tests.worker.deployment import Deployment, wait_for
 from tests.worker.helpers import assert_consistent, entries, records
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.heavy]
 
 DELETE = "bulk_delete_records"
 OUTAGES = 4  # one more than the retry limit of jobs that fail (SPEC §6)
