@@ -45,7 +45,8 @@ outbox = SyncOutbox.__table__
 
 class RecordEvents:
     """Appends each committed batch's project-space events from a thread of its own, so that
-    the Redis work for batch *n* overlaps the SQL of batch *n + 1*.
+    the Redis work for batch *n* overlaps the SQL of batch *n + 1* (the last batch's are
+    appended by the run itself: nothing is left to overlap).
 
     Batches are appended in commit order.  At most one batch waits while another is being
     appended (:meth:`submit` blocks meanwhile), so memory stays bounded.  :meth:`flush` waits
@@ -73,11 +74,17 @@ class RecordEvents:
             self.thread.join()
 
     def submit(self, project_gid: str, effects: Effects,
-               outbox_id: Sequence[int] | None = None) -> None:
+               outbox_id: Sequence[int] | None = None, *, last: bool = False) -> None:
         """Queue a committed batch's events; ``outbox_id`` holds the ids of the outbox rows
-        they were written to (one per group of ``effects.events`` that has gids)."""
+        they were written to (one per group of ``effects.events`` that has gids).  ``last``:
+        no batch follows that the append could overlap, so it is done here and now, after
+        what was queued (a small job's one batch starts no thread)."""
         self._raise()
         if not effects.events:
+            return
+        if last:
+            self.flush()
+            self._append((project_gid, effects, outbox_id))
             return
         if self.thread is None:
             self.thread = threading.Thread(target=self._run, name="record-events", daemon=True)
@@ -105,18 +112,21 @@ class RecordEvents:
                 if item is None:
                     return
                 if self.error is None:
-                    project_gid, effects, outbox_id = item
-                    groups = [(data_type, action, gids)
-                              for (data_type, action), gids in effects.events.items() if gids]
-                    if outbox_id is not None:
-                        _append_events(self.log, project_gid, [
-                            (row_id, *group)
-                            for row_id, group in zip(outbox_id, groups, strict=True)])
-                        self._appended = max(outbox_id)
+                    self._append(item)
             except Exception as exc:
                 self.error = exc
             finally:
                 self.queue.task_done()
+
+
+    def _append(self, item: tuple[str, Effects, Sequence[int] | None]) -> None:
+        project_gid, effects, outbox_id = item
+        groups = [(data_type, action, gids)
+                  for (data_type, action), gids in effects.events.items() if gids]
+        if outbox_id is not None:
+            _append_events(self.log, project_gid, [
+                (row_id, *group) for row_id, group in zip(outbox_id, groups, strict=True)])
+            self._appended = max(outbox_id)
 
 
 def _append_events(log: SyncLog, project_gid: str,

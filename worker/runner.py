@@ -209,7 +209,8 @@ def _run_claimed(
             target = (BATCH_SECONDS_CONTENDED if time.monotonic() < contended_until
                       else BATCH_SECONDS)
             size = next_batch_size(size, batch.seconds, limit=cfg.batch_size, target=target)
-        record_events.submit(batch.row.project_gid, batch.effects, batch.outbox_id)
+        record_events.submit(batch.row.project_gid, batch.effects, batch.outbox_id,
+                             last=exhausted)
         publisher.publish(state_of(batch.row))
         if exhausted:  # the last items are done: no batch that would find nothing left
             break

@@ -15,7 +15,15 @@ from bulkjobs.synclog import SyncLog
 from models.engine import get_engine
 from models.jobs import JobItem
 from models.seed import SeededProject
-from tests.worker.helpers import cfg, deps, job_events, job_row, new_job
+from tests.worker.helpers import (
+    cfg,
+    deps,
+    job_events,
+    job_row,
+    new_job,
+    records,
+    space_events,
+)
 from worker.runner import run
 
 pytestmark = pytest.mark.services
@@ -83,7 +91,8 @@ def test_a_small_job_reads_nothing_outside_those_transactions(
 def test_jobs_start_no_heartbeat_threads_of_their_own(
         log: SyncLog, project: SeededProject, monkeypatch: pytest.MonkeyPatch) -> None:
     """The process's two heartbeat threads serve every job it runs: ten jobs in a row start
-    at most those two (none when an earlier job of the process started them)."""
+    at most those two (none when an earlier job of the process started them), and no thread
+    to append their record events."""
     started: list[str] = []
     start = threading.Thread.start
 
@@ -93,8 +102,16 @@ def test_jobs_start_no_heartbeat_threads_of_their_own(
 
     monkeypatch.setattr(threading.Thread, "start", counting)
     tokens = [new_job(log, project, "bulk_delete_records", [h]) for h in project.heads[:10]]
+    before = records(project.gid)
     for token in tokens:
-        assert run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
+        assert run(token, deps=deps(log), cfg=cfg(record_events=True),
+                   requeue=pytest.fail) == "done"
     beats = [n for n in started if n.startswith(("heartbeat", "progress"))]
     assert len(beats) <= 2 and len(set(beats)) == len(beats), started
+    # each job's one batch appends its record events itself: nothing to overlap them with
+    assert "record-events" not in started, started
+    newly = {g for g, r in records(project.gid).items()
+             if r.status == "deleted" and before[g].status != "deleted"}
+    events = [e["data_key"] for e in space_events(log, project.gid) if e["action"] == "DELETE"]
+    assert newly and sorted(events) == sorted(newly)  # every record event, once
     assert {t.name for t in threading.enumerate()} >= {"heartbeat", "progress"}
