@@ -635,7 +635,8 @@ class Bench:
 
         n = self.args.jobs
         argv = [str(BIN / "celery"), "-A", "bench.noop_app", "worker", "-E", "--loglevel",
-                "INFO", "--concurrency", str(CONCURRENCY)]
+                "INFO", "--concurrency", str(CONCURRENCY),
+                "--prefetch-multiplier", str(self.args.prefetch)]
         succeeded: dict[str, float] = {}
         lock = threading.Lock()
 
@@ -693,7 +694,8 @@ class Bench:
     def product(self, seeded: dict[str, Any]) -> list[dict[str, Any]]:
         port = free_port()
         worker_argv = [str(BIN / "python"), "-m", "worker", "-E", "--loglevel", "INFO",
-                       "--concurrency", str(CONCURRENCY)]
+                       "--concurrency", str(CONCURRENCY),
+                       "--prefetch-multiplier", str(self.args.prefetch)]
         runs = []
         with web({}, self.data, port) as web_proc, \
                 celery_workers(worker_argv, "worker", self.data, {}) as workers:
@@ -764,7 +766,8 @@ class Bench:
         report: dict[str, Any] = {
             "bench": "small_jobs", "database": "postgresql" if self.pg is not None else "sqlite",
             "commit": engine_version(), "jobs": args.jobs, "clients": args.clients,
-            "workers": WORKERS, "concurrency": CONCURRENCY, "load_start": os.getloadavg(),
+            "workers": WORKERS, "concurrency": CONCURRENCY, "prefetch": args.prefetch,
+            "load_start": os.getloadavg(),
         }
         log(f"seeding ({report['database']}) in {self.data}")
         seeded = seed_project(args.jobs, args.kinds)
@@ -826,6 +829,9 @@ def main() -> None:
     ap.add_argument("--job-timeout", type=float, default=600)
     ap.add_argument("--pg-settle", type=float, default=11.0,
                     help="seconds before reading PostgreSQL's transaction counts")
+    ap.add_argument("--prefetch", type=int, default=1,
+                    help="the workers' --prefetch-multiplier, product and baseline alike "
+                         "(the product's is 1)")
     ap.add_argument("--out", default="", help="also write the JSON report to this file")
     args = ap.parse_args()
     os.environ["REDIS_URL"] = args.redis_url
