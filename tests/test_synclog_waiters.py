@@ -9,6 +9,8 @@ import asyncio
 import pytest
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from bulkjobs.connections import make_async_redis
 from bulkjobs.synclog import SyncLog, TerminalWaiters
@@ -119,7 +121,8 @@ def test_redis_failing_ends_every_wait_with_the_error() -> None:
     answers it as Redis being away), instead of hanging until its timeout."""
 
     def nowhere() -> redis.asyncio.Redis:
-        return redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+        return redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1,
+                                   retry=Retry(NoBackoff(), 0))
 
     async def scenario() -> list[BaseException | bool]:
         waiters = TerminalWaiters(nowhere)
