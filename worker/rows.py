@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from models.jobs import Job
 from worker.progress import JobState
@@ -56,24 +56,28 @@ class StateRow:
     result_payload: dict[str, Any] | None
 
 
-_JOB_COLUMNS = [jobs.c[f.name] for f in fields(JobRow)]
-_STATE_COLUMNS = [jobs.c[f.name] for f in fields(StateRow)]
+# Built once: a run reads the job row several times, and building a statement of a dozen
+# columns (and its cache key) costs more than running it.
+_BY_TOKEN = jobs.c.token == bindparam("token")
+_LOAD = select(*[jobs.c[f.name] for f in fields(JobRow)]).where(_BY_TOKEN)
+_LOAD_STATE = select(*[jobs.c[f.name] for f in fields(StateRow)]).where(_BY_TOKEN)
+_SELECTION = select(jobs.c.selection).where(_BY_TOKEN)
 
 
 def load(conn: Connection, token: str) -> JobRow | None:
-    row = conn.execute(select(*_JOB_COLUMNS).where(jobs.c.token == token)).first()
+    row = conn.execute(_LOAD, {"token": token}).first()
     return None if row is None else JobRow(*row)
 
 
 def stored_selection(conn: Connection, token: str) -> Any:
     """The job's parsed selection as stored at submit (:mod:`models.selection_store`), read
     only by the run that resolves it; ``None`` on rows of older versions."""
-    return conn.execute(select(jobs.c.selection).where(jobs.c.token == token)).scalar()
+    return conn.execute(_SELECTION, {"token": token}).scalar()
 
 
 def load_state(conn: Connection, token: str) -> StateRow | None:
     """The job row without ``params`` and ``actor``, which a run reads once."""
-    row = conn.execute(select(*_STATE_COLUMNS).where(jobs.c.token == token)).first()
+    row = conn.execute(_LOAD_STATE, {"token": token}).first()
     return None if row is None else StateRow(*row)
 
 
