@@ -57,7 +57,8 @@ def test_with_the_guard_the_restore_gives_up_with_a_warning(
 @pytest.mark.parametrize("closed", [False, True], ids=["client dropped", "channel closed"])
 @pytest.mark.parametrize("settle", ["ack", "reject"])
 def test_settling_a_message_of_a_gone_channel_gives_up_with_a_warning(
-        settle: str, closed: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        settle: str, closed: bool, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A task that ran through the outage ends after the consumer reconnected: acknowledging
     (or rejecting) its message on the old channel raised AttributeError without the guard,
     which ended the worker; with it, a warning, and the worker goes on."""
