@@ -44,6 +44,11 @@ from models.outbox import SyncOutbox
 class Job(SQLModel, table=True):
     __table_args__ = (Index("ix_job_status_heartbeat", "status", "heartbeat_on"),
                       Index("ix_job_project_created", "project_gid", "created_on", "token"),
+                      # a project's jobs of one status in the order they were queued: the
+                      # first job in line (worker.lease.first_in_line) without walking the
+                      # project's finished jobs
+                      Index("ix_job_project_status_created", "project_gid", "status",
+                            "created_on", "token"),
                       Index("ix_job_status_finished", "status", "finished_on"),
                       Index("ix_job_token_prefix", "token",
                             postgresql_ops={"token": "varchar_pattern_ops"}))

@@ -74,8 +74,8 @@ def _aliases(sql: str) -> dict[str, str]:
     return out
 
 
-def _sqlite_violations(conn: Connection, sql: str, params: Any, big: frozenset[str]
-                       ) -> list[str]:
+def _sqlite_violations(conn: Connection, sql: str, params: Any, big: frozenset[str],
+                       wide: tuple[str, ...]) -> list[str]:
     aliases = _aliases(sql)
     bad = []
     for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all():
@@ -85,7 +85,7 @@ def _sqlite_violations(conn: Connection, sql: str, params: Any, big: frozenset[s
             table = aliases.get(scan.group(1).lower(), scan.group(1).lower())
             if table in big:
                 bad.append(detail)
-        if any(ix in detail for ix in PROJECT_WIDE):
+        if any(ix in detail for ix in wide):
             bad.append(detail)
         if "AUTOMATIC" in detail:  # an index built for the statement, from a full scan
             table = aliases.get(detail.split()[1].lower(), detail.split()[1].lower())
@@ -100,8 +100,8 @@ def _pg_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _pg_nodes(child)
 
 
-def _pg_violations(conn: Connection, sql: str, params: Any, big: frozenset[str]
-                   ) -> list[str]:
+def _pg_violations(conn: Connection, sql: str, params: Any, big: frozenset[str],
+                   wide: tuple[str, ...]) -> list[str]:
     raw = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params).scalar()
     plan = raw if isinstance(raw, list) else json.loads(raw)
     bad = []
@@ -109,14 +109,16 @@ def _pg_violations(conn: Connection, sql: str, params: Any, big: frozenset[str]
         kind = node.get("Node Type", "")
         if "Seq Scan" in kind and node.get("Relation Name") in big:
             bad.append(f"{kind} on {node['Relation Name']}")
-        if node.get("Index Name") in PROJECT_WIDE:
+        if node.get("Index Name") in wide:
             bad.append(f"{kind} using {node['Index Name']}")
     return bad
 
 
-def violations(conn: Connection, cap: Capture, big: frozenset[str] = BIG_TABLES) -> list[str]:
+def violations(conn: Connection, cap: Capture, big: frozenset[str] = BIG_TABLES,
+               wide: tuple[str, ...] = PROJECT_WIDE) -> list[str]:
     """Each captured statement whose plan breaks the rules, with what breaks them (``big``:
-    the tables no statement may scan whole)."""
+    the tables no statement may scan whole; ``wide``: indexes no statement may range over
+    by project alone)."""
     check = _pg_violations if conn.dialect.name == "postgresql" else _sqlite_violations
     out = []
     for sql, params in cap.statements:
@@ -125,7 +127,7 @@ def violations(conn: Connection, cap: Capture, big: frozenset[str] = BIG_TABLES)
             continue
         if _SKIP.match(sql):
             continue
-        bad = check(conn, sql, params, big)
+        bad = check(conn, sql, params, big, wide)
         if bad:
             out.append(" ".join(sql.split())[:200] + "\n    " + "\n    ".join(bad))
     return out

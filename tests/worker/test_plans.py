@@ -22,15 +22,18 @@ from sqlalchemy.engine import make_url
 
 from models.engine import make_engine, migrate
 from models.jobs import Job
+from models.outbox import SyncOutbox
 from models.reads import page
 from models.resolve import resolve_into
 from models.schema import SchemaItem
 from models.seed import seed
 from models.selection import parse_selection
-from tests.plans import captured, explained, violations
+from tests.plans import BIG_TABLES, PROJECT_WIDE, captured, explained, violations
 from worker.jobs import CATALOGUE, Context
 from worker.jobs.base import Effects
-from worker.lease import finish
+from worker.lease import claim, finish, first_in_line
+from worker.outbox import outbox_ids
+from worker.rows import load, load_state, stored_selection
 
 pytestmark = pytest.mark.services
 
@@ -249,6 +252,44 @@ def test_finish_uses_its_indexes(plan_db: dict[str, Any]) -> None:
         assert finish(conn, token, status="done", info={}, owner=None)
 
     _check(plan_db, scenario)
+
+
+#: Finished jobs of the project in the claim's plan test: a project's history (kept for
+#: ``JOB_RETENTION_DAYS``) that no run may walk.
+HISTORY = 20_000
+
+
+def test_a_runs_claim_and_reads_use_the_job_indexes(plan_db: dict[str, Any]) -> None:
+    """A run's claim and its reads of the job (the first job in line, the lease, the row,
+    its stored selection, its outbox): lookups, not a walk through the project's finished
+    jobs, with 20,000 of them before the queued one."""
+    engine, project = plan_db["engine"], plan_db["project"]
+    with engine.connect().execution_options(writer=True) as conn, conn.begin() as tx:
+        now = time.time()
+        conn.execute(insert(Job.__table__), [
+            dict(token=str(uuid.uuid4()), project_gid=project, job="bulk_delete_records",
+                 status="done", params={}, info={}, actor={}, attempts=1,
+                 created_on=now - HISTORY + i, updated_on=now, finished_on=now)
+            for i in range(HISTORY)])
+        queued = str(uuid.uuid4())
+        conn.execute(insert(Job.__table__).values(
+            token=queued, project_gid=project, job="bulk_delete_records", params={}, info={},
+            actor={}, created_on=now, updated_on=now))
+        conn.execute(insert(SyncOutbox.__table__), [  # other runs' events in flight
+            dict(job_token=f"another-run-{i % 50}", project_gid=project, data_type="records",
+                 action="DELETE", gids="", created_on=now) for i in range(5_000)])
+        conn.execute(text("ANALYZE"))
+        with captured(engine) as cap:
+            first_in_line(conn, queued, stale_after=30)  # the oldest queued job of the project
+            assert claim(conn, queued, "a-run", stale_after=30)
+            assert load(conn, queued) is not None and load_state(conn, queued) is not None
+            stored_selection(conn, queued)
+            outbox_ids(conn, queued)
+        assert explained(cap) >= 6
+        bad = violations(conn, cap, big=BIG_TABLES | {"job", "sync_outbox"},
+                         wide=(*PROJECT_WIDE, "ix_job_project_created"))
+        tx.rollback()
+    assert not bad, "plans that grow with the project's jobs:\n" + "\n".join(bad)
 
 
 def test_the_checker_catches_a_full_scan(plan_db: dict[str, Any]) -> None:
