@@ -118,12 +118,11 @@ class RecordEvents:
             finally:
                 self.queue.task_done()
 
-
     def _append(self, item: tuple[str, Effects, Sequence[int] | None]) -> None:
         project_gid, effects, outbox_id = item
-        groups = [(data_type, action, gids)
-                  for (data_type, action), gids in effects.events.items() if gids]
         if outbox_id is not None:
+            groups = [(data_type, action, gids)
+                      for (data_type, action), gids in effects.events.items() if gids]
             _append_events(self.log, project_gid, [
                 (row_id, *group) for row_id, group in zip(outbox_id, groups, strict=True)])
             self._appended = max(outbox_id)

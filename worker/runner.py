@@ -270,7 +270,7 @@ def _resolve(deps: Deps, token: str, owner: str, row: JobRow, spec: JobSpec,
     returns the job row after it."""
     now = time.time()
     deliveries: list[int] = []
-    started: list[JobRow | None] = []
+    started: list[JobRow] = []
 
     def leased(conn: Connection) -> None:  # every slice: still ours?
         commit(conn, token, owner, dict(heartbeat_on=time.time()))
@@ -282,7 +282,9 @@ def _resolve(deps: Deps, token: str, owner: str, row: JobRow, spec: JobSpec,
             position=0, heartbeat_on=time.time(),
         ))
         deliveries[:] = webhook_deliveries.outbox(conn, token, "job.processing")
-        started[:] = [load(conn, token)]
+        now_started = load(conn, token)
+        assert now_started is not None, token  # claimed: the row is there
+        started[:] = [now_started]
 
     # In slices of short write transactions (models.resolve); a prepare step may add
     # items (e.g. tombstones of permanently deleted gids), and is counted in the total.
@@ -290,7 +292,7 @@ def _resolve(deps: Deps, token: str, owner: str, row: JobRow, spec: JobSpec,
                               selection=selection, mode=spec.mode, prepare=spec.prepare,
                               each=leased, last=resolved)
     kick(deliveries)
-    row = started[0] if started and started[0] is not None else _load(deps, token)
+    row = started[0]  # resolve_in_slices calls ``last`` in its last transaction
     logger.info("job %s: processing %s items", token, total, extra={"job": token})
     publisher.publish(state_of(row), force=True)
     return row
