@@ -36,6 +36,9 @@ class TerminalWaiters:
         self._make_client = make_client
         self._waits: dict[str, set[asyncio.Future[None]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        #: The running reader's client: its blocked ``XREAD`` holds one connection of the
+        #: client's pool, and read-backs take others.
+        self._client: redis.asyncio.Redis | None = None
         #: The cursor of the last ``cc`` event the reader has seen (while it runs).
         self._last = 0
         #: Reader runs so far (each makes one connection).
@@ -47,9 +50,10 @@ class TerminalWaiters:
         seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waits.setdefault(token, set()).add(seen)
         try:
-            if self._reader is None:
+            if self._reader is None or self._reader.done():  # done: cancelled with its loop
                 self._last = after
-                self._reader = asyncio.create_task(self._read())
+                self._client = self._make_client()
+                self._reader = asyncio.create_task(self._read(self._client))
                 self.readers += 1
             elif after < self._last and await self._read_back(token, after, self._last):
                 return True
@@ -67,23 +71,21 @@ class TerminalWaiters:
 
     async def _read_back(self, token: str, after: int, upto: int) -> bool:
         """Whether the job's terminal event is among the events after ``after`` up to
-        ``upto`` (read on a connection of its own: the reader's is blocked in ``XREAD``)."""
-        client = self._make_client()
-        try:
-            wait = TerminalWait(token, after=after, timeout=0)
-            while int(wait.last.split("-", 1)[0]) < upto:
-                reply = await client.xread(wait.streams(), count=PAGE)
-                if not reply:
-                    return False
-                if wait.seen(reply):
-                    return True
-            return False
-        finally:
-            await client.aclose()
+        ``upto`` (on the running reader's client; the reader runs while this wait is
+        registered)."""
+        assert self._client is not None
+        wait = TerminalWait(token, after=after, timeout=0)
+        while int(wait.last.split("-", 1)[0]) < upto:
+            reply = await self._client.xread(wait.streams(), count=PAGE)
+            if not reply:
+                return False
+            if wait.seen(reply):
+                return True
+        return False
 
-    async def _read(self) -> None:
-        """The reader: ``XREAD BLOCK`` from the last event seen while any wait is left."""
-        client = self._make_client()
+    async def _read(self, client: redis.asyncio.Redis) -> None:
+        """The reader: ``XREAD BLOCK`` from the last event seen while any wait is left;
+        ``client`` is closed when it ends."""
         stream = keys.sync_stream(keys.CC_SPACE)
         block_ms = int(WAIT_SLICE * 1000)
         try:
