@@ -237,6 +237,9 @@ def _give_back(dbapi_conn: Any) -> bool:
 
 #: Seconds between two checkpoints of the WAL by one process (while it writes).
 CHECKPOINT_EVERY = 0.2
+#: Frames (pages) in the WAL after a checkpoint from which the next one takes a writers'
+#: turn, so that the WAL starts over (:class:`Checkpointer`): 16 MiB of 4 KiB pages.
+WAL_RESTART_FRAMES = 4096
 
 
 class Checkpointer:
@@ -248,7 +251,17 @@ class Checkpointer:
     1,000 pages, and a COMMIT holds the writers' turn until it returns: every writer queued
     behind a job would wait for the job's checkpoints too.  Connections of this module
     switch that off (``wal_autocheckpoint=0``) and each process that writes runs this
-    thread instead; it uses a connection of its own, which takes no turn."""
+    thread instead; it uses a connection of its own, which takes no turn.
+
+    The WAL is bounded.  SQLite writes the WAL from its start again (instead of appending
+    to it) only when a write transaction begins after a checkpoint that copied *every*
+    frame back; with a job committing batch after batch, a checkpoint that runs beside it
+    never catches up, and the WAL would grow by everything the job writes (gigabytes for a
+    million-record job; each commit then extends the file, several times the cost of
+    writing into it).  So once a checkpoint leaves at least :data:`WAL_RESTART_FRAMES`
+    frames in the WAL, the thread takes a writers' turn of its own and checkpoints again:
+    only the frames written since its last round are left to copy, no writer adds any
+    meanwhile, and the next write transaction starts the WAL over."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -270,14 +283,27 @@ class Checkpointer:
     def _run(self, dirty: threading.Event) -> None:
         conn = sqlite3.connect(self.path, timeout=get_settings().db_busy_timeout,
                                isolation_level=None, check_same_thread=False)
+        turn = Turn(self.path)
         while True:
             dirty.wait()
             dirty.clear()
             try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                frames = self.checkpoint(conn)
+                if frames >= WAL_RESTART_FRAMES:
+                    turn.take()
+                    try:
+                        self.checkpoint(conn)
+                    finally:
+                        turn.give_back()
             except sqlite3.Error:  # busy or away: the next write brings the next round
                 logger.debug("WAL checkpoint of %s failed", self.path, exc_info=True)
             time.sleep(CHECKPOINT_EVERY)
+
+    @staticmethod
+    def checkpoint(conn: sqlite3.Connection) -> int:
+        """One ``PASSIVE`` checkpoint; the frames in the WAL (copied back or not)."""
+        _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(frames)
 
 
 _checkpointers: dict[str, Checkpointer] = {}

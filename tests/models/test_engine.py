@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+import models.engine as engine_module
 from models.engine import (
     BATCH_SECONDS,
     BATCH_SECONDS_CONTENDED,
@@ -200,3 +201,26 @@ def test_the_wal_is_checkpointed_outside_the_turns(sqlite: Engine) -> None:
     with get_write_engine().begin() as conn:
         _mark(conn, "written")
     assert any(t.name == "wal-checkpoint" for t in threading.enumerate())
+
+
+def test_the_wal_stays_bounded_while_a_writer_keeps_committing(
+        sqlite: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that commits without a pause (a job, batch after batch) leaves a checkpoint
+    beside it no moment at which every frame is copied back, and SQLite starts the WAL over
+    only after such a moment: the checkpoint thread then takes a turn of its own, and the
+    WAL stays near :data:`WAL_RESTART_FRAMES` instead of growing by all that was written."""
+    monkeypatch.setattr(engine_module, "WAL_RESTART_FRAMES", 64)
+    monkeypatch.setattr(engine_module, "CHECKPOINT_EVERY", 0.02)
+    wal = Path(str(sqlite.url.database) + "-wal")
+    blob = "x" * 16_000  # about four pages a row
+    largest, written = 0, 0
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        with get_write_engine().begin() as conn:
+            for _ in range(8):
+                _mark(conn, blob)
+            conn.execute(text("DELETE FROM turn_marker"))
+        written += 8 * len(blob)
+        largest = max(largest, wal.stat().st_size)
+    assert written > 40 * 2**20, "the writer wrote too little to tell"
+    assert largest < written / 4, (largest, written)
