@@ -240,6 +240,8 @@ CHECKPOINT_EVERY = 0.2
 #: Frames (pages) in the WAL after a checkpoint from which the next one takes a writers'
 #: turn, so that the WAL starts over (:class:`Checkpointer`): 16 MiB of 4 KiB pages.
 WAL_RESTART_FRAMES = 4096
+#: Checkpoints run back to back before the one in a turn of its own.
+CATCH_UP_ROUNDS = 2
 
 
 class Checkpointer:
@@ -259,9 +261,11 @@ class Checkpointer:
     never catches up, and the WAL would grow by everything the job writes (gigabytes for a
     million-record job; each commit then extends the file, several times the cost of
     writing into it).  So once a checkpoint leaves at least :data:`WAL_RESTART_FRAMES`
-    frames in the WAL, the thread takes a writers' turn of its own and checkpoints again:
-    only the frames written since its last round are left to copy, no writer adds any
-    meanwhile, and the next write transaction starts the WAL over."""
+    frames in the WAL, the thread checkpoints again (:data:`CATCH_UP_ROUNDS` times, each
+    round copying what was written during the one before), then takes a writers' turn of
+    its own and checkpoints once more: only the frames written since its last round are
+    left to copy, no writer adds any meanwhile, and the next write transaction starts the
+    WAL over."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -290,6 +294,10 @@ class Checkpointer:
             try:
                 frames = self.checkpoint(conn)
                 if frames >= WAL_RESTART_FRAMES:
+                    # Catch up outside the turn first: each round copies only what was
+                    # written during the one before, so the turn has little left to copy.
+                    for _ in range(CATCH_UP_ROUNDS):
+                        self.checkpoint(conn)
                     turn.take()
                     try:
                         self.checkpoint(conn)

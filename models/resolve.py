@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Literal
 
@@ -272,10 +273,8 @@ def resolve_in_slices(
     conn = engine.connect()
     try:
         with conn.begin():  # a read transaction: nothing here waits for the write lock
-            conn.exec_driver_sql(
-                "CREATE TEMP TABLE job_item (id INTEGER PRIMARY KEY, "
-                "job_token VARCHAR(36) NOT NULL, item_id INTEGER NOT NULL, "
-                "UNIQUE (job_token, item_id))")
+            _create_temp_items(conn, "job_item")
+            conn.exec_driver_sql(_TEMP_UNIQUE)
             total = resolve_into(conn, token=token, project_gid=project_gid,
                                  selection=selection, mode=mode, reading=reading)
             if prepare is not None:
@@ -286,6 +285,51 @@ def resolve_in_slices(
     finally:
         conn.invalidate()  # closes the DBAPI connection, and the TEMP table with it
         conn.close()
+
+
+#: The TEMP table that stands in for ``job_item`` while a big selection is resolved, and
+#: its unique index (the ordered union's ``ON CONFLICT (job_token, item_id)``).
+_TEMP_ITEMS = ("CREATE TEMP TABLE {} (id INTEGER PRIMARY KEY, job_token VARCHAR(36) NOT NULL, "
+               "item_id INTEGER NOT NULL)")
+_TEMP_UNIQUE = "CREATE UNIQUE INDEX temp.uq_job_item ON job_item (job_token, item_id)"
+
+
+def _create_temp_items(conn: Connection, name: str) -> None:
+    conn.exec_driver_sql(_TEMP_ITEMS.format(name))
+
+
+def _temp_items(conn: Connection) -> bool:
+    """Whether ``job_item`` is the TEMP stand-in on this connection (see the module
+    docstring)."""
+    return conn.dialect.name == "sqlite" and conn.exec_driver_sql(
+        "SELECT 1 FROM sqlite_temp_master WHERE type = 'table' AND name = 'job_item'"
+    ).first() is not None
+
+
+def reorder_items(conn: Connection, token: str, order_by: str) -> None:
+    """Renumber ``token``'s items that are records in the order ``order_by`` (SQL over
+    ``j``, the item, and ``r``, its record); items that are not records go.
+
+    On the TEMP stand-in the rows go, in order, into a new table that takes the old one's
+    place, and the unique index is built once, after them: three passes over every row
+    (insert, delete, update of each row and of both its index entries) become one and a
+    sort.  On the real table the rows are renumbered in place, in one transaction."""
+    select = ("SELECT {tok}, j.item_id FROM job_item j JOIN record r ON r.id = j.item_id "
+              f"WHERE j.job_token = :tok ORDER BY {order_by}")
+    if _temp_items(conn):
+        _create_temp_items(conn, "job_item_order")
+        conn.execute(text("INSERT INTO temp.job_item_order (job_token, item_id) "
+                          + select.format(tok="j.job_token")), {"tok": token})
+        conn.exec_driver_sql("DROP TABLE temp.job_item")
+        conn.exec_driver_sql("ALTER TABLE temp.job_item_order RENAME TO job_item")
+        conn.exec_driver_sql(_TEMP_UNIQUE)
+        return
+    tmp = str(uuid.uuid4())
+    conn.execute(text("INSERT INTO job_item (job_token, item_id) " + select.format(tok=":tmp")),
+                 {"tmp": tmp, "tok": token})
+    conn.execute(text("DELETE FROM job_item WHERE job_token = :tok"), {"tok": token})
+    conn.execute(text("UPDATE job_item SET job_token = :tok WHERE job_token = :tmp"),
+                 {"tok": token, "tmp": tmp})
 
 
 def _copy_in_slices(conn: Connection, token: str, total: int, *, each: Step | None,

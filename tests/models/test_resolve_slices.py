@@ -90,12 +90,31 @@ def test_a_prepare_step_runs_on_the_resolved_items(
             "SELECT r.gid FROM record r JOIN record h ON r.parent_id = h.id "
             "WHERE h.gid IN :heads ORDER BY r.id DESC").bindparams(
                 bindparam("heads", expanding=True)), {"heads": p.heads[:3]}).scalars())
-    selection: list[Any] = [*kids[:10], *p.heads[:3]]
-    token = str(uuid.uuid4())
-    resolve_in_slices(get_engine(), token=token, project_gid=p.gid, mode=mode,
-                      selection=parse_selection(selection), prepare=prepare, limit=3)
-    expected = _reference(p.gid, selection, mode, prepare)
-    assert expected and _items(token) == expected
+    # A few gids (resolved in one transaction), and entries that are resolved on the
+    # stand-in table in a read transaction first (children of heads, then their heads).
+    few: list[Any] = [*kids[:10], *p.heads[:3]]
+    entries: list[Any] = [*({"children": h} for h in p.heads[:3]), {"children": p.root}]
+    for selection in (few, entries):
+        token = str(uuid.uuid4())
+        resolve_in_slices(get_engine(), token=token, project_gid=p.gid, mode=mode,
+                          selection=parse_selection(selection), prepare=prepare, limit=3)
+        expected = _reference(p.gid, selection, mode, prepare)
+        assert expected and _items(token) == expected
+        down = -1 if prepare is permanent_delete_prepare else 1  # deepest first
+        levels = [down * level for level, _ in _levels(expected)]
+        assert levels == sorted(levels)
+        if selection is entries and down == 1:  # renumbered: within a level by id
+            assert _levels(expected) == sorted(_levels(expected))
+
+
+def _levels(ids: list[int]) -> list[tuple[int, int]]:
+    """Tree level and id of each record: the order a prepare step renumbers to (within a
+    level, by id)."""
+    with get_engine().connect() as conn:
+        level = dict(conn.execute(text("SELECT id, treelevel FROM record WHERE id IN :ids")
+                                  .bindparams(bindparam("ids", expanding=True)),
+                                  {"ids": ids}).all())
+    return [(level[i], i) for i in ids]
 
 
 class Crash(Exception):

@@ -46,7 +46,6 @@ Changed gids are noted for record events (``ctx.effects``): soft and permanent d
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -57,7 +56,7 @@ from models import dialect
 from models.dialect import ids_param, is_pg
 from models.history import write_workflow
 from models.records import subtree_upper
-from models.resolve import gid_rows
+from models.resolve import gid_rows, reorder_items
 from models.search.index import unindex
 from models.selection import Failed, Gids, Selection
 from worker.jobs.base import Context, Failure, Result, error_result
@@ -415,9 +414,12 @@ def deepest_first(conn: Connection, token: str) -> None:
 
 
 def _by_treelevel(conn: Connection, token: str, *, descending: bool) -> None:
-    """Renumber the job's items by tree level (then by their order so far).  Items already
-    in that order — the usual case: siblings, or the heads of many subtrees — are left as
-    they are, after one read."""
+    """Renumber the job's items by tree level, and within a level by record id.  Items
+    already in level order — the usual case: siblings, or the heads of many subtrees — are
+    left as they are, after one read.  (Within a level the order carries no meaning: no
+    item there is an ancestor of another.  By id, the rows that follow — the copy into
+    ``job_item``, the batches' reads, the clean-up — reach its indexes in order rather than
+    at random.)"""
     out_of_order = "step > 0" if descending else "step < 0"
     if not conn.execute(text(
         "SELECT 1 FROM (SELECT r.treelevel - LAG(r.treelevel) OVER (ORDER BY j.id) AS step "
@@ -425,15 +427,7 @@ def _by_treelevel(conn: Connection, token: str, *, descending: bool) -> None:
         f"WHERE {out_of_order} LIMIT 1"
     ), {"tok": token}).first():
         return
-    tmp = str(uuid.uuid4())
-    conn.execute(text(
-        "INSERT INTO job_item (job_token, item_id) "
-        "SELECT :tmp, j.item_id FROM job_item j JOIN record r ON r.id = j.item_id "
-        f"WHERE j.job_token = :tok ORDER BY r.treelevel{' DESC' if descending else ''}, j.id"
-    ), {"tmp": tmp, "tok": token})
-    conn.execute(text("DELETE FROM job_item WHERE job_token = :tok"), {"tok": token})
-    conn.execute(text("UPDATE job_item SET job_token = :tok WHERE job_token = :tmp"),
-                 {"tok": token, "tmp": tmp})
+    reorder_items(conn, token, f"r.treelevel{' DESC' if descending else ''}, r.id")
 
 
 def add_tombstoned(conn: Connection, token: str, project_gid: str, selection: Selection
