@@ -313,7 +313,7 @@ def reorder_items(conn: Connection, token: str, order_by: str) -> None:
     On the TEMP stand-in the rows go, in order, into a new table that takes the old one's
     place, and the unique index is built once, after them: three passes over every row
     (insert, delete, update of each row and of both its index entries) become one and a
-    sort.  On the real table the rows are renumbered in place, in one transaction."""
+    sort.  On the real table the rows are renumbered in the caller's transaction."""
     select = ("SELECT {tok}, j.item_id FROM job_item j JOIN record r ON r.id = j.item_id "
               f"WHERE j.job_token = :tok ORDER BY {order_by}")
     if _temp_items(conn):
@@ -323,6 +323,20 @@ def reorder_items(conn: Connection, token: str, order_by: str) -> None:
         conn.exec_driver_sql("DROP TABLE temp.job_item")
         conn.exec_driver_sql("ALTER TABLE temp.job_item_order RENAME TO job_item")
         conn.exec_driver_sql(_TEMP_UNIQUE)
+        return
+    if conn.dialect.name == "postgresql":
+        # The order goes into an unlogged, unindexed TEMP table first; the job's rows are
+        # then deleted and inserted once, in order (no third pass updating every row's
+        # token, which on PostgreSQL writes a new version of each row and of its index
+        # entries).
+        conn.execute(text(
+            "CREATE TEMP TABLE job_item_order ON COMMIT DROP AS SELECT row_number() OVER "
+            f"(ORDER BY {order_by}) AS n, j.item_id FROM job_item j "
+            "JOIN record r ON r.id = j.item_id WHERE j.job_token = :tok"), {"tok": token})
+        conn.execute(text("DELETE FROM job_item WHERE job_token = :tok"), {"tok": token})
+        conn.execute(text("INSERT INTO job_item (job_token, item_id) "
+                          "SELECT :tok, item_id FROM job_item_order ORDER BY n"), {"tok": token})
+        conn.execute(text("DROP TABLE job_item_order"))
         return
     tmp = str(uuid.uuid4())
     conn.execute(text("INSERT INTO job_item (job_token, item_id) " + select.format(tok=":tmp")),

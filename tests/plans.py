@@ -59,6 +59,11 @@ _SKIP = re.compile(r"^\s*(EXPLAIN|BEGIN|COMMIT|ROLLBACK|PRAGMA|SAVEPOINT|RELEASE
                    re.IGNORECASE)
 #: Planner settings a statement ran under (``SET LOCAL``): replayed in order while checking.
 _SETTING = re.compile(r"^\s*SET\s+LOCAL\b", re.IGNORECASE)
+#: A TEMP table a statement filled (PostgreSQL, ``ON COMMIT DROP``): checked, then made
+#: again while checking, so that the statements reading it can be planned; dropping it is
+#: left to the end of the transaction.
+_TEMP = re.compile(r"^\s*CREATE\s+TEMP\s+TABLE\b", re.IGNORECASE)
+_DROP = re.compile(r"^\s*DROP\s+TABLE\b", re.IGNORECASE)
 _ALIAS = re.compile(r"\b(?:FROM|JOIN|UPDATE|INTO)\s+([a-z_][a-z0-9_]*)(?:\s+(?:AS\s+)?"
                     r"(?!ON\b|WHERE\b|SET\b|USING\b|CROSS\b|LEFT\b|JOIN\b|GROUP\b|ORDER\b|"
                     r"LIMIT\b|WITH\b|RETURNING\b|VALUES\b|SELECT\b|AND\b)([a-z_][a-z0-9_]*))?",
@@ -125,11 +130,13 @@ def violations(conn: Connection, cap: Capture, big: frozenset[str] = BIG_TABLES,
         if _SETTING.match(sql):
             conn.exec_driver_sql(sql, params)
             continue
-        if _SKIP.match(sql):
+        if _SKIP.match(sql) or _DROP.match(sql):
             continue
         bad = check(conn, sql, params, big, wide)
         if bad:
             out.append(" ".join(sql.split())[:200] + "\n    " + "\n    ".join(bad))
+        if _TEMP.match(sql) and conn.dialect.name == "postgresql":  # dropped at commit
+            conn.exec_driver_sql(sql, params)
     return out
 
 
