@@ -87,7 +87,13 @@ def test_preview_of_an_undelete_counts_what_the_job_takes(system: System, seeded
     result, total = preview_then_run(api, "undelete", selection)
     assert result["entries"] == [1, 1, 1]
     assert result["total"] == total == 3
-    assert result["sample"][0] == deleted_head  # parents first, as the job takes them
+    # Parents first, as the job takes them: the two heads (by id, within their level), then
+    # the child.
+    with get_engine().connect() as conn:
+        heads = list(conn.execute(text("SELECT gid FROM record WHERE gid IN (:a, :b) "
+                                       "ORDER BY id"),
+                                  {"a": deleted_head, "b": project.heads[0]}).scalars())
+    assert result["sample"] == [*heads, child]
 
 
 @pytest.mark.parametrize(("body", "status"), [
