@@ -31,6 +31,7 @@ from models.selection import parse_selection
 from tests.plans import BIG_TABLES, PROJECT_WIDE, captured, explained, violations
 from worker.jobs import CATALOGUE, Context
 from worker.jobs.base import Effects
+from worker.jobs.records import _done_by_job
 from worker.lease import claim, finish, first_in_line
 from worker.outbox import outbox_ids
 from worker.rows import load, load_state, stored_selection
@@ -304,3 +305,17 @@ def test_the_checker_catches_a_full_scan(plan_db: dict[str, Any]) -> None:
         bad = violations(conn, cap)
     assert len(bad) == 2, bad
     assert json.dumps(bad)
+
+
+def test_a_jobs_own_workflow_entries_are_found_per_id(plan_db: dict[str, Any]) -> None:
+    """Whether the job deleted (or undeleted) the generation roots of a batch — a thousand
+    of them when the batch's records hang under a thousand selected heads — is a
+    ``record_id`` lookup per root, not a scan of every workflow entry."""
+    engine = plan_db["engine"]
+    with engine.connect() as conn, conn.begin():
+        ids = set(conn.execute(text("SELECT id FROM record ORDER BY id LIMIT 1000")).scalars())
+        with captured(engine) as cap:
+            _done_by_job(conn, "a-job", ids, "delete")
+        assert explained(cap) >= 1
+        bad = violations(conn, cap)
+    assert not bad, "plans that grow with the project:\n" + "\n".join(bad)
