@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, make_url, text
 
 #: Tables that grow with the content (or with the jobs run): a full scan of any of them is a
 #: plan that grows with the project, not with the work.
@@ -143,3 +145,34 @@ def violations(conn: Connection, cap: Capture, big: frozenset[str] = BIG_TABLES,
 def explained(cap: Capture) -> int:
     """How many of the captured statements :func:`violations` explains."""
     return sum(1 for sql, _ in cap.statements if not _SKIP.match(sql))
+
+
+@contextlib.contextmanager
+def own_database(directory: Path, name: str) -> Iterator[Engine]:
+    """A migrated database of its own beside the test database (PostgreSQL: a database
+    ``<test database>_<name>``; SQLite: a file in ``directory``), removed afterwards."""
+    from models.engine import make_engine, migrate
+
+    url = os.environ["DATABASE_URL"]
+    admin: Engine | None = None
+    if url.startswith("postgresql"):
+        database = f"{make_url(url).database}_{name}"
+        admin = make_engine(url).execution_options(isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}"'))
+            conn.execute(text(f'CREATE DATABASE "{database}"'))
+        url = make_url(url).set(database=database).render_as_string(hide_password=False)
+    else:
+        url = f"sqlite:///{directory}/{name}.db"
+    engine = make_engine(url)
+    migrate(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}"'))
+            admin.dispose()
+        else:
+            Path(make_url(url).database or "").unlink(missing_ok=True)

@@ -9,18 +9,14 @@ statement and its plan.  Plans, not timings: they do not flake.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, insert, text
-from sqlalchemy.engine import make_url
 
-from models.engine import make_engine, migrate
 from models.jobs import Job
 from models.outbox import SyncOutbox
 from models.reads import page
@@ -28,7 +24,7 @@ from models.resolve import resolve_into
 from models.schema import SchemaItem
 from models.seed import seed
 from models.selection import parse_selection
-from tests.plans import BIG_TABLES, PROJECT_WIDE, captured, explained, violations
+from tests.plans import BIG_TABLES, PROJECT_WIDE, captured, explained, own_database, violations
 from worker.jobs import CATALOGUE, Context
 from worker.jobs.base import Effects
 from worker.jobs.records import _done_by_job
@@ -46,19 +42,11 @@ def plan_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     """A database of its own: 100,000 seeded records (every tenth subtree deleted, links,
     versions), workflow entries for every record, a big finished job's items, a few
     permanently deleted subtrees (10,000 tombstones), then analysed."""
-    url = os.environ["DATABASE_URL"]
-    admin: Engine | None = None
-    if url.startswith("postgresql"):
-        name = f"{make_url(url).database}_plans"
-        admin = make_engine(url).execution_options(isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(url).set(database=name).render_as_string(hide_password=False)
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('plans')}/plans.db"
-    engine = make_engine(url)
-    migrate(engine)
+    with own_database(tmp_path_factory.mktemp("plans"), "plans") as engine:
+        yield from _plan_db(engine)
+
+
+def _plan_db(engine: Engine) -> Iterator[dict[str, Any]]:
     with engine.connect().execution_options(writer=True) as conn, conn.begin():
         result = seed(conn, records=RECORDS, seed_value=3)
         project = result.projects[0]
@@ -77,13 +65,6 @@ def plan_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         conn.execute(text("ANALYZE"))
     yield {"engine": engine, "project": project.gid, "root": project.root, "root_id": root_id,
            "schema": schema_gids}
-    engine.dispose()
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}"'))
-        admin.dispose()
-    else:
-        Path(make_url(url).database or "").unlink(missing_ok=True)
 
 
 #: Committed fields seeded for the schema jobs, half of them with a working copy.

@@ -16,24 +16,20 @@ these tables to a thousand lookups in them.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, insert, text
-from sqlalchemy.engine import make_url
 
-from models.engine import make_engine, migrate
 from models.jobs import Job
 from models.resolve import resolve_into
 from models.schema import SchemaItem
 from models.seed import seed
 from models.selection import parse_selection
-from tests.plans import PROJECT_WIDE, captured, explained, violations
+from tests.plans import PROJECT_WIDE, captured, explained, own_database, violations
 from worker.jobs import CATALOGUE, Context
 from worker.jobs.base import Effects
 
@@ -54,35 +50,20 @@ JOBS = ["bulk_commit_schema_items", "bulk_revert_schema_items",
 def schema_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A database of its own: 20,000 seeded records, the schema items of
     :func:`_seed_schema` and a big finished job's items; analysed on PostgreSQL only."""
-    url = os.environ["DATABASE_URL"]
-    admin: Engine | None = None
-    if url.startswith("postgresql"):
-        name = f"{make_url(url).database}_schema_plans"
-        admin = make_engine(url).execution_options(isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(url).set(database=name).render_as_string(hide_password=False)
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('schema_plans')}/plans.db"
-    engine = make_engine(url)
-    migrate(engine)
+    with own_database(tmp_path_factory.mktemp("schema_plans"), "schema_plans") as engine:
+        yield from _schema_db(engine)
+
+
+def _schema_db(engine: Engine) -> Iterator[dict[str, Any]]:
     with engine.connect().execution_options(writer=True) as conn, conn.begin():
         project = seed(conn, records=RECORDS, seed_value=5).projects[0].gid
         seeded = _seed_schema(conn, project)
         conn.execute(text("INSERT INTO job_item (job_token, item_id) "  # a finished job's
                           "SELECT 'a-finished-job', id FROM record"))
-    if admin is not None:
+    if engine.dialect.name == "postgresql":
         with engine.connect() as conn, conn.begin():
             conn.execute(text("ANALYZE"))
     yield {"engine": engine, "project": project, **seeded}
-    engine.dispose()
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}"'))
-        admin.dispose()
-    else:
-        Path(make_url(url).database or "").unlink(missing_ok=True)
 
 
 def _item(project: str, type_: str, name: str, *, original: str | None = None,
