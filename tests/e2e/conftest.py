@@ -60,7 +60,10 @@ class Proc:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def wait_for(check, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(check, what: str, timeout: float = 30.0,  # type: ignore[no-untyped-def]
+             proc: Proc | None = None) -> None:
+    """Poll ``check`` until it is true.  With ``proc`` (the process being waited for), a
+    process that exits fails at once, and a failure says the end of what it printed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -68,8 +71,12 @@ def wait_for(check, what: str, timeout: float = 30.0) -> None:  # type: ignore[n
                 return
         except Exception:  # not up yet
             pass
+        if proc is not None and proc.popen is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.popen.returncode}:\n"
+                               f"{proc.output()[-3000:]}")
         time.sleep(0.1)
-    raise TimeoutError(f"{what} did not come up in {timeout} s")
+    printed = f"; it printed:\n{proc.output()[-3000:]}" if proc is not None else ""
+    raise TimeoutError(f"{what} did not come up in {timeout} s{printed}")
 
 
 @dataclass
@@ -85,7 +92,7 @@ class System:
                            "--hostname", f"{name}-{time.time_ns()}@%h", "--without-mingle",
                            "--without-gossip"],
                     {**os.environ, **ENV_FOR_JOBS, **env}).start()
-        wait_for(lambda: "ready." in proc.output(), f"celery {name}")
+        wait_for(lambda: "ready." in proc.output(), f"celery {name}", proc=proc)
         self.procs[name] = proc
         return proc
 
@@ -94,7 +101,7 @@ class System:
         proc = Proc("stream", [sys.executable, "-m", "stream"],
                     {**os.environ, "STREAM_PORT": str(port)}).start()
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200,
-                 "stream")
+                 "stream", proc=proc)
         self.procs["stream"] = proc
         return proc
 
@@ -113,7 +120,8 @@ def system(schema: Engine) -> Iterator[System]:
     sys_ = System(f"http://127.0.0.1:{web_port}", f"ws://127.0.0.1:{stream_port}/sync",
                   f"http://127.0.0.1:{stream_port}", {"web": web})
     try:
-        wait_for(lambda: httpx.get(f"{sys_.web_url}/healthz").status_code == 200, "web")
+        wait_for(lambda: httpx.get(f"{sys_.web_url}/healthz").status_code == 200, "web",
+                 proc=web)
         sys_.worker()
         sys_.stream(stream_port)
         yield sys_

@@ -45,7 +45,7 @@ def web(port: int, **env: str) -> Proc:
     """A web process on ``port``, up (``/healthz`` answers, 200 or 503) when this returns."""
     proc = start("web", f"web-{port}", WEB_PORT=str(port), **env)
     wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code in (200, 503),
-             f"web on {port}", timeout=60)
+             f"web on {port}", timeout=60, proc=proc)
     return proc
 
 
@@ -53,7 +53,7 @@ def worker(name: str, concurrency: int = 2, **env: str) -> Proc:
     """A Celery worker from the Procfile (``PORT`` names it), ready when this returns."""
     proc = start("worker", name, WORKER_CONCURRENCY=str(concurrency), PORT=name,
                  **{**ENV_FOR_JOBS, **env})
-    wait_for(lambda: "ready." in proc.output(), f"celery {name}", timeout=60)
+    wait_for(lambda: "ready." in proc.output(), f"celery {name}", timeout=60, proc=proc)
     return proc
 
 
@@ -61,7 +61,7 @@ def stream(port: int, **env: str) -> Proc:
     """A stream server on ``port``, healthy when this returns."""
     proc = start("stream", f"stream-{port}", STREAM_PORT=str(port), **env)
     wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200,
-             f"stream on {port}", timeout=60)
+             f"stream on {port}", timeout=60, proc=proc)
     return proc
 
 

@@ -37,7 +37,7 @@ def started(kind: str, **env: str) -> tuple[Proc, str]:
     port_name = "WEB_PORT" if kind == "web" else "STREAM_PORT"
     proc = procfile.start(kind, f"{kind}-{port}", **{port_name: str(port)}, **env)
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(f"{base}/livez"), f"{kind} on {port}", timeout=60)
+    wait_for(lambda: _answers(f"{base}/livez"), f"{kind} on {port}", timeout=60, proc=proc)
     return proc, base
 
 
