@@ -158,6 +158,9 @@ async def test_reader_dies_loudly_on_a_non_connection_error(redis_client):
     """A Redis error that is not a lost connection ends run() with that error."""
     redis_client.set(keys.sync_stream("cc"), "not a stream")
     reader = new_reader(ListSink())
-    with pytest.raises(redis.ResponseError):
-        async with asyncio.timeout(WAIT):
-            await reader.run()
+    try:
+        with pytest.raises(redis.ResponseError):
+            async with asyncio.timeout(WAIT):
+                await reader.run()
+    finally:  # the session's later tests (and processes) read this space
+        redis_client.delete(keys.sync_stream("cc"))
