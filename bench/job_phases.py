@@ -11,7 +11,11 @@ ends, slices included, and prints the time of each phase and one JSON line:
   one item per record (resolution, the parents-first renumbering, the copy into
   ``job_item``, the batches, the clean-up of the items);
 * ``--job permanent``: the root's children deleted first (untimed), then
-  ``bulk_permanent_delete_records`` of the subtree heads as plain gids.
+  ``bulk_permanent_delete_records`` of the subtree heads as plain gids;
+* ``--job children``: ``bulk_delete_records`` of the root's children (the subtree heads
+  and the root's links), a generation of 100 records per head.
+
+``--events off`` runs it with ``RECORD_EVENTS=false`` (default on, as deployed).
 
 ``phases`` are wall seconds spent in ``resolve`` (of which ``search``, ``renumber`` and
 ``copy``), ``batches`` and ``cleanup``; ``wal_peak_mib`` is the largest size the SQLite WAL
@@ -46,12 +50,14 @@ from bench.common import isolate, reset_postgres  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=100_000)
-    ap.add_argument("--job", choices=["search", "permanent"], default="search")
+    ap.add_argument("--job", choices=["search", "permanent", "children"], default="search")
+    ap.add_argument("--events", choices=["on", "off"], default="on", help="RECORD_EVENTS")
     ap.add_argument("--database-url", default="", help="PostgreSQL (default: SQLite)")
     ap.add_argument("--seed-cache", default="", help="a seeded SQLite file to copy (or write)")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/6")
     args = ap.parse_args()
     os.environ["REDIS_URL"] = args.redis_url
+    os.environ["RECORD_EVENTS"] = "true" if args.events == "on" else "false"
     data = isolate(args.database_url or None)
     if args.database_url:
         reset_postgres(args.database_url)
@@ -142,6 +148,8 @@ def measure(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     if args.job == "permanent":
         run_to_end("bulk_delete_records", [{"children": root}])
         job, selection = "bulk_permanent_delete_records", heads
+    elif args.job == "children":
+        selection = [{"children": root}]
 
     phases = Phases()
     phases.wrap(worker.runner, "resolve_in_slices", "resolve")
@@ -164,6 +172,7 @@ def measure(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     status = run_to_end(job, selection)
     return {"bench": "job_phases", "job": job, "records": args.records,
             "database": "postgresql" if args.database_url else "sqlite", "status": status,
+            "events": args.events,
             "seconds": round(time.perf_counter() - started, 2),
             "cpu_s": round(time.process_time() - cpu, 2),
             "phases": {k: round(v, 2) for k, v in phases.seconds.items()},

@@ -109,20 +109,6 @@ def _ranges(conn: Connection, *, with_id: bool = False) -> str:
     return f"(SELECT {fields} FROM json_each(:roots)) AS b"
 
 
-def _note(conn: Connection, ctx: Context, action: str, changed: Any) -> None:
-    """Note the records of a ``RETURNING record_id`` result for record events."""
-    if not ctx.effects.collect_events:
-        return
-    ids = changed.scalars().all()
-    if ids:
-        # The gids come back as one text (a row per gid, fetched one by one, costs several
-        # times the lookup itself at 100,000 rows a batch); gids hold no spaces.
-        _note_gids(conn, ctx, action, conn.execute(text(
-            f"SELECT {dialect.joined(conn, _GID_OF.format('j.value'))} "
-            f"FROM {dialect.id_rows(conn, 'ids')}"
-        ), {"ids": dialect.json_ids(ids)}).scalar_one())
-
-
 #: A record's gid by id, as a subquery: one primary-key lookup per row whatever the planner
 #: estimates (a join of 100,000 ids made PostgreSQL merge them with the whole primary key).
 _GID_OF = "(SELECT r.gid FROM record r WHERE r.id = {})"
@@ -202,27 +188,49 @@ def delete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[Fai
     # Each top's subtree is one range of the mpath index (a subtree never leaves its
     # project, so no project condition: it would tempt a planner into a project-wide
     # range).  Rows that are deleted already keep their own generation (ON CONFLICT).
-    returning = ctx.effects.returning("record_id")
-    _note(conn, ctx, "DELETE", conn.execute(text(
-        "INSERT INTO record_deletion (record_id, deleted_root) "
-        f"SELECT r.id, b.id FROM {_ranges(conn, with_id=True)} "
-        "CROSS JOIN record r WHERE r.mpath >= b.lo AND r.mpath < b.hi "
-        "ON CONFLICT (record_id) DO NOTHING" + returning
-    ), {"roots": roots}))
+    _insert_deletions(conn, ctx, "r.id", "b.id", "r.gid",
+                      f"{_ranges(conn, with_id=True)} CROSS JOIN record r "
+                      "WHERE r.mpath >= b.lo AND r.mpath < b.hi", {"roots": roots})
     # Links pointing at anything just deleted are deleted in the same generation: one range
     # of the generation index per top, one ``canonical_id`` lookup per row in it (the CROSS
     # JOINs keep SQLite in that order rather than scanning every record or deletion row).
-    _note(conn, ctx, "DELETE", conn.execute(text(
-        "INSERT INTO record_deletion (record_id, deleted_root) "
-        f"SELECT l.id, t.deleted_root FROM {dialect.id_rows(conn, 'ids')} "
-        "CROSS JOIN record_deletion t CROSS JOIN record l WHERE t.deleted_root = j.value "
-        "AND l.canonical_id = t.record_id AND l.is_link = true "
-        "ON CONFLICT (record_id) DO NOTHING" + returning
-    ), {"ids": dialect.json_ids(tops)}))
+    _insert_deletions(conn, ctx, "l.id", "t.deleted_root", "l.gid",
+                      f"{dialect.id_rows(conn, 'ids')} CROSS JOIN record_deletion t "
+                      "CROSS JOIN record l WHERE t.deleted_root = j.value "
+                      "AND l.canonical_id = t.record_id AND l.is_link = true",
+                      {"ids": dialect.json_ids(tops)})
     write_workflow(conn, list(ok), action="delete", actor=ctx.actor, now=ctx.now,
                    comment=comment, state_sql="'deleted'", job_token=job_token)
     return failures
 
+
+def _insert_deletions(conn: Connection, ctx: Context, record: str, root: str, gid: str,
+                      source: str, args: dict[str, Any]) -> None:
+    """``INSERT INTO record_deletion`` the rows ``SELECT <record>, <root> FROM <source>``
+    that are not deleted yet (those that are keep their generation), noting the gids
+    (``gid``) of the rows it inserts for record events as one text from the database: no
+    row per record comes back to Python.
+
+    PostgreSQL aggregates the insert's ``RETURNING`` (a row that a concurrent deletion took
+    first stays that deletion's, and is not noted here).  SQLite cannot aggregate a
+    ``RETURNING`` clause: the gids of the rows about to be inserted are read first, in the
+    same write transaction (which holds SQLite's write lock: exactly those rows), by the
+    insert's own plan with a primary-key check of ``record_deletion`` per row."""
+    insert = (f"INSERT INTO record_deletion (record_id, deleted_root) SELECT {record}, {root} "
+              f"FROM {source} ON CONFLICT (record_id) DO NOTHING")
+    if not ctx.effects.collect_events:
+        conn.execute(text(insert), args)
+    elif is_pg(conn):
+        _note_gids(conn, ctx, "DELETE", conn.execute(text(
+            f"WITH done AS ({insert} RETURNING record_id) SELECT "
+            f"{dialect.joined(conn, _GID_OF.format('done.record_id'))} FROM done"
+        ), args).scalar_one())
+    else:
+        _note_gids(conn, ctx, "DELETE", conn.execute(text(
+            f"SELECT {dialect.joined(conn, gid)} FROM {source} AND NOT EXISTS "
+            f"(SELECT 1 FROM record_deletion d WHERE d.record_id = {record})"
+        ), args).scalar_one())
+        conn.execute(text(insert), args)
 
 def _claim(conn: Connection, ctx: Context, tops: list[int], ok: dict[int, str],
            rows: Sequence[Any], failures: list[Failure]) -> list[int]:
