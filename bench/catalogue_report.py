@@ -38,15 +38,15 @@ def verdict(run: dict[str, Any]) -> dict[str, Any]:
             "submit_meets": submit_ok}
 
 
-def events_cost(runs: list[dict[str, Any]]) -> list[tuple[str, str, float, float]]:
-    """P11: (job, selection, job s with record events on, off) for every job run both ways
-    in one report."""
-    off = {(r["job"], r["selection"]): r for r in runs
-           if r.get("events") == "off" and r.get("status") == "done"}
-    return [(r["job"], r["selection"], r["job_s"], off[(r["job"], r["selection"])]["job_s"])
-            for r in runs
-            if r.get("events") == "on" and r.get("status") == "done"
-            and (r["job"], r["selection"]) in off]
+def events_cost(runs: list[dict[str, Any]]) -> list[tuple[str, str, str, float, float]]:
+    """P11: (job, selection, database, job s with record events on, off) for every job run
+    both ways on one database."""
+    def key(r: dict[str, Any]) -> tuple[str, str, str]:
+        return r["job"], r["selection"], r["database"]
+
+    off = {key(r): r for r in runs if r.get("events") == "off" and r.get("status") == "done"}
+    return [(*key(r), r["job_s"], off[key(r)]["job_s"]) for r in runs
+            if r.get("events") == "on" and r.get("status") == "done" and key(r) in off]
 
 
 def _n(value: Any, digits: int = 0) -> str:
@@ -87,8 +87,9 @@ def markdown(report: dict[str, Any]) -> str:
         if r.get("items_failed"):
             status += f" ({r['items_failed']:,} items failed)"
         load = "/".join(f"{x:.1f}" for x in r.get("load", [])) or "–"
+        row_db = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(r["database"], db)
         lines.append(
-            f"| {r['job']} | {r['selection']} | {db} | {r['events']} | {_n(records)} "
+            f"| {r['job']} | {r['selection']} | {row_db} | {r['events']} | {_n(records)} "
             f"| {_n(r.get('job_s'), 2)} | {_n(r.get('records_per_s'))} | {_n(r.get('raw_s'), 3)} "
             f"| {_n(r.get('raw_per_s'))} | {_n(r.get('ratio'), 2)} "
             f"| {_n(r.get('worker_rss_mib'), 0)} | {submit} | {load} "
@@ -97,14 +98,16 @@ def markdown(report: dict[str, Any]) -> str:
     if pairs:
         lines += ["", "Record events' cost (P11: a job with record events on within "
                   f"{EVENTS_LIMIT:g}x of the same job with them off):", "",
-                  "| job | selection | job s, events on | job s, events off | on / off | meets |",
-                  "|---|---|---:|---:|---:|---|"]
-        for job, selection, on_s, off_s in pairs:
+                  "| job | selection | db | job s, events on | job s, events off | on / off "
+                  "| meets |",
+                  "|---|---|---|---:|---:|---:|---|"]
+        for job, selection, database, on_s, off_s in pairs:
             ratio = on_s / off_s if off_s else float("inf")
             meets = ("yes" if ratio <= EVENTS_LIMIT
                      else f"no: {ratio / EVENTS_LIMIT:.1f}x over {EVENTS_LIMIT:g}x")
-            lines.append(f"| {job} | {selection} | {on_s:.2f} | {off_s:.2f} | {ratio:.2f} "
-                         f"| {meets} |")
+            name = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(database, database)
+            lines.append(f"| {job} | {selection} | {name} | {on_s:.2f} | {off_s:.2f} "
+                         f"| {ratio:.2f} | {meets} |")
     lines += ["", "Targets: P10 rates (heads ≥ 300,000 rec/s SQLite, ≥ 100,000 PostgreSQL; one "
               "item per record and permanent delete ≥ 100,000 / ≥ 50,000), each job ≤ 3× its "
               "raw baseline, worker peak RSS ≤ 256 MiB (P9); ✗ marks a submit latency over "
@@ -113,15 +116,35 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merged(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report of several runs' (one per database, say): their rows in one table, each
+    job's rows side by side (by events, then job and selection, then database)."""
+    first = dict(reports[0])
+    order = {(r["job"], r["selection"]): i for i, r in enumerate(first["runs"])}
+    runs = [r for report in reports for r in report["runs"]]
+    runs.sort(key=lambda r: (r.get("events") != "on", order.get((r["job"], r["selection"]),
+                                                                 len(order)), r["database"]))
+    first["runs"] = runs
+    first["database"] = " and ".join(sorted({r["database"] for r in reports}))
+    return first
+
+
 def main() -> None:
     """``python -m bench.catalogue_report FILE.json…``: the table of saved (or partial)
-    catalogue reports."""
+    catalogue reports; ``--merge`` puts the rows of every file in one table."""
     import json
     import sys
 
-    for path in sys.argv[1:]:
+    paths = [a for a in sys.argv[1:] if a != "--merge"]
+    reports = []
+    for path in paths:
         with open(path) as fh:
-            print(markdown(json.load(fh)) + "\n")
+            reports.append(json.load(fh))
+    if "--merge" in sys.argv[1:] and reports:
+        print(markdown(merged(reports)))
+        return
+    for report in reports:
+        print(markdown(report) + "\n")
 
 
 if __name__ == "__main__":
