@@ -24,10 +24,10 @@ def verdict(run: dict[str, Any]) -> dict[str, Any]:
     else:
         rate = run.get("records_per_s") or 0
         if target and rate < target:
-            short = f"{target / rate:.1f}x" if rate else "entirely"
+            short = f"{target / rate:.2f}x" if rate else "entirely"
             why.append(f"rate {short} short of {target:,} rec/s")
         if run.get("ratio") is not None and run["ratio"] > RATIO_LIMIT:
-            why.append(f"{run['ratio'] / RATIO_LIMIT:.1f}x over {RATIO_LIMIT:g}x raw")
+            why.append(f"{run['ratio'] / RATIO_LIMIT:.2f}x over {RATIO_LIMIT:g}x raw")
     if run.get("worker_rss_mib", 0) > RSS_LIMIT:
         why.append(f"worker RSS > {RSS_LIMIT:g} MiB")
     probe = run.get("probe") or {}
@@ -104,7 +104,7 @@ def markdown(report: dict[str, Any]) -> str:
         for job, selection, database, on_s, off_s in pairs:
             ratio = on_s / off_s if off_s else float("inf")
             meets = ("yes" if ratio <= EVENTS_LIMIT
-                     else f"no: {ratio / EVENTS_LIMIT:.1f}x over {EVENTS_LIMIT:g}x")
+                     else f"no: {ratio / EVENTS_LIMIT:.2f}x over {EVENTS_LIMIT:g}x")
             name = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(database, database)
             lines.append(f"| {job} | {selection} | {name} | {on_s:.2f} | {off_s:.2f} "
                          f"| {ratio:.2f} | {meets} |")
@@ -139,7 +139,10 @@ def main() -> None:
     reports = []
     for path in paths:
         with open(path) as fh:
-            reports.append(json.load(fh))
+            report = json.load(fh)
+        for run in report["runs"]:  # the verdicts as this version words them
+            run.update(verdict(run))
+        reports.append(report)
     if "--merge" in sys.argv[1:] and reports:
         print(markdown(merged(reports)))
         return
