@@ -5,15 +5,19 @@ deleted, also when the run died before it got to that."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
 
 from bulkjobs.synclog import SyncLog
-from models.engine import get_engine, get_write_engine
+from models.engine import get_engine, get_write_engine, writers_file
 from models.seed import SeededProject
 from tests.worker.helpers import cfg, children, deps, job_events, job_row, jobs_t, new_job, records
 from worker import reaper
@@ -56,11 +60,15 @@ def test_a_writer_asking_while_a_job_runs_gets_in_before_its_next_batch(
         assert runner.is_alive(), outcome
     gaps = []
     for n in range(20):
-        asked = _position(token)
-        with get_write_engine().begin() as conn:  # a small write of another kind
-            got = _position_in(conn, token)
-            conn.execute(text("UPDATE record SET updated_on = updated_on WHERE id = :i"),
-                         {"i": ids[n]})
+        # Asking from here on: flagged as a writer waiting for its turn (as a writer that
+        # finds the turn taken flags itself) before the position is read, so that a pause of
+        # this thread between the read and the write cannot pass for batches run meanwhile.
+        with _asking():
+            asked = _position(token)
+            with get_write_engine().begin() as conn:  # a small write of another kind
+                got = _position_in(conn, token)
+                conn.execute(text("UPDATE record SET updated_on = updated_on WHERE id = :i"),
+                             {"i": ids[n]})
         if job_row(token).status != "processing":
             break
         gaps.append(got - asked)
@@ -69,6 +77,19 @@ def test_a_writer_asking_while_a_job_runs_gets_in_before_its_next_batch(
     assert gaps, "the job ended before any write was measured"
     # job_item ids of one job are consecutive: the position gap counts batches of one item
     assert max(gaps) <= 2, gaps
+
+
+@contextmanager
+def _asking() -> Iterator[None]:
+    """Flagged as a writer waiting for its turn (``<db>.waiting``, see ``models.engine``)."""
+    path = writers_file(get_engine())
+    assert path is not None
+    fd = os.open(path + ".waiting", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # the flag goes with the file description
 
 
 def _position_in(conn: Any, token: str) -> int:
