@@ -218,19 +218,30 @@ def _insert_deletions(conn: Connection, ctx: Context, record: str, root: str, gi
     insert's own plan with a primary-key check of ``record_deletion`` per row."""
     insert = (f"INSERT INTO record_deletion (record_id, deleted_root) SELECT {record}, {root} "
               f"FROM {source} ON CONFLICT (record_id) DO NOTHING")
+    _write_noting(conn, ctx, "DELETE", insert, args, sqlite_gids=(
+        f"SELECT {dialect.joined(conn, gid)} FROM {source} AND NOT EXISTS "
+        f"(SELECT 1 FROM record_deletion d WHERE d.record_id = {record})"))
+
+
+def _write_noting(conn: Connection, ctx: Context, action: str, statement: str,
+                  args: dict[str, Any], *, sqlite_gids: str) -> None:
+    """Run ``statement`` (an insert into or a delete from ``record_deletion``), noting the
+    gids of the records it changes for record events (``action``) as one text from the
+    database: no row per record comes back to Python.  PostgreSQL aggregates the
+    statement's ``RETURNING record_id`` in a CTE, a primary-key lookup of each gid; SQLite
+    cannot aggregate a ``RETURNING`` clause, so ``sqlite_gids`` (a ``SELECT`` of the joined
+    gids of exactly the rows the statement will change) runs first, in the same write
+    transaction, which holds SQLite's write lock."""
     if not ctx.effects.collect_events:
-        conn.execute(text(insert), args)
+        conn.execute(text(statement), args)
     elif is_pg(conn):
-        _note_gids(conn, ctx, "DELETE", conn.execute(text(
-            f"WITH done AS ({insert} RETURNING record_id) SELECT "
-            f"{dialect.joined(conn, _GID_OF.format('done.record_id'))} FROM done"
+        _note_gids(conn, ctx, action, conn.execute(text(
+            f"WITH changed AS ({statement} RETURNING record_id) SELECT "
+            f"{dialect.joined(conn, _GID_OF.format('changed.record_id'))} FROM changed"
         ), args).scalar_one())
     else:
-        _note_gids(conn, ctx, "DELETE", conn.execute(text(
-            f"SELECT {dialect.joined(conn, gid)} FROM {source} AND NOT EXISTS "
-            f"(SELECT 1 FROM record_deletion d WHERE d.record_id = {record})"
-        ), args).scalar_one())
-        conn.execute(text(insert), args)
+        _note_gids(conn, ctx, action, conn.execute(text(sqlite_gids), args).scalar_one())
+        conn.execute(text(statement), args)
 
 def _claim(conn: Connection, ctx: Context, tops: list[int], ok: dict[int, str],
            rows: Sequence[Any], failures: list[Failure]) -> list[int]:
@@ -335,23 +346,11 @@ def undelete_batch(conn: Connection, ctx: Context, ids: Sequence[int]) -> list[F
         # item's deletion rows, and removing them is the undelete.
         args = {"ids": _ids_param(conn, ok)}
         delete_rows = f"DELETE FROM record_deletion WHERE {_in_generations(conn)}"
-        if not ctx.effects.collect_events:
-            conn.execute(text(delete_rows), args)
-        elif is_pg(conn):
-            # The restored records' gids come back as one text from the same statement.
-            _note_gids(conn, ctx, "UPDATE", conn.execute(text(
-                f"WITH gone AS ({delete_rows} RETURNING record_id) SELECT "
-                f"{dialect.joined(conn, _GID_OF.format('gone.record_id'))} FROM gone"
-            ), args).scalar_one())
-        else:
-            # SQLite cannot aggregate a RETURNING clause: the gids of the rows about to go are
-            # read first, in the same write transaction (so exactly those rows), as one text.
-            _note_gids(conn, ctx, "UPDATE", conn.execute(text(
-                f"SELECT {dialect.joined(conn, 'r.gid')} FROM json_each(:ids) AS j "
-                "CROSS JOIN record_deletion t CROSS JOIN record r "
-                "WHERE t.deleted_root = j.value AND r.id = t.record_id"
-            ), args).scalar_one())
-            conn.execute(text(delete_rows), args)
+        # The restored records' gids, read with the statement (see _write_noting).
+        _write_noting(conn, ctx, "UPDATE", delete_rows, args, sqlite_gids=(
+            f"SELECT {dialect.joined(conn, 'r.gid')} FROM json_each(:ids) AS j "
+            "CROSS JOIN record_deletion t CROSS JOIN record r "
+            "WHERE t.deleted_root = j.value AND r.id = t.record_id"))
         done += ok
         for rid in retry:
             failures.pop(rid, None)
