@@ -49,6 +49,10 @@ def events_cost(runs: list[dict[str, Any]]) -> list[tuple[str, str, str, float, 
             if r.get("events") == "on" and r.get("status") == "done" and key(r) in off]
 
 
+def _db_name(database: str) -> str:
+    return {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(database, database)
+
+
 def _n(value: Any, digits: int = 0) -> str:
     if value is None:
         return "–"
@@ -56,8 +60,7 @@ def _n(value: Any, digits: int = 0) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    db = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(report["database"],
-                                                              report["database"])
+    db = _db_name(report["database"])
     lines = [
         f"### The catalogue: {db}, {report['records']:,} records "
         f"({report['subtrees']:,} subtrees of 100, {report['links']} links), "
@@ -87,7 +90,7 @@ def markdown(report: dict[str, Any]) -> str:
         if r.get("items_failed"):
             status += f" ({r['items_failed']:,} items failed)"
         load = "/".join(f"{x:.1f}" for x in r.get("load", [])) or "–"
-        row_db = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(r["database"], db)
+        row_db = _db_name(r["database"])
         lines.append(
             f"| {r['job']} | {r['selection']} | {row_db} | {r['events']} | {_n(records)} "
             f"| {_n(r.get('job_s'), 2)} | {_n(r.get('records_per_s'))} | {_n(r.get('raw_s'), 3)} "
@@ -105,8 +108,7 @@ def markdown(report: dict[str, Any]) -> str:
             ratio = on_s / off_s if off_s else float("inf")
             meets = ("yes" if ratio <= EVENTS_LIMIT
                      else f"no: {ratio / EVENTS_LIMIT:.2f}x over {EVENTS_LIMIT:g}x")
-            name = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(database, database)
-            lines.append(f"| {job} | {selection} | {name} | {on_s:.2f} | {off_s:.2f} "
+            lines.append(f"| {job} | {selection} | {_db_name(database)} | {on_s:.2f} | {off_s:.2f} "
                          f"| {ratio:.2f} | {meets} |")
     lines += ["", "Targets: P10 rates (heads ≥ 300,000 rec/s SQLite, ≥ 100,000 PostgreSQL; one "
               "item per record and permanent delete ≥ 100,000 / ≥ 50,000), each job ≤ 3× its "
