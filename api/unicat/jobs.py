@@ -40,9 +40,9 @@ from bulkjobs.connections import get_synclog
 from bulkjobs.errors import BadRequest, NotFound, Unprocessable
 from bulkjobs.synclog.history import job_events
 from bulkjobs.tokens import renew, verify
-from models import failures
+from models import failures, job_list
 from models.job_detail import detail
-from models.jobs import PUBLIC_ONLY, Job, public_state
+from models.jobs import Job, public_state
 from models.pauses import is_paused
 from models.queries import records_public
 from models.records import Record, RecordTombstone
@@ -178,31 +178,13 @@ def jobs_detail(project: str, body: JobBody, actor: MemberDep, session: SessionD
 def jobs_list(project: str, body: JobsListBody, actor: MemberDep, session: SessionDep) -> Any:
     """The project's jobs, newest first, paged with ``page.cursor``; optionally only those of
     one status or kind, created in a time range, or whose token starts with a prefix."""
-    query = select(Job).options(*PUBLIC_ONLY).where(Job.project_gid == actor.project.gid)
-    if body.status:
-        query = query.where(Job.status == body.status)
-    if body.job is not None:
-        if body.job not in CATALOGUE:
-            raise BadRequest(f"unknown job {body.job!r}", info={"job": body.job})
-        query = query.where(Job.job == body.job)
-    if body.token_prefix:
-        query = query.where(col(Job.token).startswith(body.token_prefix, autoescape=True))
-    if body.created_after is not None:
-        query = query.where(Job.created_on >= body.created_after)
-    if body.created_before is not None:
-        query = query.where(Job.created_on < body.created_before)
-    if body.page_cursor:
-        created_on, token = cursors.decode(body.page_cursor, (float, str))
-        query = query.where((Job.created_on < created_on) |
-                            ((Job.created_on == created_on) & (Job.token < token)))
-    rows = session.execute(
-        query.order_by(Job.created_on.desc(), Job.token.desc()).limit(body.page_size + 1)
-    ).scalars().all()
-    page = rows[: body.page_size]
-    cursor = None
-    if len(rows) > body.page_size:
-        last = page[-1]
-        cursor = cursors.encode([last.created_on, last.token])
+    if body.job is not None and body.job not in CATALOGUE:
+        raise BadRequest(f"unknown job {body.job!r}", info={"job": body.job})
+    page, cursor = job_list.page(
+        session, project_gid=actor.project.gid, status=body.status, job=body.job,
+        token_prefix=body.token_prefix, created_after=body.created_after,
+        created_before=body.created_before, page_cursor=body.page_cursor,
+        page_size=body.page_size)
     return ok({"jobs": [job_public(j) for j in page], "page.cursor": cursor})
 
 
