@@ -149,7 +149,8 @@ def test_settings_or_exit_prints_one_line_and_exits_2(monkeypatch, capsys):
 
 PROCESSES = {
     "web": [str(BIN / "python"), "-m", "uvicorn", "api.app:app", "--port", "0"],
-    "worker": [str(BIN / "celery"), "-A", "worker.app", "worker", "--concurrency", "1"],
+    "worker": [str(BIN / "python"), "-m", "worker", "-E", "--concurrency", "1"],
+    "celery worker": [str(BIN / "celery"), "-A", "worker.app", "worker", "--concurrency", "1"],
     "beat": [str(BIN / "celery"), "-A", "worker.app", "beat"],
     "stream": [str(BIN / "python"), "-m", "stream"],
     "cli": [str(BIN / "bulkjobs"), "migrate"],
@@ -161,8 +162,9 @@ PROCESSES = {
                                              ("HEARTBEAT_INTERVAL", "-1"),
                                              ("REDIS_SENTINELS", "127.0.0.1:port")])
 def test_every_process_stops_at_start_on_a_bad_setting(tmp_path, process, name, value):
-    """The real command of each Procfile process (and the CLI) exits with status 2 before it
-    serves or runs anything, printing exactly one line, which names the setting."""
+    """The real command of each Procfile process (and the CLI, and the Celery worker as
+    ``celery`` starts it) exits with status 2 before it serves or runs anything, printing
+    exactly one line, which names the setting."""
     env = {**os.environ, "DATA_DIR": str(tmp_path), name: value}
     done = subprocess.run(PROCESSES[process], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)

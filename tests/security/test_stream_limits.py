@@ -38,10 +38,14 @@ def _replies(ws: Any, most: int) -> tuple[list[dict[str, Any]], int | None]:
     return out, None
 
 
+@pytest.mark.parametrize(("op", "answer"), [("unsubscribe", "unsubscribed"),
+                                             ("subscribe", "subscribed")])
 def test_a_flood_of_requests_is_refused_then_closed(seeded: SeedResult,
-                                                    monkeypatch: pytest.MonkeyPatch):
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    op: str, answer: str):
     """Far more requests in a burst than a connection may send per second: each beyond the
-    limit gets an error 429 instead of an answer, and the connection is closed with 4029."""
+    limit gets an error 429 instead of an answer, and the connection is closed with 4029 —
+    subscribes (each a database read) as much as unsubscribes."""
     _set(monkeypatch, stream_ops_per_second=5)
     project = seeded.projects[0].gid
     flood = 300
@@ -49,11 +53,12 @@ def test_a_flood_of_requests_is_refused_then_closed(seeded: SeedResult,
         ws = open_client(stream.url, jwt_of(seeded))
         try:
             for i in range(flood):
-                ws.send(json.dumps({"op": "unsubscribe", "project": project, "id": i}))
+                ws.send(json.dumps({"op": op, "project": project, "id": i}))
         except ConnectionClosed:
             pass  # closed before the flood was all sent: the replies are still read
         replies, closed = _replies(ws, flood)
-        served = [r for r in replies if r["op"] == "unsubscribed"]
+        replies = [r for r in replies if r["op"] != "sync"]
+        served = [r for r in replies if r["op"] == answer]
         refused = [r for r in replies if r["op"] == "error"]
         assert served and refused, replies[:20]
         assert all(r["code"] == 429 and r["retry_after"] == 1 for r in refused), refused[:3]
