@@ -1,32 +1,31 @@
 """Job commands: ``submit``, ``watch`` and the ``jobs`` group (``list``, ``cancel``,
-``failures``, ``retry``, ``pause``, ``resume``)."""
+``failures``, ``retry``, ``pause``, ``resume``; ``show`` is :mod:`cli.job_detail`)."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+import math
+import re
+from typing import Annotated, Any
 
 import typer
 
-from cli.common import JSON_OPTION, acting_user, err, print_rows, ready, when
+from cli.common import (
+    JSON_OPTION,
+    acting_user,
+    err,
+    job_project,
+    known_project,
+    print_rows,
+    ready,
+    refuse,
+    require_project,
+    when,
+)
 from models.jobs import JobStatus
 
-if TYPE_CHECKING:
-    from models.auth import User
-
-jobs_app = typer.Typer(help="List, cancel, pause and resume jobs, export and retry their "
+jobs_app = typer.Typer(help="List, show, cancel, pause and resume jobs, export and retry their "
                        "failed items.", no_args_is_help=True)
-
-
-def _require_project(user: User, project: str) -> None:
-    """Raise :class:`~bulkjobs.errors.Forbidden` unless ``user`` may act on ``project``."""
-    from sqlmodel import Session
-
-    from models.accounts import require_member, session_claims
-    from models.engine import get_engine
-
-    with Session(get_engine()) as session:
-        require_member(session, session_claims(user), project)
 
 
 def _stream_url() -> str:
@@ -113,13 +112,12 @@ def submit(
         raise typer.Exit(2) from None
     user = acting_user(username)
     try:
-        _require_project(user, project)
+        require_project(user, project)
         token = queue_job(project_gid=project, job=job, params=params,
                           actor={"type": "user", "id": user.gid}, log=get_synclog(),
                           enqueue=enqueue)
     except BulkJobsError as exc:
-        err.print(f"[red]{exc.message} {json.dumps(exc.info) if exc.info else ''}")
-        raise typer.Exit(2) from None
+        refuse(exc, 2)
     print(token)
     if watch:
         _watch(token, username, stream_url)
@@ -140,30 +138,85 @@ def watch(
 def jobs_list(
     project: Annotated[str | None, typer.Option(help="only this project")] = None,
     status: Annotated[JobStatus | None, typer.Option(help="only this status")] = None,
-    limit: Annotated[int, typer.Option(help="at most this many", min=1)] = 50,
+    job: Annotated[str | None, typer.Option(
+        help="only jobs of this kind, e.g. bulk_delete_records")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="created at or after: ISO time (local unless it names a zone) or epoch "
+             "seconds")] = None,
+    until: Annotated[str | None, typer.Option(help="created before: as --since")] = None,
+    prefix: Annotated[str | None, typer.Option(
+        help="only jobs whose token starts with this")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many (a page)", min=1,
+                                       max=1000)] = 50,
+    cursor: Annotated[str | None, typer.Option(
+        help="the next page: the cursor the previous page printed")] = None,
     as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
-    """The newest jobs as a table."""
-    from sqlalchemy import select
-    from sqlmodel import Session, col
+    """The newest jobs as a table, a page at a time; the next page's --cursor is printed
+    on stderr (exit 2: a bad filter or cursor)."""
+    from sqlmodel import Session
 
-    from models import Job
+    from bulkjobs.errors import BulkJobsError
+    from models import job_list
     from models.engine import get_engine
-    from models.jobs import PUBLIC_ONLY
 
+    filters = _list_filters(job, since, until, prefix)
     ready()
-    query = select(Job).options(*PUBLIC_ONLY).order_by(col(Job.created_on).desc()).limit(limit)
-    if project:
-        query = query.where(col(Job.project_gid) == project)
-    if status:
-        query = query.where(col(Job.status) == status)
-
-    with Session(get_engine()) as session:
-        jobs = session.execute(query).scalars().all()
+    try:
+        if project is not None:
+            known_project(project)
+        with Session(get_engine()) as session:
+            jobs, after = job_list.page(session, project_gid=project, status=status,
+                                        page_cursor=cursor, page_size=limit, **filters)
+    except BulkJobsError as exc:
+        refuse(exc, 2)
     print_rows(["token", "project", "job", "status", "total", "remaining", "failed", "created"],
                [[j.token, j.project_gid, j.job, j.status, (j.info or {}).get("total"),
                 (j.info or {}).get("remaining"), (j.info or {}).get("failed"),
                 when(j.created_on)] for j in jobs], as_json)
+    if after is not None:
+        err.print(f"next page: --cursor {after}")
+
+
+def _list_filters(job: str | None, since: str | None, until: str | None,
+                  prefix: str | None) -> dict[str, Any]:
+    """``jobs list``'s filters as :func:`models.job_list.page` takes them; exit 2 naming
+    the option for a bad one."""
+    from worker.jobs import CATALOGUE
+
+    if job is not None and job not in CATALOGUE:
+        err.print(f"[red]--job: unknown job {job!r}; the jobs are {', '.join(sorted(CATALOGUE))}")
+        raise typer.Exit(2)
+    if prefix is not None and not re.fullmatch(r"[0-9a-f-]{1,36}", prefix):
+        err.print(f"[red]--prefix: {prefix!r} is not the start of a token (0-9, a-f and -)")
+        raise typer.Exit(2)
+    filters: dict[str, Any] = {"job": job, "token_prefix": prefix}
+    for name, key, value in (("--since", "created_after", since),
+                             ("--until", "created_before", until)):
+        try:
+            filters[key] = None if value is None else parse_time(value)
+        except ValueError as exc:
+            err.print(f"[red]{name}: {exc}")
+            raise typer.Exit(2) from None
+    return filters
+
+
+def parse_time(value: str) -> float:
+    """Epoch seconds of ``value``: a number of epoch seconds, or an ISO 8601 date or time
+    (local time unless it names a zone).  Raises :class:`ValueError` saying what it takes."""
+    from datetime import datetime
+
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = datetime.fromisoformat(value.strip()).timestamp()
+        except ValueError:
+            raise ValueError(f"{value!r} is neither an ISO time (2026-01-31T12:00) nor epoch "
+                             "seconds") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{value!r} is not a time after 1970")
+    return seconds
 
 
 @jobs_app.command("cancel")
@@ -208,7 +261,7 @@ def jobs_failures(
     from models.failures import MAX_PAGE, page
 
     ready()
-    _job_project(token)
+    job_project(token)
     if not as_json:
         with get_engine().connect() as conn:
             rows = page(conn, token, size=MAX_PAGE)
@@ -245,34 +298,16 @@ def jobs_retry(
     from worker.rerun import retry_failed
 
     ready()
-    project = _job_project(token)
+    project = job_project(token)
     user = acting_user(username)
     try:
-        _require_project(user, project)
+        require_project(user, project)
         new = retry_failed(project_gid=project, token=token,
                            actor={"type": "user", "id": user.gid}, log=get_synclog(),
                            enqueue=enqueue_many)
     except BulkJobsError as exc:
-        err.print(f"[red]{exc.message} {json.dumps(exc.info) if exc.info else ''}")
-        raise typer.Exit(1) from None
+        refuse(exc, 1)
     print(new)
-
-
-def _job_project(token: str) -> str:
-    """The project of job ``token``; exit 1 when there is no such job."""
-    from sqlalchemy import select
-    from sqlmodel import col
-
-    from models import Job
-    from models.engine import get_engine
-
-    with get_engine().connect() as conn:
-        project = conn.execute(select(col(Job.project_gid))
-                               .where(col(Job.token) == token)).scalar()
-    if project is None:
-        err.print(f"[red]no job {token}")
-        raise typer.Exit(1)
-    return str(project)
 
 
 def _scope(project: str | None, every: bool) -> str:
