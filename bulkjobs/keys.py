@@ -79,6 +79,13 @@ def sync_spaces() -> str:
     return f"{prefix()}:sync:spaces"
 
 
+def revocations() -> str:
+    """The stream of revocation notices (a user's access was cut: disabled, ``ops`` taken
+    away, an API key revoked), which the stream relay reads with the sync streams
+    (:mod:`bulkjobs.revocations`)."""
+    return f"{prefix()}:revocations"
+
+
 def job_terminal(token: str) -> str:
     """Set once when a job's terminal event is appended, so it is appended exactly once."""
     return f"{prefix()}:job:{token}:terminal"

@@ -94,7 +94,7 @@ def _end_access(change, what: str, **name: str) -> None:  # type: ignore[no-unty
 @users_app.command("disable")
 def users_disable(username: Annotated[str, typer.Argument(help="the login name")]) -> None:
     """Disable a user: no more logins, and every token of theirs is refused from the next
-    request on (open websockets close within MEMBERSHIP_REFRESH seconds)."""
+    request on, and open websockets close before their next delivery."""
     from models.accounts import disable_user
 
     _end_access(disable_user, f"user [bold]{username}[/] disabled; their sessions are ended",
@@ -111,8 +111,8 @@ def users_enable(username: Annotated[str, typer.Argument(help="the login name")]
 
 @users_app.command("remove-ops")
 def users_remove_ops(username: Annotated[str, typer.Argument(help="the login name")]) -> None:
-    """Take the ops flag away: from the user's next request on (and on open websockets within
-    MEMBERSHIP_REFRESH seconds) they see their own projects only."""
+    """Take the ops flag away: from the user's next request on (and on open websockets before
+    their next delivery) they see their own projects only."""
     from models.accounts import remove_ops
 
     _end_access(remove_ops, f"user [bold]{username}[/] is no longer ops", username=username)
@@ -178,7 +178,7 @@ def apikeys_revoke(
     key_id: Annotated[str, typer.Argument(help="the key's id (see `apikeys list`)")],
 ) -> None:
     """Revoke an API key: it opens nothing any more, and the JWTs made from it are refused
-    from their next request on (open websockets close within MEMBERSHIP_REFRESH seconds)."""
+    from their next request on, and their open websockets close before their next delivery."""
     from models.accounts import revoke_api_key
 
     _end_access(revoke_api_key, f"API key [bold]{key_id}[/] revoked", key_id=key_id)

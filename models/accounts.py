@@ -1,7 +1,8 @@
 """Logging in: API keys and passwords to users; what a token may do, as the database says
 on every request (the user row's ``ops``, disabled users, ended sessions, revoked API keys,
-memberships); creating, disabling and revoking accounts and keys (the CLI).  Shared by every
-dialect and by the stream server."""
+memberships); creating, disabling and revoking accounts and keys (the CLI; a revocation is
+announced to the stream relays, :mod:`bulkjobs.revocations`).  Shared by every dialect and by
+the stream server."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Select, bindparam, literal, select, update
 from sqlmodel import Session, col
 
+from bulkjobs import revocations
 from bulkjobs.errors import BadRequest, BulkJobsError, Forbidden, NotFound, Unauthorized
 from bulkjobs.tokens import Claims, api_key_digest, check_password, hash_password, new_api_key
 from models.auth import ApiKey, Member, Project, User
@@ -275,10 +277,13 @@ def create_api_key(
 
 def disable_user(session: Session, *, username: str) -> User:
     """Disable a user and end every session of theirs (their token version is bumped): the
-    next request with any of their tokens is a 401, open websockets close at the stream's
-    next refresh.  :class:`NotFound` for an unknown user.  Commits."""
-    return _set_user(session, username, disabled=True,
+    next request with any of their tokens is a 401, and open websockets close before their
+    next delivery (:mod:`bulkjobs.revocations`).  :class:`NotFound` for an unknown user.
+    Commits, then announces the revocation."""
+    user = _set_user(session, username, disabled=True,
                      token_version=col(User.token_version) + 1)
+    revocations.announce(user.gid)
+    return user
 
 
 def enable_user(session: Session, *, username: str) -> User:
@@ -287,9 +292,12 @@ def enable_user(session: Session, *, username: str) -> User:
 
 
 def remove_ops(session: Session, *, username: str) -> User:
-    """Take the ``ops`` flag away: the user's next request (and the stream's next refresh)
-    acts as a plain member of their projects.  Commits."""
-    return _set_user(session, username, ops=False)
+    """Take the ``ops`` flag away: the user's next request, and their open websockets before
+    their next delivery, act as a plain member of their projects.  Commits, then announces
+    the revocation."""
+    user = _set_user(session, username, ops=False)
+    revocations.announce(user.gid)
+    return user
 
 
 def _set_user(session: Session, username: str, **values: Any) -> User:
@@ -302,11 +310,15 @@ def _set_user(session: Session, username: str, **values: Any) -> User:
 
 
 def revoke_api_key(session: Session, *, key_id: str) -> ApiKey:
-    """Delete an API key by its public id: it opens nothing any more, and the JWTs made from
-    it are refused at their next request.  :class:`NotFound` for an unknown id.  Commits."""
+    """Delete an API key by its public id: it opens nothing any more, the JWTs made from it
+    are refused at their next request and their websockets close before their next
+    delivery.  :class:`NotFound` for an unknown id.  Commits, then announces the
+    revocation."""
     key = session.execute(select(ApiKey).where(col(ApiKey.key_id) == key_id)).scalar_one_or_none()
     if key is None:
         raise NotFound(f"no API key {key_id!r}")
+    user_gid = key.user_gid  # read before the commit expires the deleted row
     session.delete(key)
     session.commit()
+    revocations.announce(user_gid)
     return key

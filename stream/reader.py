@@ -27,6 +27,14 @@ Contract
   trimmed past the reader).  The reader then calls ``sink.gap(space)`` *before* delivering
   anything after the hole; the server closes the affected connections with 4008 and, when
   they resume from their last cursor (now below the floor), tells them ``recovered: false``.
+* **Revocations.**  The same ``XREAD`` reads the stream of revocation notices
+  (:mod:`bulkjobs.revocations`), from the newest notice at the first connect on.  The users
+  a read's notices name are handed to ``sink.revoked`` (and awaited) *before* any event of
+  that read: an event appended after a notice is never read before it, so the sink has
+  re-judged those users' connections before it fans the event out.  A read that returns as
+  many notices as ``COUNT`` allows may have left later ones unread; its events are read
+  again with them.  Notices lost with Redis's data are not replayed: the sink's periodic
+  re-judging covers them.
 * **Replicas** (``SYNC_REPLICAS`` > 0, the default with Sentinel).  Events are handed to the
   sink only once that many replicas hold them (a fence write after each read, then ``WAIT``;
   :mod:`bulkjobs.synclog.replicas`), so an event a subscriber has seen survives a failover.
@@ -49,7 +57,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bulkjobs import keys
+from bulkjobs import keys, revocations
 from bulkjobs.connections import async_sentinel_pool
 from bulkjobs.settings import Settings
 from bulkjobs.synclog import (
@@ -80,6 +88,9 @@ class Sink(Protocol):
     def gap(self, space: str) -> None:
         """Events of ``space`` were lost before they could be read."""
 
+    async def revoked(self, users: set[str]) -> None:
+        """Revocation notices named ``users``; re-judge their connections now."""
+
 
 class Reader:
     """Reads the sync log and hands events to ``sink``.  Run :meth:`run` in one task."""
@@ -102,6 +113,8 @@ class Reader:
         self.max_backoff = max_backoff
         #: space -> last cursor handed to the sink
         self.positions: dict[str, int] = {}
+        #: id of the last revocation notice read (None until the first connect)
+        self.notices_after: str | None = None
         self.connected = False
         self.reconnects = 0
         self.lag = 0.0  # seconds between the append and the read of the newest event
@@ -181,11 +194,12 @@ class Reader:
             head = ("XREAD", "COUNT", self.count, "BLOCK", self.block_ms, "STREAMS")
             fence = ("HINCRBY", keys.sync_marks(keys.CC_SPACE), FENCE, 1)
             wait = wait_command(self.replicas, self.replica_timeout)
+            notices = keys.revocations()
             while not self.stopping:
                 self._sync_spaces()
                 names = [keys.sync_stream(s) for s in self.positions]
                 ids = [f"{c}-0" for c in self.positions.values()]
-                await conn.send_command(*head, *names, *ids)
+                await conn.send_command(*head, notices, *names, self.notices_after, *ids)
                 response = await conn.read_response()
                 if response and self.replicas:
                     # deliver only what the replicas hold: a write after the read, then WAIT
@@ -194,13 +208,20 @@ class Reader:
                     await conn.send_command(*wait)
                     await conn.read_response()
                     check_replicated(await conn.read_response(), self.replicas)
-                self._dispatch(response)
+                response, complete = await self._revocations(response, notices)
+                if complete:
+                    self._dispatch(response)
         finally:
             self._client_id = None
             await client.aclose()
 
     async def _resync(self, log: AsyncSyncLog) -> None:
-        """After (re)connecting: find spaces whose history lost events we had not read."""
+        """After (re)connecting: find spaces whose history lost events we had not read, and
+        where to read revocation notices from."""
+        newest = await log.r.xrevrange(keys.revocations(), count=1)
+        notice = _decoded(newest[0][0]) if newest else "0-0"
+        if self.notices_after is None or _stream_id(notice) < _stream_id(self.notices_after):
+            self.notices_after = notice  # first connect, or Redis lost the notices
         if keys.CC_SPACE not in self.positions:
             self.positions[keys.CC_SPACE] = (await log.cursors(keys.CC_SPACE))[0]
             return
@@ -226,12 +247,34 @@ class Reader:
             if space in wanted and space not in self.positions:
                 self.positions[space] = after
 
+    async def _revocations(self, response: Any, notices: str) -> tuple[Any, bool]:
+        """Hand the users of the notices in ``response`` to the sink; returns the rest of the
+        response and whether it may be dispatched (False: more notices may be waiting, so its
+        events are left to be read again after them)."""
+        if not response:
+            return response, True
+        if isinstance(response, dict):
+            rest: Any = dict(response)
+            entries = rest.pop(notices, None) or rest.pop(notices.encode(), None)
+        else:
+            entries, rest = None, []
+            for key, found in response:
+                if _decoded(key) == notices:
+                    entries = found
+                else:
+                    rest.append((key, found))
+        if not entries:
+            return rest, True
+        self.notices_after = _decoded(entries[-1][0])
+        await self.sink.revoked(revocations.users_of(entries))
+        return rest, len(entries) < self.count
+
     def _dispatch(self, response: Any) -> None:
         if not response:
             return
         items = response.items() if isinstance(response, dict) else response
         for key, entries in items:
-            space = keys.space_of(key.decode() if isinstance(key, bytes) else key)
+            space = keys.space_of(_decoded(key))
             pos = self.positions.get(space)
             if pos is None or not entries:
                 continue
@@ -278,3 +321,13 @@ class Reader:
             logger.debug("CLIENT UNBLOCK failed: %s", exc)
         finally:
             self._waking = False
+
+
+def _decoded(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``ms-seq``) as a pair that orders like the ids."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

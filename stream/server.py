@@ -37,6 +37,11 @@ Protocol choices the SPEC leaves open
 * Membership is re-read every ``MEMBERSHIP_REFRESH`` seconds and on every subscribe; a
   revoked project is unsubscribed and announced with ``{"op": "error", "code": 403,
   "project": …, "message": "membership revoked; unsubscribed"}``.
+* A revocation made with the CLI (``users disable``, ``users remove-ops``, ``apikeys
+  revoke``) is announced in Redis (:mod:`bulkjobs.revocations`); the reader hands the notice
+  over before any event appended after it, and the user's connections are judged again at
+  once (:meth:`StreamServer.revoked`), so no such event reaches them.  The periodic refresh
+  stays the safety net for a notice that could not be written.
 * The token is judged as the HTTP API judges it on every request
   (:func:`models.accounts.backed`), at ``auth``, on every subscribe and at every refresh:
   ``ops`` is what the user row says now, a token made from an API key sees that key's
@@ -96,6 +101,10 @@ TOO_MANY = 4029
 #: Events read per XRANGE while replaying (and drained before the next page).
 REPLAY_PAGE = 500
 
+#: Seconds a revocation notice's re-judging may take before the connections it concerns are
+#: closed instead (1013: try again later): the reader waits for it before delivering more.
+REVOKE_TIMEOUT = 5.0
+
 #: Redis connections the server uses for commands besides the reader's own.
 COMMAND_CONNECTIONS = 32
 
@@ -142,6 +151,9 @@ class StreamServer:
         self.registry.register(StreamCollector(self))
         self.slow_closed = 0
         self.gap_closed = 0
+        #: Revocation notices applied so far: a judgement read from the database before one
+        #: of them was applied may be older than the revocation, and is not applied.
+        self.revocations = 0
         self._server: Server | None = None
         self._background: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -232,6 +244,28 @@ class StreamServer:
         for peer in self.hub.gap(space):
             self.gap_closed += 1
             self._close(cast(Peer, peer), TOO_SLOW, "sync log lost events; resume from last cursor")
+
+    async def revoked(self, users: set[str]) -> None:
+        """Judge the connections of ``users`` again now (a revocation notice named them): the
+        reader delivers nothing more until they are narrowed or closed.  If the database does
+        not answer in time they are closed with 1013, so that nothing after the revocation
+        reaches them either way."""
+        peers = [p for p in cast(list[Peer], list(self.hub.subscribers)) if p.user in users]
+        if not peers:
+            return
+        logger.info("revocation notice for %d connection(s) of user(s) %s", len(peers),
+                    ", ".join(sorted(users)))
+        try:
+            async with asyncio.timeout(REVOKE_TIMEOUT):
+                verdicts = await asyncio.to_thread(access.recheck, {p.claims for p in peers})
+        except Exception as exc:
+            logger.warning("cannot judge connections after a revocation: %s; closing them", exc)
+            for peer in peers:
+                if peer in self.hub:
+                    self._close(peer, 1013, "access changed; reconnect")
+            return
+        self.revocations += 1
+        self._judge(peers, verdicts)
 
     @property
     def deliveries(self) -> int:
@@ -451,11 +485,15 @@ class StreamServer:
         """Judge ``claims`` for ``peer`` now (:func:`stream.access.admit`) and apply it: the
         connection's token, ``ops`` and visible projects (unsubscribing what it lost), or a
         close with 4001 (then False)."""
-        try:
-            now, allowed = await asyncio.to_thread(access.admit, claims)
-        except Unauthorized as exc:
-            self._close(peer, AUTH_FAILED, exc.message)
-            return False
+        while True:
+            seen = self.revocations
+            try:
+                now, allowed = await asyncio.to_thread(access.admit, claims)
+            except Unauthorized as exc:
+                self._close(peer, AUTH_FAILED, exc.message)
+                return False
+            if seen == self.revocations:
+                break  # else it may predate a revocation applied meanwhile: judge again
         self._apply(peer, now, allowed)
         return True
 
@@ -472,23 +510,30 @@ class StreamServer:
             peers = cast(list[Peer], list(self.hub.subscribers))
             if not peers:
                 continue
+            seen = self.revocations
             try:
                 verdicts = await asyncio.to_thread(access.recheck, {p.claims for p in peers})
             except Exception as exc:  # the database may be briefly unavailable; try again
                 logger.warning("membership refresh failed: %s", exc)
                 continue
-            for peer in peers:
-                verdict = verdicts.get(peer.claims)
-                if peer not in self.hub or verdict is None:  # re-authenticated meanwhile
-                    continue
-                if isinstance(verdict, Unauthorized):
-                    self._close(peer, AUTH_FAILED, verdict.message)
-                else:
-                    self._apply(peer, *verdict)
+            if seen != self.revocations:
+                continue  # read before a revocation applied meanwhile: it could undo it
+            self._judge(peers, verdicts)
             try:  # a "*" subscription may have gained projects
                 await self._read_new_spaces()
             except (RedisError, OSError) as exc:
                 logger.warning("cannot follow new project spaces yet: %s", exc)
+
+    def _judge(self, peers: list[Peer], verdicts: dict[Claims, access.Verdict]) -> None:
+        """Apply :func:`stream.access.recheck`'s verdicts: close with 4001, or narrow."""
+        for peer in peers:
+            verdict = verdicts.get(peer.claims)
+            if peer not in self.hub or verdict is None:  # re-authenticated meanwhile
+                continue
+            if isinstance(verdict, Unauthorized):
+                self._close(peer, AUTH_FAILED, verdict.message)
+            else:
+                self._apply(peer, *verdict)
 
     async def _read_new_spaces(self) -> None:
         """Have the reader follow, from their current cursors, the project spaces that some

@@ -1,19 +1,23 @@
 """Sessions end.  A JWT carries its id, its login time and its user's token version; renewal
 keeps the login time and no renewal outlives ``SESSION_MAX_AGE`` after it.  ``bulkjobs users
 disable``, ``apikeys revoke`` and ``users remove-ops`` take effect on the user's next request
-(a 401 with ``WWW-Authenticate``, so the official client drops its token) and close open
-websockets with 4001 within the stream's membership refresh."""
+(a 401 with ``WWW-Authenticate``, so the official client drops its token) and reach open
+websockets before their next delivery (closed with 4001, or the projects announced revoked):
+no event appended after the revocation reaches them."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any
 
 import jwt as pyjwt
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
 
 from bulkjobs import tokens
 from bulkjobs.settings import get_settings
@@ -22,6 +26,7 @@ from models.seed import SeedResult
 from tests.security.accounts import (
     claims_of,
     close_code,
+    events_until,
     queued_jobs,
     refused,
     revoked_projects,
@@ -30,7 +35,7 @@ from tests.security.accounts import (
 )
 from tests.security.conftest import call, jwt_of
 from tests.security.test_api_key_tokens import key_jwt
-from tests.stream.conftest import WAIT
+from tests.stream.conftest import WAIT, append_job
 from tests.stream.threaded import ThreadedServer, open_client
 
 
@@ -230,3 +235,84 @@ def test_users_remove_ops_narrows_an_open_websocket(stream: ThreadedServer, seed
     assert revoked_projects(ws, 2) == {p.gid for p in seeded.projects}
     assert subscribe(ws, seeded.projects[0].gid)["code"] == 403
     ws.close()
+
+
+# -- the CLI's revocations reach open websockets before their next delivery ---------------
+
+
+@pytest.fixture
+def unrefreshed(seeded: SeedResult):  # type: ignore[no-untyped-def]
+    """A real stream server whose periodic re-judging of connections waits an hour: what
+    reaches its connections right after a revocation is the revocation notice's doing."""
+    with ThreadedServer(membership_refresh=3600) as srv:
+        yield srv
+
+
+def _after_revocation(ws: ClientConnection, project: str, marker: int
+                      ) -> tuple[set[str], int | None, bool]:
+    """Read ``ws`` until it is closed, ``project`` is announced revoked, or the event
+    ``marker`` arrives: the projects announced revoked, the close code (None while open),
+    and whether ``marker`` arrived."""
+    revoked: set[str] = set()
+    deadline = time.monotonic() + 3 * WAIT  # a liveness bound
+    try:
+        while project not in revoked:
+            assert time.monotonic() < deadline, "neither revoked nor closed"
+            try:
+                msg = json.loads(ws.recv(timeout=0.5))
+            except TimeoutError:
+                continue
+            if msg["op"] == "error" and msg.get("code") == 403 and "project" in msg:
+                revoked.add(msg["project"])
+            elif msg["op"] == "sync" and marker in {e["cursor"] for e in msg["sync"]}:
+                return revoked, None, True
+    except ConnectionClosed:
+        return revoked, ws.close_code, False
+    return revoked, None, False
+
+
+def test_users_remove_ops_reaches_an_open_websocket_before_its_next_event(
+        unrefreshed: ThreadedServer, seeded: SeedResult):
+    """An event of a project appended at once after `users remove-ops` does not reach the
+    former ops user's "*": every project is announced revoked first."""
+    a = seeded.projects[0].gid
+    ws = open_client(unrefreshed.url, jwt_of(seeded, 2))
+    assert subscribe(ws, "*")["op"] == "subscribed"
+    events_until(ws, append_job(a, str(uuid.uuid4())))  # the control: A's events flow
+    cli("users", "remove-ops", seeded.users[2].username)
+    marker = append_job(a, str(uuid.uuid4()))
+    revoked, closed, delivered = _after_revocation(ws, a, marker)
+    assert not delivered and closed is None and a in revoked
+    assert revoked | revoked_projects(ws, 2 - len(revoked)) >= {p.gid for p in seeded.projects}
+    ws.close()
+
+
+def test_users_disable_reaches_an_open_websocket_before_its_next_event(
+        unrefreshed: ThreadedServer, seeded: SeedResult):
+    """An event of a project appended at once after `users disable` does not reach the
+    user's subscription to it: the connection is closed with 4001 first."""
+    a = seeded.projects[0].gid
+    ws = open_client(unrefreshed.url, jwt_of(seeded))
+    assert subscribe(ws, a)["op"] == "subscribed"
+    events_until(ws, append_job(a, str(uuid.uuid4())))  # the control
+    cli("users", "disable", seeded.users[0].username)
+    marker = append_job(a, str(uuid.uuid4()))
+    assert _after_revocation(ws, a, marker) == (set(), 4001, False)
+
+
+def test_apikeys_revoke_reaches_an_open_websocket_before_its_next_event(
+        unrefreshed: ThreadedServer, client: TestClient, seeded: SeedResult):
+    """An event of the key's project appended at once after `apikeys revoke` does not reach
+    a connection authenticated with a JWT made from the key: it is closed with 4001 first,
+    while the same user's password session keeps receiving the project's events."""
+    a = seeded.projects[0].gid
+    keyed = open_client(unrefreshed.url, key_jwt(client, seeded))
+    assert subscribe(keyed, a)["op"] == "subscribed"
+    owner = open_client(unrefreshed.url, jwt_of(seeded))
+    assert subscribe(owner, a)["op"] == "subscribed"
+    events_until(keyed, append_job(a, str(uuid.uuid4())))  # the control
+    cli("apikeys", "revoke", _key_id(a))
+    marker = append_job(a, str(uuid.uuid4()))
+    assert _after_revocation(keyed, a, marker) == (set(), 4001, False)
+    assert events_until(owner, marker)[-1]["cursor"] == marker
+    owner.close()

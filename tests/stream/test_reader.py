@@ -12,6 +12,7 @@ import redis
 
 from bulkjobs import keys
 from bulkjobs.connections import get_redis
+from bulkjobs.revocations import announce
 from bulkjobs.settings import get_settings
 from bulkjobs.synclog import Item
 from stream.reader import Reader
@@ -21,12 +22,14 @@ pytestmark = pytest.mark.anyio
 
 
 class ListSink:
-    """Records what the reader hands over, in order: ("events", space, cursors) / ("gap", space)."""
+    """Records what the reader hands over, in order: ("events", space, cursors) / ("gap",
+    space) / ("revoked", users joined by commas)."""
 
     def __init__(self) -> None:
         self.wanted: set[str] = set()
         self.calls: list[tuple[str, str, list[int]]] = []
         self.items: list[tuple[str, int, int]] = []  # (space, first, last cursor) per item
+        self.revocations: list[set[str]] = []
 
     def spaces(self) -> set[str]:
         return set(self.wanted)
@@ -39,6 +42,20 @@ class ListSink:
 
     def gap(self, space: str) -> None:
         self.calls.append(("gap", space, []))
+
+    async def revoked(self, users: set[str]) -> None:
+        self.calls.append(("revoked", ",".join(sorted(users)), []))
+        self.revocations.append(users)
+
+    def revoked_before(self, cursor: int) -> set[str]:
+        """The users of the notices handed over before the event ``cursor`` of cc."""
+        out: set[str] = set()
+        for kind, who, cursors in self.calls:
+            if kind == "events" and cursor in cursors:
+                return out
+            if kind == "revoked":
+                out.update(who.split(","))
+        raise AssertionError(f"event {cursor} was not handed over")
 
     def cursors(self, space: str) -> list[int]:
         return [c for kind, s, cs in self.calls if kind == "events" and s == space for c in cs]
@@ -152,6 +169,24 @@ async def test_data_loss_while_disconnected_is_found_on_reconnect(redis_client):
         log().cursors("cc")  # reseeds the counter and floor, as any client would
         get_redis().client_kill_filter(_id=reader._client_id)
         await until(lambda: ("gap", "cc", []) in sink.calls)
+
+
+async def test_revocation_notices_reach_the_sink_before_events_appended_after_them(
+        redis_client):
+    """Each revocation notice is handed over before any event appended after it (whether
+    they are read together or apart); notices from before the reader started are not."""
+    announce("before-start")
+    sink = ListSink()
+    reader = new_reader(sink)
+    async with running(reader):
+        announce("u1")
+        first = append_job("p", str(uuid.uuid4()))
+        announce("u2")
+        second = append_job("p", str(uuid.uuid4()))
+        await until(lambda: second in sink.cursors("cc"))
+    assert sink.revocations and set().union(*sink.revocations) == {"u1", "u2"}
+    assert sink.revoked_before(first) >= {"u1"}
+    assert sink.revoked_before(second) == {"u1", "u2"}
 
 
 async def test_reader_dies_loudly_on_a_non_connection_error(redis_client):

@@ -18,9 +18,11 @@ from tests.stream.conftest import WAIT
 
 
 class ThreadedServer:
-    """A :class:`StreamServer` on 127.0.0.1:<free port>, served by a thread of its own."""
+    """A :class:`StreamServer` on 127.0.0.1:<free port>, served by a thread of its own
+    (``membership_refresh`` seconds between its periodic re-judgings of every connection)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, membership_refresh: float = 0.5) -> None:
+        self.membership_refresh = membership_refresh
         self.ready = threading.Event()
         self.server: StreamServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -30,7 +32,8 @@ class ThreadedServer:
 
     async def _main(self) -> None:
         async with StreamServer(host="127.0.0.1", port=0, auth_timeout=2.0,
-                                membership_refresh=0.5, block_ms=200) as server:
+                                membership_refresh=self.membership_refresh,
+                                block_ms=200) as server:
             self.server, self.loop, self.stop = server, asyncio.get_running_loop(), asyncio.Event()
             self.ready.set()
             await self.stop.wait()
