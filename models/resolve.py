@@ -254,14 +254,11 @@ def resolve_in_slices(
     (a job's prepare step); returns how many there are.  ``each(conn)`` runs in every write
     transaction, ``last(conn, total)`` in the one that writes the last rows.  See the module
     docstring."""
-    if writers_file(engine) is None or _few(selection):
+    if writers_file(engine) is None or few_gids(selection):
         with engine.execution_options(writer=True).begin() as conn:
-            conn.execute(text("DELETE FROM job_item WHERE job_token = :t"), {"t": token})
-            total = resolve_into(conn, token=token, project_gid=project_gid,
-                                 selection=selection, mode=mode, reading=reading)
-            if prepare is not None:
-                prepare(conn, token, project_gid, selection)
-                total = _count(conn, token)
+            total = resolve_in(conn, token=token, project_gid=project_gid,
+                               selection=selection, mode=mode, reading=reading,
+                               prepare=prepare)
             if each is not None:
                 each(conn)
             if last is not None:
@@ -285,6 +282,22 @@ def resolve_in_slices(
     finally:
         conn.invalidate()  # closes the DBAPI connection, and the TEMP table with it
         conn.close()
+
+
+def resolve_in(
+    conn: Connection, *, token: str, project_gid: str, selection: Selection, mode: Mode,
+    reading: bool = False, prepare: Callable[[Connection, str, str, Selection], None] | None = None,
+) -> int:
+    """:func:`resolve_in_slices` in the caller's write transaction, for a selection bounded
+    by its size (:func:`few_gids`) or on PostgreSQL: ``token``'s ``job_item`` rows replaced
+    by the selection's items, then prepared; how many there are."""
+    conn.execute(text("DELETE FROM job_item WHERE job_token = :t"), {"t": token})
+    total = resolve_into(conn, token=token, project_gid=project_gid, selection=selection,
+                         mode=mode, reading=reading)
+    if prepare is not None:
+        prepare(conn, token, project_gid, selection)
+        total = _count(conn, token)
+    return total
 
 
 #: The TEMP table that stands in for ``job_item`` while a big selection is resolved, and
@@ -417,7 +430,7 @@ def delete_items(engine: Engine, token: str, *, each: Step | None = None,
     return in_slices(engine, step, limit=limit)
 
 
-def _few(selection: Selection) -> bool:
+def few_gids(selection: Selection) -> bool:
     """Plain gids only, at most :data:`FEW_GIDS` of them."""
     gids = 0
     for entry in selection.entries:

@@ -51,6 +51,9 @@ outbox = SyncOutbox.__table__
 SENT_MARGIN = 30.0
 #: Seconds the submitter has to append a job's ``queued`` event before the reaper does.
 QUEUED_EVENT_GRACE = 5.0
+#: Seconds a finished job's run has to append its terminal event and mark it announced
+#: (:mod:`worker.announced`) before the reaper does.
+ANNOUNCE_GRACE = 5.0
 
 
 def reap(
@@ -92,7 +95,7 @@ def reap(
         unannounced = [r[0] for r in conn.execute(
             select(jobs.c.token).where(
                 jobs.c.status.in_((DONE, REJECTED)), jobs.c.announced.is_(False),
-                jobs.c.finished_on < now - 5,
+                jobs.c.finished_on < now - ANNOUNCE_GRACE,
             ).limit(limit)
         )]
         undrained = [r[0] for r in conn.execute(

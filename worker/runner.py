@@ -9,7 +9,8 @@ Crash safety rests on the job row, not on the broker.  The parts, each with its 
 * **Resolution** (here) writes the selection into ``job_item``; the transaction that writes
   the last rows sets ``total`` and ``resolved`` (on SQLite the rows go in slices of short
   write transactions, see :func:`models.resolve.resolve_in_slices`; a crash in between starts
-  the resolution over).
+  the resolution over).  A selection of a few plain gids is resolved in the claim's own
+  transaction (:func:`_started_at_claim`).
 * **Batches** (:mod:`worker.batches`) are committed with their progress, result and events
   or not at all, so a run killed at any moment resumes at the first uncommitted batch and no
   item is processed twice.
@@ -19,8 +20,9 @@ Crash safety rests on the job row, not on the broker.  The parts, each with its 
 * **Heartbeat** (:mod:`worker.heartbeat`): threads that keep the lease fresh and send a
   progress event at least once a second.
 * **Terminal** (:mod:`worker.terminal`).  The terminal status commits first, then the
-  job's items are deleted, the terminal event is appended and ``announced`` is set; a crash
-  in between is repaired by the next claim attempt or by the reaper.
+  job's items are deleted, the terminal event is appended and ``announced`` is set (with the
+  process's next claim, :mod:`worker.announced`); a crash in between is repaired by the next
+  claim attempt or by the reaper.
 * **Failures and outages** (:mod:`worker.retry`).  A run that raises hands the job back and
   counts the failure on the job row; below ``max_retries`` the caller retries after a
   back-off, beyond it the job is rejected.  The database or Redis away is not the job's
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,9 +62,10 @@ from models.engine import (
 )
 from models.jobs import CANCELLED, PROCESSING
 from models.pauses import is_paused
-from models.resolve import resolve_in_slices
+from models.resolve import few_gids, resolve_in, resolve_in_slices
 from models.selection import Selection, parse_selection
 from models.selection_store import load as load_selection
+from worker.announced import ANNOUNCED
 from worker.batches import Batch, batch_step
 from worker.deps import Deps, RunConfig
 from worker.heartbeat import Heartbeat
@@ -103,6 +106,7 @@ def run(
     owner = owner or new_owner()
     sent_for = token
     with deps.write_engine.begin() as conn:
+        ANNOUNCED.write(conn)  # the process's jobs finished since its last claim
         # Two messages taken at once may both find the same job first in line — the job of
         # one of them or a third — and the one whose claim loses takes the next in line
         # instead (each statement sees what the other committed), so that no message is
@@ -116,7 +120,7 @@ def run(
             if got or token in tried:
                 break
             tried.add(token)
-        start = _start(conn, token) if got else None
+        start = _start(conn, token, owner) if got else None
     if start is None:
         logger.debug("job %s: not claimed (finished, paused, or leased by a live run)", token,
                      extra={"job": token})
@@ -147,18 +151,44 @@ def run(
 @dataclass(frozen=True, slots=True)
 class _Start:
     """What a run starts from, read in its claim's transaction: the job row, its stored
-    selection (until it is resolved) and the outbox rows an earlier run left."""
+    selection (until it is resolved) and the outbox rows an earlier run left.  ``started``:
+    the job was resolved and started in that transaction too (:func:`_started_at_claim`),
+    its ``job.processing`` webhook deliveries ``deliveries``."""
 
     row: JobRow
     selection: Any
     outbox: list[int]
+    started: bool = False
+    deliveries: tuple[int, ...] = ()
 
 
-def _start(conn: Connection, token: str) -> _Start:
+def _start(conn: Connection, token: str, owner: str) -> _Start:
     row = load(conn, token)
     assert row is not None, token  # claimed: the row is there
-    return _Start(row, None if row.resolved else stored_selection(conn, token),
-                  outbox_ids(conn, token))
+    start = _Start(row, None if row.resolved else stored_selection(conn, token),
+                   outbox_ids(conn, token))
+    return _started_at_claim(conn, token, owner, start) or start
+
+
+def _started_at_claim(conn: Connection, token: str, owner: str, start: _Start) -> _Start | None:
+    """A new job over a few plain gids (:func:`models.resolve.few_gids`) is resolved and
+    started in its claim's transaction: its resolution is bounded by its size, as a batch
+    is, and a small job spends no write transaction (on SQLite: no writers' turn) of its own
+    on it.  ``None`` for any other job, which :func:`_resolve` resolves after the claim."""
+    row, spec = start.row, CATALOGUE.get(start.row.job)
+    if (row.resolved or start.selection is None or spec is None or row.cancel_requested
+            or (row.info or {}).get(PAUSED)):
+        return None
+    try:
+        selection = load_selection(start.selection)
+    except ValueError:  # another version's: parsed after the claim (_selection)
+        return None
+    if not few_gids(selection):
+        return None
+    total = resolve_in(conn, token=token, project_gid=row.project_gid, selection=selection,
+                       mode=spec.mode, prepare=spec.prepare)
+    started, deliveries = _mark_started(conn, token, owner, total, time.time())
+    return _Start(started, None, start.outbox, started=True, deliveries=tuple(deliveries))
 
 
 def _run_claimed(
@@ -168,6 +198,8 @@ def _run_claimed(
     # Events an earlier run committed but could not append come first.
     drain_outbox(deps, token, ids=start.outbox)
     row = start.row
+    if start.started:
+        _announce_started(token, row, start.deliveries, publisher=publisher)
     if (row.info or {}).get(PAUSED):  # resumed while its last run stopped
         resumed = unmark(deps, token, owner)
         if resumed is not None:
@@ -276,26 +308,42 @@ def _resolve(deps: Deps, token: str, owner: str, row: JobRow, spec: JobSpec,
         commit(conn, token, owner, dict(heartbeat_on=time.time()))
 
     def resolved(conn: Connection, total: int) -> None:  # with the last slice
-        info = {"total": total, "remaining": total, "failed": 0, "errors": []}
-        commit(conn, token, owner, dict(
-            resolved=True, status=PROCESSING, started_on=now, updated_on=now, info=info,
-            position=0, heartbeat_on=time.time(),
-        ))
-        deliveries[:] = webhook_deliveries.outbox(conn, token, "job.processing")
-        now_started = load(conn, token)
-        assert now_started is not None, token  # claimed: the row is there
+        now_started, deliveries[:] = _mark_started(conn, token, owner, total, now)
         started[:] = [now_started]
 
     # In slices of short write transactions (models.resolve); a prepare step may add
     # items (e.g. tombstones of permanently deleted gids), and is counted in the total.
-    total = resolve_in_slices(deps.engine, token=token, project_gid=row.project_gid,
-                              selection=selection, mode=spec.mode, prepare=spec.prepare,
-                              each=leased, last=resolved)
-    kick(deliveries)
+    resolve_in_slices(deps.engine, token=token, project_gid=row.project_gid,
+                      selection=selection, mode=spec.mode, prepare=spec.prepare,
+                      each=leased, last=resolved)
     row = started[0]  # resolve_in_slices calls ``last`` in its last transaction
-    logger.info("job %s: processing %s items", token, total, extra={"job": token})
-    publisher.publish(state_of(row), force=True)
+    _announce_started(token, row, deliveries, publisher=publisher)
     return row
+
+
+def _mark_started(conn: Connection, token: str, owner: str, total: int,
+                  now: float) -> tuple[JobRow, list[int]]:
+    """Start a resolved job of ``total`` items (``processing``) in the transaction of its
+    last resolved rows, with its ``job.processing`` webhook deliveries; the started row and
+    the deliveries."""
+    info = {"total": total, "remaining": total, "failed": 0, "errors": []}
+    commit(conn, token, owner, dict(
+        resolved=True, status=PROCESSING, started_on=now, updated_on=now, info=info,
+        position=0, heartbeat_on=time.time(),
+    ))
+    deliveries = webhook_deliveries.outbox(conn, token, "job.processing")
+    row = load(conn, token)
+    assert row is not None, token  # claimed: the row is there
+    return row, deliveries
+
+
+def _announce_started(token: str, row: JobRow, deliveries: Sequence[int], *,
+                      publisher: Publisher) -> None:
+    """After the commit that started the job: its webhooks and its ``processing`` event."""
+    kick(deliveries)
+    logger.info("job %s: processing %s items", token, (row.info or {}).get("total"),
+                extra={"job": token})
+    publisher.publish(state_of(row), force=True)
 
 
 def _load(deps: Deps, token: str) -> JobRow:

@@ -4,8 +4,9 @@
   (:func:`worker.lease.finish`), with the job's items when they are few
   (:data:`~models.resolve.FEW_ITEMS`: a small job spends no transaction of its own on
   them); then the rest of the items are deleted (in slices), the terminal event is appended
-  with a once-key and ``announced`` is set (:func:`announce`).  A crash in between is
-  repaired by the next claim attempt or by the reaper, which call :func:`announce` again.
+  with a once-key and ``announced`` is set (:func:`announce`; by a run, with the process's
+  next claim, :mod:`worker.announced`).  A crash in between is repaired by the next claim
+  attempt or by the reaper, which call :func:`announce` again.
 * **Results.** A batch may produce the job's result (:class:`~worker.jobs.base.Result`); it
   is committed on the job row with the batch.  A failed result (status >= 400) ends the job
   ``rejected`` with ``info.error``, the result kept for the dialects (:func:`conclude`).
@@ -21,6 +22,7 @@ from sqlalchemy import Connection, update
 from models import webhook_deliveries
 from models.jobs import CANCELLED, DONE, PROCESSING, QUEUED, REJECTED, Job
 from models.resolve import FEW_ITEMS, delete_few_items, delete_items
+from worker.announced import ANNOUNCED
 from worker.deps import Deps
 from worker.jobs import JobSpec
 from worker.jobs.base import Result
@@ -37,11 +39,13 @@ jobs = Job.__table__
 
 
 def announce(deps: Deps, token: str, *, items_deleted: bool = False,
-             finished: StateRow | None = None) -> bool:
+             finished: StateRow | None = None, later: bool = False) -> bool:
     """Append the terminal event of a finished job if it has not been (idempotent).
     ``items_deleted``: its ``job_item`` rows went with its terminal state.  ``finished``:
     the row as the run's terminal transaction left it, that transaction having also deleted
-    the job's outbox rows (the run had appended their events): nothing to read first."""
+    the job's outbox rows (the run had appended their events): nothing to read first.
+    ``later``: ``announced`` is set with the process's next claim (:mod:`worker.announced`),
+    not in a transaction of its own."""
     row: JobRow | StateRow | None = finished
     if finished is None:
         with deps.engine.connect() as conn:
@@ -56,6 +60,9 @@ def announce(deps: Deps, token: str, *, items_deleted: bool = False,
     if not items_deleted:
         delete_items(deps.engine, token)
     append_state(deps.log, state_of(row))
+    if later:
+        ANNOUNCED.add(token, deps.side_engine)
+        return True
     with deps.write_engine.begin() as conn:
         conn.execute(update(jobs).where(jobs.c.token == token).values(announced=True))
     return True
@@ -84,7 +91,7 @@ def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *
         finished = load_state(conn, token)
     kick(deliveries)
     publisher.close()  # no heartbeat progress event may follow the terminal one
-    announce(deps, token, items_deleted=few, finished=finished)
+    announce(deps, token, items_deleted=few, finished=finished, later=True)
     logger.info("job %s: done", token, extra={"job": token})
     return DONE
 
@@ -130,7 +137,7 @@ def reject_run(deps: Deps, token: str, owner: str | None, info: dict[str, Any], 
     kick(deliveries)
     if publisher is not None:
         publisher.close()  # no heartbeat progress event may follow the terminal one
-    announce(deps, token, items_deleted=few, finished=finished)
+    announce(deps, token, items_deleted=few, finished=finished, later=publisher is not None)
     logger.info("job %s: rejected (%s)", token, error, extra={"job": token})
     return REJECTED
 

@@ -1,11 +1,13 @@
 """A small job's whole run in few transactions (``worker/runner.py``,
-``worker/terminal.py``): the claim, its resolution, its one batch, its terminal state (with
-its items) and the mark that it was announced — no batch that finds nothing left, no
-transaction of its own for a few items."""
+``worker/terminal.py``, ``worker/announced.py``): the claim with its resolution, its one
+batch, its terminal state (with its items) — no batch that finds nothing left, no
+transaction of its own for a few items' resolution, nor for the mark that it was
+announced, which goes with the process's next claim."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -24,6 +26,7 @@ from tests.worker.helpers import (
     records,
     space_events,
 )
+from worker import announced
 from worker.runner import run
 
 pytestmark = pytest.mark.services
@@ -46,15 +49,22 @@ def commits() -> Iterator[list[str]]:
         event.remove(engine, "commit", commit)
 
 
+@pytest.fixture
+def marks_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``announced`` marks wait for the next claim, however long it takes."""
+    monkeypatch.setattr(announced, "DUE_AFTER", 3600.0)
+
+
 @pytest.mark.parametrize("gids", [1, 3])
-def test_a_small_job_runs_in_five_write_transactions(
-        log: SyncLog, project: SeededProject, commits: list[str], gids: int) -> None:
+def test_a_small_job_runs_in_three_write_transactions(
+        log: SyncLog, project: SeededProject, commits: list[str], gids: int,
+        marks_wait: None) -> None:
     token = new_job(log, project, "bulk_delete_records", project.heads[:gids])
     commits.clear()
     assert run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
-    assert len(commits) == 5, commits  # claim, resolution, batch, terminal state, announced
+    assert len(commits) == 3, commits  # claim with resolution, batch, terminal state
     row = job_row(token)
-    assert row.status == "done" and row.info["remaining"] == 0 and row.announced
+    assert row.status == "done" and row.info["remaining"] == 0 and not row.announced
     with get_engine().connect() as conn:
         assert conn.execute(select(func.count()).select_from(JobItem)
                             .where(JobItem.job_token == token)).scalar_one() == 0
@@ -64,12 +74,34 @@ def test_a_small_job_runs_in_five_write_transactions(
     assert statuses[-1] == ("done", 0) and [s for s, _ in statuses].count("done") == 1
 
 
+def test_the_announced_mark_goes_with_the_next_claim(
+        log: SyncLog, project: SeededProject, commits: list[str], marks_wait: None) -> None:
+    first, second = (new_job(log, project, "bulk_delete_records", [h])
+                     for h in project.heads[:2])
+    assert run(first, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
+    assert not job_row(first).announced
+    commits.clear()
+    assert run(second, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
+    assert len(commits) == 3, commits  # the mark took no transaction of its own
+    assert job_row(first).announced and not job_row(second).announced
+
+
+def test_the_announced_mark_is_written_when_no_claim_follows(
+        log: SyncLog, project: SeededProject) -> None:
+    token = new_job(log, project, "bulk_delete_records", project.heads[:1])
+    assert run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
+    deadline = time.monotonic() + 60  # a liveness bound: the thread writes it at once
+    while not job_row(token).announced:
+        assert time.monotonic() < deadline, "the announced mark was never written"
+        time.sleep(0.05)
+
+
 def test_a_small_job_reads_nothing_outside_those_transactions(
         log: SyncLog, project: SeededProject) -> None:
-    """Its run reads the job row, the stored selection and the outbox in the claim's
-    transaction, the started row in the resolution's and the finished row in the terminal
-    state's: five transactions in all, reads included (the run's own thread; the heartbeat
-    threads read on their own)."""
+    """Its run reads the job row, the stored selection and the outbox, and resolves and
+    starts the job, in the claim's transaction, and reads the finished row in the terminal
+    state's: three transactions in all, reads included (the run's own thread; the heartbeat
+    and announcing threads read and write on their own)."""
     token = new_job(log, project, "bulk_delete_records", project.heads[:1])
     run_thread = threading.get_ident()
     begun: list[str] = []
@@ -84,8 +116,7 @@ def test_a_small_job_reads_nothing_outside_those_transactions(
         assert run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
     finally:
         event.remove(engine, "begin", begin)
-    assert len(begun) == 5, begun
-    assert job_row(token).announced
+    assert len(begun) == 3, begun
 
 
 def test_jobs_start_no_heartbeat_threads_of_their_own(

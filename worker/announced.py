@@ -1,0 +1,101 @@
+"""The ``announced`` marks of a process's finished jobs, written together, off the run's path.
+
+A run appends its job's terminal event under a once-key (:func:`worker.progress.append_state`),
+so the log holds it exactly once whoever appends it and however often.  The job row's
+``announced`` flag only tells the reaper that it need not append it (again): setting it is
+worth no write transaction of its own per job — on SQLite a turn of the one writer, for every
+small job.  So a run leaves its token here (:meth:`Announced.add`), and the marks are written
+with the process's next claim (:meth:`Announced.write`, in the claim's transaction) or, when
+no job follows within :data:`DUE_AFTER`, by a thread of their own, all of them in one
+statement.
+
+A process that dies first leaves its jobs unannounced for a moment: the reaper announces
+finished jobs left unannounced for longer than its grace (:data:`worker.reaper.ANNOUNCE_GRACE`,
+well above :data:`DUE_AFTER`), which appends nothing again (the once-key) and sets the flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from sqlalchemy import Connection, Engine, update
+
+from models.jobs import Job
+
+logger = logging.getLogger(__name__)
+jobs = Job.__table__
+
+#: Seconds a mark may wait for the process's next claim before its thread writes it.
+DUE_AFTER = 0.2
+
+
+class Announced:
+    """Tokens of jobs whose terminal event this process appended, their mark not yet written."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: list[str] = []
+        self._since = 0.0  # when the oldest waiting mark came
+        self._engine: Engine | None = None
+        self._pid: int | None = None
+        self._wake = threading.Event()
+
+    def add(self, token: str, engine: Engine) -> None:
+        """Mark ``token`` announced soon; ``engine`` writes it if no claim does first."""
+        with self._lock:
+            if self._pid != os.getpid():  # the first mark of this process (or forked child)
+                self._pid, self._tokens = os.getpid(), []
+                self._wake = threading.Event()
+                threading.Thread(target=self._loop, name="announced", daemon=True).start()
+            if not self._tokens:
+                self._since = time.monotonic()
+            self._tokens.append(token)
+            self._engine = engine
+        self._wake.set()
+
+    def write(self, conn: Connection) -> None:
+        """Write the waiting marks in the caller's write transaction (a claim's)."""
+        tokens = self._take()
+        if tokens:
+            _mark(conn, tokens)
+
+    def _take(self) -> list[str]:
+        with self._lock:
+            tokens, self._tokens = self._tokens, []
+            return tokens
+
+    def _loop(self) -> None:
+        wait: float | None = None  # until the oldest mark is due; None: until one comes
+        while True:
+            self._wake.wait(wait)
+            self._wake.clear()
+            with self._lock:
+                due = self._since + DUE_AFTER - time.monotonic() if self._tokens else None
+                engine = self._engine
+            if due is None or engine is None:
+                wait = None
+                continue
+            if due > 0:
+                wait = due
+                continue
+            wait = None
+            tokens = self._take()
+            if not tokens:
+                continue  # a claim wrote them meanwhile
+            try:
+                with engine.execution_options(writer=True).begin() as conn:
+                    _mark(conn, tokens)
+            except Exception:  # the reaper marks them (appending nothing again)
+                logger.warning("%d job(s) not marked announced; the reaper will", len(tokens),
+                               exc_info=True)
+
+
+def _mark(conn: Connection, tokens: list[str]) -> None:
+    conn.execute(update(jobs).where(jobs.c.token.in_(tokens)).values(announced=True))
+
+
+#: This process's waiting marks.
+ANNOUNCED = Announced()
