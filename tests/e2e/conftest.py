@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,21 @@ class System:
         wait_for(lambda: "ready." in proc.output(), f"celery {name}", proc=proc)
         self.procs[name] = proc
         return proc
+
+    @contextmanager
+    def own_worker(self, name: str, **env: str) -> Iterator[Proc]:
+        """A worker with ``env`` over the jobs' settings in place of the shared one, which is
+        stopped meanwhile (so that it takes none of the test's jobs) and started again after."""
+        shared = self.procs.pop("worker", None)
+        if shared is not None:
+            shared.stop()
+        try:
+            yield self.worker(name, **env)
+        finally:
+            own = self.procs.pop(name, None)
+            if own is not None:
+                own.stop()
+            self.worker()
 
     def stream(self, port: int | None = None) -> Proc:
         port = port or int(self.stream_url.rsplit(":", 1)[1].split("/")[0])
