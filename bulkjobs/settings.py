@@ -125,8 +125,14 @@ class Settings(BaseSettings):
     stream_max_replay: int = Field(default=100_000, alias="STREAM_MAX_REPLAY", ge=1)
     # Webhooks may point at loopback, private and link-local addresses (models.webhooks).
     webhooks_allow_private: bool = Field(default=False, alias="WEBHOOKS_ALLOW_PRIVATE")
-    # Seconds one delivery attempt may take (connecting, sending, the answer).
+    # Seconds one delivery attempt may take in all (looking up the host, connecting, sending,
+    # the answer's status, headers and body).
     webhook_timeout: float = Field(default=10.0, alias="WEBHOOK_TIMEOUT", gt=0, le=300)
+    # Seconds before a failed delivery's first retry; each next one waits twice as long, up
+    # to an hour, and a delivery is retried for three hours at least whatever this is
+    # (models.webhook_deliveries.backoff).
+    webhook_backoff_base: float = Field(default=10.0, alias="WEBHOOK_BACKOFF_BASE", gt=0,
+                                        le=3600)
     # Threads of the worker process's webhook deliveries' worker (0: none, see worker.__main__).
     webhook_concurrency: int = Field(default=4, alias="WEBHOOK_CONCURRENCY", ge=0, le=256)
 

@@ -11,8 +11,9 @@ is at least once.
 A sender first leases a delivery (:func:`lease`: its next attempt is moved past the
 attempt's time-out, so a second sender does not take it meanwhile, and a sender that dies
 leaves it due again later), then records the attempt (:func:`record`): status, duration,
-error.  A failed attempt is tried again after :data:`BACKOFF`'s next delay (some 2.6 hours
-in all); after the last one the delivery is ``failed``.
+error.  A failed attempt is tried again after the next delay of its back-off
+(:func:`backoff`: 10 s doubling up to an hour, eleven retries, 12,310 s or about 3 hours
+25 minutes in all by default); after the last one the delivery is ``failed``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,23 @@ from bulkjobs import cursors
 from models.jobs import Job
 from models.webhooks import Webhook
 
-#: Seconds before each retry of a failed attempt: 10 s doubling up to an hour, eleven in all.
-BACKOFF = (10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600)
+#: The longest wait between two attempts, and the least time a delivery is retried for.
+MAX_DELAY, RETRIED_FOR = 3600.0, 3 * 3600.0
+
+
+def backoff(base: float) -> tuple[float, ...]:
+    """Seconds before each retry of a failed attempt: ``base`` doubling up to
+    :data:`MAX_DELAY`, as many as it takes for them to add up to :data:`RETRIED_FOR` —
+    a shorter first delay (``WEBHOOK_BACKOFF_BASE``) gives more retries, never a shorter
+    time of trying."""
+    delays: list[float] = []
+    while sum(delays) < RETRIED_FOR:
+        delays.append(min(base * 2 ** len(delays), MAX_DELAY))
+    return tuple(delays)
+
+
+#: The default back-off: 10, 20, 40, … 2560, 3600, 3600 (eleven retries, 12,310 s in all).
+BACKOFF = backoff(10.0)
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 #: The longest error text kept for an attempt.
 MAX_ERROR = 500
@@ -71,7 +87,7 @@ class WebhookAttempt(SQLModel, table=True):
 
 deliveries = WebhookDelivery.__table__  # type: ignore[attr-defined]
 attempts = WebhookAttempt.__table__  # type: ignore[attr-defined]
-jobs = Job.__table__
+jobs = Job.__table__  # type: ignore[attr-defined]
 hooks = Webhook.__table__  # type: ignore[attr-defined]
 
 #: The job and the webhooks of its project, in one query (the project's webhooks by index).
@@ -132,11 +148,13 @@ def lease(engine: Engine, delivery_id: int, *, hold: float) -> dict[str, Any] | 
 
 
 def record(engine: Engine, delivery_id: int, *, started_on: float, duration_ms: float,
-           status_code: int | None, error: str | None) -> str:
-    """Record one attempt and what follows from it: ``delivered`` on a 2xx answer, else the
-    next attempt after :data:`BACKOFF`'s next delay, or ``failed`` after the last one.  The
+           status_code: int | None, error: str | None,
+           delays: Sequence[float] = BACKOFF) -> str:
+    """Record one attempt and what follows from it: ``delivered`` on a 2xx answer without an
+    error (an answer whose body did not come within the deadline is a time-out), else the
+    next attempt after the next of ``delays``, or ``failed`` after the last one.  The
     delivery's status after it."""
-    ok = status_code is not None and 200 <= status_code < 300
+    ok = status_code is not None and 200 <= status_code < 300 and not error
     with engine.begin() as conn:
         conn.execute(insert(attempts).values(
             delivery_id=delivery_id, started_on=started_on, duration_ms=duration_ms,
@@ -146,10 +164,10 @@ def record(engine: Engine, delivery_id: int, *, started_on: float, duration_ms: 
         now = time.time()
         if ok:
             status, values = DELIVERED, {"finished_on": now}
-        elif made > len(BACKOFF):
+        elif made > len(delays):
             status, values = FAILED, {"finished_on": now}
         else:
-            status, values = PENDING, {"next_attempt_on": now + BACKOFF[made - 1]}
+            status, values = PENDING, {"next_attempt_on": now + delays[made - 1]}
         conn.execute(update(deliveries).where(deliveries.c.id == delivery_id)
                      .values(status=status, attempts=made, **values))
     return status

@@ -17,8 +17,9 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from sqlalchemy import JSON, Column, func, select
 from sqlmodel import Field, Session, SQLModel, col
@@ -51,12 +52,13 @@ class Webhook(SQLModel, table=True):
 
 
 def resolve(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (an IP literal resolves to itself)."""
+    """Every address ``host`` resolves to (an IP literal resolves to itself), in the
+    resolver's order of preference."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise Unprocessable("The webhook's host does not resolve", info={"host": host}) from exc
-    return sorted({str(info[4][0]) for info in infos})
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def _public(address: str) -> bool:
@@ -67,11 +69,21 @@ def _public(address: str) -> bool:
                 or ip.is_reserved or ip.is_unspecified)
 
 
-def check_url(url: str, *, allow_private: bool, resolver: Resolver = resolve) -> None:
-    """Refuse (422) a URL the workers must not call: not ``http``/``https``, without a host,
-    with credentials in it, or (unless ``allow_private``) with a host that resolves to any
-    address that is not public.  Called when a webhook is made and again before each
-    delivery, as a name may resolve elsewhere later."""
+@dataclass(frozen=True)
+class Target:
+    """Where one delivery attempt goes: the URL's parts and the addresses its host resolved
+    to, every one of them checked; the attempt connects to these, never to the name again."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str  # with its query
+    addresses: tuple[str, ...]
+
+
+def _parts(url: str) -> tuple[SplitResult, int]:
+    """The URL's parts and port, or 422 for a URL no delivery may go to (whatever its host
+    resolves to)."""
     if len(url) > MAX_URL:
         raise Unprocessable(f"The webhook's URL is longer than {MAX_URL} characters")
     try:
@@ -85,13 +97,42 @@ def check_url(url: str, *, allow_private: bool, resolver: Resolver = resolve) ->
         raise Unprocessable("The webhook's URL has no host", info={"url": url})
     if parts.username is not None or parts.password is not None:
         raise Unprocessable("A webhook's URL may not carry credentials; sign with the secret")
-    if allow_private:
-        return
-    refused = [a for a in resolver(parts.hostname, port) if not _public(a)]
+    return parts, port
+
+
+def _check_addresses(host: str, addresses: Sequence[str]) -> None:
+    refused = [a for a in addresses if not _public(a)]
     if refused:
         raise Unprocessable("The webhook's host is a private, loopback or link-local address "
                             "(allowed only with WEBHOOKS_ALLOW_PRIVATE=true)",
-                            info={"host": parts.hostname, "addresses": refused})
+                            info={"host": host, "addresses": refused})
+
+
+def check_url(url: str, *, allow_private: bool, resolver: Resolver = resolve) -> None:
+    """Refuse (422) a URL the workers must not call: not ``http``/``https``, without a host,
+    with credentials in it, or (unless ``allow_private``) with a host that resolves to any
+    address that is not public.  Called when a webhook is made; each delivery attempt
+    checks again, through :func:`target`, as a name may resolve elsewhere later."""
+    parts, port = _parts(url)
+    if not allow_private:
+        _check_addresses(parts.hostname or "", resolver(parts.hostname or "", port))
+
+
+def target(url: str, *, allow_private: bool, resolver: Resolver = resolve) -> Target:
+    """The URL's host resolved once, and every address checked as :func:`check_url` does
+    (422 for a URL or an address it refuses, or a host that does not resolve).  Connecting
+    to these addresses, not to the name, is what keeps a name that resolves to a public
+    address for the check and to a private one a moment later (DNS rebinding) out."""
+    parts, port = _parts(url)
+    host = parts.hostname or ""
+    addresses = list(resolver(host, port))
+    if not addresses:
+        raise Unprocessable("The webhook's host does not resolve", info={"host": host})
+    if not allow_private:
+        _check_addresses(host, addresses)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(scheme=parts.scheme, host=host, port=port, path=path,
+                  addresses=tuple(addresses))
 
 
 def check_events(events: Sequence[str]) -> list[str]:

@@ -4,8 +4,9 @@ The deliveries are written by the job's own transactions (:func:`models.webhook_
 outbox`); :func:`kick` sends a task for each after that commit, and the periodic
 :func:`sweep_webhooks` sends one for every delivery that is due (a retry after its back-off,
 or one whose kick was lost with a crashed process).  :func:`deliver_webhook` leases the
-delivery, checks its URL again (a name may resolve elsewhere now), sends it once with a
-time-out and no redirects, and records the attempt.
+delivery for longer than an attempt may take, sends it once (:func:`worker.webhook_http.post`:
+the URL checked again, as a name may resolve elsewhere now, the checked address connected
+to, a deadline for the whole attempt, no redirects), and records the attempt.
 
 The tasks run on :func:`bulkjobs.keys.webhooks_queue`, which the Procfile's ``worker``
 process consumes with a Celery worker of its own (threads, see :mod:`worker.__main__`), not
@@ -18,17 +19,14 @@ import hashlib
 import hmac
 import logging
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 
-from bulkjobs.errors import BulkJobsError
 from bulkjobs.keys import webhooks_queue
 from bulkjobs.settings import get_settings
 from models import webhook_deliveries
 from models.engine import get_engine, get_write_engine
-from models.webhooks import check_url
 from worker.app import app
+from worker.webhook_http import post
 
 logger = logging.getLogger(__name__)
 
@@ -42,30 +40,9 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is the receiver's answer, not a place to go: it could point anywhere."""
-
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
-_opener = urllib.request.build_opener(_NoRedirects)
-
-
-def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float
-         ) -> tuple[int | None, str | None]:
-    """Send one attempt: the answer's status code (``None`` when there was none) and an
-    error text for anything but a 2xx."""
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "User-Agent": "bulkjobs-webhooks", **headers})
-    try:
-        with _opener.open(request, timeout=timeout) as answer:
-            answer.read(65_536)
-            return int(answer.status), None
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return None, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+#: Seconds a delivery's lease outlasts its attempt's deadline (``WEBHOOK_TIMEOUT``): time to
+#: record the attempt, so that the sweeper does not send it again while it is running.
+LEASE_MARGIN = 30.0
 
 
 @app.task(name="bulkjobs.deliver_webhook", ignore_result=True)
@@ -74,22 +51,20 @@ def deliver_webhook(delivery_id: int) -> str | None:
     delivery's status after it."""
     s = get_settings()
     taken = webhook_deliveries.lease(get_write_engine(), delivery_id,
-                                     hold=s.webhook_timeout + 30)
+                                     hold=s.webhook_timeout + LEASE_MARGIN)
     if taken is None:
         return None
     body = taken["body"].encode()
     started = time.time()
-    try:
-        check_url(taken["url"], allow_private=s.webhooks_allow_private)
-    except BulkJobsError as exc:
-        code, error = None, exc.message
-    else:
-        code, error = post(taken["url"], body, {
-            EVENT_HEADER: taken["event"], DELIVERY_HEADER: taken["delivery"],
-            SIGNATURE_HEADER: signature(taken["secret"], body)}, timeout=s.webhook_timeout)
+    answer = post(taken["url"], body, {
+        EVENT_HEADER: taken["event"], DELIVERY_HEADER: taken["delivery"],
+        SIGNATURE_HEADER: signature(taken["secret"], body)},
+        timeout=s.webhook_timeout, allow_private=s.webhooks_allow_private)
+    code, error = answer.status_code, answer.error
     status = webhook_deliveries.record(
         get_write_engine(), delivery_id, started_on=started,
-        duration_ms=round((time.time() - started) * 1000, 1), status_code=code, error=error)
+        duration_ms=round((time.time() - started) * 1000, 1), status_code=code, error=error,
+        delays=webhook_deliveries.backoff(s.webhook_backoff_base))
     logger.info("webhook delivery %s (%s of job %s): %s%s", taken["delivery"], taken["event"],
                 taken["job_token"], status, f" ({error})" if error else "")
     return status

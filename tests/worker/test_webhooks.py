@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import time
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlmodel import Session
 
 from bulkjobs.settings import get_settings
@@ -21,7 +22,8 @@ from models.seed import SeededProject
 from models.webhooks import create
 from tests.plans import captured, explained, violations
 from tests.worker.helpers import deps, do, new_job
-from tests.worker.receiver import receiver
+from tests.worker.receiver import DRIP, DRIP_ANSWER, DRIP_PAUSE, receiver
+from worker.tasks import expire_jobs
 from worker.terminal import reject
 from worker.webhooks import deliver_webhook, sweep_webhooks
 
@@ -189,3 +191,97 @@ def test_the_sweepers_and_the_pages_statements_use_their_indexes(
         with get_write_engine().begin() as conn:
             if conn.dialect.name == "sqlite":
                 conn.execute(text("DELETE FROM sqlite_stat1 WHERE tbl LIKE 'webhook%'"))
+
+
+def test_an_answer_dripped_a_byte_at_a_time_is_cut_off_at_the_deadline(
+        log: SyncLog, project: SeededProject, private_ok: None,
+        monkeypatch: pytest.MonkeyPatch):
+    """WEBHOOK_TIMEOUT bounds the whole attempt, not each read: a receiver that drips its
+    answer (a 200 in the end, some 25 s later) gets a time-out failure, due again after the
+    first back-off."""
+    monkeypatch.setattr(get_settings(), "webhook_timeout", 1.0)
+    with receiver(DRIP) as rx:
+        hook(project, rx.url, ["job.done"])
+        do(log, project, DELETE, [project.heads[0]])
+        [d] = deliveries()
+        assert deliver_webhook(d.id) == "pending"
+    assert len(rx.got) == 1
+    [a] = attempts(d.id)
+    assert a.status_code is None and a.error.startswith("timed out"), a.error
+    assert a.duration_ms < len(DRIP_ANSWER) * DRIP_PAUSE * 1000 / 2  # liveness: not the drip
+    with get_engine().connect() as conn:
+        assert wd.due(conn, now=time.time()) == []
+        assert wd.due(conn, now=time.time() + wd.BACKOFF[0] + 1) == [d.id]
+
+
+def resolving(monkeypatch: pytest.MonkeyPatch, name: str, *addresses: str) -> list[str]:
+    """``name`` resolves to ``addresses[0]`` the first time, to the next one the next time
+    and so on (the last repeated); the lookups made of it."""
+    real, lookups = socket.getaddrinfo, []
+
+    def getaddrinfo(host: str, port: object, *args: object, **kwargs: object) -> list[Any]:
+        if host != name:
+            return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        address = addresses[min(len(lookups), len(addresses) - 1)]
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return lookups
+
+
+def test_an_attempt_connects_to_the_address_it_checked(
+        log: SyncLog, project: SeededProject, monkeypatch: pytest.MonkeyPatch):
+    """The host is looked up once per attempt: a name that resolves to a public address for
+    the check and to loopback a moment later (DNS rebinding) is sent to the public address,
+    never to the receiver on loopback."""
+    monkeypatch.setattr(get_settings(), "webhook_timeout", 1.0)
+    with receiver(200, host="rebinding.example") as rx:
+        hook(project, rx.url, ["job.done"])
+        do(log, project, DELETE, [project.heads[0]])
+        [d] = deliveries()
+        lookups = resolving(monkeypatch, "rebinding.example", "93.184.215.14", "127.0.0.1")
+        assert deliver_webhook(d.id) == "pending"
+    assert rx.got == [] and lookups == ["rebinding.example"]
+    [a] = attempts(d.id)
+    assert a.status_code is None and "93.184.215.14" in a.error, a.error
+
+
+def test_a_named_host_is_connected_to_by_address_and_named_in_the_host_header(
+        log: SyncLog, project: SeededProject, private_ok: None,
+        monkeypatch: pytest.MonkeyPatch):
+    """With private addresses allowed, a name that resolves to loopback is delivered to
+    there, looked up once, with ``Host`` naming the URL's host and port."""
+    with receiver(204, host="receiver.example") as rx:
+        hook(project, rx.url, ["job.done"])
+        do(log, project, DELETE, [project.heads[0]])
+        [d] = deliveries()
+        lookups = resolving(monkeypatch, "receiver.example", "127.0.0.1")
+        assert deliver_webhook(d.id) == "delivered"
+    [got] = rx.got
+    assert got.headers["host"] == rx.url.split("/")[2] and lookups == ["receiver.example"]
+
+
+def test_deliveries_go_with_their_job_after_job_retention_days(
+        log: SyncLog, project: SeededProject, private_ok: None):
+    """``expire_jobs`` removes a job that ended JOB_RETENTION_DAYS ago with its deliveries
+    and their attempts; a recent job's stay."""
+    with receiver(200) as rx:
+        hook(project, rx.url, ["job.processing", "job.done"])
+        old, _ = do(log, project, DELETE, [project.heads[0]])
+        recent, _ = do(log, project, DELETE, [project.heads[1]])
+        assert [deliver_webhook(d.id) for d in deliveries()] == ["delivered"] * 4
+    age = get_settings().job_retention_days * 86_400 + 60
+    with get_write_engine().begin() as conn:
+        conn.execute(update(wd.jobs).where(wd.jobs.c.token == old).values(
+            finished_on=wd.jobs.c.finished_on - age))
+        conn.execute(update(wd.deliveries).where(wd.deliveries.c.job_token == old).values(
+            created_on=wd.deliveries.c.created_on - age))
+    gone = [d.id for d in deliveries() if d.job_token == old]
+    assert expire_jobs() == 1
+    assert {d.job_token for d in deliveries()} == {recent}
+    with get_engine().connect() as conn:
+        assert conn.execute(select(func.count()).select_from(wd.attempts).where(
+            wd.attempts.c.delivery_id.in_(gone))).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(wd.attempts)).scalar_one() == 2
+        assert conn.execute(select(wd.jobs.c.token)).scalars().all() == [recent]
