@@ -60,13 +60,14 @@ _STATUS = {"live": live_sql("r"), "deleted": deleted_sql("r")}
 
 def resolve_into(
     conn: Connection, *, token: str, project_gid: str, selection: Selection, mode: Mode,
-    reading: bool = False,
+    reading: bool = False, count: bool = True,
 ) -> int:
-    """Insert the selection's items into ``job_item`` for ``token``; returns how many."""
-    orderings = _orderings(conn, project_gid)
+    """Insert the selection's items into ``job_item`` for ``token``; returns how many
+    (``count=False``: 0, not counted)."""
+    orderings = _orderings(conn, project_gid, selection)
     for entry in _runs(selection.entries):
         _resolve(conn, token, project_gid, entry, selection.kind, mode, reading, orderings)
-    return _count(conn, token)
+    return _count(conn, token) if count else 0
 
 
 def resolve_counted(
@@ -75,7 +76,7 @@ def resolve_counted(
     """:func:`resolve_into` of a record selection, returning how many items each entry of
     the selection (each plain gid is one) added: an item that several entries match counts
     for the first of them."""
-    orderings = _orderings(conn, project_gid)
+    orderings = _orderings(conn, project_gid, selection)
     counts: list[int] = []
     for entry in _runs(selection.entries):
         before = _last_id(conn, token)
@@ -118,7 +119,10 @@ def _resolve(
                        kind=kind, mode=mode)
 
 
-def _orderings(conn: Connection, project_gid: str) -> dict[str, str]:
+def _orderings(conn: Connection, project_gid: str, selection: Selection) -> dict[str, str]:
+    """The project's channel orderings, which children entries may name (none else read)."""
+    if not any(isinstance(entry, Children) for entry in selection.entries):
+        return {}
     project = conn.execute(
         text("SELECT orderings FROM project WHERE gid = :p"), {"p": project_gid}
     ).first()
@@ -293,8 +297,8 @@ def resolve_in(
     by the selection's items, then prepared; how many there are."""
     conn.execute(text("DELETE FROM job_item WHERE job_token = :t"), {"t": token})
     total = resolve_into(conn, token=token, project_gid=project_gid, selection=selection,
-                         mode=mode, reading=reading)
-    if prepare is not None:
+                         mode=mode, reading=reading, count=prepare is None)
+    if prepare is not None:  # it may add items: counted after it
         prepare(conn, token, project_gid, selection)
         total = _count(conn, token)
     return total

@@ -471,13 +471,21 @@ def delete_prepare(conn: Connection, token: str, project_gid: str, selection: Se
     never deleted before a selected ancestor, whose deletion takes it along (it counts as
     done, see :func:`delete_batch`): every selected subtree is one generation, whatever the
     order of the selection and wherever the batches fall."""
-    parents_first(conn, token)
+    if not _one_gid(selection):  # one record has no order to fix
+        parents_first(conn, token)
+
+
+def _one_gid(selection: Selection) -> bool:
+    """The selection is one plain gid: at most one item, whose order is all there is."""
+    entries = selection.entries
+    return len(entries) == 1 and isinstance(entries[0], Gids) and len(entries[0].gids) == 1
 
 
 def undelete_prepare(conn: Connection, token: str, project_gid: str, selection: Selection
                      ) -> None:
     """Prepare step of ``bulk_undelete_records``: parents first, then tombstoned gids."""
-    parents_first(conn, token)
+    if not _one_gid(selection):
+        parents_first(conn, token)
     add_tombstoned(conn, token, project_gid, selection)
 
 
