@@ -118,7 +118,16 @@ def print_rows(columns: list[str], rows: list[list[object]], as_json: bool) -> N
             column.min_width = max([len(str(row[columns.index(name)])) for row in rows] + [1])
     for row in rows:
         table.add_row(*(cell(v) for v in row))
-    Console().print(table)
+    console_at_least(sum(c.min_width or 1 for c in table.columns) + 3 * len(columns) + 1
+                     ).print(table)
+
+
+def console_at_least(width: int) -> Console:
+    """A stdout console at least ``width`` wide: a table narrower than its whole columns
+    would cut them, so on a narrow terminal it keeps the width they need and the terminal
+    wraps its lines instead."""
+    console = Console()
+    return console if console.width >= width else Console(width=width)
 
 
 def cell(value: object) -> str:

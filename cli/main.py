@@ -1,5 +1,6 @@
 """The ``bulkjobs`` command line (typer): the app, its log set-up, the schema and demo-data
-commands, and the command groups of :mod:`cli.jobs`, :mod:`cli.accounts` and :mod:`cli.ops`.
+commands, and the command groups of :mod:`cli.jobs` (with :mod:`cli.job_detail`),
+:mod:`cli.webhooks`, :mod:`cli.records`, :mod:`cli.accounts` and :mod:`cli.ops`.
 Every command migrates the schema first, so each works on an empty database."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli import accounts, jobs, ops
+from cli import accounts, job_detail, jobs, ops, records, webhooks
 from cli.common import err, ready
 
 app = typer.Typer(help="bulkjobs: bulk content jobs with a live, resumable event stream.",
@@ -102,7 +103,10 @@ def token(
 app.command()(jobs.submit)
 app.command()(jobs.watch)
 app.command()(ops.stats)
+jobs.jobs_app.command("show")(job_detail.show)
 app.add_typer(jobs.jobs_app, name="jobs")
+app.add_typer(webhooks.webhooks_app, name="webhooks")
+app.add_typer(records.records_app, name="records")
 app.add_typer(accounts.users_app, name="users")
 app.add_typer(accounts.apikeys_app, name="apikeys")
 

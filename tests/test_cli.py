@@ -335,7 +335,7 @@ def test_every_listing_has_json_and_prints_tokens_whole(demo):
     assert [j["token"] for j in jobs] == [token]
     assert jobs[0]["status"] == "queued" and jobs[0]["project"] == project["gid"]
     narrow = cli("jobs", "list", env={"COLUMNS": "40"})
-    assert narrow.exit_code == 0 and token in narrow.stdout
+    assert narrow.exit_code == 0 and token in narrow.stdout and project["gid"] in narrow.stdout
     users = json.loads(cli("users", "list", "--json").stdout)
     assert sorted(u["username"] for u in users) == sorted(u["username"] for u in demo["users"])
     assert all(u["gid"] in cli("users", "list", env={"COLUMNS": "40"}).stdout for u in users)
