@@ -32,6 +32,16 @@ def timing(job: dict[str, Any], *, now: float) -> dict[str, Any]:
     return {"processed": processed, "duration": duration, "rate": rate}
 
 
+def seconds_text(seconds: float) -> str:
+    """A duration as the dashboard writes it: ``0.42 s``, ``12 s``, ``3 min 5 s``, ``2 h 4 min``."""
+    if seconds < 60:
+        return f"{seconds:.{2 if seconds < 1 else 1 if seconds < 10 else 0}f} s"
+    minutes, hours = int(seconds // 60), int(seconds // 3600)
+    if hours:
+        return f"{hours} h {minutes % 60} min"
+    return f"{minutes} min {round(seconds % 60)} s"
+
+
 def show(
     token: Annotated[str, typer.Argument(help="the job token")],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -71,8 +81,8 @@ def _print_detail(job: dict[str, Any]) -> None:
         ("created", when(job["created_on"])),
         ("started", job["started_on"] and when(job["started_on"])),
         ("finished", job["finished_on"] and when(job["finished_on"])),
-        ("duration", None if job["duration"] is None else f"{job['duration']:.1f} s"),
-        ("rate", None if job["rate"] is None else f"{job['rate']:.1f} items/s"),
+        ("duration", None if job["duration"] is None else seconds_text(job["duration"])),
+        ("rate", None if job["rate"] is None else f"{job['rate']:,.1f} items/s"),
         ("total", info.get("total")), ("remaining", info.get("remaining")),
         ("processed", job["processed"]), ("failed", info.get("failed")),
         ("selection", json.dumps(job["selection"])),

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from bulkjobs.connections import get_synclog
-from cli.job_detail import timing
+from cli.job_detail import seconds_text, timing
 from cli.main import app
 from models import Job
 from models.engine import get_engine
@@ -110,3 +110,11 @@ def test_timing_reckons_like_the_dashboard(changes: dict[str, Any],
     """Processed items, seconds run and rate: a run ends when the job finished, at its last
     update for a finished job without finished_on, else now."""
     assert timing({**BASE, **changes}, now=120.0) == expected
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0.004, "0.00 s"), (0.42, "0.42 s"), (3.25, "3.2 s"), (12.4, "12 s"), (59.4, "59 s"),
+    (185, "3 min 5 s"), (7440, "2 h 4 min"),
+])
+def test_seconds_text_writes_durations_like_the_dashboard(seconds: float, text: str) -> None:
+    assert seconds_text(seconds) == text
