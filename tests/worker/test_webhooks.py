@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import socket
 import time
 from typing import Any
@@ -23,6 +24,7 @@ from models.webhooks import create
 from tests.plans import captured, explained, violations
 from tests.worker.helpers import deps, do, new_job
 from tests.worker.receiver import DRIP, DRIP_ANSWER, DRIP_PAUSE, receiver
+from worker.__main__ import deliveries_hostname
 from worker.tasks import expire_jobs
 from worker.terminal import reject
 from worker.webhooks import deliver_webhook, sweep_webhooks
@@ -285,3 +287,20 @@ def test_deliveries_go_with_their_job_after_job_retention_days(
             wd.attempts.c.delivery_id.in_(gone))).scalar_one() == 0
         assert conn.execute(select(func.count()).select_from(wd.attempts)).scalar_one() == 2
         assert conn.execute(select(wd.jobs.c.token)).scalars().all() == [recent]
+
+
+@pytest.mark.parametrize(("argv", "name"), [
+    (["-E", "--hostname", "worker-8001@%h"], "webhooks-worker-8001@%h"),
+    (["--hostname=worker-a@%h", "-E"], "webhooks-worker-a@%h"),
+    (["-n", "w1@host"], "webhooks-w1@host"),
+    (["-nw2@host"], "webhooks-w2@host"),
+])
+def test_the_deliveries_worker_is_named_after_the_jobs_worker(argv: list[str], name: str):
+    """Two worker processes on one host (``worker-${PORT}@%h``) never share a deliveries'
+    worker name."""
+    assert deliveries_hostname(argv) == name
+
+
+def test_without_a_jobs_worker_name_the_deliveries_worker_takes_its_process_id():
+    """No ``--hostname``: the deliveries' worker is named after this process's id."""
+    assert deliveries_hostname(["-E", "--loglevel", "INFO"]) == f"webhooks-{os.getpid()}@%h"
