@@ -156,7 +156,9 @@ def _queue_revert(session: Session, actor: Actor, record: str, version: int,
 def _job_now(session: Session, token: str) -> Job:
     """The job as it is now (a fresh snapshot); the connection is handed back after."""
     session.commit()
-    job = session.get(Job, token)
+    # Read again even when the session holds the job already: a retry under an
+    # Idempotency-Key reads it before its wait too, and commits here expire nothing.
+    job = session.get(Job, token, populate_existing=True)
     session.commit()
     if job is None:  # written by queue_job; only a wiped database loses it
         raise NotFound("The revert job is gone", info={"job": token})
