@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     beat_lease_ttl: float = Field(default=10.0, alias="BEAT_LEASE_TTL", ge=1)
     # A run gives a job back and re-queues it after this many seconds (fairness).
     slice_seconds: float = Field(default=5.0, alias="SLICE_SECONDS", gt=0)
+    #: Seconds a worker process that finished a job goes on with the next jobs in line of
+    #: its project, without their messages (worker.follow); 0: off.
+    follow_seconds: float = Field(default=1.0, alias="FOLLOW_SECONDS", ge=0)
     record_events: bool = Field(default=True, alias="RECORD_EVENTS")
     # Finished jobs (and what is kept of them) are removed this many days after they ended.
     job_retention_days: float = Field(default=30.0, alias="JOB_RETENTION_DAYS", gt=0)

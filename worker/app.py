@@ -114,10 +114,11 @@ def _worker_connections(**_: object) -> None:
     use_file_temp_store()
 
 
-def enqueue(token: str) -> None:
-    """Send the job's task; the message carries only the token (and when it was sent)."""
+def enqueue(token: str, *, countdown: int | None = None) -> None:
+    """Send the job's task (due in ``countdown`` seconds, or now); the message carries only
+    the token (and when it was sent)."""
     app.send_task("bulkjobs.run_job", args=[token], queue=jobs_queue(), **_reprs(token),
-                  headers=sent_header())
+                  headers=sent_header(), countdown=countdown)
 
 
 def enqueue_many(tokens: Sequence[str]) -> None:

@@ -35,6 +35,10 @@ class RunConfig:
     record_events: bool = False
     # Unexpected failures retried before the job is rejected (SPEC §6: up to 3 times).
     max_retries: int = 3
+    # Seconds a process that finished a job goes on with the next jobs in line of its
+    # project before it returns to the broker (:mod:`worker.follow`); the worker takes it
+    # from the settings (FOLLOW_SECONDS).  Off here: a runner driven directly runs its job.
+    follow_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -94,11 +94,15 @@ def first_in_line(conn: Connection, token: str, *, stale_after: float,
         or (takeover is not None and row.owner == takeover))
     if claimable and row.attempts > 0:
         return token
-    first = conn.execute(select(jobs.c.token).where(
-        jobs.c.status == QUEUED, jobs.c.project_gid == row.project_gid, jobs.c.attempts == 0,
+    return first_unstarted(conn, row.project_gid) or token
+
+
+def first_unstarted(conn: Connection, project_gid: str) -> str | None:
+    """The oldest job of the project that no run has started (nor asked to cancel), if any."""
+    return conn.execute(select(jobs.c.token).where(
+        jobs.c.status == QUEUED, jobs.c.project_gid == project_gid, jobs.c.attempts == 0,
         jobs.c.owner.is_(None), jobs.c.cancel_requested.is_(False),
     ).order_by(jobs.c.created_on, jobs.c.token).limit(1)).scalar()
-    return first or token
 
 
 def commit(conn: Connection, token: str, owner: str, values: dict[str, Any]) -> None:

@@ -13,10 +13,11 @@ from bulkjobs.connections import get_synclog
 from bulkjobs.settings import get_settings
 from models import idempotency, webhook_deliveries
 from models.engine import get_write_engine
-from models.jobs import expire_finished
+from models.jobs import DONE, REJECTED, expire_finished
 from worker import reaper, runner
 from worker.app import app, enqueue, oldest_waiting
 from worker.deps import Deps, RunConfig
+from worker.follow import follow
 from worker.lease import new_owner
 from worker.retry import RetryLater, backoff, unavailable
 
@@ -36,6 +37,7 @@ def run_config() -> RunConfig:
         progress_interval=s.progress_interval,
         heartbeat_interval=s.heartbeat_interval, stale_after=s.stale_after,
         slice_seconds=s.slice_seconds, record_events=s.record_events,
+        follow_seconds=s.follow_seconds,
     )
 
 
@@ -63,9 +65,10 @@ def run_job(self, token: str, takeover: str | None = None) -> str:  # type: igno
     def claimed() -> None:
         held[0] = owner
 
+    deps, cfg = Deps.default(get_synclog()), run_config()
     try:
-        return runner.run(token, deps=Deps.default(get_synclog()), cfg=run_config(),
-                          requeue=enqueue, owner=owner, takeover=takeover, claimed=claimed)
+        outcome = runner.run(token, deps=deps, cfg=cfg, requeue=enqueue, owner=owner,
+                             takeover=takeover, claimed=claimed)
     except RetryLater as later:
         # The limit is the job row's failure count (the runner rejects beyond it), not
         # Celery's per-message count: always allow this retry.  While the database is away
@@ -84,6 +87,10 @@ def run_job(self, token: str, takeover: str | None = None) -> str:  # type: igno
         raise _retry(self, exc=exc, kwargs={"takeover": held[0]},
                      countdown=backoff(self.request.retries + 1),
                      max_retries=limit) from exc
+    if outcome in (DONE, REJECTED):  # free: the next jobs in line need no message
+        follow(token, deps=deps, cfg=cfg, requeue=enqueue,
+               retry_later=lambda t, countdown: enqueue(t, countdown=countdown))
+    return outcome
 
 
 def _retry(task: Any, **options: Any) -> BaseException:
