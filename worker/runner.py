@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from bulkjobs.errors import SelectionError
 from models import webhook_deliveries
@@ -60,7 +60,7 @@ from models.engine import (
     let_writers_in,
     next_batch_size,
 )
-from models.jobs import CANCELLED, PROCESSING
+from models.jobs import CANCELLED, DONE, PROCESSING, QUEUED, REJECTED, Job
 from models.pauses import is_paused
 from models.resolve import few_gids, resolve_in, resolve_in_slices
 from models.selection import Selection, parse_selection
@@ -70,7 +70,15 @@ from worker.batches import Batch, batch_step
 from worker.deps import Deps, RunConfig
 from worker.heartbeat import Heartbeat
 from worker.jobs import CATALOGUE, JobSpec
-from worker.lease import LeaseLost, claim, commit, first_in_line, new_owner, release
+from worker.lease import (
+    LeaseLost,
+    claim,
+    commit,
+    first_in_line,
+    first_unstarted,
+    new_owner,
+    release,
+)
 from worker.outbox import RecordEvents, clear_outbox, drain_outbox, outbox_ids
 from worker.pausing import PAUSED, hold, stopped, unmark
 from worker.progress import Publisher, append_state
@@ -80,6 +88,7 @@ from worker.terminal import announce, conclude, reject_run
 from worker.webhooks import kick
 
 logger = logging.getLogger(__name__)
+jobs = Job.__table__
 
 
 def run(
@@ -105,6 +114,11 @@ def run(
     the claim), which the caller's retry must then take over instead."""
     owner = owner or new_owner()
     sent_for = token
+    if cfg.follow_seconds > 0 and takeover is None and _nothing_to_claim(deps, token, cfg):
+        # A message whose job a following run took (worker.follow), most likely: no write
+        # transaction (on SQLite, no writers' turn) to find that out.
+        logger.debug("job %s: nothing to claim", token, extra={"job": token})
+        return "skipped"
     with deps.write_engine.begin() as conn:
         ANNOUNCED.write(conn)  # the process's jobs finished since its last claim
         # Two messages taken at once may both find the same job first in line — the job of
@@ -146,6 +160,22 @@ def run(
         # worker need not wait for the reaper; the batch in hand was rolled back.
         release(deps, token, owner)
         raise
+
+
+def _nothing_to_claim(deps: Deps, token: str, cfg: RunConfig) -> bool:
+    """Read only: the job is finished and announced, or held by a live run, and its project
+    has no job that no run started — so the claim's write transaction would find nothing
+    to claim, nothing to announce and nothing to hold."""
+    with deps.engine.connect() as conn:
+        row = conn.execute(select(jobs.c.project_gid, jobs.c.status, jobs.c.announced,
+                                  jobs.c.owner, jobs.c.heartbeat_on)
+                           .where(jobs.c.token == token)).first()
+        if row is None:
+            return False
+        finished = row.status in (DONE, REJECTED) and row.announced
+        live = (row.status in (QUEUED, PROCESSING) and row.owner is not None
+                and row.heartbeat_on >= time.time() - cfg.stale_after)
+        return (finished or live) and first_unstarted(conn, row.project_gid) is None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,12 +7,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
+from sqlalchemy import event
 
 from bulkjobs.synclog import SyncLog
-from models.engine import get_write_engine
+from models.engine import get_engine, get_write_engine
 from models.pauses import pause
 from models.seed import SeededProject, SeedResult
 from tests.worker.helpers import cfg, deps, job_events, job_row, new_job
+from worker.announced import ANNOUNCED
 from worker.follow import follow
 from worker.jobs import CATALOGUE, Context
 from worker.runner import run
@@ -88,3 +90,35 @@ def test_a_followed_run_that_fails_sends_its_retry(
     assert retries == [(second, 1)]  # its first failure: retried after the first back-off
     row = job_row(second)
     assert (row.status, row.failures, row.owner) == ("processing", 1, None)
+
+
+def test_a_followed_jobs_message_finds_out_without_writing(
+        log: SyncLog, project: SeededProject) -> None:
+    """With following on, a message whose job is finished and announced — or held by a live
+    run — while nobody's job waits in line learns it from reads alone: no write transaction
+    (on SQLite, no writers' turn)."""
+    first, second = (new_job(log, project, DELETE, [h]) for h in project.heads[:2])
+    assert run(first, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
+    assert _follow(first, log) == 1
+    with get_write_engine().begin() as conn:  # the marks the next claim would write
+        ANNOUNCED.write(conn)
+    assert job_row(second).announced
+    written: list[str] = []
+
+    def commit(conn: object) -> None:
+        written.append("commit")
+
+    engine = get_engine()
+    event.listen(engine, "commit", commit)
+    try:
+        for token in (first, second):
+            assert run(token, deps=deps(log), cfg=cfg(follow_seconds=1.0),
+                       requeue=pytest.fail) == "skipped"
+    finally:
+        event.remove(engine, "commit", commit)
+    assert written == []
+    third = new_job(log, project, DELETE, project.heads[2:3])
+    # a job waiting in line: the message starts it, as any message does
+    assert run(second, deps=deps(log), cfg=cfg(follow_seconds=1.0),
+               requeue=pytest.fail) == "done"
+    assert job_row(third).status == "done"
