@@ -105,7 +105,7 @@ class System:
         if shared is not None:
             shared.stop()
         try:
-            yield self.worker(name, **env)
+            yield self.worker(name, concurrency=1, **env)
         finally:
             own = self.procs.pop(name, None)
             if own is not None:

@@ -17,7 +17,7 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,7 +177,7 @@ class Route:
     ``by_token`` is false) and whether an answer is the dialect's 409."""
 
     send: Callable[[httpx.AsyncClient, str, Target, dict[str, str]],
-                   Awaitable[httpx.Response]]
+                   Coroutine[Any, Any, httpx.Response]]
     ok: int
     job: Callable[[httpx.Response], Any]
     conflict: Callable[[httpx.Response], bool]
