@@ -23,48 +23,37 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy import select
-
-from models.jobs import DONE, REJECTED, Job
+from models.jobs import DONE, REJECTED
 from worker import runner
 from worker.deps import Deps, RunConfig
-from worker.lease import first_unstarted
 from worker.retry import RetryLater
 
 logger = logging.getLogger("worker.runner")
-jobs = Job.__table__
 
 
 def follow(token: str, *, deps: Deps, cfg: RunConfig, requeue: Callable[[str], None],
            retry_later: Callable[[str, int], None]) -> int:
     """After a run of ``token``'s project finished its job: run the next jobs in line of that
-    project for at most ``cfg.follow_seconds``; how many ran to their end."""
+    project for at most ``cfg.follow_seconds``; how many ran to their end.
+
+    Each is a run for ``token``, whose job is finished: its claim takes the job first in
+    line that no run started (:func:`worker.lease.first_in_line`), in the claim's own
+    transaction, so finding the next job costs nothing of its own."""
     if cfg.follow_seconds <= 0:
         return 0
     deadline = time.monotonic() + cfg.follow_seconds
     finished = 0
     while time.monotonic() < deadline:
-        following = next_in_line(deps, token)
-        if following is None:
-            break
         try:
-            outcome = runner.run(following, deps=deps, cfg=cfg, requeue=requeue)
+            outcome = runner.run(token, deps=deps, cfg=cfg, requeue=requeue)
         except RetryLater as later:
             retry_later(later.token, later.countdown)
             break
         except Exception:  # its message, or the reaper, runs it again
-            logger.warning("job %s: following run failed", following, exc_info=True,
-                           extra={"job": following})
+            logger.warning("a run following job %s failed", token, exc_info=True,
+                           extra={"job": token})
             break
-        if outcome not in (DONE, REJECTED):  # sliced, paused, lost, or nobody's to take
+        if outcome not in (DONE, REJECTED):  # nobody's to take, or sliced, paused, lost
             break
         finished += 1
     return finished
-
-
-def next_in_line(deps: Deps, token: str) -> str | None:
-    """The job first in line of ``token``'s project that no run has started, if any (read
-    only: the claim decides, as for a message)."""
-    with deps.engine.connect() as conn:
-        project = conn.execute(select(jobs.c.project_gid).where(jobs.c.token == token)).scalar()
-        return None if project is None else first_unstarted(conn, project)
