@@ -56,6 +56,11 @@ class Announced:
             self._engine = engine
         self._wake.set()
 
+    def waiting(self, token: str) -> bool:
+        """Whether ``token``'s terminal event was appended here, its mark not yet written."""
+        with self._lock:
+            return self._pid == os.getpid() and token in self._tokens
+
     def write(self, conn: Connection) -> None:
         """Write the waiting marks in the caller's write transaction (a claim's)."""
         tokens = self._take()

@@ -163,16 +163,18 @@ def run(
 
 
 def _nothing_to_claim(deps: Deps, token: str, cfg: RunConfig) -> bool:
-    """Read only: the job is finished and announced, or held by a live run, and its project
-    has no job that no run started — so the claim's write transaction would find nothing
-    to claim, nothing to announce and nothing to hold."""
+    """Read only: the job is finished and announced (or its mark waits in this process,
+    :mod:`worker.announced`), or held by a live run, and its project has no job that no run
+    started — so the claim's write transaction would find nothing to claim, nothing to
+    announce and nothing to hold."""
     with deps.engine.connect() as conn:
         row = conn.execute(select(jobs.c.project_gid, jobs.c.status, jobs.c.announced,
                                   jobs.c.owner, jobs.c.heartbeat_on)
                            .where(jobs.c.token == token)).first()
         if row is None:
             return False
-        finished = row.status in (DONE, REJECTED) and row.announced
+        finished = row.status in (DONE, REJECTED) and (row.announced
+                                                       or ANNOUNCED.waiting(token))
         live = (row.status in (QUEUED, PROCESSING) and row.owner is not None
                 and row.heartbeat_on >= time.time() - cfg.stale_after)
         return (finished or live) and first_unstarted(conn, row.project_gid) is None

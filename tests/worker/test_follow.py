@@ -14,6 +14,7 @@ from models.engine import get_engine, get_write_engine
 from models.pauses import pause
 from models.seed import SeededProject, SeedResult
 from tests.worker.helpers import cfg, deps, job_events, job_row, new_job
+from worker import announced
 from worker.announced import ANNOUNCED
 from worker.follow import follow
 from worker.jobs import CATALOGUE, Context
@@ -122,3 +123,27 @@ def test_a_followed_jobs_message_finds_out_without_writing(
     assert run(second, deps=deps(log), cfg=cfg(follow_seconds=1.0),
                requeue=pytest.fail) == "done"
     assert job_row(third).status == "done"
+
+
+def test_a_job_whose_mark_waits_here_needs_no_write_to_skip(
+        log: SyncLog, project: SeededProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end of a line: the process's last run finished its job, whose ``announced`` mark
+    still waits for the next claim; a run for it finds nothing to claim from reads alone."""
+    monkeypatch.setattr(announced, "DUE_AFTER", 3600.0)  # the mark waits for a claim
+    token = new_job(log, project, DELETE, project.heads[:1])
+    assert run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
+    assert ANNOUNCED.waiting(token) and not job_row(token).announced
+    written: list[str] = []
+
+    def commit(conn: object) -> None:
+        written.append("commit")
+
+    engine = get_engine()
+    event.listen(engine, "commit", commit)
+    try:
+        assert run(token, deps=deps(log), cfg=cfg(follow_seconds=1.0),
+                   requeue=pytest.fail) == "skipped"
+    finally:
+        event.remove(engine, "commit", commit)
+    assert written == []
+    assert ANNOUNCED.waiting(token)
