@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -120,22 +119,10 @@ class PingGate(RedisProxy):
     def open(self) -> None:
         self.opened.set()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:  # type: ignore[override]
-        from_client = src.getsockname()[1] == self.port
-        try:
-            while data := src.recv(65536):
-                if from_client and b"\r\nPING\r\n" in data and not self.opened.is_set():
-                    self.holding.set()
-                    self.opened.wait()
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+    def passing(self, data: bytes) -> None:
+        if b"\r\nPING\r\n" in data and not self.opened.is_set():
+            self.holding.set()
+            self.opened.wait()
 
 
 @dataclass

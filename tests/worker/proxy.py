@@ -69,13 +69,19 @@ class RedisProxy:
                     upstream.close()
                     return
                 self._conns += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, upward in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(src, dst, upward),
+                                 daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def passing(self, data: bytes) -> None:
+        """Called with what a client sends, before it goes on to Redis (nothing here; a
+        subclass may hold it)."""
+
+    def _pump(self, src: socket.socket, dst: socket.socket, upward: bool) -> None:
         try:
             while data := src.recv(65536):
+                if upward:
+                    self.passing(data)
                 dst.sendall(data)
         except OSError:
             pass
