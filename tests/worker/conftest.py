@@ -7,11 +7,29 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from bulkjobs.synclog import SyncLog
+from models.engine import get_engine
 from models.seed import SeededProject, SeedResult
 from tests.worker.deployment import Deployment, make_deployment
+
+
+@pytest.fixture
+def commits() -> Iterator[list[str]]:
+    """The transactions committed meanwhile (one entry each), on the engine every write
+    goes through (the write engine is the same pool with other options)."""
+    seen: list[str] = []
+
+    def commit(conn: object) -> None:
+        seen.append("commit")
+
+    engine = get_engine()
+    event.listen(engine, "commit", commit)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "commit", commit)
 
 
 @pytest.fixture

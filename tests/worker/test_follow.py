@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import event
 
 from bulkjobs.synclog import SyncLog
-from models.engine import get_engine, get_write_engine
+from models.engine import get_write_engine
 from models.pauses import pause
 from models.seed import SeededProject, SeedResult
 from tests.worker.helpers import cfg, deps, job_events, job_row, new_job
@@ -94,7 +93,7 @@ def test_a_followed_run_that_fails_sends_its_retry(
 
 
 def test_a_followed_jobs_message_finds_out_without_writing(
-        log: SyncLog, project: SeededProject) -> None:
+        log: SyncLog, project: SeededProject, commits: list[str]) -> None:
     """With following on, a message whose job is finished and announced — or held by a live
     run — while nobody's job waits in line learns it from reads alone: no write transaction
     (on SQLite, no writers' turn)."""
@@ -104,20 +103,11 @@ def test_a_followed_jobs_message_finds_out_without_writing(
     with get_write_engine().begin() as conn:  # the marks the next claim would write
         ANNOUNCED.write(conn)
     assert job_row(second).announced
-    written: list[str] = []
-
-    def commit(conn: object) -> None:
-        written.append("commit")
-
-    engine = get_engine()
-    event.listen(engine, "commit", commit)
-    try:
-        for token in (first, second):
-            assert run(token, deps=deps(log), cfg=cfg(follow_seconds=1.0),
-                       requeue=pytest.fail) == "skipped"
-    finally:
-        event.remove(engine, "commit", commit)
-    assert written == []
+    commits.clear()
+    for token in (first, second):
+        assert run(token, deps=deps(log), cfg=cfg(follow_seconds=1.0),
+                   requeue=pytest.fail) == "skipped"
+    assert commits == []
     third = new_job(log, project, DELETE, project.heads[2:3])
     # a job waiting in line: the message starts it, as any message does
     assert run(second, deps=deps(log), cfg=cfg(follow_seconds=1.0),
@@ -126,24 +116,16 @@ def test_a_followed_jobs_message_finds_out_without_writing(
 
 
 def test_a_job_whose_mark_waits_here_needs_no_write_to_skip(
-        log: SyncLog, project: SeededProject, monkeypatch: pytest.MonkeyPatch) -> None:
+        log: SyncLog, project: SeededProject, commits: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The end of a line: the process's last run finished its job, whose ``announced`` mark
     still waits for the next claim; a run for it finds nothing to claim from reads alone."""
     monkeypatch.setattr(announced, "DUE_AFTER", 3600.0)  # the mark waits for a claim
     token = new_job(log, project, DELETE, project.heads[:1])
     assert run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
     assert ANNOUNCED.waiting(token) and not job_row(token).announced
-    written: list[str] = []
-
-    def commit(conn: object) -> None:
-        written.append("commit")
-
-    engine = get_engine()
-    event.listen(engine, "commit", commit)
-    try:
-        assert run(token, deps=deps(log), cfg=cfg(follow_seconds=1.0),
-                   requeue=pytest.fail) == "skipped"
-    finally:
-        event.remove(engine, "commit", commit)
-    assert written == []
+    commits.clear()
+    assert run(token, deps=deps(log), cfg=cfg(follow_seconds=1.0),
+               requeue=pytest.fail) == "skipped"
+    assert commits == []
     assert ANNOUNCED.waiting(token)

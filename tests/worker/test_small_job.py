@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import event, func, select
@@ -30,23 +29,6 @@ from worker import announced
 from worker.runner import run
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def commits() -> Iterator[list[str]]:
-    """The transactions committed meanwhile (one entry each), on the engine every write
-    goes through (the write engine is the same pool with other options)."""
-    seen: list[str] = []
-
-    def commit(conn: object) -> None:
-        seen.append("commit")
-
-    engine = get_engine()
-    event.listen(engine, "commit", commit)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "commit", commit)
 
 
 @pytest.fixture
