@@ -89,12 +89,18 @@ def first_in_line(conn: Connection, token: str, *, stale_after: float,
                        .where(jobs.c.token == token)).first()
     if row is None:
         return token
-    claimable = row.status in (QUEUED, PROCESSING) and (
-        row.owner is None or row.heartbeat_on < time.time() - stale_after
-        or (takeover is not None and row.owner == takeover))
-    if claimable and row.attempts > 0:
+    if (row.status in (QUEUED, PROCESSING) and row.attempts > 0
+            and claimable(row, stale_after=stale_after, takeover=takeover)):
         return token
     return first_unstarted(conn, row.project_gid) or token
+
+
+def claimable(row: Any, *, stale_after: float, takeover: str | None = None) -> bool:
+    """A job row's lease (its ``owner`` and ``heartbeat_on``) may be taken: nobody holds it,
+    its holder stopped heart-beating, or it is ``takeover``'s — :func:`_claimable` read off
+    a row already loaded."""
+    return (row.owner is None or row.heartbeat_on < time.time() - stale_after
+            or (takeover is not None and row.owner == takeover))
 
 
 def first_unstarted(conn: Connection, project_gid: str) -> str | None:

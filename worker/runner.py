@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -73,6 +73,7 @@ from worker.jobs import CATALOGUE, JobSpec
 from worker.lease import (
     LeaseLost,
     claim,
+    claimable,
     commit,
     first_in_line,
     first_unstarted,
@@ -175,8 +176,8 @@ def _nothing_to_claim(deps: Deps, token: str, cfg: RunConfig) -> bool:
             return False
         finished = row.status in (DONE, REJECTED) and (row.announced
                                                        or ANNOUNCED.waiting(token))
-        live = (row.status in (QUEUED, PROCESSING) and row.owner is not None
-                and row.heartbeat_on >= time.time() - cfg.stale_after)
+        live = row.status in (QUEUED, PROCESSING) and not claimable(
+            row, stale_after=cfg.stale_after)
         return (finished or live) and first_unstarted(conn, row.project_gid) is None
 
 
@@ -185,13 +186,16 @@ class _Start:
     """What a run starts from, read in its claim's transaction: the job row, its stored
     selection (until it is resolved) and the outbox rows an earlier run left.  ``started``:
     the job was resolved and started in that transaction too (:func:`_started_at_claim`),
-    its ``job.processing`` webhook deliveries ``deliveries``."""
+    its ``job.processing`` webhook deliveries ``deliveries``; ``parsed``: the stored
+    selection, parsed when it was read."""
 
     row: JobRow
     selection: Any
     outbox: list[int]
     started: bool = False
     deliveries: tuple[int, ...] = ()
+    #: The stored selection, parsed (once, in the claim's transaction).
+    parsed: Selection | None = None
 
 
 def _start(conn: Connection, token: str, owner: str) -> _Start:
@@ -199,24 +203,25 @@ def _start(conn: Connection, token: str, owner: str) -> _Start:
     assert row is not None, token  # claimed: the row is there
     start = _Start(row, None if row.resolved else stored_selection(conn, token),
                    outbox_ids(conn, token))
-    return _started_at_claim(conn, token, owner, start) or start
+    return _started_at_claim(conn, token, owner, start)
 
 
-def _started_at_claim(conn: Connection, token: str, owner: str, start: _Start) -> _Start | None:
+def _started_at_claim(conn: Connection, token: str, owner: str, start: _Start) -> _Start:
     """A new job over a few plain gids (:func:`models.resolve.few_gids`) is resolved and
     started in its claim's transaction: its resolution is bounded by its size, as a batch
     is, and a small job spends no write transaction (on SQLite: no writers' turn) of its own
-    on it.  ``None`` for any other job, which :func:`_resolve` resolves after the claim."""
+    on it.  Any other job is resolved after the claim (:func:`_resolve`), from the
+    selection parsed here."""
     row, spec = start.row, CATALOGUE.get(start.row.job)
     if (row.resolved or start.selection is None or spec is None or row.cancel_requested
             or (row.info or {}).get(PAUSED)):
-        return None
+        return start
     try:
         selection = load_selection(start.selection)
     except ValueError:  # another version's: parsed after the claim (_selection)
-        return None
+        return start
     if not few_gids(selection):
-        return None
+        return replace(start, parsed=selection)
     total = resolve_in(conn, token=token, project_gid=row.project_gid, selection=selection,
                        mode=spec.mode, prepare=spec.prepare)
     started, deliveries = _mark_started(conn, token, owner, total, time.time())
@@ -246,7 +251,8 @@ def _run_claimed(
                           publisher=publisher)
     if not row.resolved:
         try:
-            selection = _selection(token, row, spec, start.selection)
+            selection = (start.parsed if start.parsed is not None
+                         else _selection(token, row, spec, start.selection))
         except SelectionError as exc:
             return reject_run(deps, token, owner, dict(row.info or {}), exc.message,
                               publisher=publisher)
