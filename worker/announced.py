@@ -16,10 +16,12 @@ well above :data:`DUE_AFTER`), which appends nothing again (the once-key) and se
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 from sqlalchemy import Connection, Engine, update
 
@@ -63,9 +65,31 @@ class Announced:
 
     def write(self, conn: Connection) -> None:
         """Write the waiting marks in the caller's write transaction (a claim's)."""
-        tokens = self._take()
-        if tokens:
-            _mark(conn, tokens)
+        with self.written() as marks:
+            marks(conn)
+
+    @contextlib.contextmanager
+    def written(self) -> Iterator[Callable[[Connection], None]]:
+        """``with ANNOUNCED.written() as marks, engine.begin() as conn: marks(conn)``:
+        the waiting marks written in that transaction, and waiting again should it not
+        commit (an error in it rolls them back with it)."""
+        taken: list[str] = []
+
+        def marks(conn: Connection) -> None:
+            taken.extend(self._take())
+            if taken:
+                _mark(conn, taken)
+
+        try:
+            yield marks
+        except BaseException:
+            if taken:
+                with self._lock:
+                    if not self._tokens:
+                        self._since = time.monotonic()
+                    self._tokens.extend(taken)
+                self._wake.set()
+            raise
 
     def _take(self) -> list[str]:
         with self._lock:

@@ -120,8 +120,8 @@ def run(
         # transaction (on SQLite, no writers' turn) to find that out.
         logger.debug("job %s: nothing to claim", token, extra={"job": token})
         return "skipped"
-    with deps.write_engine.begin() as conn:
-        ANNOUNCED.write(conn)  # the process's jobs finished since its last claim
+    with ANNOUNCED.written() as marks, deps.write_engine.begin() as conn:
+        marks(conn)  # the process's jobs finished since its last claim
         # Two messages taken at once may both find the same job first in line — the job of
         # one of them or a third — and the one whose claim loses takes the next in line
         # instead (each statement sees what the other committed), so that no message is

@@ -338,6 +338,15 @@ def test_scale_out_every_job_done_every_subscriber_sees_its_projects_only(
         assert w.terminal() <= result["expected"][w.name]
 
     # -- the jobs -------------------------------------------------------------------------
+    # A run marks its job announced with its process's next claim, or 0.2 s after the
+    # terminal event when none follows (worker/announced.py): a liveness wait, not a bound.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with get_engine().connect() as conn:
+            if not conn.execute(select(func.count()).select_from(Job).where(
+                    Job.status == "done", Job.announced.is_(False))).scalar_one():
+                break
+        time.sleep(0.1)
     with Session(get_engine()) as session:
         jobs = {j.token: j for j in session.execute(select(Job)).scalars()}
         items_left = session.execute(select(func.count()).select_from(JobItem)).scalar_one()

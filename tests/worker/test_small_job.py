@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from bulkjobs.synclog import SyncLog
-from models.engine import get_engine
+from models.engine import get_engine, get_write_engine
 from models.jobs import JobItem
 from models.seed import SeededProject
 from tests.worker.helpers import (
@@ -128,3 +128,17 @@ def test_jobs_start_no_heartbeat_threads_of_their_own(
     events = [e["data_key"] for e in space_events(log, project.gid) if e["action"] == "DELETE"]
     assert newly and sorted(events) == sorted(newly)  # every record event, once
     assert {t.name for t in threading.enumerate()} >= {"heartbeat", "progress"}
+
+
+def test_marks_of_a_claim_that_does_not_commit_wait_again(
+        log: SyncLog, project: SeededProject, marks_wait: None) -> None:
+    token = new_job(log, project, "bulk_delete_records", project.heads[:1])
+    assert run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
+    with pytest.raises(RuntimeError):
+        with announced.ANNOUNCED.written() as marks, get_write_engine().begin() as conn:
+            marks(conn)
+            raise RuntimeError("the claim's transaction fails")
+    assert announced.ANNOUNCED.waiting(token) and not job_row(token).announced
+    with get_write_engine().begin() as conn:
+        announced.ANNOUNCED.write(conn)
+    assert job_row(token).announced and not announced.ANNOUNCED.waiting(token)
