@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 
@@ -46,10 +46,14 @@ def unpause(conn: Connection, scope: str) -> bool:
     return conn.execute(delete(pauses).where(pauses.c.scope == scope)).rowcount == 1
 
 
+#: Read before every batch of every job: built once (its cache key costs more than the read).
+_PAUSED = select(pauses.c.scope).where(
+    pauses.c.scope.in_((bindparam("project_gid"), EVERY_PROJECT))).limit(1)
+
+
 def is_paused(conn: Connection, project_gid: str) -> bool:
     """Whether the project's jobs are paused (by its own pause or the one of every project)."""
-    return conn.execute(select(pauses.c.scope).where(
-        pauses.c.scope.in_((project_gid, EVERY_PROJECT))).limit(1)).first() is not None
+    return conn.execute(_PAUSED, {"project_gid": project_gid}).first() is not None
 
 
 def paused_scopes(conn: Connection) -> set[str]:

@@ -291,11 +291,14 @@ def resolve_in_slices(
 def resolve_in(
     conn: Connection, *, token: str, project_gid: str, selection: Selection, mode: Mode,
     reading: bool = False, prepare: Callable[[Connection, str, str, Selection], None] | None = None,
+    fresh: bool = False,
 ) -> int:
     """:func:`resolve_in_slices` in the caller's write transaction, for a selection bounded
     by its size (:func:`few_gids`) or on PostgreSQL: ``token``'s ``job_item`` rows replaced
-    by the selection's items, then prepared; how many there are."""
-    conn.execute(text("DELETE FROM job_item WHERE job_token = :t"), {"t": token})
+    by the selection's items, then prepared; how many there are.  ``fresh``: the caller
+    knows ``token`` has no rows yet (nothing to delete first)."""
+    if not fresh:
+        conn.execute(text("DELETE FROM job_item WHERE job_token = :t"), {"t": token})
     total = resolve_into(conn, token=token, project_gid=project_gid, selection=selection,
                          mode=mode, reading=reading, count=prepare is None)
     if prepare is not None:  # it may add items: counted after it

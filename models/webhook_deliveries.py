@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Index, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Index, bindparam, delete, insert, select, update
 from sqlmodel import Field, SQLModel
 
 from bulkjobs import cursors
@@ -90,18 +90,20 @@ attempts = WebhookAttempt.__table__  # type: ignore[attr-defined]
 jobs = Job.__table__  # type: ignore[attr-defined]
 hooks = Webhook.__table__  # type: ignore[attr-defined]
 
-#: The job and the webhooks of its project, in one query (the project's webhooks by index).
-_JOB_AND_HOOKS = (
+#: The job ``b_token`` and the webhooks of its project, in one query (the project's
+#: webhooks by index); built once, as every job's state change reads it.
+_JOB_AND_ITS_HOOKS = (
     select(jobs.c.token, jobs.c.project_gid, jobs.c.job, jobs.c.status, jobs.c.info,
            jobs.c.created_on, jobs.c.updated_on, hooks.c.gid, hooks.c.events)
     .select_from(jobs.join(hooks, hooks.c.project_gid == jobs.c.project_gid))
+    .where(jobs.c.token == bindparam("b_token"))
 )
 
 
 def outbox(conn: Connection, token: str, event: str) -> list[int]:
     """In the transaction that committed the job's new state: one delivery of ``event``
     (the job as it is now) per webhook of its project that wants it; their ids."""
-    rows = conn.execute(_JOB_AND_HOOKS.where(jobs.c.token == token)).all()
+    rows = conn.execute(_JOB_AND_ITS_HOOKS, {"b_token": token}).all()
     wanted = [r for r in rows if event in (r.events or [])]
     if not wanted:
         return []

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from sqlalchemy import Connection, Engine, update
+from sqlalchemy import Connection, Engine, bindparam, update
 
 from models.jobs import Job
 
@@ -122,8 +122,12 @@ class Announced:
                                exc_info=True)
 
 
+_MARK = update(jobs).where(jobs.c.token.in_(bindparam("tokens", expanding=True))).values(
+    announced=True)
+
+
 def _mark(conn: Connection, tokens: list[str]) -> None:
-    conn.execute(update(jobs).where(jobs.c.token.in_(tokens)).values(announced=True))
+    conn.execute(_MARK, {"tokens": tokens})
 
 
 #: This process's waiting marks.

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from models.failures import keep as keep_failures
 from models.jobs import JobItem
@@ -29,7 +29,7 @@ from models.pauses import is_paused
 from worker.deps import Deps, RunConfig
 from worker.jobs import Context, JobSpec
 from worker.jobs.base import Effects
-from worker.lease import commit
+from worker.lease import commit_row
 from worker.outbox import clear_outbox, write_outbox
 from worker.rows import StateRow, load_state
 
@@ -73,6 +73,13 @@ def batch_step(
                  paused=paused)
 
 
+#: The batch's items: the next ``size`` after the job's position (built once, see
+#: :mod:`worker.lease`).
+_NEXT_ITEMS = (select(items.c.id, items.c.item_id)
+               .where(items.c.job_token == bindparam("token"), items.c.id > bindparam("after"))
+               .order_by(items.c.id).limit(bindparam("size")))
+
+
 def _batch_in(
     conn: Connection, token: str, owner: str, spec: JobSpec, effects: Effects, *,
     actor: dict[str, Any], params: dict[str, Any], appended: int | None, size: int,
@@ -86,11 +93,8 @@ def _batch_in(
         return row, 0, None, False
     if is_paused(conn, row.project_gid):
         return row, 0, None, True
-    batch = conn.execute(
-        select(items.c.id, items.c.item_id)
-        .where(items.c.job_token == token, items.c.id > row.position)
-        .order_by(items.c.id).limit(size)
-    ).all()
+    batch = conn.execute(_NEXT_ITEMS, {"token": token, "after": row.position,
+                                       "size": size}).all()
     if not batch:
         return row, 0, None, False
     ctx = Context(token=token, project_gid=row.project_gid, actor=actor, params=params,
@@ -106,9 +110,9 @@ def _batch_in(
     if effects.result is not None:
         values.update(result_status=effects.result.status,
                       result_payload=effects.result.payload)
-    commit(conn, token, owner, values)
+    after = commit_row(conn, token, owner, values, StateRow)
     outbox_id = write_outbox(conn, token, row.project_gid, effects, now=ctx.now)
-    return _state(conn, token), len(batch), outbox_id, False
+    return after, len(batch), outbox_id, False
 
 
 def _state(conn: Connection, token: str) -> StateRow:

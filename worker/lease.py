@@ -9,7 +9,12 @@
   delivered twice, or re-sent while its first run is alive, finds the job leased and hands
   back without touching anything.
 * **Paused.** A job of a paused project is not claimed (:mod:`worker.pausing`).
-* **Order.** Jobs of one project start in the order they were queued (:func:`first_in_line`).
+* **Order.** Jobs of one project are claimed in the order they were queued
+  (:func:`first_in_line`); on PostgreSQL a claim passes over a job another claim is taking
+  at that moment instead of waiting for it (:func:`first_unstarted`).
+* **Statements** are built once, here, with bind parameters: building an UPDATE of the job
+  row and its cache key costs several times what running it costs, and a small job runs
+  each of them once.
 * **Terminal.** :func:`finish` commits the terminal status and ``finished_on`` (while holding
   the lease); the announcement follows (:mod:`worker.terminal`).
 """
@@ -20,13 +25,14 @@ import os
 import socket
 import time
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, and_, exists, or_, select, update
+from sqlalchemy import Connection, bindparam, exists, or_, select, update
 
 from models.jobs import PROCESSING, QUEUED, Job
 from models.pauses import EVERY_PROJECT, JobPause
 from worker.deps import Deps
+from worker.rows import ROW_COLUMNS, STATE_COLUMNS, JobRow, StateRow
 
 jobs = Job.__table__
 pauses = JobPause.__table__
@@ -47,27 +53,41 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
 
 
-def _claimable(now: float, stale_after: float, takeover: str | None) -> ColumnElement[bool]:
-    """Nobody holds the job's lease, its holder stopped heart-beating, or it is held by
-    ``takeover`` (the failed run whose retry this is)."""
-    cond = [jobs.c.owner.is_(None), jobs.c.heartbeat_on < now - stale_after]
-    if takeover:
-        cond.append(jobs.c.owner == takeover)
-    return or_(*cond)
+#: Nobody holds the job's lease, its holder stopped heart-beating (``stale_before``), or it
+#: is held by ``takeover`` (the failed run whose retry this is; ``None``: nobody's).
+_CLAIMABLE = or_(jobs.c.owner.is_(None), jobs.c.heartbeat_on < bindparam("stale_before"),
+                 jobs.c.owner == bindparam("takeover"))
+_TOKEN = jobs.c.token == bindparam("b_token")
+_CLAIM = update(jobs).where(
+    _TOKEN, jobs.c.status.in_((QUEUED, PROCESSING)), _CLAIMABLE, _NOT_PAUSED,
+).values(owner=bindparam("b_owner"), heartbeat_on=bindparam("now"),
+         attempts=jobs.c.attempts + 1)
+_IN_LINE = select(jobs.c.project_gid, jobs.c.status, jobs.c.owner, jobs.c.heartbeat_on,
+                  jobs.c.attempts).where(_TOKEN)
+_UNSTARTED = select(jobs.c.token).where(
+    jobs.c.status == QUEUED, jobs.c.project_gid == bindparam("project_gid"),
+    jobs.c.attempts == 0, jobs.c.owner.is_(None), jobs.c.cancel_requested.is_(False),
+).order_by(jobs.c.created_on, jobs.c.token).limit(1)
+#: The same, passing over rows another transaction holds (PostgreSQL; SQLite has no row
+#: locks, and runs one writer at a time).
+_UNSTARTED_UNCLAIMED = _UNSTARTED.with_for_update(skip_locked=True)
+#: The SET clause of :func:`commit` comes from the keys of its parameters.
+_COMMIT = update(jobs).where(_TOKEN, jobs.c.owner == bindparam("b_owner"))
+_COMMIT_RETURNING = {JobRow: _COMMIT.returning(*ROW_COLUMNS),
+                     StateRow: _COMMIT.returning(*STATE_COLUMNS)}
+_RELEASE = update(jobs).where(_TOKEN, jobs.c.owner == bindparam("b_owner")).values(owner=None)
+_FINISH = update(jobs).where(_TOKEN, jobs.c.status.in_((QUEUED, PROCESSING)))
+_FINISH_OWNED = _FINISH.where(jobs.c.owner == bindparam("b_owner"))
 
 
 def claim(conn: Connection, token: str, owner: str, *, stale_after: float,
           takeover: str | None = None) -> bool:
     """Take the job's lease for the run ``owner``: only when nobody holds a live one (see
-    :func:`_claimable`) and its project's jobs are not paused (:mod:`worker.pausing`).  A
+    :data:`_CLAIMABLE`) and its project's jobs are not paused (:mod:`worker.pausing`).  A
     live run's lease is never shared, whoever asks."""
     now = time.time()
-    result = conn.execute(update(jobs).where(
-        jobs.c.token == token,
-        jobs.c.status.in_((QUEUED, PROCESSING)),
-        _claimable(now, stale_after, takeover),
-        _NOT_PAUSED,
-    ).values(owner=owner, heartbeat_on=now, attempts=jobs.c.attempts + 1))
+    result = conn.execute(_CLAIM, {"b_token": token, "stale_before": now - stale_after,
+                                   "takeover": takeover, "b_owner": owner, "now": now})
     return result.rowcount == 1
 
 
@@ -84,48 +104,67 @@ def first_in_line(conn: Connection, token: str, *, stale_after: float,
     again by the reaper).  Every job has a message, and each message starts at most the one
     job first in line, so every job is started; a message that finds its job started by
     another one starts the next in line instead.  Jobs of other projects are not held up."""
-    row = conn.execute(select(jobs.c.project_gid, jobs.c.status, jobs.c.owner,
-                              jobs.c.heartbeat_on, jobs.c.attempts)
-                       .where(jobs.c.token == token)).first()
+    row = conn.execute(_IN_LINE, {"b_token": token}).first()
     if row is None:
         return token
     if (row.status in (QUEUED, PROCESSING) and row.attempts > 0
             and claimable(row, stale_after=stale_after, takeover=takeover)):
         return token
-    return first_unstarted(conn, row.project_gid) or token
+    return first_unstarted(conn, row.project_gid, unclaimed=True) or token
 
 
 def claimable(row: Any, *, stale_after: float, takeover: str | None = None) -> bool:
     """A job row's lease (its ``owner`` and ``heartbeat_on``) may be taken: nobody holds it,
-    its holder stopped heart-beating, or it is ``takeover``'s — :func:`_claimable` read off
+    its holder stopped heart-beating, or it is ``takeover``'s — :data:`_CLAIMABLE` read off
     a row already loaded."""
     return (row.owner is None or row.heartbeat_on < time.time() - stale_after
             or (takeover is not None and row.owner == takeover))
 
 
-def first_unstarted(conn: Connection, project_gid: str) -> str | None:
-    """The oldest job of the project that no run has started (nor asked to cancel), if any."""
-    return conn.execute(select(jobs.c.token).where(
-        jobs.c.status == QUEUED, jobs.c.project_gid == project_gid, jobs.c.attempts == 0,
-        jobs.c.owner.is_(None), jobs.c.cancel_requested.is_(False),
-    ).order_by(jobs.c.created_on, jobs.c.token).limit(1)).scalar()
+def first_unstarted(conn: Connection, project_gid: str, *, unclaimed: bool = False
+                    ) -> str | None:
+    """The oldest job of the project that no run has started (nor asked to cancel), if any.
+
+    ``unclaimed`` (for a claim, in its write transaction): on PostgreSQL, the oldest such
+    job whose row no other transaction holds, locked for this one (``FOR UPDATE SKIP
+    LOCKED``).  Runs that look for the next job at the same moment — pool processes
+    following the line (:mod:`worker.follow`), messages taken at once — then claim
+    consecutive jobs side by side instead of all waiting on the first one's row lock, to
+    find it taken when the other claim commits.  So jobs of one project are *claimed* in
+    queue order; two claims in flight at once may commit in either order.  Never in a
+    read-only look (the lock would turn claims away until that transaction ends)."""
+    stmt = _UNSTARTED_UNCLAIMED if unclaimed else _UNSTARTED
+    return conn.execute(stmt, {"project_gid": project_gid}).scalar()
 
 
 def commit(conn: Connection, token: str, owner: str, values: dict[str, Any]) -> None:
     """Write ``values`` on the job row while ``owner`` holds the lease; :class:`LeaseLost`
     when it does not any more."""
-    result = conn.execute(
-        update(jobs).where(jobs.c.token == token, jobs.c.owner == owner).values(**values)
-    )
+    result = conn.execute(_COMMIT, {"b_token": token, "b_owner": owner, **values})
     if result.rowcount != 1:
         raise LeaseLost(token)
+
+
+Row = TypeVar("Row", JobRow, StateRow)
+
+
+def commit_row(conn: Connection, token: str, owner: str, values: dict[str, Any],
+               shape: type[Row]) -> Row:
+    """:func:`commit`, and the row as it wrote it (``UPDATE … RETURNING``), as a
+    :class:`~worker.rows.JobRow` or :class:`~worker.rows.StateRow` (``shape``): no read of
+    its own after the write, and nothing another transaction changed in between is missed
+    (the row is this transaction's until it ends)."""
+    row = conn.execute(_COMMIT_RETURNING[shape],
+                       {"b_token": token, "b_owner": owner, **values}).first()
+    if row is None:
+        raise LeaseLost(token)
+    return shape(*row)
 
 
 def release(deps: Deps, token: str, owner: str) -> None:
     """Hand the job back (at shutdown: another worker need not wait for the reaper)."""
     with deps.write_engine.begin() as conn:
-        conn.execute(update(jobs).where(jobs.c.token == token, jobs.c.owner == owner)
-                     .values(owner=None))
+        conn.execute(_RELEASE, {"b_token": token, "b_owner": owner})
 
 
 def finish(
@@ -136,11 +175,10 @@ def finish(
     job's ``job_item`` rows are deleted by the caller in the same transaction when they are
     few, else afterwards, in slices, by :func:`worker.terminal.announce`."""
     now = time.time()
-    cond = [jobs.c.token == token, jobs.c.status.in_((QUEUED, PROCESSING))]
-    if owner is not None:
-        cond.append(jobs.c.owner == owner)
-    values: dict[str, Any] = dict(status=status, info=info, updated_on=now, finished_on=now,
-                                  owner=None)
+    values: dict[str, Any] = dict(b_token=token, status=status, info=info, updated_on=now,
+                                  finished_on=now, owner=None)
     if result_status is not None:
         values.update(result_status=result_status, result_payload=result_payload)
-    return conn.execute(update(jobs).where(and_(*cond)).values(**values)).rowcount == 1
+    if owner is None:
+        return conn.execute(_FINISH, values).rowcount == 1
+    return conn.execute(_FINISH_OWNED, {**values, "b_owner": owner}).rowcount == 1

@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from bulkjobs.errors import SelectionError
 from models import webhook_deliveries
@@ -75,6 +75,7 @@ from worker.lease import (
     claim,
     claimable,
     commit,
+    commit_row,
     first_in_line,
     first_unstarted,
     new_owner,
@@ -84,7 +85,7 @@ from worker.outbox import RecordEvents, clear_outbox, drain_outbox, outbox_ids
 from worker.pausing import PAUSED, hold, stopped, unmark
 from worker.progress import Publisher, append_state
 from worker.retry import failed, retrying
-from worker.rows import JobRow, load, state_of, stored_selection
+from worker.rows import JobRow, load, load_with_selection, state_of
 from worker.terminal import announce, conclude, reject_run
 from worker.webhooks import kick
 
@@ -122,11 +123,12 @@ def run(
         return "skipped"
     with ANNOUNCED.written() as marks, deps.write_engine.begin() as conn:
         marks(conn)  # the process's jobs finished since its last claim
-        # Two messages taken at once may both find the same job first in line — the job of
-        # one of them or a third — and the one whose claim loses takes the next in line
-        # instead (each statement sees what the other committed), so that no message is
-        # spent without starting a job while one waits (PostgreSQL; SQLite runs these
-        # transactions one at a time).  It stops when first in line is a job it tried.
+        # Two messages taken at once look for the job first in line together: on PostgreSQL
+        # the second passes over the row the first one's claim holds and takes the next in
+        # line (lease.first_unstarted); should it still lose a claim (its own job, which it
+        # had to wait for), it looks again (each statement sees what the other committed),
+        # so that no message is spent without starting a job while one waits.  SQLite runs
+        # these transactions one at a time.  It stops when first in line is a job it tried.
         tried: set[str] = set()
         while True:
             token = first_in_line(conn, sent_for, stale_after=cfg.stale_after,
@@ -163,15 +165,18 @@ def run(
         raise
 
 
+#: What :func:`_nothing_to_claim` reads of a job (built once, see :mod:`worker.lease`).
+_CLAIM_STATE = select(jobs.c.project_gid, jobs.c.status, jobs.c.announced, jobs.c.owner,
+                      jobs.c.heartbeat_on).where(jobs.c.token == bindparam("token"))
+
+
 def _nothing_to_claim(deps: Deps, token: str, cfg: RunConfig) -> bool:
     """Read only: the job is finished and announced (or its mark waits in this process,
     :mod:`worker.announced`), or held by a live run, and its project has no job that no run
     started — so the claim's write transaction would find nothing to claim, nothing to
     announce and nothing to hold."""
     with deps.engine.connect() as conn:
-        row = conn.execute(select(jobs.c.project_gid, jobs.c.status, jobs.c.announced,
-                                  jobs.c.owner, jobs.c.heartbeat_on)
-                           .where(jobs.c.token == token)).first()
+        row = conn.execute(_CLAIM_STATE, {"token": token}).first()
         if row is None:
             return False
         finished = row.status in (DONE, REJECTED) and (row.announced
@@ -199,11 +204,10 @@ class _Start:
 
 
 def _start(conn: Connection, token: str, owner: str) -> _Start:
-    row = load(conn, token)
-    assert row is not None, token  # claimed: the row is there
-    start = _Start(row, None if row.resolved else stored_selection(conn, token),
-                   outbox_ids(conn, token))
-    return _started_at_claim(conn, token, owner, start)
+    loaded = load_with_selection(conn, token)
+    assert loaded is not None, token  # claimed: the row is there
+    row, selection = loaded
+    return _started_at_claim(conn, token, owner, _Start(row, selection, outbox_ids(conn, token)))
 
 
 def _started_at_claim(conn: Connection, token: str, owner: str, start: _Start) -> _Start:
@@ -222,8 +226,9 @@ def _started_at_claim(conn: Connection, token: str, owner: str, start: _Start) -
         return start
     if not few_gids(selection):
         return replace(start, parsed=selection)
+    # Its first claim (``attempts`` counts them): no run wrote items for it before.
     total = resolve_in(conn, token=token, project_gid=row.project_gid, selection=selection,
-                       mode=spec.mode, prepare=spec.prepare)
+                       mode=spec.mode, prepare=spec.prepare, fresh=row.attempts == 1)
     started, deliveries = _mark_started(conn, token, owner, total, time.time())
     return _Start(started, None, start.outbox, started=True, deliveries=tuple(deliveries))
 
@@ -365,14 +370,11 @@ def _mark_started(conn: Connection, token: str, owner: str, total: int,
     last resolved rows, with its ``job.processing`` webhook deliveries; the started row and
     the deliveries."""
     info = {"total": total, "remaining": total, "failed": 0, "errors": []}
-    commit(conn, token, owner, dict(
+    row = commit_row(conn, token, owner, dict(
         resolved=True, status=PROCESSING, started_on=now, updated_on=now, info=info,
         position=0, heartbeat_on=time.time(),
-    ))
-    deliveries = webhook_deliveries.outbox(conn, token, "job.processing")
-    row = load(conn, token)
-    assert row is not None, token  # claimed: the row is there
-    return row, deliveries
+    ), JobRow)
+    return row, webhook_deliveries.outbox(conn, token, "job.processing")
 
 
 def _announce_started(token: str, row: JobRow, deliveries: Sequence[int], *,

@@ -73,9 +73,9 @@ def test_a_started_job_is_resumed_by_its_own_message(log: SyncLog, seeded: SeedR
 
 def race_for_the_first_job(log: SyncLog, project: SeededProject, *, message_for: str) -> str:
     """Two jobs queued; another run's claim of the first one held uncommitted while a run for
-    the message of ``message_for`` (``"first"`` or ``"second"``) starts, waits on that row
-    lock and loses; the outcome of that run, once the other claim commits.  The second job
-    must then have been started by it."""
+    the message of ``message_for`` (``"first"`` or ``"second"``) starts.  That run must not
+    wait for the other claim: it passes over the row that claim holds and starts the second
+    job while the other claim is still open.  Its outcome."""
     engine = get_write_engine()
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite serialises writers: the race cannot happen there")
@@ -90,27 +90,29 @@ def race_for_the_first_job(log: SyncLog, project: SeededProject, *, message_for:
         thread = threading.Thread(target=lambda: outcome.append(
             run(token, deps=deps(log), cfg=cfg(), requeue=lambda t: None)))
         thread.start()
-        thread.join(2)  # the run waits on the first job's row lock
-        assert thread.is_alive(), outcome
+        thread.join(60)  # a run waiting on the first job's row lock would still be here
+        still_waiting = thread.is_alive()
         other.commit()
     thread.join(60)
-    assert job_row(second).status == "done"
+    assert not still_waiting, "the run waited for the other claim's row lock"
+    assert job_row(second).status == "done" and job_row(second).attempts == 1
+    assert job_row(first).owner == "other-run"  # the other claim's job was left to it
     return outcome[0]
 
 
-def test_a_message_whose_first_in_line_is_claimed_meanwhile_starts_the_next(
+def test_a_message_whose_first_in_line_is_being_claimed_starts_the_next(
         log: SyncLog, seeded: SeedResult) -> None:
-    """Two messages taken at once both find the same job first in line: the run whose claim
-    loses (it waited on the other's row lock) starts the next job in line, so no message is
-    spent without starting one.  (PostgreSQL; SQLite runs the two transactions one at a
-    time.)"""
+    """Two messages taken at once both look for the job first in line: the run that comes
+    second passes over the job the other run's claim holds and starts the next job in line,
+    without waiting for that claim, so no message is spent without starting one.
+    (PostgreSQL; SQLite runs the two transactions one at a time.)"""
     assert race_for_the_first_job(log, seeded.projects[0], message_for="second") == "done"
 
 
-def test_a_message_whose_own_job_is_claimed_meanwhile_starts_the_next(
+def test_a_message_whose_own_job_is_being_claimed_starts_the_next(
         log: SyncLog, seeded: SeedResult) -> None:
     """The message of the job first in line, taken while another message (the second job's)
-    claims that job: the run whose claim loses starts the second job, the one the other
+    claims that job: the run passes over it and starts the second job, the one the other
     message was sent for, so neither message is spent without starting a job.
     (PostgreSQL; SQLite runs the two transactions one at a time.)"""
     assert race_for_the_first_job(log, seeded.projects[0], message_for="first") == "done"
