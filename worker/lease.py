@@ -58,10 +58,11 @@ def new_owner() -> str:
 _CLAIMABLE = or_(jobs.c.owner.is_(None), jobs.c.heartbeat_on < bindparam("stale_before"),
                  jobs.c.owner == bindparam("takeover"))
 _TOKEN = jobs.c.token == bindparam("b_token")
+#: The claim returns the claimed row and its stored selection (what the run starts from).
 _CLAIM = update(jobs).where(
     _TOKEN, jobs.c.status.in_((QUEUED, PROCESSING)), _CLAIMABLE, _NOT_PAUSED,
 ).values(owner=bindparam("b_owner"), heartbeat_on=bindparam("now"),
-         attempts=jobs.c.attempts + 1)
+         attempts=jobs.c.attempts + 1).returning(*ROW_COLUMNS, jobs.c.selection)
 _IN_LINE = select(jobs.c.project_gid, jobs.c.status, jobs.c.owner, jobs.c.heartbeat_on,
                   jobs.c.attempts).where(_TOKEN)
 _UNSTARTED = select(jobs.c.token).where(
@@ -85,10 +86,21 @@ def claim(conn: Connection, token: str, owner: str, *, stale_after: float,
     """Take the job's lease for the run ``owner``: only when nobody holds a live one (see
     :data:`_CLAIMABLE`) and its project's jobs are not paused (:mod:`worker.pausing`).  A
     live run's lease is never shared, whoever asks."""
+    return claim_row(conn, token, owner, stale_after=stale_after, takeover=takeover) is not None
+
+
+def claim_row(conn: Connection, token: str, owner: str, *, stale_after: float,
+            takeover: str | None = None) -> tuple[JobRow, Any] | None:
+    """:func:`claim`, returning the claimed row and, until the job is resolved, its stored
+    selection (else ``None``), from the claim's own statement (``UPDATE … RETURNING``);
+    ``None`` when the lease was not taken."""
     now = time.time()
-    result = conn.execute(_CLAIM, {"b_token": token, "stale_before": now - stale_after,
-                                   "takeover": takeover, "b_owner": owner, "now": now})
-    return result.rowcount == 1
+    row = conn.execute(_CLAIM, {"b_token": token, "stale_before": now - stale_after,
+                                "takeover": takeover, "b_owner": owner, "now": now}).first()
+    if row is None:
+        return None
+    job = JobRow(*row[:-1])
+    return job, (None if job.resolved else row[-1])
 
 
 def first_in_line(conn: Connection, token: str, *, stale_after: float,

@@ -61,28 +61,17 @@ class StateRow:
 # columns (and its cache key) costs more than running it.
 _BY_TOKEN = jobs.c.token == bindparam("token")
 #: The columns of a :class:`JobRow` and of a :class:`StateRow`, in their fields' order (also
-#: for an UPDATE that returns the row it wrote, :func:`worker.lease.commit_row`).
+#: for an UPDATE that returns the row it wrote, :func:`worker.lease.claim_row`).
 ROW_COLUMNS = tuple(jobs.c[f.name] for f in fields(JobRow))
 STATE_COLUMNS = tuple(jobs.c[f.name] for f in fields(StateRow))
 _LOAD = select(*ROW_COLUMNS).where(_BY_TOKEN)
 _LOAD_STATE = select(*STATE_COLUMNS).where(_BY_TOKEN)
 _SELECTION = select(jobs.c.selection).where(_BY_TOKEN)
-_LOAD_WITH_SELECTION = select(*ROW_COLUMNS, jobs.c.selection).where(_BY_TOKEN)
 
 
 def load(conn: Connection, token: str) -> JobRow | None:
     row = conn.execute(_LOAD, {"token": token}).first()
     return None if row is None else JobRow(*row)
-
-
-def load_with_selection(conn: Connection, token: str) -> tuple[JobRow, Any] | None:
-    """:func:`load` and, while the job is not resolved, :func:`stored_selection` (else
-    ``None``) in one read: what a run starts from."""
-    row = conn.execute(_LOAD_WITH_SELECTION, {"token": token}).first()
-    if row is None:
-        return None
-    job = JobRow(*row[:-1])
-    return job, (None if job.resolved else row[-1])
 
 
 def stored_selection(conn: Connection, token: str) -> Any:

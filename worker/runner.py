@@ -72,7 +72,7 @@ from worker.heartbeat import Heartbeat
 from worker.jobs import CATALOGUE, JobSpec
 from worker.lease import (
     LeaseLost,
-    claim,
+    claim_row,
     claimable,
     commit,
     commit_row,
@@ -85,7 +85,7 @@ from worker.outbox import RecordEvents, clear_outbox, drain_outbox, outbox_ids
 from worker.pausing import PAUSED, hold, stopped, unmark
 from worker.progress import Publisher, append_state
 from worker.retry import failed, retrying
-from worker.rows import JobRow, load, load_with_selection, state_of
+from worker.rows import JobRow, load, state_of
 from worker.terminal import announce, conclude, reject_run
 from worker.webhooks import kick
 
@@ -133,11 +133,12 @@ def run(
         while True:
             token = first_in_line(conn, sent_for, stale_after=cfg.stale_after,
                                   takeover=takeover)
-            got = claim(conn, token, owner, stale_after=cfg.stale_after, takeover=takeover)
-            if got or token in tried:
+            got = claim_row(conn, token, owner, stale_after=cfg.stale_after,
+                            takeover=takeover)
+            if got is not None or token in tried:
                 break
             tried.add(token)
-        start = _start(conn, token, owner) if got else None
+        start = None if got is None else _start(conn, token, owner, *got)
     if start is None:
         logger.debug("job %s: not claimed (finished, paused, or leased by a live run)", token,
                      extra={"job": token})
@@ -203,10 +204,8 @@ class _Start:
     parsed: Selection | None = None
 
 
-def _start(conn: Connection, token: str, owner: str) -> _Start:
-    loaded = load_with_selection(conn, token)
-    assert loaded is not None, token  # claimed: the row is there
-    row, selection = loaded
+def _start(conn: Connection, token: str, owner: str, row: JobRow, selection: Any) -> _Start:
+    """What the run starts from: the row and stored selection its claim returned."""
     return _started_at_claim(conn, token, owner, _Start(row, selection, outbox_ids(conn, token)))
 
 
