@@ -15,13 +15,16 @@ Fields of the hash:
   (``total``, ``remaining``), so :func:`job_state` keeps, per unfinished job, how many of its
   items were already counted (:func:`~bulkjobs.keys.metrics_progress`) and adds the
   difference: exact across slices, retries and workers, never counted twice.
-* ``finished:<job name>:<status>`` — jobs that reached ``done`` / ``rejected``.
+* ``finished:<job name>:<status>`` — jobs that reached ``done`` / ``rejected``, counted by
+  the sync log's script that appends the job's terminal event
+  (:meth:`~bulkjobs.synclog.SyncLog.append_end`), in the same call: exactly once however
+  often the job is announced, with no round trip of its own.
 * ``duration:<job name>:<bucket index>`` and ``duration_sum:<job name>`` — a histogram of the
   seconds from queueing to the terminal state (:data:`DURATION_BUCKETS`).
 * ``events:cc`` / ``events:project`` — sync-log events appended, counted inside the sync log's
   own append script (:mod:`bulkjobs.synclog`), so they cost no extra round trip.
 
-Recording never fails a job: a Redis error here is logged and swallowed.
+Recording a progress state never fails a job: a Redis error here is logged and swallowed.
 """
 
 from __future__ import annotations
@@ -45,23 +48,34 @@ DURATION_BUCKETS: tuple[float, ...] = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 )
 
-# KEYS: metrics, progress
-# ARGV: token, job, processed, terminal (0|1), status, bucket index, duration
-_JOB_STATE_LUA = """
-local prev = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-local now = tonumber(ARGV[3])
-if now > prev then
-  redis.call('HINCRBY', KEYS[1], 'items:' .. ARGV[2], now - prev)
+# One counted job state as a Lua function, so that the sync log's script that appends a job's
+# terminal event counts it in the same call (bulkjobs.synclog.scripts.APPEND_END_LUA): the
+# terminal state is counted exactly when its event is appended, once.
+# metrics, progress: the keys; A[i] ...: token, job, processed, terminal (0|1), status,
+# bucket index, duration (:func:`job_state_args`).
+COUNT_STATE_LUA = """
+local function count_state(metrics, progress, A, i)
+  local token, job = A[i], A[i + 1]
+  local prev = tonumber(redis.call('HGET', progress, token) or '0')
+  local now = tonumber(A[i + 2])
+  if now > prev then
+    redis.call('HINCRBY', metrics, 'items:' .. job, now - prev)
+  end
+  if A[i + 3] == '1' then
+    redis.call('HDEL', progress, token)
+    redis.call('HINCRBY', metrics, 'finished:' .. job .. ':' .. A[i + 4], 1)
+    redis.call('HINCRBY', metrics, 'duration:' .. job .. ':' .. A[i + 5], 1)
+    redis.call('HINCRBYFLOAT', metrics, 'duration_sum:' .. job, A[i + 6])
+  elseif now > prev then
+    redis.call('HSET', progress, token, now)
+  end
+  return now - prev
 end
-if ARGV[4] == '1' then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'finished:' .. ARGV[2] .. ':' .. ARGV[5], 1)
-  redis.call('HINCRBY', KEYS[1], 'duration:' .. ARGV[2] .. ':' .. ARGV[6], 1)
-  redis.call('HINCRBYFLOAT', KEYS[1], 'duration_sum:' .. ARGV[2], ARGV[7])
-elseif now > prev then
-  redis.call('HSET', KEYS[2], ARGV[1], now)
-end
-return now - prev
+"""
+
+# KEYS: metrics, progress; ARGV: :func:`job_state_args`
+_JOB_STATE_LUA = COUNT_STATE_LUA + """
+return count_state(KEYS[1], KEYS[2], ARGV, 1)
 """
 
 
@@ -90,19 +104,25 @@ def job_state(
     """Count one appended job state: the items processed since the last counted state and,
     for the (once-only) terminal state, the finished job and its duration.  A state that
     moves nothing (``queued``, or no new item) costs no round trip."""
-    done = processed(info)
-    if not terminal and done == 0:
+    if not terminal and processed(info) == 0:
         return
-    duration = max(0.0, duration)
     try:
         _script(client)(
             keys=[keys.metrics(), keys.metrics_progress()],
-            args=[token, job, done, 1 if terminal else 0, status, bucket_index(duration),
-                  repr(duration)],
+            args=job_state_args(token=token, job=job, status=status, info=info,
+                                duration=duration, terminal=terminal),
         )
     except redis.RedisError as exc:
         logger.warning("job %s: metrics not recorded: %s", token, exc,
                        extra={"job": token})
+
+
+def job_state_args(*, token: str, job: str, status: str, info: dict[str, Any],
+                   duration: float, terminal: bool) -> list[Any]:
+    """The arguments of one counted job state (:data:`COUNT_STATE_LUA`)."""
+    duration = max(0.0, duration)
+    return [token, job, processed(info), 1 if terminal else 0, status, bucket_index(duration),
+            repr(duration)]
 
 
 @dataclass

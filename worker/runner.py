@@ -42,6 +42,7 @@ A run is given its settings and what it works with (:mod:`worker.deps`) by its c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -236,11 +237,28 @@ def _run_claimed(
     deps: Deps, token: str, owner: str, start: _Start, *, cfg: RunConfig,
     publisher: Publisher, requeue: Callable[[str], None], record_events: RecordEvents,
 ) -> str:
+    """The run of a claimed job.  A job started at its claim holds its ``processing`` event
+    back while its first batch runs (:func:`_announce_started`); whatever ends the run
+    before that event is in the log — an error, a lost lease, a shutdown — appends it
+    first, unless Redis is away too (the job's state events then go on without it)."""
     # Events an earlier run committed but could not append come first.
     drain_outbox(deps, token, ids=start.outbox)
-    row = start.row
     if start.started:
-        _announce_started(token, row, start.deliveries, publisher=publisher)
+        _announce_started(token, start.row, start.deliveries, publisher=publisher, hold=True)
+    try:
+        return _run_started(deps, token, owner, start, cfg=cfg, publisher=publisher,
+                            requeue=requeue, record_events=record_events)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            publisher.release()
+        raise
+
+
+def _run_started(
+    deps: Deps, token: str, owner: str, start: _Start, *, cfg: RunConfig,
+    publisher: Publisher, requeue: Callable[[str], None], record_events: RecordEvents,
+) -> str:
+    row = start.row
     if (row.info or {}).get(PAUSED):  # resumed while its last run stopped
         resumed = unmark(deps, token, owner)
         if resumed is not None:
@@ -272,6 +290,7 @@ def _run_claimed(
 
         batch = retrying(token, step)
         if batch.paused:
+            publisher.release()  # the job stops: its processing event before its paused one
             return _stop(deps, token, owner, batch, publisher=publisher,
                          requeue=requeue, record_events=record_events)
         if batch.processed == 0:  # cancelled, or no item left
@@ -283,6 +302,12 @@ def _run_claimed(
             target = (BATCH_SECONDS_CONTENDED if time.monotonic() < contended_until
                       else BATCH_SECONDS)
             size = next_batch_size(size, batch.seconds, limit=cfg.batch_size, target=target)
+        if exhausted and publisher.holding and record_events.hold(
+                batch.row.project_gid, batch.effects, batch.outbox_id):
+            # Done in its first batch: its processing event, this batch's record events and
+            # its terminal event go to the log together, in one round trip (conclude).
+            break
+        publisher.release()  # the job goes on: its processing event before anything else
         record_events.submit(batch.row.project_gid, batch.effects, batch.outbox_id,
                              last=exhausted)
         publisher.publish(state_of(batch.row))
@@ -301,7 +326,8 @@ def _run_claimed(
             requeue(token)
             return "sliced"
     record_events.flush()  # every record event before the job's terminal event
-    return conclude(deps, token, owner, spec, batch.row, publisher=publisher)
+    return conclude(deps, token, owner, spec, batch.row, publisher=publisher,
+                    records=record_events.held())
 
 
 def _stop(deps: Deps, token: str, owner: str, batch: Batch, *, publisher: Publisher,
@@ -377,12 +403,18 @@ def _mark_started(conn: Connection, token: str, owner: str, total: int,
 
 
 def _announce_started(token: str, row: JobRow, deliveries: Sequence[int], *,
-                      publisher: Publisher) -> None:
-    """After the commit that started the job: its webhooks and its ``processing`` event."""
+                      publisher: Publisher, hold: bool = False) -> None:
+    """After the commit that started the job: its webhooks and its ``processing`` event.
+    ``hold``: the event waits while the job's first batch runs (:meth:`Publisher.hold`), so
+    that a job done in that batch appends it with its record events and its terminal
+    event, in one round trip (:mod:`worker.terminal`)."""
     kick(deliveries)
     logger.info("job %s: processing %s items", token, (row.info or {}).get("total"),
                 extra={"job": token})
-    publisher.publish(state_of(row), force=True)
+    if hold:
+        publisher.hold(state_of(row))
+    else:
+        publisher.publish(state_of(row), force=True)
 
 
 def _load(deps: Deps, token: str) -> JobRow:

@@ -7,6 +7,14 @@
   with a once-key and ``announced`` is set (:func:`announce`; by a run, with the process's
   next claim, :mod:`worker.announced`).  A crash in between is repaired by the next claim
   attempt or by the reaper, which call :func:`announce` again.
+* **One round trip.**  A job done in its first batch held its ``processing`` event and that
+  batch's record events back (:meth:`worker.progress.Publisher.hold`,
+  :meth:`worker.outbox.RecordEvents.hold`): they are appended with its terminal event, in
+  that order, by one script call (:func:`worker.progress.append_end`).  Their outbox rows
+  outlive the terminal transaction: should the append fail, the repair appends them before
+  the terminal event (the ``processing`` event is then missing from the log: the job's
+  state events go on with its terminal one); once it succeeded, they go with the process's
+  next terminal transaction (:data:`worker.outbox.LEFT`).
 * **Results.** A batch may produce the job's result (:class:`~worker.jobs.base.Result`); it
   is committed on the job row with the batch.  A failed result (status >= 400) ends the job
   ``rejected`` with ``info.error``, the result kept for the dialects (:func:`conclude`).
@@ -27,8 +35,8 @@ from worker.deps import Deps
 from worker.jobs import JobSpec
 from worker.jobs.base import Result
 from worker.lease import LeaseLost, finish
-from worker.outbox import clear_outbox, drain_outbox
-from worker.progress import Publisher, append_state
+from worker.outbox import LEFT, Held, clear_outbox, drain_outbox
+from worker.progress import JobState, Publisher, append_end
 from worker.rows import JobRow, StateRow, load, load_state, state_of
 from worker.webhooks import kick
 
@@ -39,13 +47,16 @@ jobs = Job.__table__
 
 
 def announce(deps: Deps, token: str, *, items_deleted: bool = False,
-             finished: StateRow | None = None, later: bool = False) -> bool:
+             finished: StateRow | None = None, later: bool = False,
+             started: JobState | None = None, records: Held | None = None) -> bool:
     """Append the terminal event of a finished job if it has not been (idempotent).
     ``items_deleted``: its ``job_item`` rows went with its terminal state.  ``finished``:
     the row as the run's terminal transaction left it, that transaction having also deleted
-    the job's outbox rows (the run had appended their events): nothing to read first.
-    ``later``: ``announced`` is set with the process's next claim (:mod:`worker.announced`),
-    not in a transaction of its own."""
+    the job's outbox rows (the run had appended their events, or holds them in ``records``):
+    nothing to read first.  ``later``: ``announced`` is set with the process's next claim
+    (:mod:`worker.announced`), not in a transaction of its own.  ``started`` and
+    ``records``: the ``processing`` event and the record events the run held back, appended
+    before the terminal event in its round trip."""
     row: JobRow | StateRow | None = finished
     if finished is None:
         with deps.engine.connect() as conn:
@@ -59,7 +70,11 @@ def announce(deps: Deps, token: str, *, items_deleted: bool = False,
     # meanwhile leaves the job unannounced, and the reaper calls this again.
     if not items_deleted:
         delete_items(deps.engine, token)
-    append_state(deps.log, state_of(row))
+    append_end(deps.log, state_of(row), held=[started] if started is not None else [],
+               project=records.project_gid if records is not None else "",
+               records=records.parts if records is not None else ())
+    if records is not None:  # in the log: their rows go with the next terminal transaction
+        LEFT.add(records.ids)
     if later:
         ANNOUNCED.add(token, deps.side_engine)
         return True
@@ -69,13 +84,14 @@ def announce(deps: Deps, token: str, *, items_deleted: bool = False,
 
 
 def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *,
-             publisher: Publisher) -> str:
+             publisher: Publisher, records: Held | None = None) -> str:
     """End a run that has no item left (``row``: the job row after its last batch): ``done``,
     or ``rejected`` when it was cancelled or its result failed.  Every record event of the
-    run must be in the log already (the terminal event comes after them)."""
+    run must be in the log already, or held back for the terminal event in ``records``
+    (the terminal event comes after them)."""
     if row.cancel_requested:
         return reject_run(deps, token, owner, dict(row.info or {}), CANCELLED,
-                          publisher=publisher, flushed=True)
+                          publisher=publisher, flushed=True, records=records)
     info = dict(row.info or {})
     info["remaining"] = 0
     result = spec.no_item_result
@@ -83,15 +99,17 @@ def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *
         result = Result(int(row.result_status), dict(row.result_payload or {}))
     if result is not None and result.failed:
         return reject_run(deps, token, owner, info, _result_error(result), result=result,
-                          publisher=publisher, flushed=True)
-    with deps.write_engine.begin() as conn:
+                          publisher=publisher, flushed=True, records=records)
+    with LEFT.deleted() as delete_left, deps.write_engine.begin() as conn:
         few = _finish(conn, token, owner, status=DONE, info=info, result=result)
-        clear_outbox(conn, token)
+        clear_outbox(conn, token, keep=records.ids if records is not None else ())
+        delete_left(conn)
         deliveries = webhook_deliveries.outbox(conn, token, "job.done")
         finished = load_state(conn, token)
     kick(deliveries)
-    publisher.close()  # no heartbeat progress event may follow the terminal one
-    announce(deps, token, items_deleted=few, finished=finished, later=True)
+    started = publisher.close()  # no heartbeat progress event may follow the terminal one
+    announce(deps, token, items_deleted=few, finished=finished, later=True, started=started,
+             records=records)
     logger.info("job %s: done", token, extra={"job": token})
     return DONE
 
@@ -121,23 +139,25 @@ def _result_error(result: Result) -> str:
 
 def reject_run(deps: Deps, token: str, owner: str | None, info: dict[str, Any], error: str,
                *, result: Result | None = None, publisher: Publisher | None = None,
-               flushed: bool = False) -> str:
+               flushed: bool = False, records: Held | None = None) -> str:
     """Commit the job ``rejected`` (while ``owner`` holds it, when given) and announce it.
-    ``flushed``: every event the job's batches owe is in the log (the run flushed them), so
-    its outbox rows go with it."""
+    ``flushed``: every event the job's batches owe is in the log (the run flushed them), or
+    held back for the terminal event in ``records``, so its other outbox rows go with it."""
     info = {**info, "error": error}
     if error == CANCELLED:  # told apart from a failure (the error text is the same for both)
         info["cancelled"] = True
-    with deps.write_engine.begin() as conn:
+    with LEFT.deleted() as delete_left, deps.write_engine.begin() as conn:
         few = _finish(conn, token, owner, status=REJECTED, info=info, result=result)
         if flushed:
-            clear_outbox(conn, token)
+            clear_outbox(conn, token, keep=records.ids if records is not None else ())
+        delete_left(conn)
         deliveries = webhook_deliveries.outbox(conn, token, "job.rejected")
         finished = load_state(conn, token) if flushed else None
     kick(deliveries)
-    if publisher is not None:
-        publisher.close()  # no heartbeat progress event may follow the terminal one
-    announce(deps, token, items_deleted=few, finished=finished, later=publisher is not None)
+    # no heartbeat progress event may follow the terminal one
+    started = publisher.close() if publisher is not None else None
+    announce(deps, token, items_deleted=few, finished=finished, later=publisher is not None,
+             started=started, records=records)
     logger.info("job %s: rejected (%s)", token, error, extra={"job": token})
     return REJECTED
 

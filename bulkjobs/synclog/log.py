@@ -11,12 +11,13 @@ import redis
 
 from bulkjobs import keys
 from bulkjobs.synclog import trim as retention
-from bulkjobs.synclog.append import append_call, cursor_call, packed_call
+from bulkjobs.synclog.append import append_call, cursor_call, end_call, packed_call
 from bulkjobs.synclog.events import NewEvent
 from bulkjobs.synclog.packing import Item, pack
 from bulkjobs.synclog.read import PAGE, Page, Pager, PageRead, text_of
 from bulkjobs.synclog.replicas import FENCE, check_replicated, wait_command
 from bulkjobs.synclog.scripts import (
+    APPEND_END_LUA,
     APPEND_LUA,
     APPEND_PACKED_LUA,
     CURSORS_LUA,
@@ -44,6 +45,7 @@ class SyncLog:
         self.replica_timeout = replica_timeout
         self._append = client.register_script(bounded(APPEND_LUA, max_events))
         self._append_packed = client.register_script(bounded(APPEND_PACKED_LUA, max_events))
+        self._append_end = client.register_script(bounded(APPEND_END_LUA, max_events))
         self._cursors = client.register_script(CURSORS_LUA)
         self._trim = client.register_script(TRIM_LUA)
         self.dedupe_ttl = dedupe_ttl
@@ -94,6 +96,22 @@ class SyncLog:
         k, a = packed_call(project, packs, once_key, self.dedupe_ttl)
         first, last = (int(c) for c in self._written(self._append_packed, k, a))
         return range(first, last + 1) if first else range(0)
+
+    def append_end(
+        self, space: str, terminal: NewEvent, *, once_key: str, counted: Sequence[Any],
+        held: Sequence[NewEvent] = (), project: str = "",
+        records: Sequence[tuple[str, Iterable[tuple[str, str, Sequence[str]]]]] = (),
+    ) -> list[int]:
+        """A job's end in one atomic script call (one round trip): the events ``held`` back
+        for it, then the record events of ``project`` it owes — each part ``(once-key,
+        groups)`` packed as by :meth:`append_records`, at most once for its key — then its
+        ``terminal`` event, at most once for ``once_key`` and counted in the metrics
+        (``counted``: :func:`bulkjobs.metrics.job_state_args`) only when appended now.
+        Returns the terminal event's cursor (an empty list: it had been appended already)."""
+        parts = [(once, pack(groups)) for once, groups in records]
+        k, a = end_call(space, held, terminal, once_key, counted, project,
+                        [(once, packs) for once, packs in parts if packs], self.dedupe_ttl)
+        return [int(c) for c in self._written(self._append_end, k, a)]
 
     def read(self, space: str, after: int, *, count: int = PAGE) -> Page:
         """Events with cursor > ``after`` (at most ``count``; a page may end inside a packed

@@ -60,6 +60,16 @@ class HookedLog(SyncLog):
                 self.hook(e.body)
         return out
 
+    def append_end(self, space: str, terminal: NewEvent, **kw: Any) -> list[int]:
+        if self.fail_terminal:
+            self.fail_terminal = False
+            raise redis.ConnectionError("simulated crash before the terminal event")
+        out = super().append_end(space, terminal, **kw)
+        if self.hook is not None:
+            for e in [*kw.get("held", ()), terminal]:
+                self.hook(e.body)
+        return out
+
 
 @pytest.fixture
 def log(redis_client: redis.Redis) -> HookedLog:
@@ -421,7 +431,8 @@ def test_run_that_lost_its_lease_stops_without_committing(
     seen = {"batches": -1}
 
     def take_over(body: dict[str, Any]) -> None:
-        # the processing event, then one event per committed batch (batch_size 1)
+        # the processing event (held back while the first batch runs: the claim stands for
+        # it before any batch), then one event per committed batch (batch_size 1)
         seen["batches"] += 1
         if seen["batches"] == after_batches:
             with get_write_engine().begin() as conn:
@@ -430,7 +441,8 @@ def test_run_that_lost_its_lease_stops_without_committing(
             log.hook = None
 
     log.hook = take_over
-    outcome = run(token, deps=deps(log), cfg=cfg(batch_size=1), requeue=lambda t: pytest.fail("!"))
+    outcome = run(token, deps=deps(log), cfg=cfg(batch_size=1), requeue=lambda t: pytest.fail("!"),
+                  claimed=(lambda: take_over({})) if after_batches == 0 else None)
     assert outcome == "lost"
     row = job_row(token)
     assert (row.status, row.owner) == ("processing", "other-worker")
