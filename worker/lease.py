@@ -77,8 +77,10 @@ _COMMIT = update(jobs).where(_TOKEN, jobs.c.owner == bindparam("b_owner"))
 _COMMIT_RETURNING = {JobRow: _COMMIT.returning(*ROW_COLUMNS),
                      StateRow: _COMMIT.returning(*STATE_COLUMNS)}
 _RELEASE = update(jobs).where(_TOKEN, jobs.c.owner == bindparam("b_owner")).values(owner=None)
+#: The terminal state, returning the finished row (its terminal event's data).
 _FINISH = update(jobs).where(_TOKEN, jobs.c.status.in_((QUEUED, PROCESSING)))
-_FINISH_OWNED = _FINISH.where(jobs.c.owner == bindparam("b_owner"))
+_FINISH_OWNED = _FINISH.where(jobs.c.owner == bindparam("b_owner")).returning(*STATE_COLUMNS)
+_FINISH = _FINISH.returning(*STATE_COLUMNS)
 
 
 def claim(conn: Connection, token: str, owner: str, *, stale_after: float,
@@ -182,15 +184,17 @@ def release(deps: Deps, token: str, owner: str) -> None:
 def finish(
     conn: Connection, token: str, *, status: str, info: dict[str, Any], owner: str | None,
     result_status: int | None = None, result_payload: dict[str, Any] | None = None,
-) -> bool:
-    """Commit a terminal state (only while holding the lease, when ``owner`` is given).  The
-    job's ``job_item`` rows are deleted by the caller in the same transaction when they are
-    few, else afterwards, in slices, by :func:`worker.terminal.announce`."""
+) -> StateRow | None:
+    """Commit a terminal state (only while holding the lease, when ``owner`` is given); the
+    finished row (``UPDATE … RETURNING``), or ``None`` when the job was not this run's to
+    finish.  The job's ``job_item`` rows are deleted by the caller in the same transaction
+    when they are few, else afterwards, in slices, by :func:`worker.terminal.announce`."""
     now = time.time()
     values: dict[str, Any] = dict(b_token=token, status=status, info=info, updated_on=now,
                                   finished_on=now, owner=None)
     if result_status is not None:
         values.update(result_status=result_status, result_payload=result_payload)
-    if owner is None:
-        return conn.execute(_FINISH, values).rowcount == 1
-    return conn.execute(_FINISH_OWNED, {**values, "b_owner": owner}).rowcount == 1
+    stmt, params = (_FINISH, values) if owner is None else (_FINISH_OWNED,
+                                                            {**values, "b_owner": owner})
+    row = conn.execute(stmt, params).first()
+    return None if row is None else StateRow(*row)
