@@ -302,8 +302,10 @@ def drain_outbox(deps: Deps, token: str, *, job_events_only: bool = False,
                                    [(row.id, row.data_type, row.action, row.gids.split())])
     with deps.write_engine.begin() as conn:
         conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
-    logger.info("job %s: appended %s events left in the outbox", token, appended,
-                extra={"job": token})
+    # Rows whose events were in the log already (:data:`LEFT`) append nothing: no news.
+    logger.log(logging.INFO if appended else logging.DEBUG,
+               "job %s: appended %s events left in the outbox", token, appended,
+               extra={"job": token})
     return appended
 
 
