@@ -37,7 +37,7 @@ from worker.jobs.base import Result
 from worker.lease import LeaseLost, finish
 from worker.outbox import LEFT, Held, clear_outbox, drain_outbox
 from worker.progress import JobState, Publisher, append_end
-from worker.rows import JobRow, StateRow, load, load_state, state_of
+from worker.rows import JobRow, StateRow, load, state_of
 from worker.webhooks import kick
 
 # The job lifecycle logs under one name, whichever of its modules writes the line.
@@ -101,11 +101,10 @@ def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *
         return reject_run(deps, token, owner, info, _result_error(result), result=result,
                           publisher=publisher, flushed=True, records=records)
     with LEFT.deleted() as delete_left, deps.write_engine.begin() as conn:
-        few = _finish(conn, token, owner, status=DONE, info=info, result=result)
+        finished, few = _finish(conn, token, owner, status=DONE, info=info, result=result)
         clear_outbox(conn, token, keep=records.ids if records is not None else ())
         delete_left(conn)
         deliveries = webhook_deliveries.outbox(conn, token, "job.done")
-        finished = load_state(conn, token)
     kick(deliveries)
     started = publisher.close()  # no heartbeat progress event may follow the terminal one
     announce(deps, token, items_deleted=few, finished=finished, later=True, started=started,
@@ -115,19 +114,20 @@ def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *
 
 
 def _finish(conn: Connection, token: str, owner: str | None, *, status: str,
-            info: dict[str, Any], result: Result | None) -> bool:
+            info: dict[str, Any], result: Result | None) -> tuple[StateRow, bool]:
     """Commit the terminal state (:func:`worker.lease.finish`, :class:`LeaseLost` when the
     lease is gone) and, when the job's items are known to be few (its total, once resolved),
-    delete them in the same transaction; whether it did."""
-    if not finish(conn, token, status=status, info=info, owner=owner,
-                  result_status=result.status if result else None,
-                  result_payload=result.payload if result else None):
+    delete them in the same transaction: the finished row, and whether it did."""
+    finished = finish(conn, token, status=status, info=info, owner=owner,
+                      result_status=result.status if result else None,
+                      result_payload=result.payload if result else None)
+    if finished is None:
         raise LeaseLost(token)
     total = info.get("total")
     few = isinstance(total, int) and total <= FEW_ITEMS
     if few:
         delete_few_items(conn, token)
-    return few
+    return finished, few
 
 
 def _result_error(result: Result) -> str:
@@ -147,12 +147,12 @@ def reject_run(deps: Deps, token: str, owner: str | None, info: dict[str, Any], 
     if error == CANCELLED:  # told apart from a failure (the error text is the same for both)
         info["cancelled"] = True
     with LEFT.deleted() as delete_left, deps.write_engine.begin() as conn:
-        few = _finish(conn, token, owner, status=REJECTED, info=info, result=result)
+        row, few = _finish(conn, token, owner, status=REJECTED, info=info, result=result)
         if flushed:
             clear_outbox(conn, token, keep=records.ids if records is not None else ())
         delete_left(conn)
         deliveries = webhook_deliveries.outbox(conn, token, "job.rejected")
-        finished = load_state(conn, token) if flushed else None
+        finished = row if flushed else None
     kick(deliveries)
     # no heartbeat progress event may follow the terminal one
     started = publisher.close() if publisher is not None else None

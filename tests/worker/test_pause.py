@@ -223,9 +223,9 @@ def test_a_run_resumed_while_it_stopped_re_queues_itself_and_drops_the_mark(
     token = new_job(log, project, DELETE, leaves(project)[:4])
     d = deps(log)
     sent: list[str] = []
-    real_stopped, real_claim = runner.stopped, runner.claim
+    real_stopped, real_claim = runner.stopped, runner.claim_row
 
-    def claimed_then_paused(conn: Any, *args: Any, **kw: Any) -> bool:
+    def claimed_then_paused(conn: Any, *args: Any, **kw: Any) -> Any:
         claimed = real_claim(conn, *args, **kw)
         assert claimed and pause(conn, project.gid, by="tester")  # in the claim's transaction
         return claimed
@@ -234,7 +234,7 @@ def test_a_run_resumed_while_it_stopped_re_queues_itself_and_drops_the_mark(
         assert resume(d, project.gid, enqueue=sent.extend) == []  # still leased
         return real_stopped(info)
 
-    monkeypatch.setattr(runner, "claim", claimed_then_paused)
+    monkeypatch.setattr(runner, "claim_row", claimed_then_paused)
     monkeypatch.setattr(runner, "stopped", resumed_meanwhile)
     assert drive(log, token, batch_size=1) == ("paused", [token])
     assert sent == [] and pauses() == set() and job_row(token).info["paused"] is True

@@ -1,6 +1,6 @@
 """A run takes the job row back from the statements that write it (``UPDATE … RETURNING``,
-:func:`worker.lease.claim_row`, :func:`worker.lease.commit_row`), so that no transaction
-of a small job reads the row again after writing it."""
+:func:`worker.lease.claim_row`, :func:`worker.lease.commit_row`, :func:`worker.lease.finish`),
+so that no transaction of a small job reads the row again after writing it."""
 
 from __future__ import annotations
 
@@ -56,15 +56,15 @@ def _read_back(statements: list[str]) -> list[str]:
     return [sql for sql in statements[written + 1:] if _READS_JOB.match(sql)]
 
 
-def test_the_claim_and_the_batch_do_not_read_back_the_row_they_wrote(
+def test_no_transaction_of_a_small_job_reads_back_the_row_it_wrote(
         log: SyncLog, project: SeededProject, transactions: list[list[str]]) -> None:
     token = new_job(log, project, "bulk_delete_records", project.heads[:1])
     transactions.clear()
     assert run(token, deps=deps(log), cfg=cfg(), requeue=pytest.fail) == "done"
     writing = [t for t in transactions if any(_WRITES_JOB.match(sql) for sql in t)]
-    claim, batch = writing[0], writing[1]
-    assert any("job_item" in sql for sql in claim)  # resolved in the claim's transaction
-    assert _read_back(claim) == [] and _read_back(batch) == []
+    assert len(writing) == 3, writing  # the claim (with the resolution), the batch, the end
+    assert any("job_item" in sql for sql in writing[0])  # resolved in the claim's transaction
+    assert [_read_back(t) for t in writing] == [[], [], []]
     row = job_row(token)
     assert row.status == "done" and row.info["total"] == 1 and row.info["remaining"] == 0
 
