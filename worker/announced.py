@@ -7,7 +7,8 @@ worth no write transaction of its own per job — on SQLite a turn of the one wr
 small job.  So a run leaves its token here (:meth:`Announced.add`), and the marks are written
 with the process's next claim (:meth:`Announced.write`, in the claim's transaction) or, when
 no job follows within :data:`DUE_AFTER`, by a thread of their own, all of them in one
-statement.
+statement; that thread's transaction also deletes the outbox rows whose events the jobs' ends
+appended (:data:`worker.outbox.LEFT`), which a next terminal transaction would have taken.
 
 A process that dies first leaves its jobs unannounced for a moment: the reaper announces
 finished jobs left unannounced for longer than its grace (:data:`worker.reaper.ANNOUNCE_GRACE`,
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterator
 from sqlalchemy import Connection, Engine, bindparam, update
 
 from models.jobs import Job
+from worker.outbox import LEFT
 
 logger = logging.getLogger(__name__)
 jobs = Job.__table__
@@ -115,8 +117,10 @@ class Announced:
             if not tokens:
                 continue  # a claim wrote them meanwhile
             try:
-                with engine.execution_options(writer=True).begin() as conn:
+                with (LEFT.deleted() as delete_left,
+                      engine.execution_options(writer=True).begin() as conn):
                     _mark(conn, tokens)
+                    delete_left(conn)  # its jobs' outbox rows that their ends appended
             except Exception:  # the reaper marks them (appending nothing again)
                 logger.warning("%d job(s) not marked announced; the reaper will", len(tokens),
                                exc_info=True)

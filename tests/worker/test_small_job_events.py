@@ -36,6 +36,7 @@ from tests.worker.helpers import (
     subtree,
 )
 from tests.worker.proxy import RedisProxy
+from worker import announced
 from worker.jobs import CATALOGUE, Context, Failure
 from worker.progress import JobState, Publisher
 from worker.reaper import reap
@@ -223,9 +224,10 @@ def test_a_failed_end_is_repaired_with_every_record_event_before_the_terminal(
 
 
 def test_rows_appended_with_the_terminal_go_with_the_next_terminal_transaction(
-        log: SyncLog, project: SeededProject) -> None:
+        log: SyncLog, project: SeededProject, monkeypatch: pytest.MonkeyPatch) -> None:
     """The outbox rows of a job done in its first batch outlive its terminal transaction
     and go with the next job's; the reaper, draining them meanwhile, appends nothing."""
+    monkeypatch.setattr(announced, "DUE_AFTER", 3600.0)  # no marks thread meanwhile
     first, second = (new_job(log, project, DELETE, [h]) for h in live_heads(project, 2))
     config = cfg(record_events=True)
     assert run(first, deps=deps(log), cfg=config, requeue=pytest.fail) == "done"
@@ -240,3 +242,18 @@ def test_rows_appended_with_the_terminal_go_with_the_next_terminal_transaction(
     assert after_second > events
     reap(log=log, stale_after=30, queued_stale_after=120, requeue=pytest.fail)
     assert outbox_rows(second) == 0 and len(space_events(log, project.gid)) == after_second
+
+
+def test_rows_appended_with_the_terminal_go_with_the_announced_mark(
+        log: SyncLog, project: SeededProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When no job follows, the marks thread's transaction, which sets ``announced``, deletes
+    the rows too: none is left for the reaper."""
+    monkeypatch.setattr(announced, "DUE_AFTER", 0.05)
+    token = new_job(log, project, DELETE, live_heads(project, 1))
+    assert run(token, deps=deps(log), cfg=cfg(record_events=True),
+               requeue=pytest.fail) == "done"
+    deadline = time.monotonic() + 30  # liveness only: the thread writes within DUE_AFTER
+    while not job_row(token).announced:
+        assert time.monotonic() < deadline, "the announced mark was never written"
+        time.sleep(0.02)
+    assert outbox_rows(token) == 0
