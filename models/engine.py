@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import Session
 
 from bulkjobs.settings import get_settings
 
@@ -383,6 +384,17 @@ def get_engine() -> Engine:
 def get_write_engine() -> Engine:
     """The engine for transactions that write (``with get_write_engine().begin() as conn``)."""
     return get_engine().execution_options(writer=True)
+
+
+def begin_writing(session: Session) -> None:
+    """End ``session``'s transaction (it holds nothing to keep: reads) and begin a write one
+    (on SQLite ``BEGIN IMMEDIATE``, in its writers' turn), for a read-then-write through an
+    ORM session.  A transaction begun as a reader cannot take the write lock once another
+    writer committed after its first read (WAL: "database is locked" at once, whatever the
+    busy timeout), and a request's session has read (its authorisation) before its route
+    writes."""
+    session.commit()
+    session.connection(execution_options={"writer": True})
 
 
 def migrate(engine: Engine | None = None) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy import JSON, Column, func, select
 from sqlmodel import Field, Session, SQLModel, col
 
 from bulkjobs.errors import NotFound, Unprocessable
+from models.engine import begin_writing
 
 #: The job events a webhook may ask for: a job started (once), finished, failed or cancelled.
 EVENTS = ("job.processing", "job.done", "job.rejected")
@@ -155,6 +156,7 @@ def create(session: Session, *, project_gid: str, url: str, events: Sequence[str
         raise Unprocessable(f"A webhook's secret is {MIN_SECRET} to {MAX_SECRET} characters")
     wanted = check_events(events)
     check_url(url, allow_private=allow_private, resolver=resolver)
+    begin_writing(session)  # the count and the insert in one write transaction
     count = session.execute(select(func.count()).select_from(Webhook)
                             .where(col(Webhook.project_gid) == project_gid)).scalar_one()
     if count >= MAX_PER_PROJECT:
@@ -175,6 +177,7 @@ def listed(session: Session, *, project_gid: str) -> list[Webhook]:
 
 def remove(session: Session, *, project_gid: str, gid: str) -> None:
     """Delete one of the project's webhooks (committed); 404 for another project's or none."""
+    begin_writing(session)
     hook = session.get(Webhook, gid)
     if hook is None or hook.project_gid != project_gid:
         raise NotFound("No such webhook", info={"webhook": gid})

@@ -151,3 +151,27 @@ def test_deliveries_are_paged_newest_first_with_their_attempts(client: TestClien
     r = post(client, f"/api/p/{project}/webhooks/deliveries", jwt,
              {"webhook": gid, "page.cursor": "not-a-cursor"})
     assert r.status_code == 400, r.text
+
+
+def test_a_webhook_is_created_after_another_writer_committed_since_the_sessions_read(
+        seeded: SeedResult) -> None:
+    """A request's session reads (its authorisation) before its route writes, and a job's
+    batch may commit in between: the webhook is still created (on SQLite a transaction begun
+    as a reader cannot take the write lock after that, "database is locked" at once)."""
+    from sqlalchemy import insert
+    from sqlmodel import Session
+
+    from models.webhooks import create
+    project, other = (p.gid for p in seeded.projects)
+    before = hooks_count()
+    with Session(get_engine(), expire_on_commit=False) as session:  # as the API's
+        session.execute(select(func.count()).select_from(Webhook)).scalar_one()
+        with get_write_engine().begin() as conn:  # another writer commits meanwhile
+            conn.execute(insert(Webhook.__table__).values(
+                gid="another-writers-hook", project_gid=other, url="https://93.184.215.14/o",
+                events=["job.done"], secret="0123456789abcdef-secret", created_by="u",
+                created_on=time.time()))
+        hook = create(session, project_gid=project, url="https://93.184.215.14/a",
+                      events=["job.done"], secret="0123456789abcdef-secret", user_gid="u",
+                      allow_private=True)
+    assert hook.project_gid == project and hooks_count() == before + 2
