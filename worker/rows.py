@@ -66,18 +66,11 @@ ROW_COLUMNS = tuple(jobs.c[f.name] for f in fields(JobRow))
 STATE_COLUMNS = tuple(jobs.c[f.name] for f in fields(StateRow))
 _LOAD = select(*ROW_COLUMNS).where(_BY_TOKEN)
 _LOAD_STATE = select(*STATE_COLUMNS).where(_BY_TOKEN)
-_SELECTION = select(jobs.c.selection).where(_BY_TOKEN)
 
 
 def load(conn: Connection, token: str) -> JobRow | None:
     row = conn.execute(_LOAD, {"token": token}).first()
     return None if row is None else JobRow(*row)
-
-
-def stored_selection(conn: Connection, token: str) -> Any:
-    """The job's parsed selection as stored at submit (:mod:`models.selection_store`), read
-    only by the run that resolves it; ``None`` on rows of older versions."""
-    return conn.execute(_SELECTION, {"token": token}).scalar()
 
 
 def load_state(conn: Connection, token: str) -> StateRow | None:

@@ -30,7 +30,7 @@ from worker.jobs.base import Effects
 from worker.jobs.records import _done_by_job
 from worker.lease import claim, finish, first_in_line
 from worker.outbox import outbox_ids
-from worker.rows import load, load_state, stored_selection
+from worker.rows import load, load_state
 
 pytestmark = pytest.mark.services
 
@@ -265,7 +265,6 @@ def test_a_runs_claim_and_reads_use_the_job_indexes(plan_db: dict[str, Any]) -> 
             first_in_line(conn, queued, stale_after=30)  # the oldest queued job of the project
             assert claim(conn, queued, "a-run", stale_after=30)
             assert load(conn, queued) is not None and load_state(conn, queued) is not None
-            stored_selection(conn, queued)
             outbox_ids(conn, queued)
         assert explained(cap) >= 6
         bad = violations(conn, cap, big=BIG_TABLES | {"job", "sync_outbox"},
