@@ -30,8 +30,9 @@ from worker.deps import Deps, RunConfig
 from worker.jobs import Context, JobSpec
 from worker.jobs.base import Effects
 from worker.lease import commit_row
-from worker.outbox import clear_outbox, write_outbox
+from worker.outbox import LEFT, clear_outbox, holdable, write_outbox
 from worker.rows import StateRow, load_state
+from worker.terminal import Done, done_in, done_result
 
 #: Item errors kept in ``info.errors`` (the count of failures goes on in ``info.failed``).
 MAX_ERRORS = 20
@@ -52,25 +53,35 @@ class Batch(NamedTuple):
     seconds: float
     #: The job's project is paused: nothing was done.
     paused: bool = False
+    #: The batch took the job's last items and committed it ``done`` as well (``end``).
+    done: Done | None = None
 
 
 def batch_step(
     deps: Deps, token: str, owner: str, spec: JobSpec, cfg: RunConfig, *,
     actor: dict[str, Any], params: dict[str, Any], appended: int | None = None,
-    size: int | None = None,
+    size: int | None = None, end: bool = False,
 ) -> Batch:
     """Apply the job's handler to its next batch (``size`` items, default
     ``cfg.batch_size``) and commit it with the job's progress (and result) and its events
     (in the outbox) in one transaction; outbox rows of this job up to ``appended`` (already
-    in the log) go in the same transaction."""
+    in the log) go in the same transaction.
+
+    ``end``: should the batch take the job's last items (fewer than ``size``), the job is
+    committed ``done`` in the same transaction (:func:`worker.terminal.done_in`), unless it
+    ends otherwise (its result failed) or its events are too many to be held back for its
+    terminal event (:func:`worker.outbox.holdable`); :attr:`Batch.done` says whether it was.
+    The run then announces it (:func:`worker.terminal.announce_done`)."""
     effects = Effects(collect_events=cfg.record_events)
-    with deps.write_engine.begin() as conn:
+    with LEFT.deleted() as delete_left, deps.write_engine.begin() as conn:
         began = time.perf_counter()
-        row, processed, outbox_id, paused = _batch_in(
+        row, processed, outbox_id, paused, done = _batch_in(
             conn, token, owner, spec, effects, actor=actor, params=params, appended=appended,
-            size=size or cfg.batch_size)
+            size=size or cfg.batch_size, end=end)
+        if done is not None:
+            delete_left(conn)
     return Batch(row, processed, effects, outbox_id, time.perf_counter() - began,
-                 paused=paused)
+                 paused=paused, done=done)
 
 
 #: The batch's items: the next ``size`` after the job's position (built once, see
@@ -83,20 +94,22 @@ _NEXT_ITEMS = (select(items.c.id, items.c.item_id)
 def _batch_in(
     conn: Connection, token: str, owner: str, spec: JobSpec, effects: Effects, *,
     actor: dict[str, Any], params: dict[str, Any], appended: int | None, size: int,
-) -> tuple[StateRow, int, Sequence[int] | None, bool]:
+    end: bool = False,
+) -> tuple[StateRow, int, Sequence[int] | None, bool, Done | None]:
     """The body of :func:`batch_step`, inside its transaction: the job row after it, the
-    items processed, the outbox rows written, and whether the job's project is paused."""
+    items processed, the outbox rows written, whether the job's project is paused, and the
+    job committed ``done`` (``end``)."""
     if appended is not None:
         clear_outbox(conn, token, up_to=appended)
     row = _state(conn, token)
     if row.cancel_requested:
-        return row, 0, None, False
+        return row, 0, None, False, None
     if is_paused(conn, row.project_gid):
-        return row, 0, None, True
+        return row, 0, None, True, None
     batch = conn.execute(_NEXT_ITEMS, {"token": token, "after": row.position,
                                        "size": size}).all()
     if not batch:
-        return row, 0, None, False
+        return row, 0, None, False, None
     ctx = Context(token=token, project_gid=row.project_gid, actor=actor, params=params,
                   now=time.time(), effects=effects)
     failures = spec.batch(conn, ctx, [b.item_id for b in batch])
@@ -107,12 +120,20 @@ def _batch_in(
         position=batch[-1].id, info=_progress(dict(row.info or {}), len(batch), failures),
         updated_on=ctx.now, heartbeat_on=time.time(),
     )
+    if end and len(batch) < size and holdable(effects):
+        result = done_result(spec, effects.result)
+        if result is None or not result.failed:
+            outbox_id = write_outbox(conn, token, row.project_gid, effects, now=ctx.now)
+            done = done_in(conn, token, owner, info={**values["info"], "remaining": 0},
+                           result=result,
+                           keep=outbox_id or ())
+            return done.row, len(batch), outbox_id, False, done
     if effects.result is not None:
         values.update(result_status=effects.result.status,
                       result_payload=effects.result.payload)
     after = commit_row(conn, token, owner, values, StateRow)
     outbox_id = write_outbox(conn, token, row.project_gid, effects, now=ctx.now)
-    return after, len(batch), outbox_id, False
+    return after, len(batch), outbox_id, False, None
 
 
 def _state(conn: Connection, token: str) -> StateRow:

@@ -118,10 +118,9 @@ class RecordEvents:
         self._raise()
         if outbox_id is None or not effects.events:
             return True
-        rows = _rows(effects, outbox_id)
-        if sum(len(gids) for *_, gids in rows) > EVENT_CHUNK:
+        if not holdable(effects):
             return False
-        self._held = Held(project_gid, list(_parts(rows)), outbox_id)
+        self._held = Held(project_gid, list(_parts(_rows(effects, outbox_id))), outbox_id)
         return True
 
     def held(self) -> Held | None:
@@ -160,6 +159,12 @@ class RecordEvents:
         if outbox_id is not None:
             _append_events(self.log, project_gid, _rows(effects, outbox_id))
             self._appended = max(outbox_id)
+
+
+def holdable(effects: Effects) -> bool:
+    """Whether a batch's events are few enough to be held back for its job's terminal event
+    and go in its round trip (:meth:`RecordEvents.hold`)."""
+    return sum(len(gids) for gids in effects.events.values()) <= EVENT_CHUNK
 
 
 def _rows(effects: Effects, outbox_id: Sequence[int]) -> list[tuple[int, str, str, Sequence[str]]]:

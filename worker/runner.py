@@ -87,7 +87,7 @@ from worker.pausing import PAUSED, hold, stopped, unmark
 from worker.progress import Publisher, append_state
 from worker.retry import failed, retrying
 from worker.rows import JobRow, load, state_of
-from worker.terminal import announce, conclude, reject_run
+from worker.terminal import announce, announce_done, conclude, reject_run
 from worker.webhooks import kick
 
 logger = logging.getLogger(__name__)
@@ -283,12 +283,22 @@ def _run_started(
     started = time.monotonic()
     size = min(FIRST_BATCH, cfg.batch_size) if cfg.adaptive_batches else cfg.batch_size
     contended_until = 0.0  # other writers waited for their turn lately: shorter batches
+    # A job started at its claim and done in its first batch is committed done in that
+    # batch's transaction (worker.batches.batch_step's ``end``).
+    end = publisher.holding
     while True:
-        def step(n: int = size) -> Batch:
+        def step(n: int = size, end: bool = end) -> Batch:
             return batch_step(deps, token, owner, spec, cfg, actor=actor, params=params,
-                              appended=record_events.appended(), size=n)
+                              appended=record_events.appended(), size=n, end=end)
 
         batch = retrying(token, step)
+        end = False
+        if batch.done is not None:
+            # Its processing event, this batch's record events and its terminal event go to
+            # the log together, in one round trip.
+            record_events.hold(batch.row.project_gid, batch.effects, batch.outbox_id)
+            return announce_done(deps, token, batch.done, publisher=publisher,
+                                 records=record_events.held())
         if batch.paused:
             publisher.release()  # the job stops: its processing event before its paused one
             return _stop(deps, token, owner, batch, publisher=publisher,

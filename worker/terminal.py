@@ -23,7 +23,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, update
 
@@ -94,21 +95,52 @@ def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *
                           publisher=publisher, flushed=True, records=records)
     info = dict(row.info or {})
     info["remaining"] = 0
-    result = spec.no_item_result
-    if row.result_status is not None:
-        result = Result(int(row.result_status), dict(row.result_payload or {}))
+    result = done_result(spec, None if row.result_status is None
+                         else Result(int(row.result_status), dict(row.result_payload or {})))
     if result is not None and result.failed:
         return reject_run(deps, token, owner, info, _result_error(result), result=result,
                           publisher=publisher, flushed=True, records=records)
     with LEFT.deleted() as delete_left, deps.write_engine.begin() as conn:
-        finished, few = _finish(conn, token, owner, status=DONE, info=info, result=result)
-        clear_outbox(conn, token, keep=records.ids if records is not None else ())
+        end = done_in(conn, token, owner, info=info, result=result,
+                      keep=records.ids if records is not None else ())
         delete_left(conn)
-        deliveries = webhook_deliveries.outbox(conn, token, "job.done")
-    kick(deliveries)
+    return announce_done(deps, token, end, publisher=publisher, records=records)
+
+
+class Done(NamedTuple):
+    """A job committed ``done`` (:func:`done_in`): the finished row, whether its items went
+    with it, and its ``job.done`` webhook deliveries."""
+
+    row: StateRow
+    few: bool
+    deliveries: list[int]
+
+
+def done_result(spec: JobSpec, result: Result | None) -> Result | None:
+    """The result a job ends with: its batches' (``result``), else its kind's for no item."""
+    return result if result is not None else spec.no_item_result
+
+
+def done_in(conn: Connection, token: str, owner: str, *, info: dict[str, Any],
+            result: Result | None, keep: Sequence[int] = ()) -> Done:
+    """Commit the job ``done`` in the caller's transaction (:class:`LeaseLost` when the lease
+    is gone): its items when few, and its outbox rows but ``keep`` (their events held back
+    for the terminal event's round trip), go with it.  The caller also deletes the rows
+    :data:`~worker.outbox.LEFT` holds (``LEFT.deleted()``), and then calls
+    :func:`announce_done` after the commit."""
+    finished, few = _finish(conn, token, owner, status=DONE, info=info, result=result)
+    clear_outbox(conn, token, keep=keep)
+    return Done(finished, few, webhook_deliveries.outbox(conn, token, "job.done"))
+
+
+def announce_done(deps: Deps, token: str, end: Done, *, publisher: Publisher,
+                  records: Held | None = None) -> str:
+    """After the commit of :func:`done_in`: its webhooks, and its terminal event appended with
+    the ``processing`` event and the record events the run held back, in one round trip."""
+    kick(end.deliveries)
     started = publisher.close()  # no heartbeat progress event may follow the terminal one
-    announce(deps, token, items_deleted=few, finished=finished, later=True, started=started,
-             records=records)
+    announce(deps, token, items_deleted=end.few, finished=end.row, later=True,
+             started=started, records=records)
     logger.info("job %s: done", token, extra={"job": token})
     return DONE
 
