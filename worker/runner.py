@@ -22,7 +22,9 @@ Crash safety rests on the job row, not on the broker.  The parts, each with its 
 * **Terminal** (:mod:`worker.terminal`).  The terminal status commits first, then the
   job's items are deleted, the terminal event is appended and ``announced`` is set (with the
   process's next claim, :mod:`worker.announced`); a crash in between is repaired by the next
-  claim attempt or by the reaper.
+  claim attempt or by the reaper.  A job started at its claim and done in its first batch
+  commits its terminal status in that batch's transaction: a small job's whole life is two
+  write transactions, the claim (with its resolution) and its batch (with its end).
 * **Failures and outages** (:mod:`worker.retry`).  A run that raises hands the job back and
   counts the failure on the job row; below ``max_retries`` the caller retries after a
   back-off, beyond it the job is rejected.  The database or Redis away is not the job's

@@ -6,7 +6,10 @@
   them); then the rest of the items are deleted (in slices), the terminal event is appended
   with a once-key and ``announced`` is set (:func:`announce`; by a run, with the process's
   next claim, :mod:`worker.announced`).  A crash in between is repaired by the next claim
-  attempt or by the reaper, which call :func:`announce` again.
+  attempt or by the reaper, which call :func:`announce` again.  A job done in its first
+  batch commits ``done`` in that batch's transaction (:func:`done_in`, called by
+  :func:`worker.batches.batch_step`), then is announced as any other
+  (:func:`announce_done`).
 * **One round trip.**  A job done in its first batch held its ``processing`` event and that
   batch's record events back (:meth:`worker.progress.Publisher.hold`,
   :meth:`worker.outbox.RecordEvents.hold`): they are appended with its terminal event, in
