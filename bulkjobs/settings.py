@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     # SQLite: how long a statement waits for another process's write lock before it fails
     # with "database is locked" (a job then waits and retries, see worker.runner).
     db_busy_timeout: float = Field(default=60.0, alias="DB_BUSY_TIMEOUT", gt=0)
+    # Connections a process keeps open per database pool (and as many more it may open for
+    # a moment under a burst).  A request or a job that finds none idle opens one: on
+    # SQLite that costs the pragmas and the schema's parse, on PostgreSQL a backend's start.
+    db_pool_size: int = Field(default=20, alias="DB_POOL_SIZE", ge=1, le=1000)
     # Seconds between progress events of one job: at most 1/interval events per second.
     progress_interval: float = Field(default=0.1, alias="PROGRESS_INTERVAL", gt=0)
     # A running job whose heartbeat is older than this is taken to be dead and re-queued.

@@ -73,7 +73,7 @@ def make_engine(url: str) -> Engine:
         # batches over every pooled connection and grow every one of those caches.
         busy = get_settings().db_busy_timeout
         engine = create_engine(url, connect_args={"timeout": busy, "check_same_thread": False},
-                               pool_use_lifo=True, hide_parameters=True)
+                               pool_use_lifo=True, hide_parameters=True, **_pool_sizes())
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         if path and path != ":memory:":
@@ -81,8 +81,21 @@ def make_engine(url: str) -> Engine:
         return engine
     # JIT off: a batch statement's estimate (a subtree range is costed as a tenth of the
     # table) crosses jit_above_cost, and compiling then costs more than the statement.
-    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True,
-                         connect_args={"options": "-c jit=off"}, hide_parameters=True)
+    return create_engine(url, pool_pre_ping=True, connect_args={"options": "-c jit=off"},
+                         hide_parameters=True, **_pool_sizes())
+
+
+def _pool_sizes() -> dict[str, int]:
+    """The pool keeps ``DB_POOL_SIZE`` connections, opened as they are first needed, and opens
+    up to :data:`POOL_OVERFLOW` more for a burst.  A connection beyond the kept ones is
+    closed when it is handed back, so a pool smaller than the requests (or threads) that use
+    it at once opens and closes a connection for nearly each of them: 16 concurrent clients
+    of the web process did so with SQLAlchemy's default of 5."""
+    return {"pool_size": get_settings().db_pool_size, "max_overflow": POOL_OVERFLOW}
+
+
+#: Connections a pool opens beyond ``DB_POOL_SIZE`` for a burst, closed when handed back.
+POOL_OVERFLOW = 10
 
 
 # Where SQLite keeps temporary b-trees, sort runs and statement journals.  MEMORY suits the

@@ -22,6 +22,8 @@ BIN = Path(sys.executable).parent
 BAD = [
     ({"BATCH_SIZE": "0"}, "BATCH_SIZE"),
     ({"BATCH_SIZE": "-5"}, "BATCH_SIZE"),
+    ({"DB_POOL_SIZE": "0"}, "DB_POOL_SIZE"),
+    ({"DB_POOL_SIZE": "many"}, "DB_POOL_SIZE"),
     ({"PROGRESS_INTERVAL": "0"}, "PROGRESS_INTERVAL"),
     ({"STALE_AFTER": "-1"}, "STALE_AFTER"),
     ({"HEARTBEAT_INTERVAL": "0"}, "HEARTBEAT_INTERVAL"),
@@ -196,3 +198,19 @@ def test_the_development_secret_is_private_and_written_once(tmp_path):
     assert len(seen) == 20 and len(set(seen)) == 1 and len(seen[0]) >= 32
     assert [p.name for p in data_dir.iterdir()] == ["jwt_secret"]
     assert stat.S_IMODE((data_dir / "jwt_secret").stat().st_mode) == 0o600
+
+
+def test_database_pools_keep_the_configured_number_of_connections(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A pool keeps ``DB_POOL_SIZE`` connections: a process with more requests at once than
+    SQLAlchemy's default of 5 does not open and close one for each."""
+    from models.engine import POOL_OVERFLOW, make_engine
+
+    monkeypatch.setenv("DB_POOL_SIZE", "17")
+    settings_module.get_settings.cache_clear()
+    try:
+        engine = make_engine(f"sqlite:///{tmp_path}/pool.db")
+        assert (engine.pool.size(), engine.pool._max_overflow) == (17, POOL_OVERFLOW)  # type: ignore[attr-defined]
+        engine.dispose()
+    finally:
+        settings_module.get_settings.cache_clear()
