@@ -21,6 +21,7 @@ from bulkjobs import revocations
 from bulkjobs.errors import BadRequest, BulkJobsError, Forbidden, NotFound, Unauthorized
 from bulkjobs.tokens import Claims, api_key_digest, check_password, hash_password, new_api_key
 from models.auth import ApiKey, Member, Project, User
+from models.engine import begin_writing
 from models.queries import visible_projects
 
 
@@ -225,11 +226,13 @@ def create_user(
     Commits."""
     if not username.strip():
         raise BadRequest("username must not be empty")
+    digest = hash_password(password)  # slow on purpose: not while holding the write lock
+    begin_writing(session)  # the check and the insert in one write transaction
     taken = session.execute(select(col(User.gid)).where(col(User.username) == username)).first()
     if taken is not None:
         raise BadRequest(f"user {username!r} exists already")
-    user = User(gid=str(uuid.uuid4()), username=username, name=name,
-                password_hash=hash_password(password), ops=ops)
+    user = User(gid=str(uuid.uuid4()), username=username, name=name, password_hash=digest,
+                ops=ops)
     session.add(user)
     session.commit()
     return user
@@ -240,6 +243,7 @@ def add_member(
 ) -> Member:
     """Make ``user`` an active member of a project (roles ``member`` by default); updates an
     existing membership.  :class:`NotFound` for an unknown project.  Commits."""
+    begin_writing(session)
     project = session.get(Project, project_gid)
     if project is None:
         raise NotFound(f"no project {project_gid}")
@@ -258,6 +262,7 @@ def create_api_key(
 ) -> str:
     """A new API key of ``user`` for a project he may act on; returns the key itself, which
     is stored only as its digest (shown once).  Commits."""
+    begin_writing(session)
     require_member(session, session_claims(user), project_gid)
     taken = session.execute(select(col(ApiKey.key_hash)).where(
         col(ApiKey.user_gid) == user.gid, col(ApiKey.project_gid) == project_gid,
@@ -301,6 +306,7 @@ def remove_ops(session: Session, *, username: str) -> User:
 
 
 def _set_user(session: Session, username: str, **values: Any) -> User:
+    begin_writing(session)
     found = session.execute(update(User).where(col(User.username) == username).values(**values))
     if not found.rowcount:  # type: ignore[attr-defined]
         raise NotFound(f"no user {username!r}")
@@ -314,6 +320,7 @@ def revoke_api_key(session: Session, *, key_id: str) -> ApiKey:
     are refused at their next request and their websockets close before their next
     delivery.  :class:`NotFound` for an unknown id.  Commits, then announces the
     revocation."""
+    begin_writing(session)
     key = session.execute(select(ApiKey).where(col(ApiKey.key_id) == key_id)).scalar_one_or_none()
     if key is None:
         raise NotFound(f"no API key {key_id!r}")
