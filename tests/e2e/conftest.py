@@ -132,7 +132,8 @@ def system(schema: Engine) -> Iterator[System]:
     env = {**os.environ, **ENV_FOR_JOBS}
     web_port, stream_port = free_port(), free_port()
     web = Proc("web", [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
-                       "--port", str(web_port)], {**env, "STREAM_PORT": str(stream_port)}).start()
+                       "--port", str(web_port), "--timeout-keep-alive", "75"],
+               {**env, "STREAM_PORT": str(stream_port)}).start()
     sys_ = System(f"http://127.0.0.1:{web_port}", f"ws://127.0.0.1:{stream_port}/sync",
                   f"http://127.0.0.1:{stream_port}", {"web": web})
     try:

@@ -46,7 +46,7 @@ def ops_web(system: System) -> Iterator[str]:
     port = free_port()
     stream_port = system.stream_url.rsplit(":", 1)[1].split("/")[0]
     proc = Proc("web-ops", [sys.executable, "-m", "uvicorn", "api.app:app", "--host",
-                            "127.0.0.1", "--port", str(port)],
+                            "127.0.0.1", "--port", str(port), "--timeout-keep-alive", "75"],
                 {**os.environ, **ENV_FOR_JOBS, "STREAM_PORT": stream_port}).start()
     url = f"http://127.0.0.1:{port}"
     try:

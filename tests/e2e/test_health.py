@@ -93,3 +93,28 @@ def test_metrics_ask_for_the_metrics_token_when_it_is_set(services: object, kind
         assert "# TYPE" in answer.text
     finally:
         proc.stop()
+
+
+def test_the_web_keeps_an_idle_connection_longer_than_pooling_clients(services: object) -> None:
+    """A client that pools connections (httpx keeps an idle one 5 s) reuses one after a pause:
+    the web (the Procfile's command) still has it open, so the request is answered rather
+    than reset (uvicorn's own default closes idle connections after 5 s, the same moment)."""
+    import http.client
+    import time
+
+    proc, base = started("web")
+    conn = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=10)
+    try:
+        conn.request("GET", "/livez")
+        first = conn.getresponse()
+        assert (first.status, first.read()) == (200, b'{"status":"ok"}')
+        time.sleep(6.5)  # longer than httpx's keep-alive expiry and uvicorn's default
+        try:  # the same connection: http.client opens no new one while it has a socket
+            conn.request("GET", "/livez")
+            again: int | str = conn.getresponse().status
+        except (ConnectionError, http.client.HTTPException) as exc:
+            again = repr(exc)
+        assert again == 200
+    finally:
+        conn.close()
+        proc.stop()
