@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from api.dato import envelope as dato
 from api.plone import envelope as plone
@@ -93,6 +94,14 @@ def install(app: FastAPI) -> None:
     async def _db(request: Request, exc: OperationalError) -> JSONResponse:
         logger.warning("database unavailable: %s", exc)
         return render(request, ServiceUnavailable("The database is busy; try again shortly"))
+
+    # The client closed its connection before its request was read: nobody is left to
+    # answer, and it is no error of the server's (no traceback, no 500 in the metrics).
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        logger.info("client went away before its request was read: %s %s", request.method,
+                    request.url.path)
+        return render(request, BadRequest("The connection closed before the request was read"))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
