@@ -13,11 +13,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import ENV_FOR_JOBS, Proc, wait_for
+from tests.e2e.conftest import ENV_FOR_JOBS, Proc, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -47,6 +49,18 @@ def web(port: int, **env: str) -> Proc:
     wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code in (200, 503),
              f"web on {port}", timeout=60, proc=proc)
     return proc
+
+
+@contextmanager
+def serving_web(**env: str) -> Iterator[tuple[Proc, str]]:
+    """A web process (:func:`web`) on a free port for the ``with`` block: the process and its
+    base URL; stopped after it."""
+    port = free_port()
+    proc = web(port, **env)
+    try:
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop()
 
 
 def worker(name: str, concurrency: int = 2, **env: str) -> Proc:

@@ -16,19 +16,15 @@ from bulkjobs import tokens
 from models.engine import get_write_engine
 from models.seed import SeedResult, seed
 from tests.e2e import procfile
-from tests.e2e.conftest import Proc, free_port, wait_for
+from tests.e2e.conftest import Proc, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def web(schema: Engine) -> Iterator[tuple[Proc, int]]:
-    port = free_port()
-    proc = procfile.web(port)
-    try:
-        yield proc, port
-    finally:
-        proc.stop()
+def web(schema: Engine) -> Iterator[tuple[Proc, str]]:
+    with procfile.serving_web() as served:
+        yield served
 
 
 @pytest.fixture
@@ -38,8 +34,9 @@ def seeded(services: Engine) -> SeedResult:
 
 
 def test_a_client_gone_before_its_body_arrived_is_one_line_not_an_error(
-        web: tuple[Proc, int], seeded: SeedResult) -> None:
-    proc, port = web
+        web: tuple[Proc, str], seeded: SeedResult) -> None:
+    proc, base = web
+    port = int(base.rsplit(":", 1)[1])
     project = seeded.projects[0]
     member = next(u.gid for u in seeded.users if u.username.startswith("member"))
     head = (f"POST /api/p/{project.gid}/records/bulk/delete HTTP/1.1\r\n"
@@ -50,6 +47,6 @@ def test_a_client_gone_before_its_body_arrived_is_one_line_not_an_error(
         time.sleep(0.5)  # the route is waiting for the rest of the body
     wait_for(lambda: "client went away" in proc.output() or "Traceback" in proc.output(),
              "the web's word on it", timeout=30)
-    assert httpx.get(f"http://127.0.0.1:{port}/livez", timeout=10).status_code == 200
+    assert httpx.get(f"{base}/livez", timeout=10).status_code == 200
     output = proc.output()
     assert "Traceback" not in output and "unexpected error" not in output, output[-3000:]

@@ -13,19 +13,14 @@ import httpx
 import pytest
 
 from tests.e2e import procfile
-from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def web() -> Iterator[str]:
-    port = free_port()
-    proc = procfile.web(port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    with procfile.serving_web() as (_, base):
+        yield base
 
 
 def test_docs_page_names_only_its_own_assets(services: object, web: str) -> None:

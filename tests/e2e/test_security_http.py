@@ -18,7 +18,6 @@ from models.accounts import remove_ops
 from models.engine import get_engine, get_write_engine
 from models.seed import SeedResult, seed
 from tests.e2e import procfile
-from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -29,12 +28,8 @@ FAILURES_PER_NAME = 3
 @pytest.fixture(scope="module")
 def web(schema: Engine) -> Iterator[str]:
     """The web process, from its Procfile command; its base URL."""
-    port = free_port()
-    proc = procfile.web(port, LOGIN_FAILURES_PER_NAME=str(FAILURES_PER_NAME))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    with procfile.serving_web(LOGIN_FAILURES_PER_NAME=str(FAILURES_PER_NAME)) as (_, base):
+        yield base
 
 
 @pytest.fixture
