@@ -297,7 +297,8 @@ def _run_started(
         end = False
         if batch.done is not None:
             # Its processing event, this batch's record events and its terminal event go to
-            # the log together, in one round trip.
+            # the log together, in one round trip (the batch ended the job only because its
+            # events are few enough to be held: worker.outbox.holdable).
             record_events.hold(batch.row.project_gid, batch.effects, batch.outbox_id)
             return announce_done(deps, token, batch.done, publisher=publisher,
                                  records=record_events.held())

@@ -104,10 +104,10 @@ def conclude(deps: Deps, token: str, owner: str, spec: JobSpec, row: StateRow, *
         return reject_run(deps, token, owner, info, _result_error(result), result=result,
                           publisher=publisher, flushed=True, records=records)
     with LEFT.deleted() as delete_left, deps.write_engine.begin() as conn:
-        end = done_in(conn, token, owner, info=info, result=result,
-                      keep=records.ids if records is not None else ())
+        done = done_in(conn, token, owner, info=info, result=result,
+                       keep=records.ids if records is not None else ())
         delete_left(conn)
-    return announce_done(deps, token, end, publisher=publisher, records=records)
+    return announce_done(deps, token, done, publisher=publisher, records=records)
 
 
 class Done(NamedTuple):
@@ -136,13 +136,13 @@ def done_in(conn: Connection, token: str, owner: str, *, info: dict[str, Any],
     return Done(finished, few, webhook_deliveries.outbox(conn, token, "job.done"))
 
 
-def announce_done(deps: Deps, token: str, end: Done, *, publisher: Publisher,
+def announce_done(deps: Deps, token: str, done: Done, *, publisher: Publisher,
                   records: Held | None = None) -> str:
     """After the commit of :func:`done_in`: its webhooks, and its terminal event appended with
     the ``processing`` event and the record events the run held back, in one round trip."""
-    kick(end.deliveries)
+    kick(done.deliveries)
     started = publisher.close()  # no heartbeat progress event may follow the terminal one
-    announce(deps, token, items_deleted=end.few, finished=end.row, later=True,
+    announce(deps, token, items_deleted=done.few, finished=done.row, later=True,
              started=started, records=records)
     logger.info("job %s: done", token, extra={"job": token})
     return DONE
